@@ -1,0 +1,133 @@
+"""Error classes the wrapper raises, and the classification of ccxt errors.
+
+Every class here subclasses the ccxt error a caller already catches, so swapping a raw exchange for a
+hardened one changes no ``except`` clause. ``classify`` is a pure function: it decides what kind of
+failure an exception is (transient, rate limit, clock skew, permanent) and the retry and breaker
+stages act on that decision.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from typing import Any
+
+import ccxt
+
+__all__ = [
+    "CircuitOpenError",
+    "DataQualityError",
+    "ErrorKind",
+    "OrderStateUnknown",
+    "RequestSkipped",
+    "classify",
+    "http_status_of",
+]
+
+
+class CircuitOpenError(ccxt.ExchangeNotAvailable):
+    """The endpoint's breaker is open: the call was not attempted and nothing touched the network."""
+
+    def __init__(self, breaker: str, retry_in: float | None = None) -> None:
+        self.breaker = breaker
+        self.retry_in = retry_in
+        hint = f"; next probe in {retry_in:.1f}s" if retry_in is not None else ""
+        super().__init__(f"circuit breaker {breaker} is open, call not attempted{hint}")
+
+
+class RequestSkipped(ccxt.ExchangeNotAvailable):
+    """The learning gate predicted this call would fail and skipped it."""
+
+    def __init__(self, endpoint: str, probability: float, reason: str = "") -> None:
+        self.endpoint = endpoint
+        self.probability = probability
+        self.reason = reason
+        extra = f" ({reason})" if reason else ""
+        super().__init__(f"{endpoint}: call skipped, predicted failure probability {probability:.0%}{extra}")
+
+
+class DataQualityError(ccxt.BadResponse):
+    """The answer arrived but scored below ``min_quality_score``; ``report`` says what was wrong."""
+
+    def __init__(self, endpoint: str, score: float, report: Any) -> None:
+        self.endpoint = endpoint
+        self.score = score
+        self.report = report
+        super().__init__(f"{endpoint}: data quality score {score:.0f} below the minimum: {report}")
+
+
+class OrderStateUnknown(ccxt.NetworkError):
+    """An order was sent but whether the exchange holds it could not be learned; reconcile by its id."""
+
+    def __init__(self, client_order_id: str, symbol: str | None, reason: str) -> None:
+        self.client_order_id = client_order_id
+        self.symbol = symbol
+        self.reason = reason
+        super().__init__(
+            f"state of order with client order id {client_order_id} ({symbol}) unknown: {reason}"
+        )
+
+
+class ErrorKind(enum.Enum):
+    """What a failure means for the retry and breaker stages."""
+
+    TRANSIENT = "transient"  # retry with back-off; counts against the breaker
+    RATE_LIMIT = "rate_limit"  # back off (Retry-After or at least the rate-limit floor); counts
+    CLOCK_SKEW = "clock_skew"  # resync the clock with the exchange, then retry; does not count
+    PERMANENT = "permanent"  # the request itself is wrong: never retried, never counts
+
+
+# ccxt's default HTTP map sends bare 4xx answers to ExchangeNotAvailable; these statuses mean the
+# request was refused, not that the exchange is down, so they must not be retried as an outage.
+_PERMANENT_HTTP = frozenset({400, 401, 403, 404, 405, 407, 409, 410, 422, 451})
+_HTTP_STATUS = re.compile(r"\s(\d{3})\s")
+_CLOCK_SKEW_TEXT = re.compile(
+    r"recvWindow|timestamp for this request|invalid (?:request )?timestamp|timestamp.*(?:expired|outside)"
+    r"|nonce",
+    re.IGNORECASE,
+)
+
+# Order matters: the first matching class decides. Subclasses come before their parents.
+_PERMANENT = (
+    ccxt.AuthenticationError,
+    ccxt.BadSymbol,
+    ccxt.BadRequest,
+    ccxt.InsufficientFunds,
+    ccxt.InvalidOrder,
+    ccxt.InvalidAddress,
+    ccxt.NotSupported,
+    ccxt.ArgumentsRequired,
+    ccxt.OperationRejected,
+)
+
+
+def http_status_of(exc: BaseException) -> int | None:
+    """The HTTP status ccxt wrote into an error message (``binance GET url 400 Bad Request ...``)."""
+    match = _HTTP_STATUS.search(str(exc))
+    return int(match.group(1)) if match else None
+
+
+def classify(exc: BaseException) -> ErrorKind:
+    """Decide what kind of failure ``exc`` is; anything not from ccxt is treated as permanent."""
+    if isinstance(exc, (CircuitOpenError, RequestSkipped)):
+        return ErrorKind.PERMANENT  # our own fail-fast answers are never retried inside the wrapper
+    if isinstance(exc, (ccxt.RateLimitExceeded, ccxt.DDoSProtection)):
+        return ErrorKind.RATE_LIMIT
+    if isinstance(exc, ccxt.InvalidNonce):
+        return ErrorKind.CLOCK_SKEW
+    if isinstance(exc, DataQualityError):
+        return ErrorKind.TRANSIENT
+    if isinstance(exc, ccxt.ExchangeNotAvailable) and not isinstance(exc, ccxt.OnMaintenance):
+        status = http_status_of(exc)
+        if status in _PERMANENT_HTTP:
+            return ErrorKind.PERMANENT
+        return ErrorKind.TRANSIENT
+    if isinstance(exc, ccxt.OperationFailed):  # NetworkError, RequestTimeout, BadResponse, ...
+        return ErrorKind.TRANSIENT
+    if isinstance(exc, _PERMANENT):
+        if _CLOCK_SKEW_TEXT.search(str(exc)):
+            return ErrorKind.CLOCK_SKEW  # some exchanges report a skewed timestamp as a bad request
+        return ErrorKind.PERMANENT
+    if isinstance(exc, ccxt.ExchangeError) and _CLOCK_SKEW_TEXT.search(str(exc)):
+        return ErrorKind.CLOCK_SKEW
+    return ErrorKind.PERMANENT

@@ -1,0 +1,1 @@
+"""Telemetry: the event bus, the client registry, the error tracker, health scores and metrics."""
