@@ -1,0 +1,406 @@
+"""The drop-in wrapper: ``HardenedClient(ccxt.binance(...))`` behaves like the exchange it wraps.
+
+Every unified ccxt method (``fetch_*``, ``create_order``, ``load_markets``, ...) keeps its
+signature and its return value, and runs through the pipeline of ``hardened.pipeline``; every
+other attribute (``id``, ``markets``, ``options``, ...) reads and writes through to the wrapped
+exchange, which stays available as ``.inner``. The sync and async clients differ only in the
+driver they hand each call to.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import structlog
+import tenacity
+
+from hardened.config import EndpointPolicy, HardenedConfig
+from hardened.endpoints import Endpoint, endpoint_for
+from hardened.pipeline import CallContext, Pipeline, Stage, current_call, run_async, run_sync
+from hardened.pipeline.breaker import BreakerView, EndpointBreaker
+from hardened.pipeline.breaker_stage import BreakerStage
+from hardened.pipeline.record import EndpointStats, RecordStage
+from hardened.pipeline.retry import RetryBudget, RetryPolicy
+from hardened.telemetry import health as health_score
+from hardened.telemetry import registry
+from hardened.telemetry.events import bus
+from hardened.telemetry.redact import redact_text, secrets_of
+
+__all__ = ["AsyncHardenedClient", "HardenedClient"]
+
+log = structlog.get_logger("hardened")
+
+# Endpoints whose breakers exist from the start, so ``ex.breakers["binance_ohlcv"]`` works before
+# the first call; any other endpoint gets its breaker on first use.
+CORE_ENDPOINTS = (
+    "markets",
+    "ticker",
+    "ohlcv",
+    "order_book",
+    "trades",
+    "balance",
+    "create_order",
+    "cancel_order",
+)
+
+
+class EndpointRuntime:
+    """What one endpoint of one client owns: its resolved policy, breaker, stats and retry policy."""
+
+    __slots__ = ("breaker", "policy", "retry", "stats")
+
+    def __init__(
+        self, policy: EndpointPolicy, breaker: EndpointBreaker, stats: EndpointStats, retry: RetryPolicy
+    ):
+        self.policy = policy
+        self.breaker = breaker
+        self.stats = stats
+        self.retry = retry
+
+
+class Breakers(Mapping[str, BreakerView]):
+    """``ex.breakers``: breaker name (``binance_ohlcv``) -> a live view with state and ``reset()``."""
+
+    def __init__(self, core: _Core) -> None:
+        self._core = core
+
+    def __getitem__(self, name: str) -> BreakerView:
+        prefix = self._core.exchange_id + "_"
+        if not name.startswith(prefix):
+            raise KeyError(name)
+        endpoint = name[len(prefix) :]
+        rt = self._core.runtimes.get(endpoint)
+        if rt is None:
+            if endpoint not in self._core.known_endpoints():
+                raise KeyError(name)
+            rt = self._core.runtime(endpoint)
+        return rt.breaker.view()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([rt.breaker.name for rt in list(self._core.runtimes.values())])
+
+    def __len__(self) -> int:
+        return len(self._core.runtimes)
+
+    def reset_all(self) -> None:
+        """Close every breaker of this client."""
+        for rt in list(self._core.runtimes.values()):
+            rt.breaker.reset()
+
+
+class _Core:
+    """The client's own state, kept in one object so the wrapper's namespace stays the exchange's."""
+
+    __slots__ = (
+        "__weakref__",
+        "budget",
+        "config",
+        "exchange",
+        "exchange_id",
+        "lock",
+        "name",
+        "pipeline",
+        "record",
+        "runtimes",
+        "stats_by_endpoint",
+    )
+
+    def __init__(self, exchange: Any, config: HardenedConfig, stages: Sequence[Stage] | None) -> None:
+        self.exchange = exchange
+        self.exchange_id = str(exchange.id)
+        self.config = config
+        self.lock = threading.Lock()
+        self.runtimes: dict[str, EndpointRuntime] = {}
+        self.stats_by_endpoint: dict[str, EndpointStats] = {}
+        self.budget = RetryBudget(
+            config.retry_budget_ratio, config.retry_budget_min, config.retry_budget_window
+        )
+        self.record = RecordStage(self.exchange_id, self.stats_by_endpoint, lambda: secrets_of(exchange))
+        self.pipeline = Pipeline(stages if stages is not None else default_stages(self.record))
+        self.name = ""
+
+    def known_endpoints(self) -> set[str]:
+        return {*CORE_ENDPOINTS, *self.config.endpoints, *self.runtimes}
+
+    def runtime(self, endpoint: str) -> EndpointRuntime:
+        """The runtime of ``endpoint``, created once (under the lock) on first use."""
+        rt = self.runtimes.get(endpoint)
+        if rt is not None:
+            return rt
+        with self.lock:
+            rt = self.runtimes.get(endpoint)
+            if rt is None:
+                policy = self.config.for_endpoint(endpoint)
+                breaker = EndpointBreaker(f"{self.exchange_id}_{endpoint}", policy, self._breaker_moved)
+                stats = self.record.stats_for(endpoint)
+                rt = EndpointRuntime(policy, breaker, stats, RetryPolicy(policy, self.budget, self._retrying))
+                self.runtimes[endpoint] = rt
+        return rt
+
+    def _breaker_moved(self, breaker: EndpointBreaker, old: str | None, new: str) -> None:
+        endpoint = breaker.name[len(self.exchange_id) + 1 :]
+        fields = {
+            "exchange": self.exchange_id,
+            "endpoint": endpoint,
+            "breaker": breaker.name,
+            "old": old,
+            "new": new,
+        }
+        if new == "open":
+            log.warning("breaker_opened", **fields)
+        elif new == "closed":
+            log.info("breaker_closed", **fields)
+        else:
+            log.info("breaker_half_open", **fields)
+        bus.publish("breaker_transition", client=self.name, **fields)
+
+    def _retrying(self, ctx: CallContext, retry_state: tenacity.RetryCallState) -> None:
+        outcome = retry_state.outcome
+        error = outcome.exception() if outcome is not None else None
+        delay = retry_state.upcoming_sleep
+        log.info(
+            "retry_scheduled",
+            exchange=self.exchange_id,
+            endpoint=ctx.endpoint.name,
+            attempt=ctx.attempt,
+            delay_s=round(delay, 3),
+            error=type(error).__name__ if error is not None else None,
+            message=redact_text(str(error), secrets_of(self.exchange))[:300] if error is not None else None,
+        )
+
+    def stats(self) -> dict[str, Any]:
+        endpoints: dict[str, Any] = {}
+        for name, rt in list(self.runtimes.items()):
+            data = rt.stats.snapshot()
+            data["breaker"] = rt.breaker.view().as_dict()
+            endpoints[name] = data
+        return {
+            "client": self.name,
+            "exchange": self.exchange_id,
+            "endpoints": endpoints,
+            "retry_budget": self.budget.usage(),
+            "pipeline": self.pipeline.names(),
+        }
+
+
+def default_stages(record: RecordStage) -> list[Stage]:
+    """The stages in order, outermost first (see ``hardened.pipeline`` for what each does)."""
+    return [record, BreakerStage()]
+
+
+_OWN = frozenset({"inner", "_hd"})
+
+
+class _HardenedBase:
+    """Shared by the sync and async clients: construction, write-through, inspection."""
+
+    inner: Any
+    _hd: _Core
+    _wrap: Any  # (endpoint, name, bound method) -> wrapper: each driver class says how a call runs
+
+    def __init__(
+        self,
+        exchange: Any,
+        config: HardenedConfig | None = None,
+        *,
+        stages: Sequence[Stage] | None = None,
+        **overrides: Any,
+    ) -> None:
+        if not hasattr(exchange, "id") or not hasattr(exchange, "has"):
+            raise TypeError(f"HardenedClient wraps a ccxt exchange instance, got {type(exchange).__name__}")
+        if config is None:
+            config = HardenedConfig(**overrides)
+        else:
+            config = config.with_overrides(**overrides)
+        object.__setattr__(self, "inner", exchange)
+        core = _Core(exchange, config, stages)
+        object.__setattr__(self, "_hd", core)
+        _disable_ccxt_retries(exchange)
+        _observe_http_answers(exchange)
+        for endpoint in CORE_ENDPOINTS:
+            core.runtime(endpoint)
+        core.name = registry.register(self, core.exchange_id)
+
+    # --- write-through --------------------------------------------------------------------
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called when normal lookup fails: unified methods get a wrapper, cached on the
+        # instance so the next lookup is a plain dict hit; everything else is the exchange's.
+        inner = object.__getattribute__(self, "inner")
+        endpoint = endpoint_for(name)
+        if endpoint is None:
+            return getattr(inner, name)
+        method = getattr(inner, name)
+        wrapper = self._wrap(endpoint, name, method)
+        object.__setattr__(self, name, wrapper)
+        return wrapper
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _OWN:
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self.inner, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        delattr(self.inner, name)
+
+    def __dir__(self) -> list[str]:
+        return sorted({*super().__dir__(), *dir(self.inner)})
+
+    def __repr__(self) -> str:
+        inner = type(self.inner)
+        return f"<{type(self).__name__} {self._hd.name} wrapping {inner.__module__}.{inner.__name__}>"
+
+    # --- looking inside -------------------------------------------------------------------
+
+    @property
+    def config(self) -> HardenedConfig:
+        """The resolved configuration of this client."""
+        return self._hd.config
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """The stages every call runs through, outermost first."""
+        return self._hd.pipeline
+
+    @property
+    def breakers(self) -> Breakers:
+        """Breaker name -> view (``.state``, counters, ``reset()``)."""
+        return Breakers(self._hd)
+
+    @property
+    def client_name(self) -> str:
+        """The name this client is registered under (``binance``, ``binance#2``, ...)."""
+        return self._hd.name
+
+    def stats(self) -> dict[str, Any]:
+        """Per endpoint: calls, successes, failures by class, retries, skips, cache hits, latency
+        p50/p95/p99 (ms), last quality score and breaker state; plus the retry budget."""
+        return self._hd.stats()
+
+    def health(self) -> dict[str, Any]:
+        """``score`` 0-100, ``status`` (excellent/good/fair/poor/critical) and the reasons."""
+        return health_score.client_health(self._hd.stats())
+
+
+def _disable_ccxt_retries(exchange: Any) -> None:
+    """ccxt's own ``maxRetriesOnFailure`` resends POSTs too (a second order): keep it at 0."""
+    options = getattr(exchange, "options", None)
+    if isinstance(options, dict):
+        if options.get("maxRetriesOnFailure"):
+            log.warning(
+                "ccxt_retries_disabled",
+                exchange=exchange.id,
+                was=options.get("maxRetriesOnFailure"),
+                reason="ccxt's retries resend orders; hardened retries idempotent calls only",
+            )
+        options["maxRetriesOnFailure"] = 0
+
+
+def _observe_http_answers(exchange: Any) -> None:
+    """Hand each HTTP answer's status and headers to the call in flight (Retry-After, budgets).
+
+    ccxt calls ``handle_errors`` for every answer, success or not, in the caller's thread or task,
+    so the current call is found through a context variable: safe with threads and tasks alike.
+    """
+    original = exchange.handle_errors
+    if getattr(original, "_hardened_observer", False):
+        return
+
+    def handle_errors(code: Any, reason: Any, url: Any, method: Any, headers: Any, *rest: Any) -> Any:
+        ctx = current_call.get()
+        if ctx is not None:
+            ctx.http_status = code
+            ctx.http_headers = headers
+        return original(code, reason, url, method, headers, *rest)
+
+    handle_errors._hardened_observer = True  # type: ignore[attr-defined]
+    exchange.handle_errors = handle_errors
+
+
+class HardenedClient(_HardenedBase):
+    """A sync ccxt exchange with the hardened pipeline behind every unified method.
+
+    Thread-safe: breakers, stats and budgets take short locks and none is held across a request.
+    """
+
+    def _wrap(self, endpoint: Endpoint, name: str, method: Any) -> Any:
+        core = self._hd
+        rt = core.runtime(endpoint.name)
+        pipe = core.pipeline
+        budget = core.budget
+        exchange = self.inner
+        perf = time.perf_counter
+
+        def resync() -> Any:
+            if exchange.has.get("fetchTime"):
+                return exchange.load_time_difference()
+            return None
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            budget.record_request()
+            # Looked up per call (tens of ns) so a method patched on the exchange later is honoured.
+            current = getattr(exchange, name)
+            return run_sync(pipe, CallContext(rt, endpoint, args, kwargs, perf()), current, resync)
+
+        call.__name__ = method.__name__
+        call.__doc__ = method.__doc__
+        call.__wrapped__ = method  # type: ignore[attr-defined]
+        return call
+
+    def close(self) -> None:
+        """Release the wrapped exchange's HTTP session and forget this client in the registry."""
+        registry.unregister(self._hd.name)
+        close = getattr(self.inner, "close", None)
+        if callable(close):
+            close()
+
+    def __enter__(self) -> HardenedClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncHardenedClient(_HardenedBase):
+    """An async (``ccxt.async_support``) exchange with the hardened pipeline behind every method.
+
+    Task-safe: no lock is held across an ``await``. ``async with`` closes the wrapped exchange.
+    """
+
+    def _wrap(self, endpoint: Endpoint, name: str, method: Any) -> Any:
+        core = self._hd
+        rt = core.runtime(endpoint.name)
+        pipe = core.pipeline
+        budget = core.budget
+        exchange = self.inner
+        perf = time.perf_counter
+
+        async def resync() -> Any:
+            if exchange.has.get("fetchTime"):
+                return await exchange.load_time_difference()
+            return None
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            budget.record_request()
+            current = getattr(exchange, name)
+            return await run_async(pipe, CallContext(rt, endpoint, args, kwargs, perf()), current, resync)
+
+        call.__name__ = method.__name__
+        call.__doc__ = method.__doc__
+        call.__wrapped__ = method  # type: ignore[attr-defined]
+        return call
+
+    async def close(self) -> None:
+        """Close the wrapped exchange (its aiohttp session) and forget this client in the registry."""
+        registry.unregister(self._hd.name)
+        await self.inner.close()
+
+    async def __aenter__(self) -> AsyncHardenedClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,227 @@
+"""The resilience pipeline: the stages in order, and the sync and async drivers that run them.
+
+Order of a call (outermost first), as ``default_stages`` builds it::
+
+    record -> [gate] -> [cache] -> breaker -> retry loop -> the ccxt call -> [validate]
+
+``record`` writes every outcome; the learning gate and the cache take their places after it when
+their issues land; ``breaker`` admits each attempt; the retry loop lives in ``run_sync`` /
+``run_async`` below (its decisions are tenacity strategies in ``pipeline/retry.py``); validation
+runs on each answer before the breaker counts it a success. Users may insert their own ``Stage``
+anywhere in the list they pass as ``stages=``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from hardened.errors import classify
+from hardened.pipeline.context import CallContext
+from hardened.pipeline.stage import HOOKS, Shortcut, Stage
+
+__all__ = ["CallContext", "Pipeline", "Shortcut", "Stage", "current_call", "run_async", "run_sync"]
+
+# The call in flight in this thread or task, so the exchange's ``handle_errors`` hook can hand
+# each HTTP answer (status, headers: Retry-After, rate-limit usage) to it.
+current_call: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar(
+    "hardened_current_call", default=None
+)
+
+
+class Pipeline:
+    """An ordered list of stages, with each hook's stages precomputed in the order it runs them."""
+
+    __slots__ = ("on_attempt", "on_attempt_error", "on_call", "on_done", "on_result", "stages")
+
+    def __init__(self, stages: Sequence[Stage]) -> None:
+        self.stages = tuple(stages)
+        for hook in HOOKS:
+            bound = [getattr(s, hook) for s in self.stages if s.overrides(hook)]
+            if hook in ("on_result", "on_attempt_error", "on_done"):
+                bound.reverse()  # unwinding: innermost stage first
+            setattr(self, hook, tuple(bound))
+
+    def names(self) -> list[str]:
+        """Stage names in order, outermost first."""
+        return [s.name for s in self.stages]
+
+
+def _shortcut(pipe: Pipeline, ctx: CallContext) -> Shortcut | None:
+    for hook in pipe.on_call:
+        shortcut = hook(ctx)
+        if shortcut is not None:
+            return shortcut
+    return None
+
+
+def _finish(pipe: Pipeline, ctx: CallContext, result: Any, error: BaseException | None) -> Any:
+    for hook in pipe.on_done:
+        result, error = hook(ctx, result, error)
+    if error is not None:
+        raise error
+    return result
+
+
+def _attempt_failed(pipe: Pipeline, ctx: CallContext, error: BaseException) -> None:
+    kind = classify(error)
+    for hook in pipe.on_attempt_error:
+        hook(ctx, error, kind)
+
+
+def _replay(first: BaseException, attempt: Callable[[], Any]) -> Callable[[], Any]:
+    """Tenacity's first attempt re-raises the failure that already happened, then real attempts."""
+    pending = [first]
+
+    def again() -> Any:
+        if pending:
+            raise pending.pop()
+        return attempt()
+
+    return again
+
+
+# --- the sync driver ------------------------------------------------------------------------
+
+
+def _attempt_sync(
+    pipe: Pipeline, ctx: CallContext, call: Callable[..., Any], resync: Callable[[], Any]
+) -> Any:
+    ctx.attempt += 1
+    ctx.http_status = None
+    ctx.http_headers = None
+    for hook in pipe.on_attempt:
+        hook(ctx)
+    try:
+        if ctx.resync_clock:
+            ctx.resync_clock = None
+            resync()
+        result = call(*ctx.args, **ctx.kwargs)
+        for hook in pipe.on_result:
+            result = hook(ctx, result)
+        return result
+    except BaseException as error:
+        _attempt_failed(pipe, ctx, error)
+        raise
+
+
+def run_sync(pipe: Pipeline, ctx: CallContext, call: Callable[..., Any], resync: Callable[[], Any]) -> Any:
+    """Run one call through the pipeline, blocking; ``resync`` resynchronises the exchange clock."""
+    token = current_call.set(ctx)
+    try:
+        try:
+            shortcut = _shortcut(pipe, ctx)
+            if shortcut is not None:
+                result = shortcut.value
+            else:
+                result = _attempts_sync(pipe, ctx, call, resync)
+        except BaseException as error:
+            _attach_attempts(error, ctx)
+            return _finish(pipe, ctx, None, error)
+        return _finish(pipe, ctx, result, None)
+    finally:
+        current_call.reset(token)
+
+
+def _attempts_sync(
+    pipe: Pipeline, ctx: CallContext, call: Callable[..., Any], resync: Callable[[], Any]
+) -> Any:
+    """The first attempt bare; after a failure worth retrying, tenacity drives the rest."""
+    try:
+        return _attempt_sync(pipe, ctx, call, resync)
+    except BaseException as first:
+        retry = ctx.rt.retry
+        if not retry.first_failure_worth_retrying(ctx, first):
+            raise
+        return retry.sync(ctx)(_replay(first, lambda: _attempt_sync(pipe, ctx, call, resync)))
+
+
+# --- the async driver -----------------------------------------------------------------------
+
+
+async def _attempt_async(
+    pipe: Pipeline,
+    ctx: CallContext,
+    call: Callable[..., Awaitable[Any]],
+    resync: Callable[[], Awaitable[Any]],
+) -> Any:
+    ctx.attempt += 1
+    ctx.http_status = None
+    ctx.http_headers = None
+    for hook in pipe.on_attempt:
+        hook(ctx)
+    try:
+        if ctx.resync_clock:
+            ctx.resync_clock = None
+            await resync()
+        result = await call(*ctx.args, **ctx.kwargs)
+        for hook in pipe.on_result:
+            result = hook(ctx, result)
+        return result
+    except BaseException as error:
+        _attempt_failed(pipe, ctx, error)
+        raise
+
+
+async def run_async(
+    pipe: Pipeline,
+    ctx: CallContext,
+    call: Callable[..., Awaitable[Any]],
+    resync: Callable[[], Awaitable[Any]],
+) -> Any:
+    """Run one call through the pipeline in the current task; the same decisions as ``run_sync``."""
+    token = current_call.set(ctx)
+    try:
+        try:
+            shortcut = _shortcut(pipe, ctx)
+            if shortcut is not None:
+                result = shortcut.value
+            else:
+                result = await _attempts_async(pipe, ctx, call, resync)
+        except BaseException as error:
+            _attach_attempts(error, ctx)
+            return _finish(pipe, ctx, None, error)
+        return _finish(pipe, ctx, result, None)
+    finally:
+        current_call.reset(token)
+
+
+async def _attempts_async(
+    pipe: Pipeline,
+    ctx: CallContext,
+    call: Callable[..., Awaitable[Any]],
+    resync: Callable[[], Awaitable[Any]],
+) -> Any:
+    """The first attempt bare; after a failure worth retrying, tenacity drives the rest."""
+    try:
+        return await _attempt_async(pipe, ctx, call, resync)
+    except BaseException as first:
+        retry = ctx.rt.retry
+        if not retry.first_failure_worth_retrying(ctx, first):
+            raise
+        return await retry.asynchronous(ctx)(
+            _replay_async(first, lambda: _attempt_async(pipe, ctx, call, resync))
+        )
+
+
+def _replay_async(
+    first: BaseException, attempt: Callable[[], Awaitable[Any]]
+) -> Callable[[], Awaitable[Any]]:
+    pending = [first]
+
+    async def again() -> Any:
+        if pending:
+            raise pending.pop()
+        return await attempt()
+
+    return again
+
+
+def _attach_attempts(error: BaseException, ctx: CallContext) -> None:
+    """The error goes to the caller unchanged, with how many attempts were made attached."""
+    try:
+        error.attempts = ctx.attempt  # type: ignore[attr-defined]
+        error.endpoint = ctx.endpoint.name  # type: ignore[attr-defined]
+    except (AttributeError, TypeError):  # exceptions with __slots__ cannot carry extras
+        return

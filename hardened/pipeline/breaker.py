@@ -1,0 +1,259 @@
+"""Per-endpoint circuit breakers: admission before a call, outcome after it, no lock across the call.
+
+pybreaker keeps the state (closed / open / half-open), the counters, the listeners and the storage
+(``CircuitRedisStorage`` lets processes share a breaker). We do not use ``CircuitBreaker.call``: it
+holds an ``RLock`` for the whole guarded call, which would serialise every request through one
+endpoint, and its async path is Tornado-only. Instead ``admit()`` decides under a short lock
+whether a call may go, and ``record_success`` / ``record_failure`` feed the outcome afterwards.
+
+Two ways to trip, as resilience4j and Polly offer: ``failure_threshold`` consecutive failures, or
+a failure share of at least ``failure_rate_threshold`` over the last ``window_seconds`` once
+``minimum_calls`` calls were seen. Half-open admits at most ``half_open_max_calls`` probes at once
+and closes after ``success_threshold`` successes; one failed probe opens it again.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import pybreaker
+
+from hardened.config import EndpointPolicy
+from hardened.errors import CircuitOpenError
+from hardened.pipeline.window import SlidingCounts
+
+__all__ = ["BreakerView", "EndpointBreaker"]
+
+CLOSED, OPEN, HALF_OPEN = pybreaker.STATE_CLOSED, pybreaker.STATE_OPEN, pybreaker.STATE_HALF_OPEN
+_PUBLIC_STATE = {CLOSED: "closed", OPEN: "open", HALF_OPEN: "half_open"}
+
+
+class _TransitionListener(pybreaker.CircuitBreakerListener):
+    """Forwards pybreaker's state changes to the owner's callback with public state names."""
+
+    def __init__(self, owner: EndpointBreaker) -> None:
+        self._owner = owner
+
+    def state_change(self, cb: pybreaker.CircuitBreaker, old_state: Any, new_state: Any) -> None:
+        old = _PUBLIC_STATE.get(old_state.name, old_state.name) if old_state is not None else None
+        self._owner._transitioned(old, _PUBLIC_STATE.get(new_state.name, new_state.name))
+
+
+class EndpointBreaker:
+    """The breaker of one exchange x endpoint, named like ``binance_ohlcv``."""
+
+    __slots__ = (
+        "_breaker",
+        "_lock",
+        "_on_transition",
+        "_probes",
+        "_storage",
+        "_window",
+        "failure_rate_threshold",
+        "half_open_max_calls",
+        "minimum_calls",
+        "name",
+        "rejected",
+        "transitions",
+        "trips",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        policy: EndpointPolicy,
+        on_transition: Any = None,
+        storage: pybreaker.CircuitBreakerStorage | None = None,
+    ) -> None:
+        self.name = name
+        self._storage = storage or pybreaker.CircuitMemoryStorage(CLOSED)
+        self._breaker = pybreaker.CircuitBreaker(
+            fail_max=policy.failure_threshold,
+            reset_timeout=policy.recovery_timeout,
+            success_threshold=policy.success_threshold,
+            state_storage=self._storage,
+            name=name,
+            listeners=[_TransitionListener(self)],
+        )
+        self._lock = threading.Lock()
+        self._window = SlidingCounts(policy.window_seconds)
+        self._probes = 0
+        self._on_transition = on_transition
+        self.failure_rate_threshold = policy.failure_rate_threshold
+        self.minimum_calls = policy.minimum_calls
+        self.half_open_max_calls = policy.half_open_max_calls
+        self.rejected = 0
+        self.trips = 0
+        self.transitions = 0
+
+    # --- decisions -------------------------------------------------------------------------
+
+    def admit(self) -> bool:
+        """Let a call through or raise ``CircuitOpenError``; returns True when the call is a probe."""
+        if self._storage.state == CLOSED:
+            return False
+        with self._lock:
+            state = self._storage.state
+            if state == OPEN:
+                remaining = self._open_remaining()
+                if remaining > 0:
+                    self.rejected += 1
+                    raise CircuitOpenError(self.name, retry_in=remaining)
+                self._breaker.half_open()
+                self._probes = 0
+                state = HALF_OPEN
+            if state == HALF_OPEN:
+                if self._probes >= self.half_open_max_calls:
+                    self.rejected += 1
+                    raise CircuitOpenError(self.name)
+                self._probes += 1
+                return True
+            return False
+
+    def record_success(self, probe: bool) -> None:
+        """Feed a successful call: resets the consecutive count; enough probe successes close it."""
+        with self._lock:
+            if probe:
+                self._probes = max(0, self._probes - 1)
+            state = self._storage.state
+            if state == HALF_OPEN:
+                self._storage.increment_success_counter()
+                if self._storage.success_counter >= self._breaker.success_threshold:
+                    self._breaker.close()
+                return
+            if state == CLOSED:
+                if self._storage.counter:
+                    self._storage.reset_counter()
+                self._window.add(time.monotonic(), 1, 0)
+
+    def record_failure(self, probe: bool) -> None:
+        """Feed a failure that counts (transient or rate limit): may trip the breaker."""
+        with self._lock:
+            if probe:
+                self._probes = max(0, self._probes - 1)
+            state = self._storage.state
+            if state == HALF_OPEN:
+                self._trip()
+                return
+            if state != CLOSED:
+                return  # a call admitted before the trip finished late; the circuit is already open
+            now = time.monotonic()
+            self._storage.increment_counter()
+            self._window.add(now, 1, 1)
+            if self._storage.counter >= self._breaker.fail_max:
+                self._trip()
+                return
+            calls, failures = self._window.totals(now)
+            if calls >= self.minimum_calls and failures >= self.failure_rate_threshold * calls:
+                self._trip()
+
+    def record_ignored(self, probe: bool) -> None:
+        """A call ended in a way that says nothing about the exchange's health (permanent error)."""
+        if probe:
+            with self._lock:
+                self._probes = max(0, self._probes - 1)
+
+    def _trip(self) -> None:
+        self.trips += 1
+        self._window.clear()
+        self._breaker.open()
+
+    def _open_remaining(self) -> float:
+        opened_at = self._storage.opened_at
+        if opened_at is None:
+            return 0.0
+        elapsed = (datetime.now(UTC) - opened_at).total_seconds()
+        return max(0.0, self._breaker.reset_timeout - elapsed)
+
+    def _transitioned(self, old: str | None, new: str) -> None:
+        self.transitions += 1
+        if new == "closed":
+            self._window.clear()
+        if self._on_transition is not None:
+            self._on_transition(self, old, new)
+
+    # --- inspection and control -------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        """``"closed"``, ``"open"`` or ``"half_open"``."""
+        return _PUBLIC_STATE[self._storage.state]
+
+    def reset(self) -> None:
+        """Close the circuit now and forget its counters (an operator's override)."""
+        with self._lock:
+            self._probes = 0
+            self._window.clear()
+            if self._storage.state != CLOSED:
+                self._breaker.close()
+            self._storage.reset_counter()
+
+    def force_open(self) -> None:
+        """Open the circuit now (an operator's override, or a ban the exchange announced)."""
+        with self._lock:
+            if self._storage.state != OPEN:
+                self._trip()
+
+    def view(self) -> BreakerView:
+        """A read-only snapshot for ``ex.breakers`` and the status stream."""
+        return BreakerView(self)
+
+
+class BreakerView:
+    """What ``ex.breakers[name]`` shows: state, counters, and ``reset()``."""
+
+    __slots__ = ("_breaker",)
+
+    def __init__(self, breaker: EndpointBreaker) -> None:
+        self._breaker = breaker
+
+    @property
+    def name(self) -> str:
+        """The breaker's name, ``{exchange}_{endpoint}``."""
+        return self._breaker.name
+
+    @property
+    def state(self) -> str:
+        """``"closed"``, ``"open"`` or ``"half_open"``."""
+        return self._breaker.state
+
+    @property
+    def failure_count(self) -> int:
+        """Consecutive counted failures since the last success."""
+        return self._breaker._storage.counter
+
+    @property
+    def trips(self) -> int:
+        """How many times this breaker has opened."""
+        return self._breaker.trips
+
+    @property
+    def rejected(self) -> int:
+        """Calls refused without touching the network."""
+        return self._breaker.rejected
+
+    @property
+    def retry_in(self) -> float:
+        """Seconds until an open breaker admits a probe (0 when not open)."""
+        return self._breaker._open_remaining() if self.state == "open" else 0.0
+
+    def reset(self) -> None:
+        """Close the circuit now."""
+        self._breaker.reset()
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready summary."""
+        return {
+            "name": self.name,
+            "state": self.state,
+            "failure_count": self.failure_count,
+            "trips": self.trips,
+            "rejected": self.rejected,
+            "retry_in": round(self.retry_in, 3),
+        }
+
+    def __repr__(self) -> str:
+        return f"BreakerView({self.name!r}, state={self.state!r}, failures={self.failure_count})"

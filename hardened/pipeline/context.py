@@ -1,0 +1,59 @@
+"""One call's state, carried through every stage (the role tenacity's ``RetryCallState`` plays)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hardened.endpoints import Endpoint
+
+
+class CallContext:
+    """Everything one unified call needs to know: what was asked, what happened, how long it took.
+
+    Stages read it and the recorder writes it out. Created once per call; nothing else is allocated
+    on the success path.
+    """
+
+    __slots__ = (
+        "args",
+        "attempt",
+        "breaker_probe",
+        "cache_hit",
+        "endpoint",
+        "error",
+        "http_headers",
+        "http_status",
+        "kwargs",
+        "latency",
+        "quality",
+        "resync_clock",
+        "retries",
+        "rt",
+        "stale",
+        "started",
+    )
+
+    def __init__(
+        self, rt: Any, endpoint: Endpoint, args: tuple[Any, ...], kwargs: dict[str, Any], started: float
+    ) -> None:
+        self.rt = rt  # the endpoint's runtime: policy, breaker, stats, retry policy
+        self.endpoint = endpoint
+        self.args = args
+        self.kwargs = kwargs
+        self.started = started
+        self.attempt = 0
+        self.retries = 0
+        self.breaker_probe = False
+        self.cache_hit = False
+        self.stale = False
+        self.resync_clock: bool | None = False  # True: resync before next attempt; None: done once
+        self.error: BaseException | None = None
+        self.latency = 0.0
+        self.quality: Any = None
+        self.http_status: int | None = None
+        self.http_headers: Any = None
+
+    def observe_response(self, status: int, headers: Any) -> None:
+        """Called from the wrapped exchange's ``handle_errors`` with each HTTP answer of this call."""
+        self.http_status = status
+        self.http_headers = headers

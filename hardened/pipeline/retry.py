@@ -1,0 +1,188 @@
+"""Where a retry happens: tenacity strategies decide whether, how long to wait, and when to stop.
+
+The first attempt runs outside tenacity, so a successful call pays nothing for it (tenacity costs
+about 13 us per call even when nothing fails). Only after a failure is a ``Retrying`` built for
+that call; its first "attempt" replays the failure that already happened, so every wait, stop and
+retry decision is tenacity's, with our strategies plugged in:
+
+- ``retry_transient``: transient, rate-limit and clock-skew errors only, idempotent endpoints only
+  (``create_order`` is never retried blindly), and only while the retry budget allows;
+- ``wait_for_exchange``: exponential back-off with jitter, at least ``Retry-After`` and the
+  rate-limit floor after a 429/418, no wait after a clock resync;
+- ``stop_after_attempt(max_retries + 1)``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import threading
+import time
+from typing import Any
+
+import tenacity
+from tenacity.retry import retry_base
+from tenacity.wait import wait_base
+
+from hardened.config import EndpointPolicy
+from hardened.errors import ErrorKind, classify
+from hardened.pipeline.context import CallContext
+from hardened.pipeline.window import SlidingCounts
+
+__all__ = ["RetryBudget", "RetryPolicy", "retry_after_seconds"]
+
+RETRYABLE = frozenset({ErrorKind.TRANSIENT, ErrorKind.RATE_LIMIT, ErrorKind.CLOCK_SKEW})
+
+
+class RetryBudget:
+    """Envoy-style retry budget: retries in the window may not exceed ``ratio`` x requests.
+
+    ``minimum`` retries per window are always allowed so a quiet client can still retry. Shared by
+    every endpoint of one client, so an outage cannot multiply the load the bot sends.
+    """
+
+    __slots__ = ("_counts", "_lock", "minimum", "ratio", "refused")
+
+    def __init__(self, ratio: float, minimum: int, window: float) -> None:
+        self.ratio = ratio
+        self.minimum = minimum
+        self.refused = 0
+        self._lock = threading.Lock()
+        self._counts = SlidingCounts(max(1, round(window)))  # (requests, retries) per second
+
+    def record_request(self) -> None:
+        """Count one logical call (not its retries)."""
+        now = time.monotonic()
+        with self._lock:
+            self._counts.add(now, 1, 0)
+
+    def try_spend(self) -> bool:
+        """Take one retry from the budget; False (and counted as refused) when it is exhausted."""
+        now = time.monotonic()
+        with self._lock:
+            requests, retries = self._counts.totals(now)
+            if retries >= max(self.minimum, self.ratio * requests):
+                self.refused += 1
+                return False
+            self._counts.add(now, 0, 1)
+            return True
+
+    def usage(self) -> dict[str, float]:
+        """Requests and retries in the current window."""
+        with self._lock:
+            requests, retries = self._counts.totals(time.monotonic())
+        return {"requests": requests, "retries": retries, "refused": self.refused}
+
+
+def retry_after_seconds(headers: Any) -> float | None:
+    """The ``Retry-After`` of an answer in seconds (delta-seconds or an HTTP date), if any."""
+    if not headers:
+        return None
+    value = None
+    try:
+        value = headers.get("Retry-After") or headers.get("retry-after")
+    except AttributeError:
+        return None
+    if value is None:
+        return None
+    value = str(value).strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        if parsed is None:
+            return None
+        return max(0.0, parsed.timestamp() - time.time())
+
+
+class retry_transient(retry_base):
+    """Retry an attempt's error when it is worth it; decides once per failure and notes why not."""
+
+    def __init__(self, ctx: CallContext, policy: EndpointPolicy, budget: RetryBudget) -> None:
+        self.ctx = ctx
+        self.policy = policy
+        self.budget = budget
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        outcome = retry_state.outcome
+        if outcome is None or not outcome.failed:
+            return False
+        exc = outcome.exception()
+        kind = classify(exc)
+        if kind not in RETRYABLE or not self.ctx.endpoint.idempotent:
+            return False
+        if kind is ErrorKind.CLOCK_SKEW:
+            if self.ctx.resync_clock is None:  # None marks "already resynced once in this call"
+                return False
+            self.ctx.resync_clock = True
+        if kind is ErrorKind.RATE_LIMIT:
+            after = retry_after_seconds(self.ctx.http_headers)
+            if after is not None and after > self.policy.max_delay:
+                return False  # a ban longer than we may wait: fail now, the caller decides
+        return self.budget.try_spend()
+
+
+class wait_for_exchange(wait_base):
+    """Exponential back-off with jitter, raised to Retry-After and the rate-limit floor on 429/418."""
+
+    def __init__(self, ctx: CallContext, policy: EndpointPolicy) -> None:
+        self.ctx = ctx
+        self.policy = policy
+        self.backoff = tenacity.wait_exponential_jitter(
+            max=policy.max_delay,
+            exp_base=policy.exponential_base,
+            jitter=policy.jitter,
+            multiplier=policy.initial_delay,
+        )
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        outcome = retry_state.outcome
+        exc = outcome.exception() if outcome is not None else None
+        kind = classify(exc) if exc is not None else ErrorKind.TRANSIENT
+        if kind is ErrorKind.CLOCK_SKEW:
+            return 0.0  # the clock is resynced before the next attempt; waiting would not help
+        delay = self.backoff(retry_state)
+        if kind is ErrorKind.RATE_LIMIT:
+            after = retry_after_seconds(self.ctx.http_headers) or 0.0
+            delay = max(delay, after, self.policy.rate_limit_delay)
+        return min(delay, self.policy.max_delay)
+
+
+class RetryPolicy:
+    """Builds the tenacity retrying object for a call that has just failed once."""
+
+    __slots__ = ("budget", "on_retry", "policy")
+
+    def __init__(self, policy: EndpointPolicy, budget: RetryBudget, on_retry: Any) -> None:
+        self.policy = policy
+        self.budget = budget
+        self.on_retry = on_retry  # before_sleep callback: (ctx, retry_state) -> None
+
+    def first_failure_worth_retrying(self, ctx: CallContext, exc: BaseException) -> bool:
+        """Cheap pre-check so a permanent error never builds a Retrying at all."""
+        return (
+            self.policy.max_retries > 0
+            and ctx.endpoint.idempotent
+            and isinstance(exc, Exception)
+            and classify(exc) in RETRYABLE
+        )
+
+    def _kwargs(self, ctx: CallContext) -> dict[str, Any]:
+        def before_sleep(retry_state: tenacity.RetryCallState) -> None:
+            ctx.retries += 1
+            self.on_retry(ctx, retry_state)
+
+        return {
+            "retry": retry_transient(ctx, self.policy, self.budget),
+            "wait": wait_for_exchange(ctx, self.policy),
+            "stop": tenacity.stop_after_attempt(self.policy.max_retries + 1),
+            "before_sleep": before_sleep,
+            "reraise": True,
+        }
+
+    def sync(self, ctx: CallContext) -> tenacity.Retrying:
+        """A fresh ``Retrying`` for this call (thread-safe: nothing shared between calls)."""
+        return tenacity.Retrying(**self._kwargs(ctx))
+
+    def asynchronous(self, ctx: CallContext) -> tenacity.AsyncRetrying:
+        """A fresh ``AsyncRetrying`` for this call (task-safe: nothing shared between calls)."""
+        return tenacity.AsyncRetrying(**self._kwargs(ctx))
