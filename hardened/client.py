@@ -321,6 +321,15 @@ def _observe_http_answers(exchange: Any) -> None:
     exchange.handle_errors = handle_errors
 
 
+def _named(wrapper: Any, name: str, method: Any) -> Any:
+    """Give a wrapper the name and docstring of the ccxt method it stands for."""
+    wrapper.__name__ = name
+    wrapper.__qualname__ = name
+    wrapper.__doc__ = getattr(method, "__doc__", None)
+    wrapper.__wrapped__ = method
+    return wrapper
+
+
 class HardenedClient(_HardenedBase):
     """A sync ccxt exchange with the hardened pipeline behind every unified method.
 
@@ -346,10 +355,7 @@ class HardenedClient(_HardenedBase):
             current = getattr(exchange, name)
             return run_sync(pipe, CallContext(rt, endpoint, args, kwargs, perf()), current, resync)
 
-        call.__name__ = method.__name__
-        call.__doc__ = method.__doc__
-        call.__wrapped__ = method  # type: ignore[attr-defined]
-        return call
+        return _named(call, name, method)
 
     def close(self) -> None:
         """Release the wrapped exchange's HTTP session and forget this client in the registry."""
@@ -389,10 +395,7 @@ class AsyncHardenedClient(_HardenedBase):
             current = getattr(exchange, name)
             return await run_async(pipe, CallContext(rt, endpoint, args, kwargs, perf()), current, resync)
 
-        call.__name__ = method.__name__
-        call.__doc__ = method.__doc__
-        call.__wrapped__ = method  # type: ignore[attr-defined]
-        return call
+        return _named(call, name, method)
 
     async def close(self) -> None:
         """Close the wrapped exchange (its aiohttp session) and forget this client in the registry."""

@@ -106,6 +106,8 @@ class retry_transient(retry_base):
         outcome = retry_state.outcome
         if outcome is None or not outcome.failed:
             return False
+        if retry_state.attempt_number > self.policy.max_retries:
+            return False  # tenacity asks before it checks stop: spend no budget on a retry never made
         exc = outcome.exception()
         kind = classify(exc)
         if kind not in RETRYABLE or not self.ctx.endpoint.idempotent:

@@ -1,0 +1,600 @@
+"""The client's pipeline on ccxt exchanges whose unified methods are patched: no network at all.
+
+These tests pin the decisions (what is retried, what trips a breaker, what is never retried); the
+simulator tests run the same client over real HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import ccxt
+import ccxt.async_support as accxt
+import pytest
+from structlog.testing import capture_logs
+
+import hardened
+from hardened import AsyncHardenedClient, CircuitOpenError, ConfigError, HardenedClient, HardenedConfig
+from hardened.errors import ErrorKind, classify
+
+FAST = {"initial_delay": 0.0, "jitter": 0.0, "rate_limit_delay": 0.0}
+
+
+class Script:
+    """A patched method that raises or returns, in order, what it was given."""
+
+    def __init__(self, *outcomes: Any) -> None:
+        self.outcomes = list(outcomes)
+        self.calls = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with self.lock:
+            self.calls += 1
+            outcome = self.outcomes.pop(0) if len(self.outcomes) > 1 else self.outcomes[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+
+def client(method: str, script: Script, **settings: Any) -> HardenedClient:
+    ex = ccxt.binance()
+    setattr(ex, method, script)
+    return HardenedClient(ex, **{**FAST, **settings})
+
+
+# --- classification ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        (ccxt.NetworkError("reset"), ErrorKind.TRANSIENT),
+        (ccxt.RequestTimeout("slow"), ErrorKind.TRANSIENT),
+        (ccxt.ExchangeNotAvailable("binance GET https://x 503 Service Unavailable"), ErrorKind.TRANSIENT),
+        (ccxt.OnMaintenance("maintenance"), ErrorKind.TRANSIENT),
+        (ccxt.BadResponse("garbage"), ErrorKind.TRANSIENT),
+        (ccxt.RateLimitExceeded("429"), ErrorKind.RATE_LIMIT),
+        (ccxt.DDoSProtection("418"), ErrorKind.RATE_LIMIT),
+        (ccxt.InvalidNonce("Timestamp for this request is outside of the recvWindow"), ErrorKind.CLOCK_SKEW),
+        (ccxt.BadRequest("KC-API-TIMESTAMP Invalid timestamp"), ErrorKind.CLOCK_SKEW),
+        (ccxt.BadSymbol("no such market"), ErrorKind.PERMANENT),
+        (ccxt.InvalidOrder("bad order"), ErrorKind.PERMANENT),
+        (ccxt.InsufficientFunds("broke"), ErrorKind.PERMANENT),
+        (ccxt.AuthenticationError("bad key"), ErrorKind.PERMANENT),
+        (ccxt.BadRequest("bad"), ErrorKind.PERMANENT),
+        # ccxt's default HTTP map turns a bare 400/403/404 into ExchangeNotAvailable: not an outage.
+        (ccxt.ExchangeNotAvailable("binance GET https://x 400 Bad Request {}"), ErrorKind.PERMANENT),
+        (ccxt.ExchangeNotAvailable("binance GET https://x 403 Forbidden <html>"), ErrorKind.PERMANENT),
+        (ccxt.ExchangeNotAvailable("binance GET https://x 404 Not Found"), ErrorKind.PERMANENT),
+        (ValueError("not ccxt"), ErrorKind.PERMANENT),
+    ],
+)
+def test_classify(error: BaseException, kind: ErrorKind) -> None:
+    assert classify(error) is kind
+
+
+def test_errors_subclass_the_ccxt_errors_callers_catch() -> None:
+    assert issubclass(hardened.CircuitOpenError, ccxt.ExchangeNotAvailable)
+    assert issubclass(hardened.RequestSkipped, ccxt.ExchangeNotAvailable)
+    assert issubclass(hardened.DataQualityError, ccxt.BadResponse)
+    assert issubclass(hardened.OrderStateUnknown, ccxt.NetworkError)
+
+
+# --- retries -----------------------------------------------------------------------------------
+
+
+def test_transient_errors_are_retried_then_succeed() -> None:
+    ticker = {"symbol": "BTC/USDT", "last": 1.0}
+    script = Script(ccxt.NetworkError("reset"), ccxt.RequestTimeout("slow"), ticker)
+    ex = client("fetch_ticker", script, max_retries=3)
+    assert ex.fetch_ticker("BTC/USDT") is ticker  # the very object ccxt returned
+    assert script.calls == 3
+    stats = ex.stats()["endpoints"]["ticker"]
+    assert stats["retries"] == 2
+    assert stats["successes"] == 1
+
+
+def test_retries_exhausted_raise_the_last_ccxt_error_unchanged_with_attempts() -> None:
+    last = ccxt.RequestTimeout("third")
+    script = Script(ccxt.NetworkError("first"), ccxt.NetworkError("second"), last)
+    ex = client("fetch_ohlcv", script, max_retries=2, failure_threshold=100)
+    with pytest.raises(ccxt.RequestTimeout) as info:
+        ex.fetch_ohlcv("BTC/USDT", "1m")
+    assert info.value is last
+    assert info.value.attempts == 3
+    assert script.calls == 3
+
+
+@pytest.mark.parametrize(
+    "error",
+    [ccxt.BadSymbol("x"), ccxt.InvalidOrder("x"), ccxt.InsufficientFunds("x"), ccxt.AuthenticationError("x")],
+)
+def test_permanent_errors_are_never_retried_and_never_count(error: BaseException) -> None:
+    script = Script(error)
+    ex = client("fetch_ticker", script, max_retries=5, failure_threshold=1)
+    for _ in range(3):
+        with pytest.raises(type(error)):
+            ex.fetch_ticker("BTC/USDT")
+    assert script.calls == 3  # one attempt per call
+    assert ex.breakers["binance_ticker"].state == "closed"
+
+
+def test_bare_4xx_is_not_retried_as_an_outage() -> None:
+    script = Script(ccxt.ExchangeNotAvailable("binance GET https://x 403 Forbidden"))
+    ex = client("fetch_ticker", script, max_retries=5)
+    with pytest.raises(ccxt.ExchangeNotAvailable):
+        ex.fetch_ticker("BTC/USDT")
+    assert script.calls == 1
+
+
+def test_create_order_is_never_retried_blindly() -> None:
+    script = Script(ccxt.RequestTimeout("lost answer"), {"id": "1"})
+    ex = client("create_order", script, max_retries=5)
+    with pytest.raises(ccxt.RequestTimeout):
+        ex.create_order("BTC/USDT", "limit", "buy", 1, 100)
+    assert script.calls == 1
+
+
+def test_rate_limit_backs_off_at_least_the_floor() -> None:
+    script = Script(ccxt.RateLimitExceeded("429"), {"ok": True})
+    ex = client("fetch_ticker", script, max_retries=2, rate_limit_delay=0.05)
+    with capture_logs() as logs:
+        ex.fetch_ticker("BTC/USDT")
+    scheduled = [e for e in logs if e["event"] == "retry_scheduled"]
+    assert len(scheduled) == 1
+    assert scheduled[0]["delay_s"] >= 0.05
+    assert scheduled[0]["error"] == "RateLimitExceeded"
+
+
+def test_retry_after_header_is_honoured() -> None:
+    ex = ccxt.binance()
+    state = {"n": 0}
+
+    def answer_429_then_ok(*args: Any, **kwargs: Any) -> Any:
+        state["n"] += 1
+        if state["n"] == 1:
+            # what ccxt does on a 429: handle_errors sees the answer, then the error is raised
+            ex.handle_errors(429, "Too Many Requests", "u", "GET", {"Retry-After": "0.2"}, "", None, {}, None)
+            raise ccxt.RateLimitExceeded("binance 429")
+        return {"ok": True}
+
+    ex.fetch_ticker = answer_429_then_ok
+    hc = HardenedClient(ex, **FAST, max_retries=2)
+    with capture_logs() as logs:
+        hc.fetch_ticker("BTC/USDT")
+    delays = [e["delay_s"] for e in logs if e["event"] == "retry_scheduled"]
+    assert delays and delays[0] >= 0.2
+
+
+def test_retry_after_longer_than_max_delay_fails_at_once() -> None:
+    ex = ccxt.binance()
+
+    def banned(*args: Any, **kwargs: Any) -> Any:
+        ex.handle_errors(418, "I'm a teapot", "u", "GET", {"Retry-After": "3600"}, "", None, {}, None)
+        raise ccxt.DDoSProtection("binance 418 banned")
+
+    ex.fetch_ticker = banned
+    hc = HardenedClient(ex, **FAST, max_retries=3, max_delay=5)
+    with pytest.raises(ccxt.DDoSProtection) as info:
+        hc.fetch_ticker("BTC/USDT")
+    assert info.value.attempts == 1
+
+
+def test_clock_skew_resyncs_then_retries_once() -> None:
+    skew = ccxt.InvalidNonce("Timestamp for this request is outside of the recvWindow.")
+    script = Script(skew, skew, skew)
+    ex = ccxt.binance()
+    ex.fetch_balance = script
+    resyncs: list[int] = []
+    ex.fetch_time = lambda params={}: resyncs.append(1) or int(time.time() * 1000)
+    hc = HardenedClient(ex, **FAST, max_retries=5)
+    with pytest.raises(ccxt.InvalidNonce):
+        hc.fetch_balance()
+    assert script.calls == 2  # the first attempt, one retry after the resync, no more
+    assert resyncs == [1]
+    assert "timeDifference" in ex.options
+
+
+def test_retry_budget_stops_retry_storms() -> None:
+    script = Script(ccxt.NetworkError("down"))
+    ex = client(
+        "fetch_ticker",
+        script,
+        max_retries=3,
+        failure_threshold=10_000,
+        failure_rate_threshold=1.0,
+        minimum_calls=100_000,
+        retry_budget_ratio=0.0,
+        retry_budget_min=5,
+    )
+    for _ in range(10):
+        with pytest.raises(ccxt.NetworkError):
+            ex.fetch_ticker("BTC/USDT")
+    # 10 first attempts + at most 5 budgeted retries, instead of 40 attempts
+    assert script.calls == 15
+    assert ex.stats()["retry_budget"]["refused"] >= 5
+
+
+# --- breakers ----------------------------------------------------------------------------------
+
+
+def test_breaker_trips_after_consecutive_failures_and_fails_fast() -> None:
+    script = Script(ccxt.ExchangeNotAvailable("binance GET https://x 503 Service Unavailable"))
+    ex = client("fetch_ohlcv", script, max_retries=0, failure_threshold=3, recovery_timeout=60)
+    for _ in range(3):
+        with pytest.raises(ccxt.ExchangeNotAvailable):
+            ex.fetch_ohlcv("BTC/USDT")
+    assert ex.breakers["binance_ohlcv"].state == "open"
+    with pytest.raises(CircuitOpenError) as info:
+        ex.fetch_ohlcv("BTC/USDT")
+    assert isinstance(info.value, ccxt.ExchangeNotAvailable)
+    assert script.calls == 3  # the open breaker did not touch the exchange
+    assert ex.breakers["binance_ohlcv"].rejected == 1
+    assert ex.breakers["binance_ticker"].state == "closed"  # one breaker per endpoint
+
+
+def test_breaker_trips_on_failure_rate_over_window() -> None:
+    ok, bad = {"ok": True}, ccxt.NetworkError("flaky")
+    # alternate: never 3 failures in a row, but half the calls fail
+    script = Script(*([bad, ok] * 20))
+    ex = client(
+        "fetch_trades",
+        script,
+        max_retries=0,
+        failure_threshold=3,
+        failure_rate_threshold=0.5,
+        minimum_calls=10,
+        recovery_timeout=60,
+    )
+    outcomes = []
+    for _ in range(13):
+        try:
+            ex.fetch_trades("BTC/USDT")
+            outcomes.append("ok")
+        except CircuitOpenError:
+            outcomes.append("open")
+        except ccxt.NetworkError:
+            outcomes.append("fail")
+    assert ex.breakers["binance_trades"].state == "open"
+    # 10 calls seen (minimum_calls) and 6 of 11 failed: the 11th call trips it
+    assert outcomes[:11] == ["fail", "ok"] * 5 + ["fail"]
+    assert outcomes[11:] == ["open", "open"]
+
+
+def test_half_open_probe_then_close_after_success_threshold() -> None:
+    down = ccxt.RequestTimeout("slow")
+    script = Script(down, down, {"a": 1}, {"a": 2}, {"a": 3})
+    ex = client(
+        "fetch_ticker", script, max_retries=0, failure_threshold=2, recovery_timeout=0.05, success_threshold=2
+    )
+    for _ in range(2):
+        with pytest.raises(ccxt.RequestTimeout):
+            ex.fetch_ticker("X/Y")
+    view = ex.breakers["binance_ticker"]
+    assert view.state == "open"
+    time.sleep(0.06)
+    assert ex.fetch_ticker("X/Y") == {"a": 1}
+    assert view.state == "half_open"
+    assert ex.fetch_ticker("X/Y") == {"a": 2}
+    assert view.state == "closed"
+
+
+def test_failed_probe_reopens() -> None:
+    down = ccxt.RequestTimeout("slow")
+    script = Script(down, down, down, {"a": 1})
+    ex = client("fetch_ticker", script, max_retries=0, failure_threshold=2, recovery_timeout=0.05)
+    for _ in range(2):
+        with pytest.raises(ccxt.RequestTimeout):
+            ex.fetch_ticker("X/Y")
+    time.sleep(0.06)
+    with capture_logs() as logs, pytest.raises(ccxt.RequestTimeout):
+        ex.fetch_ticker("X/Y")
+    assert ex.breakers["binance_ticker"].state == "open"
+    moves = [(e["old"], e["new"]) for e in logs if e["event"].startswith("breaker_")]
+    assert moves == [("open", "half_open"), ("half_open", "open")]
+
+
+def test_half_open_admits_a_bounded_number_of_probes() -> None:
+    release = threading.Event()
+    entered = threading.Semaphore(0)
+    calls = {"n": 0}
+
+    def slow_ok(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        entered.release()
+        release.wait(5)
+        return {"ok": True}
+
+    ex = ccxt.binance()
+    ex.fetch_ticker = Script(ccxt.RequestTimeout("x"))
+    hc = HardenedClient(
+        ex, **FAST, max_retries=0, failure_threshold=1, recovery_timeout=0.01, half_open_max_calls=1
+    )
+    with pytest.raises(ccxt.RequestTimeout):
+        hc.fetch_ticker("X/Y")
+    time.sleep(0.02)
+    ex.fetch_ticker = slow_ok
+    probe = threading.Thread(target=hc.fetch_ticker, args=("X/Y",))
+    probe.start()
+    assert entered.acquire(timeout=5)
+    with pytest.raises(CircuitOpenError):  # a second caller while the probe is in flight
+        hc.fetch_ticker("X/Y")
+    release.set()
+    probe.join(5)
+    assert calls["n"] == 1
+
+
+def test_reset_closes_the_breaker() -> None:
+    ex = client("fetch_ticker", Script(ccxt.NetworkError("x")), max_retries=0, failure_threshold=1)
+    with pytest.raises(ccxt.NetworkError):
+        ex.fetch_ticker("X/Y")
+    assert ex.breakers["binance_ticker"].state == "open"
+    ex.breakers["binance_ticker"].reset()
+    assert ex.breakers["binance_ticker"].state == "closed"
+
+
+def test_concurrent_calls_through_one_breaker_are_not_serialised() -> None:
+    n = 8
+    barrier = threading.Barrier(n, timeout=5)
+
+    def meet(*args: Any, **kwargs: Any) -> Any:
+        barrier.wait()  # only passes if all n calls are inside the exchange call at the same time
+        return {"ok": True}
+
+    ex = ccxt.binance()
+    ex.fetch_ticker = meet
+    hc = HardenedClient(ex, **FAST)
+    results: list[Any] = []
+    threads = [threading.Thread(target=lambda: results.append(hc.fetch_ticker("X/Y"))) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert results == [{"ok": True}] * n
+    assert hc.stats()["endpoints"]["ticker"]["successes"] == n
+
+
+def test_threads_lose_no_counts() -> None:
+    ex = ccxt.binance()
+    ex.fetch_ticker = lambda *a, **k: {"ok": True}
+    hc = HardenedClient(ex)
+    per_thread = 500
+
+    def work() -> None:
+        for _ in range(per_thread):
+            hc.fetch_ticker("X/Y")
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stats = hc.stats()["endpoints"]["ticker"]
+    assert stats["calls"] == stats["successes"] == 4 * per_thread
+
+
+# --- drop-in -----------------------------------------------------------------------------------
+
+
+def test_attributes_read_and_write_through() -> None:
+    inner = ccxt.kucoin({"apiKey": "key12345", "secret": "sec12345", "password": "pw12345"})
+    ex = HardenedClient(inner)
+    assert ex.inner is inner
+    assert ex.id == "kucoin"
+    assert ex.has["fetchTicker"] is True
+    ex.timeout = 4321
+    assert inner.timeout == 4321
+    ex.options["custom"] = 1
+    assert inner.options["custom"] == 1
+    assert ex.fetchTicker.__name__ in ("fetch_ticker", "fetchTicker")
+    assert "fetch_ticker" in dir(ex)
+    assert inner.options["maxRetriesOnFailure"] == 0  # ccxt's own retries would resend orders
+
+
+def test_camel_case_and_snake_case_share_an_endpoint() -> None:
+    ex = ccxt.binance()
+    ex.fetch_ohlcv = lambda *a, **k: [[0, 1, 1, 1, 1, 1]]
+    ex.fetchOHLCV = ex.fetch_ohlcv
+    hc = HardenedClient(ex)
+    hc.fetch_ohlcv("X/Y")
+    hc.fetchOHLCV("X/Y")
+    assert hc.stats()["endpoints"]["ohlcv"]["calls"] == 2
+
+
+def test_factory_shortcut() -> None:
+    ex = hardened.bitvavo({"timeout": 5000}, max_retries=1)
+    assert isinstance(ex, HardenedClient)
+    assert ex.id == "bitvavo"
+    assert ex.timeout == 5000
+    assert ex.config.max_retries == 1
+    with pytest.raises(AttributeError):
+        hardened.not_an_exchange  # noqa: B018
+
+
+def test_wrapping_something_else_is_refused() -> None:
+    with pytest.raises(TypeError, match="ccxt exchange"):
+        HardenedClient(object())
+
+
+def test_stats_and_health_shape() -> None:
+    ex = client("fetch_ticker", Script({"ok": 1}))
+    ex.fetch_ticker("X/Y")
+    stats = ex.stats()
+    ticker = stats["endpoints"]["ticker"]
+    for key in ("calls", "successes", "failures", "retries", "skips", "cache_hits", "latency_ms", "breaker"):
+        assert key in ticker
+    assert set(ticker["latency_ms"]) == {"p50", "p95", "p99"}
+    assert ticker["breaker"]["state"] == "closed"
+    health = ex.health()
+    assert health["status"] == "excellent"
+    assert health["score"] == 100.0
+    assert health["reasons"]
+
+
+def test_health_drops_with_open_breakers_and_failures() -> None:
+    ex = client("fetch_ticker", Script(ccxt.NetworkError("x")), max_retries=0, failure_threshold=2)
+    for _ in range(4):
+        with pytest.raises(ccxt.NetworkError):
+            ex.fetch_ticker("X/Y")
+    health = ex.health()
+    assert health["score"] < 60
+    assert any("breaker open" in r for r in health["reasons"])
+
+
+# --- secrets -----------------------------------------------------------------------------------
+
+
+def test_no_secret_reaches_logs_or_events() -> None:
+    inner = ccxt.binance({"apiKey": "APIKEY-abcdef-123456", "secret": "SECRET-zyxwvu-987654"})
+    msg = (
+        "binance GET https://api.binance.com/api/v3/account?timestamp=1&signature=deadbeefcafe"
+        " APIKEY-abcdef-123456 SECRET-zyxwvu-987654"
+    )
+    inner.fetch_balance = Script(ccxt.NetworkError(msg))
+    events: list[dict[str, Any]] = []
+    unsubscribe = hardened.telemetry.events.bus.subscribe(events.append)
+    try:
+        ex = HardenedClient(inner, **FAST, max_retries=1)
+        with capture_logs() as logs, pytest.raises(ccxt.NetworkError):
+            ex.fetch_balance()
+    finally:
+        unsubscribe()
+    text = repr(logs) + repr(events) + repr(ex.stats())
+    for secret in ("APIKEY-abcdef-123456", "SECRET-zyxwvu-987654", "deadbeefcafe"):
+        assert secret not in text
+    assert "signature=***" in text
+
+
+# --- configuration -----------------------------------------------------------------------------
+
+
+def test_config_from_kwargs_env_and_file(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "hardened.toml"
+    path.write_text(
+        "[hardened]\nmax_retries = 1\nfailure_threshold = 9\n[hardened.endpoints.ohlcv]\nmax_retries = 6\n"
+    )
+    monkeypatch.setenv("HARDENED_FAILURE_THRESHOLD", "7")
+    config = HardenedConfig.from_file(path, recovery_timeout=12)
+    assert config.max_retries == 1  # file
+    assert config.failure_threshold == 7  # env beats file
+    assert config.recovery_timeout == 12  # kwargs beat everything
+    assert config.for_endpoint("ohlcv").max_retries == 6
+    assert config.for_endpoint("ticker").max_retries == 1
+    json_path = tmp_path / "hardened.json"
+    json_path.write_text('{"max_retries": 4}')
+    assert HardenedConfig.from_file(json_path).max_retries == 4
+
+
+def test_client_accepts_config_and_overrides() -> None:
+    ex = HardenedClient(ccxt.binance(), config=HardenedConfig(max_retries=2), failure_threshold=9)
+    assert ex.config.max_retries == 2
+    assert ex.config.failure_threshold == 9
+
+
+@pytest.mark.parametrize(
+    ("settings", "names"),
+    [
+        ({"max_retries": 50}, ["max_retries", "20"]),
+        ({"failure_threshold": 0}, ["failure_threshold", "1"]),
+        ({"jitter": -1}, ["jitter"]),
+        ({"quality_policy": "explode"}, ["quality_policy", "raise"]),
+        ({"endpoints": {"ohlcv": {"max_retries": -1}}}, ["endpoints.ohlcv.max_retries"]),
+        ({"no_such_field": 1}, ["no_such_field"]),
+        ({"initial_delay": 10, "max_delay": 5}, ["initial_delay", "max_delay"]),
+    ],
+)
+def test_bad_config_fails_at_construction_naming_the_field(
+    settings: dict[str, Any], names: list[str]
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        HardenedClient(ccxt.binance(), **settings)
+    for name in names:
+        assert name in str(info.value)
+
+
+def test_bad_config_file_names_the_file(tmp_path: Any) -> None:
+    path = tmp_path / "broken.toml"
+    path.write_text("max_retries = [")
+    with pytest.raises(ConfigError, match=r"broken\.toml"):
+        HardenedConfig.from_file(path)
+    with pytest.raises(ConfigError, match=r"missing\.toml"):
+        HardenedConfig.from_file(tmp_path / "missing.toml")
+
+
+def test_env_bad_value_names_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HARDENED_MAX_RETRIES", "lots")
+    with pytest.raises(ConfigError, match="max_retries"):
+        HardenedConfig()
+
+
+# --- async -------------------------------------------------------------------------------------
+
+
+async def test_async_client_retries_and_trips() -> None:
+    inner = accxt.binance()
+    outcomes = [ccxt.NetworkError("a"), {"ok": True}]
+
+    async def flaky(*args: Any, **kwargs: Any) -> Any:
+        outcome = outcomes.pop(0) if outcomes else ccxt.RequestTimeout("down")
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    inner.fetch_ticker = flaky
+    # the breaker counts attempts: the 2nd and 3rd calls fail twice each, tripping it at 4
+    async with AsyncHardenedClient(inner, **FAST, max_retries=1, failure_threshold=4) as ex:
+        assert await ex.fetch_ticker("X/Y") == {"ok": True}
+        for _ in range(2):
+            with pytest.raises(ccxt.RequestTimeout):
+                await ex.fetch_ticker("X/Y")
+        assert ex.breakers["binance_ticker"].state == "open"
+        with pytest.raises(CircuitOpenError):
+            await ex.fetch_ticker("X/Y")
+
+
+async def test_async_concurrent_calls_overlap() -> None:
+    inner = accxt.binance()
+    inside = {"now": 0, "peak": 0}
+
+    async def slow(*args: Any, **kwargs: Any) -> Any:
+        inside["now"] += 1
+        inside["peak"] = max(inside["peak"], inside["now"])
+        await asyncio.sleep(0.05)
+        inside["now"] -= 1
+        return {"ok": True}
+
+    inner.fetch_order_book = slow
+    async with AsyncHardenedClient(inner) as ex:
+        results = await asyncio.gather(*(ex.fetch_order_book("X/Y") for _ in range(10)))
+    assert results == [{"ok": True}] * 10
+    assert inside["peak"] == 10
+
+
+async def test_async_cancellation_releases_the_probe() -> None:
+    inner = accxt.binance()
+    inner.fetch_ticker = Script(ccxt.RequestTimeout("x"))
+    ex = AsyncHardenedClient(inner, **FAST, max_retries=0, failure_threshold=1, recovery_timeout=0.01)
+    with pytest.raises(ccxt.RequestTimeout):
+        await ex.fetch_ticker("X/Y")
+    await asyncio.sleep(0.02)
+
+    async def hang(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(10)
+
+    inner.fetch_ticker = hang
+    task = asyncio.ensure_future(ex.fetch_ticker("X/Y"))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    async def ok(*args: Any, **kwargs: Any) -> Any:
+        return {"ok": True}
+
+    inner.fetch_ticker = ok
+    assert await ex.fetch_ticker("X/Y") == {"ok": True}  # the probe slot was given back
+    await ex.close()
