@@ -22,6 +22,7 @@ from hardened.endpoints import Endpoint, endpoint_for
 from hardened.pipeline import CallContext, Pipeline, Stage, current_call, run_async, run_sync
 from hardened.pipeline.breaker import BreakerView, EndpointBreaker
 from hardened.pipeline.breaker_stage import BreakerStage
+from hardened.pipeline.cache import DEFAULT_STALE_IF_ERROR, DEFAULT_TTL, NEVER_STALE, CacheStage
 from hardened.pipeline.record import EndpointStats, RecordStage
 from hardened.pipeline.retry import RetryBudget, RetryPolicy
 from hardened.telemetry import health as health_score
@@ -48,17 +49,45 @@ CORE_ENDPOINTS = (
 
 
 class EndpointRuntime:
-    """What one endpoint of one client owns: its resolved policy, breaker, stats and retry policy."""
+    """What one endpoint of one client owns: its resolved policy, breaker, stats and retry policy,
+    and its cache settings (TTL, how stale an answer may be served on errors)."""
 
-    __slots__ = ("breaker", "policy", "retry", "stats")
+    __slots__ = ("breaker", "cacheable", "policy", "retry", "stale_if_error", "stats", "ttl")
 
     def __init__(
-        self, policy: EndpointPolicy, breaker: EndpointBreaker, stats: EndpointStats, retry: RetryPolicy
-    ):
+        self,
+        endpoint: str,
+        policy: EndpointPolicy,
+        breaker: EndpointBreaker,
+        stats: EndpointStats,
+        retry: RetryPolicy,
+        endpoint_ttl: float | None,
+    ) -> None:
         self.policy = policy
         self.breaker = breaker
         self.stats = stats
         self.retry = retry
+        idempotent = _idempotent(endpoint)
+        if endpoint_ttl is not None:  # set for this very endpoint: honoured, even for balances
+            ttl = endpoint_ttl
+        elif endpoint in NEVER_STALE:  # private state is never cached unless asked per endpoint
+            ttl = 0.0
+        else:
+            ttl = policy.cache_ttl if policy.cache_ttl is not None else DEFAULT_TTL.get(endpoint, 0.0)
+        stale = policy.stale_if_error
+        if stale is None:
+            stale = DEFAULT_STALE_IF_ERROR.get(endpoint, 0.0)
+        self.ttl = ttl if idempotent else 0.0
+        self.stale_if_error = 0.0 if endpoint in NEVER_STALE or not idempotent else stale
+        self.cacheable = self.ttl > 0 or self.stale_if_error > 0
+
+
+def _idempotent(endpoint: str) -> bool:
+    """Whether an endpoint name belongs to a call that is safe to repeat (and so to cache)."""
+    found = endpoint_for("fetch_" + endpoint) or endpoint_for(endpoint)
+    if endpoint == "markets":
+        return True
+    return found.idempotent if found is not None else False
 
 
 class Breakers(Mapping[str, BreakerView]):
@@ -97,6 +126,7 @@ class _Core:
     __slots__ = (
         "__weakref__",
         "budget",
+        "cache",
         "config",
         "exchange",
         "exchange_id",
@@ -108,7 +138,9 @@ class _Core:
         "stats_by_endpoint",
     )
 
-    def __init__(self, exchange: Any, config: HardenedConfig, stages: Sequence[Stage] | None) -> None:
+    def __init__(
+        self, exchange: Any, config: HardenedConfig, stages: Sequence[Stage] | None, asynchronous: bool
+    ) -> None:
         self.exchange = exchange
         self.exchange_id = str(exchange.id)
         self.config = config
@@ -119,7 +151,8 @@ class _Core:
             config.retry_budget_ratio, config.retry_budget_min, config.retry_budget_window
         )
         self.record = RecordStage(self.exchange_id, self.stats_by_endpoint, lambda: secrets_of(exchange))
-        self.pipeline = Pipeline(stages if stages is not None else default_stages(self.record))
+        self.cache = CacheStage(self.exchange_id, config.cache_max_entries, asynchronous)
+        self.pipeline = Pipeline(stages if stages is not None else default_stages(self))
         self.name = ""
 
     def known_endpoints(self) -> set[str]:
@@ -136,7 +169,15 @@ class _Core:
                 policy = self.config.for_endpoint(endpoint)
                 breaker = EndpointBreaker(f"{self.exchange_id}_{endpoint}", policy, self._breaker_moved)
                 stats = self.record.stats_for(endpoint)
-                rt = EndpointRuntime(policy, breaker, stats, RetryPolicy(policy, self.budget, self._retrying))
+                override = self.config.endpoints.get(endpoint)
+                rt = EndpointRuntime(
+                    endpoint,
+                    policy,
+                    breaker,
+                    stats,
+                    RetryPolicy(policy, self.budget, self._retrying),
+                    override.cache_ttl if override is not None else None,
+                )
                 self.runtimes[endpoint] = rt
         return rt
 
@@ -182,13 +223,14 @@ class _Core:
             "exchange": self.exchange_id,
             "endpoints": endpoints,
             "retry_budget": self.budget.usage(),
+            "cache": {"entries": self.cache.size(), "evictions": self.cache.evictions},
             "pipeline": self.pipeline.names(),
         }
 
 
-def default_stages(record: RecordStage) -> list[Stage]:
+def default_stages(core: _Core) -> list[Stage]:
     """The stages in order, outermost first (see ``hardened.pipeline`` for what each does)."""
-    return [record, BreakerStage()]
+    return [core.record, core.cache, BreakerStage()]
 
 
 _OWN = frozenset({"inner", "_hd"})
@@ -216,7 +258,7 @@ class _HardenedBase:
         else:
             config = config.with_overrides(**overrides)
         object.__setattr__(self, "inner", exchange)
-        core = _Core(exchange, config, stages)
+        core = _Core(exchange, config, stages, asynchronous=isinstance(self, AsyncHardenedClient))
         object.__setattr__(self, "_hd", core)
         _disable_ccxt_retries(exchange)
         _observe_http_answers(exchange)

@@ -55,6 +55,7 @@ class _Tunables(BaseModel):
     quality_policy: QualityPolicy | None = None
     min_quality_score: float | None = Field(None, ge=0, le=100, description="score below which to act")
     cache_ttl: float | None = Field(None, ge=0, le=86_400, description="seconds an answer is reused")
+    stale_if_error: float | None = Field(None, ge=0, le=604_800, description="oldest answer served on errors")
 
 
 class EndpointOverrides(_Tunables):
@@ -145,6 +146,10 @@ class HardenedConfig(BaseSettings):
     min_quality_score: float = Field(50.0, ge=0, le=100, description="score below which to act")
     # Cache: None means the per-endpoint defaults (markets long, tickers short, private never).
     cache_ttl: float | None = Field(None, ge=0, le=86_400, description="seconds an answer is reused")
+    stale_if_error: float | None = Field(None, ge=0, le=604_800, description="oldest answer served on errors")
+    cache_max_entries: int = Field(
+        10_000, ge=0, le=10_000_000, description="answers held before LRU eviction"
+    )
     # Observability.
     log_attempts: bool = False
     status_port: int | None = Field(None, ge=1, le=65_535, description="start the status server here")

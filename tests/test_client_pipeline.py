@@ -20,7 +20,8 @@ import hardened
 from hardened import AsyncHardenedClient, CircuitOpenError, ConfigError, HardenedClient, HardenedConfig
 from hardened.errors import ErrorKind, classify
 
-FAST = {"initial_delay": 0.0, "jitter": 0.0, "rate_limit_delay": 0.0}
+# The cache is off here: these tests are about what reaches the exchange (tests/test_cache.py covers it).
+FAST = {"initial_delay": 0.0, "jitter": 0.0, "rate_limit_delay": 0.0, "cache_ttl": 0.0, "stale_if_error": 0.0}
 
 
 class Script:
@@ -361,7 +362,7 @@ def test_concurrent_calls_through_one_breaker_are_not_serialised() -> None:
 def test_threads_lose_no_counts() -> None:
     ex = ccxt.binance()
     ex.fetch_ticker = lambda *a, **k: {"ok": True}
-    hc = HardenedClient(ex)
+    hc = HardenedClient(ex, **FAST)
     per_thread = 500
 
     def work() -> None:
@@ -399,7 +400,7 @@ def test_camel_case_and_snake_case_share_an_endpoint() -> None:
     ex = ccxt.binance()
     ex.fetch_ohlcv = lambda *a, **k: [[0, 1, 1, 1, 1, 1]]
     ex.fetchOHLCV = ex.fetch_ohlcv
-    hc = HardenedClient(ex)
+    hc = HardenedClient(ex, **FAST)
     hc.fetch_ohlcv("X/Y")
     hc.fetchOHLCV("X/Y")
     assert hc.stats()["endpoints"]["ohlcv"]["calls"] == 2
@@ -568,7 +569,7 @@ async def test_async_concurrent_calls_overlap() -> None:
         return {"ok": True}
 
     inner.fetch_order_book = slow
-    async with AsyncHardenedClient(inner) as ex:
+    async with AsyncHardenedClient(inner, **FAST) as ex:
         results = await asyncio.gather(*(ex.fetch_order_book("X/Y") for _ in range(10)))
     assert results == [{"ok": True}] * 10
     assert inside["peak"] == 10

@@ -2,10 +2,11 @@
 
 Order of a call (outermost first), as ``default_stages`` builds it::
 
-    record -> [gate] -> [cache] -> breaker -> retry loop -> the ccxt call -> [validate]
+    record -> [gate] -> cache -> breaker -> retry loop -> the ccxt call -> validate
 
-``record`` writes every outcome; the learning gate and the cache take their places after it when
-their issues land; ``breaker`` admits each attempt; the retry loop lives in ``run_sync`` /
+``record`` writes every outcome; the learning gate takes its place after it when its issue lands;
+``cache`` answers from memory, coalesces identical calls and serves stale data on errors;
+``breaker`` admits each attempt; the retry loop lives in ``run_sync`` /
 ``run_async`` below (its decisions are tenacity strategies in ``pipeline/retry.py``); validation
 runs on each answer before the breaker counts it a success. Users may insert their own ``Stage``
 anywhere in the list they pass as ``stages=``.
@@ -112,10 +113,12 @@ def run_sync(pipe: Pipeline, ctx: CallContext, call: Callable[..., Any], resync:
     try:
         try:
             shortcut = _shortcut(pipe, ctx)
-            if shortcut is not None:
-                result = shortcut.value
-            else:
+            if shortcut is None:
                 result = _attempts_sync(pipe, ctx, call, resync)
+            elif shortcut.pending is not None:
+                result = shortcut.pending.wait()  # an identical call is in flight: share its answer
+            else:
+                result = shortcut.value
         except BaseException as error:
             _attach_attempts(error, ctx)
             return _finish(pipe, ctx, None, error)
@@ -175,10 +178,12 @@ async def run_async(
     try:
         try:
             shortcut = _shortcut(pipe, ctx)
-            if shortcut is not None:
-                result = shortcut.value
-            else:
+            if shortcut is None:
                 result = await _attempts_async(pipe, ctx, call, resync)
+            elif shortcut.pending is not None:
+                result = await shortcut.pending.wait_async()
+            else:
+                result = shortcut.value
         except BaseException as error:
             _attach_attempts(error, ctx)
             return _finish(pipe, ctx, None, error)

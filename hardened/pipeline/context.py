@@ -18,7 +18,10 @@ class CallContext:
         "args",
         "attempt",
         "breaker_probe",
+        "cache_flight",
         "cache_hit",
+        "cache_key",
+        "cache_limit",
         "endpoint",
         "error",
         "http_headers",
@@ -45,6 +48,9 @@ class CallContext:
         self.retries = 0
         self.breaker_probe = False
         self.cache_hit = False
+        self.cache_key: Any = None  # set when this call leads a cacheable request
+        self.cache_flight: Any = None  # the in-flight request this call leads or waits for
+        self.cache_limit: Any = None
         self.stale = False
         self.resync_clock: bool | None = False  # True: resync before next attempt; None: done once
         self.error: BaseException | None = None

@@ -35,7 +35,9 @@ class EndpointStats:
         "_next",
         "_recent",
         "cache_hits",
+        "cache_misses",
         "calls",
+        "coalesced",
         "failures",
         "last_error",
         "last_error_at",
@@ -59,6 +61,8 @@ class EndpointStats:
         self.retries = 0
         self.skips = 0
         self.cache_hits = 0
+        self.cache_misses = 0
+        self.coalesced = 0
         self.stale_served = 0
         self.last_quality: float | None = None
         self.last_error: str | None = None
@@ -71,6 +75,10 @@ class EndpointStats:
             self.retries += ctx.retries
             if ctx.cache_hit:
                 self.cache_hits += 1
+                if ctx.cache_flight is not None and ctx.cache_key is None:
+                    self.coalesced += 1
+            elif ctx.cache_key is not None:
+                self.cache_misses += 1
             if ctx.stale:
                 self.stale_served += 1
             if ctx.quality is not None:
@@ -108,6 +116,8 @@ class EndpointStats:
                 "retries": self.retries,
                 "skips": self.skips,
                 "cache_hits": self.cache_hits,
+                "cache_misses": self.cache_misses,
+                "coalesced": self.coalesced,
                 "stale_served": self.stale_served,
                 "last_quality": self.last_quality,
                 "last_error": self.last_error,

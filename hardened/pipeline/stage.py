@@ -28,12 +28,17 @@ HOOKS = ("on_call", "on_attempt", "on_result", "on_attempt_error", "on_done")
 
 
 class Shortcut:
-    """An answer produced without calling the exchange (``on_call`` returns it)."""
+    """An answer produced without calling the exchange (``on_call`` returns it).
 
-    __slots__ = ("value",)
+    ``pending`` is an in-flight request to wait for instead (coalescing): the driver waits on it
+    with ``pending.wait()`` or ``await pending.wait_async()``, and its outcome is the answer.
+    """
 
-    def __init__(self, value: Any) -> None:
+    __slots__ = ("pending", "value")
+
+    def __init__(self, value: Any, pending: Any = None) -> None:
         self.value = value
+        self.pending = pending
 
 
 class Stage:

@@ -1,0 +1,48 @@
+"""The ``hardened`` command: ``demo`` (the main job), ``sim``, ``monitor`` and ``bench``.
+
+Each subcommand lives in its own module and exposes ``main_argv(argv)``; this file only routes,
+so ``hardened --help`` lists what is there and every subcommand's ``--help`` is its own.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+COMMANDS = {
+    "demo": ("hardened.demo", "hardened clients against the simulator, status server on, live summary"),
+    "sim": ("hardened.sim", "run the exchange simulator as a server"),
+    "monitor": ("hardened.monitor", "live dashboard of a running status server"),
+    "bench": ("hardened.bench", "endpoint benchmarks against raw ccxt, in the same run"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: hardened COMMAND [options]", "", "commands:"]
+    lines += [f"  {name:<8} {summary}" for name, (_, summary) in COMMANDS.items()]
+    lines += ["", "run 'hardened COMMAND --help' for a command's options"]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Route ``argv`` to a subcommand; returns the process exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    command, rest = args[0], args[1:]
+    if command not in COMMANDS:
+        print(f"hardened: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[command][0])
+    try:
+        return int(module.main_argv(rest) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

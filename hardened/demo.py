@@ -1,0 +1,210 @@
+"""``hardened demo``: the main job. Hardened clients trade against the simulator in a storm.
+
+It starts the simulator with a lively fault profile, wraps ccxt clients for Binance, KuCoin and
+Bitvavo, starts the status server (websocket on 8765, /health and /metrics on 8766) when it is
+available, runs a loop of realistic calls from a few bot threads, and prints a live summary per
+endpoint until Ctrl-C or ``--duration`` seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import ccxt
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from hardened.client import HardenedClient
+from hardened.sim import Simulator
+
+__all__ = ["build_parser", "main_argv", "run_demo"]
+
+EXCHANGES = ("binance", "kucoin", "bitvavo")
+_STATE_STYLE = {"closed": "green", "half_open": "yellow", "open": "bold red"}
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """The demo's command-line options."""
+    parser = parser or argparse.ArgumentParser(prog="hardened demo", description=__doc__)
+    parser.add_argument("--duration", type=float, default=0.0, help="seconds to run; 0 runs until Ctrl-C")
+    parser.add_argument("--profile", default="lively", help="simulator fault profile (name or file)")
+    parser.add_argument("--seed", type=int, default=7, help="seed for prices and faults")
+    parser.add_argument("--exchanges", default=",".join(EXCHANGES), help="comma-separated exchange ids")
+    parser.add_argument("--status-port", type=int, default=8765, help="websocket status port (0: pick one)")
+    parser.add_argument("--http-port", type=int, default=8766, help="/health, /metrics and the status page")
+    parser.add_argument("--no-status", action="store_true", help="do not start the status server")
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between summary refreshes")
+    parser.add_argument("--bots", type=int, default=2, help="bot threads per exchange")
+    return parser
+
+
+class _Bot:
+    """One trading loop: mostly market data, sometimes balance and an order placed then cancelled."""
+
+    def __init__(self, client: HardenedClient, seed: int, stop: threading.Event) -> None:
+        self.client = client
+        self.random = random.Random(seed)
+        self.stop = stop
+        self.errors: dict[str, int] = {}
+
+    def run(self) -> None:
+        symbols = list(self.client.symbols or [])
+        while not self.stop.is_set():
+            symbol = self.random.choice(symbols) if symbols else None
+            try:
+                self._step(symbol)
+            except ccxt.BaseError as exc:  # what a bot sees after the pipeline did its best
+                name = type(exc).__name__
+                self.errors[name] = self.errors.get(name, 0) + 1
+            self.stop.wait(self.random.uniform(0.02, 0.12))
+
+    def _step(self, symbol: str | None) -> None:
+        if symbol is None:
+            self.client.load_markets()
+            return
+        roll = self.random.random()
+        if roll < 0.35:
+            self.client.fetch_ticker(symbol)
+        elif roll < 0.60:
+            self.client.fetch_ohlcv(symbol, "1m", limit=100)
+        elif roll < 0.80:
+            self.client.fetch_order_book(symbol, 20)
+        elif roll < 0.90:
+            self.client.fetch_trades(symbol, limit=50)
+        elif roll < 0.96:
+            self.client.fetch_balance()
+        else:
+            ticker = self.client.fetch_ticker(symbol)
+            bid = ticker.get("bid") or ticker.get("last")
+            if not bid:
+                return
+            price = float(self.client.price_to_precision(symbol, bid * 0.9))
+            market = self.client.market(symbol)
+            amount = (market.get("limits", {}).get("amount", {}) or {}).get("min") or 0.001
+            cost_min = (market.get("limits", {}).get("cost", {}) or {}).get("min") or 0
+            if cost_min and price * amount < cost_min:
+                amount = cost_min * 1.5 / price
+            amount = float(self.client.amount_to_precision(symbol, amount))
+            order = self.client.create_order(symbol, "limit", "buy", amount, price)
+            self.client.cancel_order(order["id"], symbol)
+
+
+def _summary(clients: dict[str, HardenedClient], started: float, status_line: str) -> Group:
+    table = Table(title=f"hardened demo — {time.monotonic() - started:,.0f}s", expand=False)
+    for column in ("endpoint", "calls", "ok", "failed", "retries", "breaker", "skips", "cache", "quality"):
+        table.add_column(column, justify="right" if column not in ("endpoint", "breaker") else "left")
+    table.add_column("p50 ms", justify="right")
+    table.add_column("p95 ms", justify="right")
+    health_parts = []
+    for name, client in clients.items():
+        stats = client.stats()
+        for endpoint, data in sorted(stats["endpoints"].items()):
+            if not data["calls"]:
+                continue
+            state = data["breaker"]["state"]
+            latency = data["latency_ms"]
+            quality = data["last_quality"]
+            table.add_row(
+                f"{name}_{endpoint}",
+                str(data["calls"]),
+                str(data["successes"]),
+                str(data["failed"]),
+                str(data["retries"]),
+                Text(state, style=_STATE_STYLE.get(state, "")),
+                str(data["skips"]),
+                str(data["cache_hits"]),
+                "-" if quality is None else f"{quality:.0f}",
+                "-" if latency["p50"] is None else f"{latency['p50']:.1f}",
+                "-" if latency["p95"] is None else f"{latency['p95']:.1f}",
+            )
+        health = client.health()
+        health_parts.append(f"{name}: {health['score']:.0f} {health['status']}")
+    return Group(table, Text("health  " + "   ".join(health_parts)), Text(status_line, style="dim"))
+
+
+def _start_status(args: argparse.Namespace) -> tuple[Any, str]:
+    """Start the status server if this installation has it; returns (handle, line to print)."""
+    if args.no_status:
+        return None, "status server off (--no-status)"
+    try:
+        from hardened.status import start_status_server
+    except ImportError:
+        return None, "status server not available in this build"
+    handle = start_status_server(port=args.status_port, http_port=args.http_port)
+    return handle, f"status: {handle.url}  health/metrics/page: http://127.0.0.1:{handle.http_port}/"
+
+
+def run_demo(args: argparse.Namespace, console: Console | None = None) -> int:
+    """Run the demo until ``args.duration`` elapses or Ctrl-C; returns the exit code."""
+    console = console or Console()
+    exchanges = [e.strip() for e in args.exchanges.split(",") if e.strip()]
+    unknown = [e for e in exchanges if e not in EXCHANGES]
+    if unknown:
+        console.print(
+            f"[red]unknown exchange(s) {', '.join(unknown)}; the simulator speaks {', '.join(EXCHANGES)}"
+        )
+        return 2
+    stop = threading.Event()
+    sim = Simulator(exchanges=exchanges, profile=args.profile, seed=args.seed).start()
+    status, status_line = None, ""
+    threads: list[threading.Thread] = []
+    clients: dict[str, HardenedClient] = {}
+    previous = signal.getsignal(signal.SIGINT)
+    in_main = threading.current_thread() is threading.main_thread()
+    try:
+        for eid in exchanges:
+            raw = getattr(ccxt, eid)({"enableRateLimit": False, "timeout": 3000})
+            sim.attach(raw)
+            clients[eid] = HardenedClient(raw, initial_delay=0.05, max_delay=2.0, recovery_timeout=5.0)
+        status, status_line = _start_status(args)
+        status_line = f"simulator: {sim.url} profile={args.profile}   {status_line}"
+        for eid, client in clients.items():
+            try:
+                client.load_markets()
+            except ccxt.BaseError as exc:
+                console.print(f"[yellow]{eid}: load_markets failed once ({type(exc).__name__}); bots retry")
+            for i in range(args.bots):
+                bot = _Bot(client, seed=args.seed * 100 + i + hash(eid) % 97, stop=stop)
+                thread = threading.Thread(target=bot.run, name=f"bot-{eid}-{i}", daemon=True)
+                threads.append(thread)
+                thread.start()
+        if in_main:
+            signal.signal(signal.SIGINT, lambda *_: stop.set())
+        started = time.monotonic()
+        deadline = started + args.duration if args.duration > 0 else float("inf")
+        if console.is_terminal:
+            with Live(_summary(clients, started, status_line), console=console, auto_refresh=False) as live:
+                while not stop.wait(args.interval) and time.monotonic() < deadline:
+                    live.update(_summary(clients, started, status_line), refresh=True)
+        else:
+            while not stop.wait(args.interval) and time.monotonic() < deadline:
+                console.print(_summary(clients, started, status_line))
+        stop.set()
+        for thread in threads:
+            thread.join(5)
+        console.print(_summary(clients, started, status_line))
+        truth = sim.ground_truth_counts()
+        console.print(f"simulator ground truth: {truth}")
+        return 0
+    finally:
+        stop.set()
+        if in_main:
+            signal.signal(signal.SIGINT, previous)
+        if status is not None:
+            status.stop()
+        for client in clients.values():
+            client.close()
+        sim.stop()
+
+
+def main_argv(argv: Sequence[str] | None = None) -> int:
+    """Entry point for ``hardened demo``."""
+    return run_demo(build_parser().parse_args(argv))

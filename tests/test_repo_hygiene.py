@@ -1,0 +1,27 @@
+"""The repository keeps its own rules: ruff clean, and no `adapters` import package at top level."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_ruff_is_clean() -> None:
+    ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
+    if not Path(ruff).exists():
+        pytest.skip("ruff is not installed (pip install -e '.[test]' installs it)")
+    result = subprocess.run(
+        [ruff, "check", "hardened", "tests", "benchmarks"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_adapters_folder_is_data_only() -> None:
+    # A PyPI package owns the import name `adapters`: the profiles must stay data, never Python.
+    assert not list((ROOT / "adapters").glob("*.py"))
