@@ -1,0 +1,1 @@
+"""Exchange dialects of the simulator: one module per ccxt exchange id, each exporting ``DIALECT``."""
