@@ -15,7 +15,13 @@ import ccxt
 
 from hardened.client import AsyncHardenedClient, HardenedClient
 from hardened.config import ConfigError, HardenedConfig
-from hardened.errors import CircuitOpenError, DataQualityError, OrderStateUnknown, RequestSkipped
+from hardened.errors import (
+    CircuitOpenError,
+    DataQualityError,
+    OrderStateUnknown,
+    RateLimitBackoff,
+    RequestSkipped,
+)
 
 __all__ = [
     "AsyncHardenedClient",
@@ -25,6 +31,7 @@ __all__ = [
     "HardenedClient",
     "HardenedConfig",
     "OrderStateUnknown",
+    "RateLimitBackoff",
     "RequestSkipped",
 ]
 

@@ -14,17 +14,33 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import ccxt
 import structlog
 import tenacity
 
+from hardened.adapters import ExchangeProfile, load_profile
 from hardened.config import EndpointPolicy, HardenedConfig
 from hardened.endpoints import Endpoint, endpoint_for
+from hardened.errors import (
+    CircuitOpenError,
+    DataQualityError,
+    ErrorKind,
+    OrderStateUnknown,
+    RateLimitBackoff,
+    RequestSkipped,
+    classify,
+)
+from hardened.orders import OrderRecovery
 from hardened.pipeline import CallContext, Pipeline, Stage, current_call, run_async, run_sync
 from hardened.pipeline.breaker import BreakerView, EndpointBreaker
 from hardened.pipeline.breaker_stage import BreakerStage
 from hardened.pipeline.cache import DEFAULT_STALE_IF_ERROR, DEFAULT_TTL, NEVER_STALE, CacheStage
+from hardened.pipeline.ratelimit_stage import RateLimitStage
 from hardened.pipeline.record import EndpointStats, RecordStage
 from hardened.pipeline.retry import RetryBudget, RetryPolicy
+from hardened.pipeline.validate import ValidateStage
+from hardened.placement import cancel_plan, create_plan, run_plan_async, run_plan_sync
+from hardened.ratelimit import RateLimitBudget
 from hardened.telemetry import health as health_score
 from hardened.telemetry import registry
 from hardened.telemetry.events import bus
@@ -127,13 +143,17 @@ class _Core:
         "__weakref__",
         "budget",
         "cache",
+        "classify",
         "config",
         "exchange",
         "exchange_id",
         "lock",
         "name",
         "pipeline",
+        "profile",
+        "rate_limits",
         "record",
+        "recovery",
         "runtimes",
         "stats_by_endpoint",
     )
@@ -150,9 +170,13 @@ class _Core:
         self.budget = RetryBudget(
             config.retry_budget_ratio, config.retry_budget_min, config.retry_budget_window
         )
+        self.profile = load_profile(self.exchange_id)  # error codes, budgets, client order ids, clock
+        self.classify = profile_classifier(self.profile)
+        self.rate_limits = RateLimitBudget(self.profile)
+        self.recovery = OrderRecovery(self.profile, config.order_lookups, config.order_lookup_lag_ms)
         self.record = RecordStage(self.exchange_id, self.stats_by_endpoint, lambda: secrets_of(exchange))
         self.cache = CacheStage(self.exchange_id, config.cache_max_entries, asynchronous)
-        self.pipeline = Pipeline(stages if stages is not None else default_stages(self))
+        self.pipeline = Pipeline(stages if stages is not None else default_stages(self), self.classify)
         self.name = ""
 
     def known_endpoints(self) -> set[str]:
@@ -230,10 +254,34 @@ class _Core:
 
 def default_stages(core: _Core) -> list[Stage]:
     """The stages in order, outermost first (see ``hardened.pipeline`` for what each does)."""
-    return [core.record, core.cache, BreakerStage()]
+    stages: list[Stage] = [core.record, core.cache, BreakerStage()]
+    if core.config.rate_limit_pacing:
+        stages.append(RateLimitStage(core.exchange_id, core.rate_limits))
+    stages.append(ValidateStage(core.exchange))
+    return stages
+
+
+def profile_classifier(profile: ExchangeProfile) -> Any:
+    """Classify errors by the exchange's own codes first (its profile), then by ccxt class.
+
+    ccxt's classes alone get some answers wrong: Bitvavo's clock-skew 304 arrives as an
+    AuthenticationError, KuCoin's 200002 order-rate limit as a generic error, Binance's WAF 403 as
+    ExchangeNotAvailable; the profile knows what each code means.
+    """
+
+    def classify_error(error: BaseException) -> ErrorKind:
+        if isinstance(error, ccxt.BaseError) and not isinstance(error, _OWN_ERRORS):
+            rule = profile.classify_exception(error)
+            if rule is not None:
+                return rule.error_kind
+        return classify(error)
+
+    return classify_error
 
 
 _OWN = frozenset({"inner", "_hd"})
+# Errors this library raises itself: classified by class, never by an exchange's codes.
+_OWN_ERRORS = (CircuitOpenError, RequestSkipped, RateLimitBackoff, DataQualityError, OrderStateUnknown)
 
 
 class _HardenedBase:
@@ -363,6 +411,21 @@ def _observe_http_answers(exchange: Any) -> None:
     exchange.handle_errors = handle_errors
 
 
+# create_order and cancel_order run as plans that survive a lost answer (hardened/placement.py).
+ORDER_PLANS = {"create_order": create_plan, "cancel_order": cancel_plan}
+
+
+def _widen_window(exchange: Any, profile: ExchangeProfile) -> bool:
+    """Clock fix for exchanges whose ccxt class ignores ``timeDifference`` (Bitvavo): widen the
+    accepted request window instead of resyncing. Returns False when a resync is the fix."""
+    clock = profile.clock
+    if clock.resync != "widen_window" or clock.window_option is None or clock.max_window_ms is None:
+        return False
+    current = exchange.options.get(clock.window_option) or clock.window_ms or 0
+    exchange.options[clock.window_option] = min(clock.max_window_ms, max(int(current) * 2, 1))
+    return True
+
+
 def _named(wrapper: Any, name: str, method: Any) -> Any:
     """Give a wrapper the name and docstring of the ccxt method it stands for."""
     wrapper.__name__ = name
@@ -385,17 +448,21 @@ class HardenedClient(_HardenedBase):
         budget = core.budget
         exchange = self.inner
         perf = time.perf_counter
+        plan = ORDER_PLANS.get(endpoint.name)
 
         def resync() -> Any:
-            if exchange.has.get("fetchTime"):
+            if not _widen_window(exchange, core.profile) and exchange.has.get("fetchTime"):
                 return exchange.load_time_difference()
             return None
+
+        def place(*args: Any, **kwargs: Any) -> Any:
+            return run_plan_sync(plan(exchange, core.profile, core.recovery, args, kwargs))  # type: ignore[misc]
 
         def call(*args: Any, **kwargs: Any) -> Any:
             budget.record_request()
             # Looked up per call (tens of ns) so a method patched on the exchange later is honoured.
-            current = getattr(exchange, name)
-            return run_sync(pipe, CallContext(rt, endpoint, args, kwargs, perf()), current, resync)
+            target = place if plan is not None else getattr(exchange, name)
+            return run_sync(pipe, CallContext(rt, endpoint, args, kwargs, perf()), target, resync)
 
         return _named(call, name, method)
 
@@ -426,16 +493,20 @@ class AsyncHardenedClient(_HardenedBase):
         budget = core.budget
         exchange = self.inner
         perf = time.perf_counter
+        plan = ORDER_PLANS.get(endpoint.name)
 
         async def resync() -> Any:
-            if exchange.has.get("fetchTime"):
+            if not _widen_window(exchange, core.profile) and exchange.has.get("fetchTime"):
                 return await exchange.load_time_difference()
             return None
 
+        async def place(*args: Any, **kwargs: Any) -> Any:
+            return await run_plan_async(plan(exchange, core.profile, core.recovery, args, kwargs))  # type: ignore[misc]
+
         async def call(*args: Any, **kwargs: Any) -> Any:
             budget.record_request()
-            current = getattr(exchange, name)
-            return await run_async(pipe, CallContext(rt, endpoint, args, kwargs, perf()), current, resync)
+            target = place if plan is not None else getattr(exchange, name)
+            return await run_async(pipe, CallContext(rt, endpoint, args, kwargs, perf()), target, resync)
 
         return _named(call, name, method)
 

@@ -150,6 +150,11 @@ class HardenedConfig(BaseSettings):
     cache_max_entries: int = Field(
         10_000, ge=0, le=10_000_000, description="answers held before LRU eviction"
     )
+    # Orders placed exactly once: lookups by client order id after a lost answer.
+    order_lookups: int = Field(5, ge=1, le=100, description="lookups before OrderStateUnknown")
+    order_lookup_lag_ms: int | None = Field(None, ge=0, le=60_000, description="exchange visibility lag")
+    # Rate-limit budgets read from the exchange's headers (hardened/ratelimit.py).
+    rate_limit_pacing: bool = True
     # Observability.
     log_attempts: bool = False
     status_port: int | None = Field(None, ge=1, le=65_535, description="start the status server here")

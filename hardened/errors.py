@@ -19,6 +19,7 @@ __all__ = [
     "DataQualityError",
     "ErrorKind",
     "OrderStateUnknown",
+    "RateLimitBackoff",
     "RequestSkipped",
     "classify",
     "http_status_of",
@@ -44,6 +45,19 @@ class RequestSkipped(ccxt.ExchangeNotAvailable):
         self.reason = reason
         extra = f" ({reason})" if reason else ""
         super().__init__(f"{endpoint}: call skipped, predicted failure probability {probability:.0%}{extra}")
+
+
+class RateLimitBackoff(ccxt.RateLimitExceeded):
+    """The exchange's rate-limit budget is spent (or the IP is banned) for longer than we may wait:
+    the call was not sent, so it cannot make the ban longer."""
+
+    def __init__(self, exchange: str, endpoint: str, retry_in: float, banned: bool) -> None:
+        self.exchange = exchange
+        self.endpoint = endpoint
+        self.retry_in = retry_in
+        self.banned = banned
+        why = "banned by the exchange" if banned else "rate-limit budget spent"
+        super().__init__(f"{exchange} {endpoint}: {why}, call not sent; next call allowed in {retry_in:.1f}s")
 
 
 class DataQualityError(ccxt.BadResponse):
@@ -109,7 +123,7 @@ def http_status_of(exc: BaseException) -> int | None:
 
 def classify(exc: BaseException) -> ErrorKind:
     """Decide what kind of failure ``exc`` is; anything not from ccxt is treated as permanent."""
-    if isinstance(exc, (CircuitOpenError, RequestSkipped)):
+    if isinstance(exc, (CircuitOpenError, RequestSkipped, RateLimitBackoff)):
         return ErrorKind.PERMANENT  # our own fail-fast answers are never retried inside the wrapper
     if isinstance(exc, (ccxt.RateLimitExceeded, ccxt.DDoSProtection)):
         return ErrorKind.RATE_LIMIT

@@ -15,7 +15,7 @@ from hardened import AsyncHardenedClient, CircuitOpenError, HardenedClient
 from hardened.pipeline.cache import fresh_copy
 from hardened.telemetry.events import bus
 
-FAST = {"initial_delay": 0.0, "jitter": 0.0, "max_retries": 0}
+FAST = {"initial_delay": 0.0, "jitter": 0.0, "max_retries": 0, "quality_policy": "off"}
 
 
 class Counter:

@@ -21,7 +21,14 @@ from hardened import AsyncHardenedClient, CircuitOpenError, ConfigError, Hardene
 from hardened.errors import ErrorKind, classify
 
 # The cache is off here: these tests are about what reaches the exchange (tests/test_cache.py covers it).
-FAST = {"initial_delay": 0.0, "jitter": 0.0, "rate_limit_delay": 0.0, "cache_ttl": 0.0, "stale_if_error": 0.0}
+FAST = {
+    "initial_delay": 0.0,
+    "jitter": 0.0,
+    "rate_limit_delay": 0.0,
+    "cache_ttl": 0.0,
+    "stale_if_error": 0.0,
+    "quality_policy": "off",  # the fakes return minimal dicts; test_validate_stage.py scores real data
+}
 
 
 class Script:
@@ -125,19 +132,38 @@ def test_permanent_errors_are_never_retried_and_never_count(error: BaseException
 
 
 def test_bare_4xx_is_not_retried_as_an_outage() -> None:
-    script = Script(ccxt.ExchangeNotAvailable("binance GET https://x 403 Forbidden"))
+    script = Script(ccxt.ExchangeNotAvailable("binance GET https://x 400 Bad Request"))
     ex = client("fetch_ticker", script, max_retries=5)
     with pytest.raises(ccxt.ExchangeNotAvailable):
         ex.fetch_ticker("BTC/USDT")
     assert script.calls == 1
 
 
-def test_create_order_is_never_retried_blindly() -> None:
-    script = Script(ccxt.RequestTimeout("lost answer"), {"id": "1"})
-    ex = client("create_order", script, max_retries=5)
-    with pytest.raises(ccxt.RequestTimeout):
-        ex.create_order("BTC/USDT", "limit", "buy", 1, 100)
-    assert script.calls == 1
+def test_the_exchange_profile_knows_better_than_the_http_map() -> None:
+    # Binance answers 403 when its WAF limit is hit: a rate limit to back off from, not a refusal.
+    script = Script(ccxt.ExchangeNotAvailable("binance GET https://x 403 Forbidden"), {"ok": True})
+    ex = client("fetch_ticker", script, max_retries=2)
+    assert ex.fetch_ticker("BTC/USDT") == {"ok": True}
+    assert script.calls == 2
+
+
+def test_create_order_is_never_retried_blindly_but_looked_up() -> None:
+    placed = {"id": "42", "clientOrderId": None, "status": "open"}
+    create = Script(ccxt.RequestTimeout("lost answer"), {"id": "never"})
+    lookups: list[dict[str, Any]] = []
+
+    def fetch_order(order_id: Any, symbol: Any = None, params: Any = None) -> Any:
+        lookups.append(dict(params or {}))
+        return dict(placed, clientOrderId=params.get("origClientOrderId"))
+
+    ex = ccxt.binance()
+    ex.create_order = create
+    ex.fetch_order = fetch_order
+    hc = HardenedClient(ex, **FAST, max_retries=5)
+    order = hc.create_order("BTC/USDT", "limit", "buy", 1, 100)
+    assert create.calls == 1  # not resent: the lookup found it
+    assert order["id"] == "42"
+    assert lookups and order["clientOrderId"] == lookups[0]["origClientOrderId"]
 
 
 def test_rate_limit_backs_off_at_least_the_floor() -> None:

@@ -17,8 +17,9 @@ import ccxt.async_support as accxt
 import pytest
 from structlog.testing import capture_logs
 
-from hardened import AsyncHardenedClient, CircuitOpenError, HardenedClient
+from hardened import AsyncHardenedClient, CircuitOpenError, HardenedClient, OrderStateUnknown
 from hardened.sim import Simulator
+from hardened.testing import heal_after_first_fault
 
 EXCHANGES = ("binance", "kucoin", "bitvavo")
 SYMBOL = {"binance": "BTC/USDT", "kucoin": "BTC/USDT", "bitvavo": "BTC/EUR"}
@@ -62,7 +63,7 @@ def only(endpoint: str, **rule: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize("exchange_id", EXCHANGES)
 def test_same_results_as_raw_ccxt(sim: Simulator, exchange_id: str) -> None:
-    plain, wrapped = raw(sim, exchange_id), hardened(sim, exchange_id)
+    plain, wrapped = raw(sim, exchange_id), hardened(sim, exchange_id, quality_policy="raise")
     assert wrapped.load_markets() == plain.load_markets()
     symbol = SYMBOL[exchange_id]
     since = (int(time.time()) // 3600 - 5) * 3_600_000  # a closed window: the same candles for both
@@ -97,25 +98,6 @@ async def test_async_same_results_as_raw_ccxt(sim: Simulator, exchange_id: str) 
 # --- retries ----------------------------------------------------------------------------------
 
 
-def _switch_to_calm_after_first(sim: Simulator, exchange_id: str, endpoint: str) -> threading.Thread:
-    """Restore a calm exchange as soon as the first faulted request has been answered."""
-
-    def watch() -> None:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if any(
-                r["exchange"] == exchange_id and r["endpoint"] == endpoint and r["fault_kind"]
-                for r in sim.ground_truth()
-            ):
-                sim.set_profile("calm")
-                return
-            time.sleep(0.005)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
-
-
 @pytest.mark.parametrize("exchange_id", EXCHANGES)
 @pytest.mark.parametrize(
     "rule",
@@ -133,7 +115,7 @@ def test_transient_fault_is_retried_then_succeeds(
     ex.load_markets()
     sim.clear_ground_truth()
     sim.set_profile(only("ticker", **rule))
-    watcher = _switch_to_calm_after_first(sim, exchange_id, "ticker")
+    watcher = heal_after_first_fault(sim, exchange_id, "ticker")
     ticker = ex.fetch_ticker(SYMBOL[exchange_id])
     watcher.join()
     assert ticker["symbol"] == SYMBOL[exchange_id]
@@ -147,7 +129,7 @@ def test_rate_limit_429_waits_for_retry_after(sim: Simulator, exchange_id: str) 
     ex = hardened(sim, exchange_id, max_retries=3)
     ex.load_markets()
     sim.set_profile(only("ticker", kind="rate_limit_429", retry_after=1))
-    watcher = _switch_to_calm_after_first(sim, exchange_id, "ticker")
+    watcher = heal_after_first_fault(sim, exchange_id, "ticker")
     with capture_logs() as logs:
         ex.fetch_ticker(SYMBOL[exchange_id])
     watcher.join()
@@ -179,15 +161,18 @@ def test_permanent_error_is_not_retried(sim: Simulator) -> None:
     assert ex.breakers["binance_balance"].state == "closed"
 
 
-def test_create_order_is_not_resent_after_a_timeout(sim: Simulator) -> None:
-    ex = hardened(sim, "binance", max_retries=5)
+def test_create_order_timeout_without_an_order_resends_once_then_says_unknown(sim: Simulator) -> None:
+    ex = hardened(sim, "binance", max_retries=5, order_lookup_lag_ms=0)
     ex.load_markets()
     ex.timeout = 300
     sim.set_profile(only("create_order", kind="timeout", hold=1.0))
     sim.clear_ground_truth()
-    with pytest.raises(ccxt.RequestTimeout):
+    with pytest.raises(OrderStateUnknown) as info:
         ex.create_order("BTC/USDT", "limit", "buy", 0.01, 10_000)
-    assert requests_to(sim, "binance", "create_order") == 1
+    assert isinstance(info.value, ccxt.NetworkError)
+    cid = info.value.client_order_id
+    assert requests_to(sim, "binance", "create_order") == 2  # once, then once more with the same id
+    assert not [o for o in sim.orders("binance") if o.client_order_id == cid]
 
 
 # --- breakers ---------------------------------------------------------------------------------

@@ -2,23 +2,26 @@
 
 Order of a call (outermost first), as ``default_stages`` builds it::
 
-    record -> [gate] -> cache -> breaker -> retry loop -> the ccxt call -> validate
+    record -> [gate] -> cache -> breaker -> retry loop -> rate_limit -> the ccxt call -> validate
 
 ``record`` writes every outcome; the learning gate takes its place after it when its issue lands;
 ``cache`` answers from memory, coalesces identical calls and serves stale data on errors;
-``breaker`` admits each attempt; the retry loop lives in ``run_sync`` /
-``run_async`` below (its decisions are tenacity strategies in ``pipeline/retry.py``); validation
-runs on each answer before the breaker counts it a success. Users may insert their own ``Stage``
-anywhere in the list they pass as ``stages=``.
+``breaker`` admits each attempt; the retry loop lives in ``run_sync`` / ``run_async`` below (its
+decisions are tenacity strategies in ``pipeline/retry.py``); ``rate_limit`` paces each attempt
+from the exchange's published budget; ``validate`` scores each answer before the breaker counts
+it a success. Users may insert their own ``Stage`` anywhere in the list they pass as
+``stages=``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from hardened.errors import classify
+from hardened.errors import ErrorKind, classify
 from hardened.pipeline.context import CallContext
 from hardened.pipeline.stage import HOOKS, Shortcut, Stage
 
@@ -32,12 +35,19 @@ current_call: contextvars.ContextVar[CallContext | None] = contextvars.ContextVa
 
 
 class Pipeline:
-    """An ordered list of stages, with each hook's stages precomputed in the order it runs them."""
+    """An ordered list of stages, with each hook's stages precomputed in the order it runs them.
 
-    __slots__ = ("on_attempt", "on_attempt_error", "on_call", "on_done", "on_result", "stages")
+    ``classify`` decides what kind of failure an error is; a client passes one that knows its
+    exchange's error codes (``hardened.adapters``), the default knows only ccxt's classes.
+    """
 
-    def __init__(self, stages: Sequence[Stage]) -> None:
+    __slots__ = ("classify", "on_attempt", "on_attempt_error", "on_call", "on_done", "on_result", "stages")
+
+    def __init__(
+        self, stages: Sequence[Stage], classify: Callable[[BaseException], ErrorKind] = classify
+    ) -> None:
         self.stages = tuple(stages)
+        self.classify = classify
         for hook in HOOKS:
             bound = [getattr(s, hook) for s in self.stages if s.overrides(hook)]
             if hook in ("on_result", "on_attempt_error", "on_done"):
@@ -66,7 +76,9 @@ def _finish(pipe: Pipeline, ctx: CallContext, result: Any, error: BaseException 
 
 
 def _attempt_failed(pipe: Pipeline, ctx: CallContext, error: BaseException) -> None:
-    kind = classify(error)
+    kind = pipe.classify(error)
+    ctx.error = error
+    ctx.error_kind = kind
     for hook in pipe.on_attempt_error:
         hook(ctx, error, kind)
 
@@ -92,9 +104,12 @@ def _attempt_sync(
     ctx.attempt += 1
     ctx.http_status = None
     ctx.http_headers = None
-    for hook in pipe.on_attempt:
-        hook(ctx)
+    ctx.breaker_probe = False
     try:
+        for hook in pipe.on_attempt:  # a refusal here still reaches on_attempt_error (probe slots)
+            wait = hook(ctx)
+            if wait:
+                time.sleep(wait)
         if ctx.resync_clock:
             ctx.resync_clock = None
             resync()
@@ -152,9 +167,12 @@ async def _attempt_async(
     ctx.attempt += 1
     ctx.http_status = None
     ctx.http_headers = None
-    for hook in pipe.on_attempt:
-        hook(ctx)
+    ctx.breaker_probe = False
     try:
+        for hook in pipe.on_attempt:
+            wait = hook(ctx)
+            if wait:
+                await asyncio.sleep(wait)
         if ctx.resync_clock:
             ctx.resync_clock = None
             await resync()

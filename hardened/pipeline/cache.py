@@ -22,7 +22,7 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-from hardened.errors import CircuitOpenError, ErrorKind, classify
+from hardened.errors import CircuitOpenError, ErrorKind
 from hardened.pipeline.context import CallContext
 from hardened.pipeline.stage import Shortcut, Stage
 from hardened.telemetry.events import bus
@@ -217,7 +217,7 @@ class CacheStage(Stage):
         rt = ctx.rt
         if ctx.endpoint.name in NEVER_STALE or not ctx.endpoint.idempotent or age > rt.stale_if_error:
             return False
-        return isinstance(error, CircuitOpenError) or classify(error) in _STALE_ON
+        return isinstance(error, CircuitOpenError) or ctx.kind_of(error) in _STALE_ON
 
     def _store(self, key: Any, value: Any, now: float) -> None:
         entries = self._entries

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from hardened.endpoints import Endpoint
+from hardened.errors import ErrorKind, classify
 
 
 class CallContext:
@@ -24,6 +25,7 @@ class CallContext:
         "cache_limit",
         "endpoint",
         "error",
+        "error_kind",
         "http_headers",
         "http_status",
         "kwargs",
@@ -53,13 +55,16 @@ class CallContext:
         self.cache_limit: Any = None
         self.stale = False
         self.resync_clock: bool | None = False  # True: resync before next attempt; None: done once
-        self.error: BaseException | None = None
+        self.error: BaseException | None = None  # the last attempt's error, and its kind
+        self.error_kind: ErrorKind | None = None
         self.latency = 0.0
         self.quality: Any = None
         self.http_status: int | None = None
         self.http_headers: Any = None
 
-    def observe_response(self, status: int, headers: Any) -> None:
-        """Called from the wrapped exchange's ``handle_errors`` with each HTTP answer of this call."""
-        self.http_status = status
-        self.http_headers = headers
+    def kind_of(self, error: BaseException) -> ErrorKind:
+        """The kind of ``error``: as the client's classifier decided for the last attempt's error,
+        or by ccxt class alone for errors raised outside an attempt."""
+        if error is self.error and self.error_kind is not None:
+            return self.error_kind
+        return classify(error)

@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from hardened.errors import CircuitOpenError, ErrorKind, classify
+from hardened.errors import CircuitOpenError, ErrorKind
 from hardened.pipeline.context import CallContext
 from hardened.pipeline.stage import Stage
 from hardened.pipeline.window import SlidingCounts
@@ -166,7 +166,7 @@ class RecordStage(Stage):
         return result, error
 
     def _failed(self, ctx: CallContext, error: Exception, latency: float) -> None:
-        kind = classify(error)
+        kind = ctx.kind_of(error)
         message = redact_text(str(error), self.secrets())[:500]
         fields = {
             "exchange": self.exchange_id,

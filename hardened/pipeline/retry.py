@@ -24,7 +24,7 @@ from tenacity.retry import retry_base
 from tenacity.wait import wait_base
 
 from hardened.config import EndpointPolicy
-from hardened.errors import ErrorKind, classify
+from hardened.errors import ErrorKind
 from hardened.pipeline.context import CallContext
 from hardened.pipeline.window import SlidingCounts
 
@@ -109,7 +109,7 @@ class retry_transient(retry_base):
         if retry_state.attempt_number > self.policy.max_retries:
             return False  # tenacity asks before it checks stop: spend no budget on a retry never made
         exc = outcome.exception()
-        kind = classify(exc)
+        kind = self.ctx.kind_of(exc)
         if kind not in RETRYABLE or not self.ctx.endpoint.idempotent:
             return False
         if kind is ErrorKind.CLOCK_SKEW:
@@ -139,7 +139,7 @@ class wait_for_exchange(wait_base):
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
         outcome = retry_state.outcome
         exc = outcome.exception() if outcome is not None else None
-        kind = classify(exc) if exc is not None else ErrorKind.TRANSIENT
+        kind = self.ctx.kind_of(exc) if exc is not None else ErrorKind.TRANSIENT
         if kind is ErrorKind.CLOCK_SKEW:
             return 0.0  # the clock is resynced before the next attempt; waiting would not help
         delay = self.backoff(retry_state)
@@ -165,7 +165,7 @@ class RetryPolicy:
             self.policy.max_retries > 0
             and ctx.endpoint.idempotent
             and isinstance(exc, Exception)
-            and classify(exc) in RETRYABLE
+            and ctx.kind_of(exc) in RETRYABLE
         )
 
     def _kwargs(self, ctx: CallContext) -> dict[str, Any]:

@@ -7,7 +7,8 @@ overrides only the hooks it needs; the pipeline calls only the hooks a stage ove
 Hooks, in the order a call meets them:
 - ``on_call(ctx)``: once per call, outermost first; return ``Shortcut(value)`` to answer without
   calling the exchange (a cache hit), raise to refuse the call (the gate), or return None.
-- ``on_attempt(ctx)``: before each attempt; raise to refuse it (an open breaker).
+- ``on_attempt(ctx)``: before each attempt; raise to refuse it (an open breaker), or return a
+  number of seconds the driver must wait before sending (rate-limit pacing).
 - ``on_result(ctx, result)``: after each successful attempt, innermost first; return the result
   (possibly repaired) or raise (bad data).
 - ``on_attempt_error(ctx, error, kind)``: after each failed attempt, innermost first.
@@ -50,8 +51,8 @@ class Stage:
         """Once per call, before any attempt."""
         return None
 
-    def on_attempt(self, ctx: CallContext) -> None:
-        """Before each attempt."""
+    def on_attempt(self, ctx: CallContext) -> float | None:
+        """Before each attempt; returns seconds to wait before sending, or None."""
         return None
 
     def on_result(self, ctx: CallContext, result: Any) -> Any:

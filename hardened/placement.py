@@ -1,0 +1,232 @@
+"""Orders placed exactly once, and cancels confirmed, across lost answers.
+
+``create_order`` always carries a client order id (ours when the caller gave none). When the
+answer is lost (a timeout, a dropped connection, an answer the exchange marks "execution status
+unknown"), the order is looked up by that id before anything else: found, it is returned as if
+the call had answered; still absent after the exchange's visibility lag, it is sent again with
+the same id (a duplicate would be refused); unknowable, ``OrderStateUnknown`` carries the id.
+``cancel_order`` is treated the same careful way: after a lost answer the order is looked up,
+and a finished order means the cancel is done.
+
+The decisions are ``hardened.orders.OrderRecovery``'s. The plan below is a generator that yields
+what it needs done (a call, a wait) and receives the outcome, so the sync and async drivers are a
+dozen lines each and the plan is written once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any
+
+import structlog
+
+from hardened.adapters import ExchangeProfile, FailureKind
+from hardened.orders import OrderRecovery, RecoveryAction, is_ambiguous_failure, with_client_order_id
+
+__all__ = ["Call", "Wait", "cancel_plan", "create_plan", "run_plan_async", "run_plan_sync"]
+
+log = structlog.get_logger("hardened")
+
+
+class Call:
+    """Ask the driver to call ``fn(*args, **kwargs)`` and send back ``(result, error)``."""
+
+    __slots__ = ("args", "fn", "kwargs")
+
+    def __init__(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+
+
+class Wait:
+    """Ask the driver to wait ``seconds`` (the exchange's visibility lag, a back-off)."""
+
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+
+Outcome = tuple[Any, BaseException | None]
+Plan = Generator[Call | Wait, Outcome | None, Any]
+
+# create_order(symbol, type, side, amount, price=None, params={})
+_CREATE_ARGS = ("symbol", "type", "side", "amount", "price", "params")
+# cancel_order(id, symbol=None, params={})
+_CANCEL_ARGS = ("id", "symbol", "params")
+
+
+def _bind(names: tuple[str, ...], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    bound = dict(zip(names, args, strict=False))
+    for key, value in kwargs.items():
+        if key not in names:
+            raise TypeError(f"unexpected keyword argument {key!r} (expected one of {', '.join(names)})")
+        bound[key] = value
+    return bound
+
+
+def _is_duplicate(profile: ExchangeProfile, error: BaseException) -> bool:
+    rule = profile.classify_exception(error)
+    return rule is not None and rule.kind is FailureKind.DUPLICATE_ORDER
+
+
+def create_plan(
+    exchange: Any,
+    profile: ExchangeProfile,
+    recovery: OrderRecovery,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Plan:
+    """Place one order exactly once (see the module docstring); returns the unified order."""
+    bound = _bind(_CREATE_ARGS, args, kwargs)
+    params, client_order_id = with_client_order_id(exchange.id, bound.get("params"))
+    symbol = bound.get("symbol")
+    send = (symbol, bound.get("type"), bound.get("side"), bound.get("amount"), bound.get("price"), params)
+    sent_at = time.time()
+    order, first = yield Call(exchange.create_order, *send)
+    if first is None:
+        return _with_id(order, client_order_id)
+    if not is_ambiguous_failure(profile, first):
+        raise first
+    log.warning(
+        "order_answer_lost",
+        exchange=exchange.id,
+        client_order_id=client_order_id,
+        symbol=symbol,
+        error=type(first).__name__,
+    )
+    state = recovery.start_create(client_order_id, symbol, sent_at)
+    step = recovery.first_step(state, time.time())
+    while True:
+        if step.action is RecoveryAction.RETURN:
+            log.info(
+                "order_recovered",
+                exchange=exchange.id,
+                client_order_id=client_order_id,
+                lookups=state.lookups,
+            )
+            return _with_id(step.order, client_order_id)
+        if step.action is RecoveryAction.GIVE_UP:
+            raise step.error from first  # type: ignore[misc]
+        if step.delay_s > 0:
+            yield Wait(step.delay_s)
+        if step.action is RecoveryAction.LOOKUP:
+            lookup = recovery.lookup_call(state)
+            found, error = yield Call(getattr(exchange, lookup.method), *lookup.args, params=lookup.params)
+            now = time.time()
+            if error is not None:
+                step = recovery.on_lookup_failed(state, error, now)
+            elif found:
+                step = recovery.on_found(state, found, now)
+            else:
+                step = recovery.on_not_found(state, now)
+        else:  # RESEND, with the same client order id: the exchange refuses a duplicate
+            log.warning("order_resent", exchange=exchange.id, client_order_id=client_order_id)
+            state.sent_at = time.time()
+            order, error = yield Call(exchange.create_order, *send)
+            now = time.time()
+            if error is None:
+                return _with_id(order, client_order_id)
+            if _is_duplicate(profile, error):
+                step = recovery.on_resend_duplicate(state, now)
+            elif is_ambiguous_failure(profile, error):
+                step = recovery.on_resend_failed(state, now)
+            else:
+                raise error
+
+
+def cancel_plan(
+    exchange: Any,
+    profile: ExchangeProfile,
+    recovery: OrderRecovery,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Plan:
+    """Cancel one order, confirming its state when the answer is lost; returns what ccxt returns."""
+    bound = _bind(_CANCEL_ARGS, args, kwargs)
+    order_id, symbol, params = bound.get("id"), bound.get("symbol"), bound.get("params") or {}
+    sent_at = time.time()
+    result, first = yield Call(exchange.cancel_order, order_id, symbol, params)
+    if first is None:
+        return result
+    if not is_ambiguous_failure(profile, first):
+        raise first
+    state = recovery.start_cancel(str(order_id), symbol, sent_at)
+    step = recovery.first_step(state, time.time())
+    while True:
+        if step.action is RecoveryAction.DONE:
+            log.info("cancel_confirmed", exchange=exchange.id, order_id=order_id, reason=step.reason)
+            return (
+                step.order
+                if step.order is not None
+                else {"id": order_id, "symbol": symbol, "status": "canceled"}
+            )
+        if step.action is RecoveryAction.GIVE_UP:
+            raise step.error from first  # type: ignore[misc]
+        if step.delay_s > 0:
+            yield Wait(step.delay_s)
+        if step.action is RecoveryAction.LOOKUP:  # by exchange id: the caller cancels by it
+            found, error = yield Call(exchange.fetch_order, order_id, symbol, params)
+            now = time.time()
+            if error is not None:
+                step = recovery.on_lookup_failed(state, error, now)
+            elif found:
+                step = recovery.on_found(state, found, now)
+            else:
+                step = recovery.on_not_found(state, now)
+        else:  # RESEND the cancel: the order is still open
+            result, error = yield Call(exchange.cancel_order, order_id, symbol, params)
+            now = time.time()
+            if error is None:
+                return result
+            if is_ambiguous_failure(profile, error):
+                step = recovery.on_resend_failed(state, now)
+            else:
+                step = recovery.on_lookup_failed(state, error, now)  # "not found" now means done
+
+
+def _with_id(order: Any, client_order_id: str) -> Any:
+    """Some ccxt parsers (Bitvavo's) leave ``clientOrderId`` empty: fill in the one we sent."""
+    if isinstance(order, dict) and not order.get("clientOrderId"):
+        order["clientOrderId"] = client_order_id
+    return order
+
+
+def run_plan_sync(plan: Plan) -> Any:
+    """Drive a plan, blocking: make its calls, sleep its waits."""
+    outcome: Outcome | None = None
+    while True:
+        try:
+            op = plan.send(outcome)
+        except StopIteration as done:
+            return done.value
+        if isinstance(op, Wait):
+            time.sleep(op.seconds)
+            outcome = None
+            continue
+        try:
+            outcome = (op.fn(*op.args, **op.kwargs), None)
+        except Exception as error:
+            outcome = (None, error)
+
+
+async def run_plan_async(plan: Plan) -> Any:
+    """Drive a plan in the current task: await its calls and its waits."""
+    outcome: Outcome | None = None
+    while True:
+        try:
+            op = plan.send(outcome)
+        except StopIteration as done:
+            return done.value
+        if isinstance(op, Wait):
+            await asyncio.sleep(op.seconds)
+            outcome = None
+            continue
+        try:
+            result = op.fn(*op.args, **op.kwargs)
+            outcome = (await result if isinstance(result, Awaitable) else result, None)
+        except Exception as error:
+            outcome = (None, error)

@@ -1,0 +1,278 @@
+"""Ticker checks and repair: one unified ccxt ticker, or a ``fetch_tickers`` dict of them.
+
+The case that matters most: an exchange answering 200 with an HTML page makes ccxt return a
+ticker whose every market field is None, without raising. That ticker scores 0.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hardened.quality.report import MAX_WHERE, Issue, Severity
+from hardened.quality.thresholds import DEFAULT_THRESHOLDS, QualityThresholds
+
+__all__ = ["repair_ticker", "repair_tickers", "validate_ticker", "validate_tickers"]
+
+_PRICE_FIELDS = ("bid", "ask", "last", "close", "open", "high", "low", "vwap")
+_VOLUME_FIELDS = ("baseVolume", "quoteVolume")
+_DATA_FIELDS = (
+    *_PRICE_FIELDS,
+    *_VOLUME_FIELDS,
+    "bidVolume",
+    "askVolume",
+    "change",
+    "percentage",
+    "average",
+    "previousClose",
+    "markPrice",
+    "indexPrice",
+)
+_FULL_CROSS = 0.01  # a bid 1 % above the ask is a fully broken quote (extent 1)
+_FULL_LAST_MISS = 0.10  # last 10 % beyond the tolerated band is fully off (extent 1)
+_STALE_SPAN = 10  # a timestamp ten times the allowed age old is fully stale (extent 1)
+_ERROR = Severity.ERROR
+_WARNING = Severity.WARNING
+_EMPTY = Issue(
+    "empty_ticker", Severity.CRITICAL, "every market field is None (HTML or empty body?)", 1, (), 1.0
+)
+_NOT_A_DICT = Issue("malformed", Severity.CRITICAL, "the ticker is not a dict", 1, (), 1.0)
+_NOT_NUMBERS = Issue("malformed", Severity.ERROR, "ticker fields are not numbers", 1, (), 1.0)
+
+
+def _base_symbol(symbol: str) -> str:
+    return symbol.split(":", 1)[0]
+
+
+def validate_ticker(
+    ticker: Any,
+    *,
+    now_ms: int | None = None,
+    symbol: str | None = None,
+    thresholds: QualityThresholds = DEFAULT_THRESHOLDS,
+) -> list[Issue]:
+    """Check one unified ccxt ticker; an empty list means clean.
+
+    Checks: not all-None, some quote present, positive prices, bid <= ask, last within
+    ``last_spread_tolerance`` of [bid, ask], 24h high >= low, non-negative volumes, timestamp
+    neither stale nor in the future (when ``now_ms`` is given), and the symbol asked for.
+    """
+    if not isinstance(ticker, dict):
+        return [_NOT_A_DICT]
+    get = ticker.get
+    issues: list[Issue] = []
+    th = thresholds
+    try:
+        present = 0
+        bad: list[str] | None = None
+        for field in _PRICE_FIELDS:
+            x = get(field)
+            if x is not None:
+                present += 1
+                if not x > 0:
+                    bad = [field] if bad is None else [*bad, field]
+        if not present and all(get(f) is None for f in _DATA_FIELDS):
+            return [_EMPTY]
+        if get("bid") is None and get("ask") is None and get("last") is None and get("close") is None:
+            issues.append(Issue("missing_price", _ERROR, "no bid, ask, last or close", 1, (), 1.0))
+        if bad is not None:
+            issues.append(
+                Issue(
+                    "nonpositive_price",
+                    _ERROR,
+                    f"non-positive {', '.join(bad)}",
+                    len(bad),
+                    (),
+                    len(bad) / present,
+                )
+            )
+            bad_set = set(bad)
+        else:
+            bad_set = ()
+
+        def value(field: str) -> Any:
+            x = get(field)
+            return None if x is None or field in bad_set else x
+
+        bid, ask, last = value("bid"), value("ask"), value("last")
+        if bid is not None and ask is not None:
+            if bid > ask:
+                cross = (bid - ask) / ask
+                issues.append(
+                    Issue(
+                        "crossed", _ERROR, f"bid {bid} above ask {ask}", 1, (), min(1.0, cross / _FULL_CROSS)
+                    )
+                )
+            elif last is not None:
+                tol = th.last_spread_tolerance
+                low_band, high_band = bid * (1 - tol), ask * (1 + tol)
+                miss = (low_band - last) / low_band if last < low_band else (last - high_band) / high_band
+                if miss > 0:
+                    issues.append(
+                        Issue(
+                            "last_outside_spread",
+                            _WARNING,
+                            f"last {last} outside bid {bid} / ask {ask} by more than {tol:.1%}",
+                            1,
+                            (),
+                            min(1.0, miss / _FULL_LAST_MISS),
+                        )
+                    )
+        high, low = value("high"), value("low")
+        if high is not None and low is not None and high < low:
+            issues.append(
+                Issue("range_inconsistent", _ERROR, f"24h high {high} below low {low}", 1, (), 0.25)
+            )
+        for field in _VOLUME_FIELDS:
+            x = get(field)
+            if x is not None and x < 0:
+                issues.append(Issue("negative_volume", _ERROR, f"negative {field} {x}", 1, (), 0.25))
+        ts = get("timestamp")
+        if ts is not None:
+            if ts < th.min_timestamp_ms:
+                issues.append(Issue("absurd_timestamp", _ERROR, f"timestamp {ts} is before 2009", 1, (), 1.0))
+            elif now_ms is not None:
+                age = now_ms - ts
+                span = _STALE_SPAN * th.ticker_max_age_ms
+                if age > th.ticker_max_age_ms:
+                    issues.append(
+                        Issue(
+                            "stale", _ERROR, f"ticker is {age / 1000:.0f}s old", 1, (), min(1.0, age / span)
+                        )
+                    )
+                elif -age > th.future_tolerance_ms:
+                    issues.append(
+                        Issue(
+                            "future_timestamp",
+                            _WARNING,
+                            f"ticker is {-age / 1000:.0f}s in the future",
+                            1,
+                            (),
+                            min(1.0, -age / span),
+                        )
+                    )
+    except TypeError:
+        return [_NOT_NUMBERS]
+    if symbol is not None:
+        got = get("symbol")
+        if isinstance(got, str) and _base_symbol(got) != _base_symbol(symbol):
+            issues.append(Issue("symbol_mismatch", _WARNING, f"asked for {symbol}, got {got}", 1, (), 1.0))
+    return issues
+
+
+def validate_tickers(
+    tickers: Any,
+    *,
+    now_ms: int | None = None,
+    thresholds: QualityThresholds = DEFAULT_THRESHOLDS,
+) -> list[Issue]:
+    """Check a ``fetch_tickers`` dict (symbol -> ticker); issues are merged per code across symbols.
+
+    ``where`` lists the symbols concerned and ``extent`` is the summed extent over the number of
+    tickers. An all-None ticker is an error among others and critical only when every one is.
+    """
+    if not isinstance(tickers, dict):
+        return [Issue("malformed", Severity.CRITICAL, "the answer is not a dict of tickers", 1, (), 1.0)]
+    n = len(tickers)
+    if not n:
+        return [Issue("empty", _WARNING, "no tickers in the answer", 0, (), 1.0)]
+    merged: dict[str, list[Any]] = {}
+    for key, ticker in tickers.items():
+        found = validate_ticker(
+            ticker, now_ms=now_ms, symbol=key if isinstance(key, str) else None, thresholds=thresholds
+        )
+        for issue in found:
+            entry = merged.get(issue.code)
+            if entry is None:
+                merged[issue.code] = [issue.severity, 1, [key], issue.extent, issue.message]
+            else:
+                entry[0] = max(entry[0], issue.severity)
+                entry[1] += 1
+                if len(entry[2]) < MAX_WHERE:
+                    entry[2].append(key)
+                entry[3] += issue.extent
+    issues = []
+    for code, (severity, count, where, extent, message) in merged.items():
+        if severity == Severity.CRITICAL and count < n:
+            severity = _ERROR
+        issues.append(
+            Issue(code, severity, f"{count} of {n} tickers, e.g. {message}", count, tuple(where), extent / n)
+        )
+    return issues
+
+
+def repair_ticker(
+    ticker: Any,
+    *,
+    now_ms: int | None = None,
+    symbol: str | None = None,
+    thresholds: QualityThresholds = DEFAULT_THRESHOLDS,
+) -> tuple[Any, tuple[str, ...]]:
+    """A repaired copy of ``ticker`` with untrustworthy fields set to None, and what was cleared.
+
+    Clears non-positive or non-numeric prices, both sides of a crossed quote (with their volumes),
+    an inverted 24h range and negative volumes. An all-None, stale or price-less ticker cannot be
+    repaired and comes back as it was. ``ticker`` itself is never modified.
+    """
+    if not isinstance(ticker, dict):
+        return ticker, ()
+    fixed = dict(ticker)
+    cleared: list[str] = []
+
+    def clear(*fields: str) -> None:
+        for field in fields:
+            if fixed.get(field) is not None:
+                fixed[field] = None
+                cleared.append(field)
+
+    for field in _DATA_FIELDS:
+        x = fixed.get(field)
+        if x is not None and (not isinstance(x, (int, float)) or isinstance(x, bool) or x != x):
+            clear(field)
+    for field in _PRICE_FIELDS:
+        x = fixed.get(field)
+        if x is not None and not x > 0:
+            clear(field)
+    bid, ask = fixed.get("bid"), fixed.get("ask")
+    if bid is not None and ask is not None and bid > ask:
+        clear("bid", "ask", "bidVolume", "askVolume")
+    high, low = fixed.get("high"), fixed.get("low")
+    if high is not None and low is not None and high < low:
+        clear("high", "low")
+    for field in _VOLUME_FIELDS:
+        x = fixed.get(field)
+        if x is not None and x < 0:
+            clear(field)
+    if not cleared:
+        return ticker, ()
+    return fixed, (f"cleared {', '.join(cleared)}",)
+
+
+def repair_tickers(
+    tickers: Any,
+    *,
+    now_ms: int | None = None,
+    thresholds: QualityThresholds = DEFAULT_THRESHOLDS,
+) -> tuple[Any, tuple[str, ...]]:
+    """A new dict without all-None or malformed tickers and with the others repaired as above."""
+    if not isinstance(tickers, dict):
+        return tickers, ()
+    fixed: dict[Any, Any] = {}
+    dropped: list[str] = []
+    touched = 0
+    for key, ticker in tickers.items():
+        found = validate_ticker(ticker, now_ms=now_ms, thresholds=thresholds)
+        if any(i.code in ("empty_ticker", "malformed") for i in found):
+            dropped.append(str(key))
+            continue
+        repaired, done = (
+            repair_ticker(ticker, now_ms=now_ms, thresholds=thresholds) if found else (ticker, ())
+        )
+        touched += bool(done)
+        fixed[key] = repaired
+    done_all: list[str] = []
+    if dropped:
+        shown = ", ".join(dropped[:5]) + (", ..." if len(dropped) > 5 else "")
+        done_all.append(f"dropped {len(dropped)} of {len(tickers)} tickers without data ({shown})")
+    if touched:
+        done_all.append(f"cleared bad fields in {touched} tickers")
+    return fixed, tuple(done_all)

@@ -1,0 +1,130 @@
+"""The validation stage inside the client, against the simulator's bad data and HTML answers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import ccxt
+import pytest
+from structlog.testing import capture_logs
+
+from hardened import DataQualityError, HardenedClient, quality
+from hardened.sim import Simulator
+from hardened.telemetry.events import bus
+from hardened.testing import capture_events, heal_after_first_fault
+
+FAST = {"initial_delay": 0.01, "jitter": 0.0, "cache_ttl": 0.0, "stale_if_error": 0.0}
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[Simulator]:
+    with Simulator(exchanges=["binance", "kucoin", "bitvavo"], seed=5) as simulator:
+        yield simulator
+
+
+@pytest.fixture(autouse=True)
+def calm(sim: Simulator) -> Iterator[None]:
+    sim.set_profile("calm")
+    yield
+    sim.set_profile("calm")
+
+
+def client(sim: Simulator, exchange_id: str = "binance", **settings: Any) -> HardenedClient:
+    ex = HardenedClient(
+        sim.attach(getattr(ccxt, exchange_id)({"enableRateLimit": False})), **{**FAST, **settings}
+    )
+    ex.load_markets()
+    return ex
+
+
+def fault(endpoint: str, **rule: Any) -> dict[str, Any]:
+    return {"name": "test", "faults": [{"endpoints": [endpoint], **rule}]}
+
+
+@pytest.mark.parametrize(("exchange_id", "symbol"), [("binance", "BTC/USDT"), ("kucoin", "BTC/USDT")])
+def test_html_200_is_caught_and_never_reaches_the_bot(sim: Simulator, exchange_id: str, symbol: str) -> None:
+    ex = client(sim, exchange_id, max_retries=0)
+    sim.set_profile(fault("ticker", kind="html_200"))
+    raw = sim.attach(getattr(ccxt, exchange_id)({"enableRateLimit": False}))
+    assert raw.fetch_ticker(symbol)["bid"] is None  # what ccxt hands a bot: no error, all None
+    events: list[dict[str, Any]] = []
+    unsubscribe = bus.subscribe(events.append)
+    try:
+        with pytest.raises(DataQualityError) as info:
+            ex.fetch_ticker(symbol)
+    finally:
+        unsubscribe()
+    assert isinstance(info.value, ccxt.BadResponse)
+    assert info.value.score < 50
+    assert "empty_ticker" in str(info.value.report)
+    assert any(e["kind"] == "quality_failed" and e["endpoint"] == "ticker" for e in events)
+
+
+def test_bad_answer_is_retried_like_any_bad_response(sim: Simulator) -> None:
+    ex = client(sim, max_retries=3)
+    sim.set_profile(fault("ticker", kind="html_200"))
+    healer = heal_after_first_fault(sim, "binance", "ticker")
+    with capture_events(["quality_failed"]) as events:
+        ticker = ex.fetch_ticker("BTC/USDT")
+    healer.join()
+    assert ticker["bid"] is not None
+    stats = ex.stats()["endpoints"]["ticker"]
+    assert (stats["retries"], stats["successes"], stats["last_quality"]) == (1, 1, 100.0)
+    assert len(events) == 1
+
+
+def test_bad_data_counts_against_the_breaker(sim: Simulator) -> None:
+    ex = client(sim, max_retries=0, failure_threshold=2)
+    sim.set_profile(fault("order_book", kind="bad_data", variants=["crossed_book"]))
+    for _ in range(2):
+        with pytest.raises(DataQualityError):
+            ex.fetch_order_book("BTC/USDT")
+    assert ex.breakers["binance_order_book"].state == "open"
+
+
+def test_repair_policy_hands_back_clean_candles(sim: Simulator) -> None:
+    ex = client(sim, endpoints={"ohlcv": {"quality_policy": "repair"}})
+    sim.set_profile(fault("ohlcv", kind="bad_data", variants=["duplicates"]))
+    candles = ex.fetch_ohlcv("BTC/USDT", "1m", limit=100)
+    stamps = [c[0] for c in candles]
+    assert stamps == sorted(set(stamps))
+    assert ex.stats()["endpoints"]["ohlcv"]["last_quality"] is not None
+
+
+def test_warn_policy_logs_and_passes(sim: Simulator) -> None:
+    ex = client(sim, quality_policy="warn")
+    sim.set_profile(fault("ticker", kind="html_200"))
+    with capture_logs() as logs:
+        ticker = ex.fetch_ticker("BTC/USDT")
+    assert ticker["bid"] is None
+    assert any(e["event"] == "data_quality_below_minimum" for e in logs)
+
+
+def test_off_policy_returns_what_ccxt_returns(sim: Simulator) -> None:
+    ex = client(sim, quality_policy="off")
+    sim.set_profile(fault("ticker", kind="html_200"))
+    assert ex.fetch_ticker("BTC/USDT")["bid"] is None
+    assert ex.stats()["endpoints"]["ticker"]["last_quality"] is None
+
+
+def test_clean_answers_pass_untouched(sim: Simulator) -> None:
+    ex = client(sim)
+    raw = sim.attach(ccxt.binance({"enableRateLimit": False}))
+    since = raw.milliseconds() - 200 * 60_000
+    since -= since % 60_000
+    assert ex.fetch_ohlcv("BTC/USDT", "1m", since, 100) == raw.fetch_ohlcv("BTC/USDT", "1m", since, 100)
+    assert ex.stats()["endpoints"]["ohlcv"]["last_quality"] == 100.0
+
+
+def test_user_checks_run_inside_the_client(sim: Simulator) -> None:
+    ex = client(sim, max_retries=0)
+    quality.add_custom_check(
+        "no_btc_above_a_million", lambda t: (t.get("last") or 0) < 1.0, endpoints="ticker"
+    )
+    try:
+        with pytest.raises(DataQualityError, match="no_btc_above_a_million"):
+            ex.fetch_ticker("BTC/USDT")
+    finally:
+        quality.remove_custom_check("no_btc_above_a_million")
+    assert ex.fetch_ticker("BTC/USDT")["last"] > 1.0
