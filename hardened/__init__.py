@@ -13,6 +13,7 @@ from typing import Any
 
 import ccxt
 
+from hardened import quality
 from hardened.client import AsyncHardenedClient, HardenedClient
 from hardened.config import ConfigError, HardenedConfig
 from hardened.errors import (
@@ -22,6 +23,10 @@ from hardened.errors import (
     RateLimitBackoff,
     RequestSkipped,
 )
+from hardened.status import StatusServer, ensure_status_server, serve_status, start_status_server
+from hardened.telemetry.health import overall_health
+from hardened.telemetry.logging import configure_logging
+from hardened.telemetry.tracker import tracker
 
 __all__ = [
     "AsyncHardenedClient",
@@ -33,6 +38,14 @@ __all__ = [
     "OrderStateUnknown",
     "RateLimitBackoff",
     "RequestSkipped",
+    "StatusServer",
+    "configure_logging",
+    "ensure_status_server",
+    "overall_health",
+    "quality",
+    "serve_status",
+    "start_status_server",
+    "tracker",
 ]
 
 __version__ = "0.1.0"

@@ -153,11 +153,13 @@ class HardenedConfig(BaseSettings):
     # Orders placed exactly once: lookups by client order id after a lost answer.
     order_lookups: int = Field(5, ge=1, le=100, description="lookups before OrderStateUnknown")
     order_lookup_lag_ms: int | None = Field(None, ge=0, le=60_000, description="exchange visibility lag")
+    order_resends: int = Field(3, ge=0, le=20, description="resends with the same id, refused if duplicate")
     # Rate-limit budgets read from the exchange's headers (hardened/ratelimit.py).
     rate_limit_pacing: bool = True
     # Observability.
     log_attempts: bool = False
     status_port: int | None = Field(None, ge=1, le=65_535, description="start the status server here")
+    status_token: str | None = Field(None, min_length=8, repr=False, description="token for the stream")
     endpoints: dict[str, EndpointOverrides] = Field(default_factory=dict)
 
     @model_validator(mode="after")

@@ -105,7 +105,7 @@ class EndpointStats:
     def snapshot(self) -> dict[str, Any]:
         """Counters and latency percentiles (milliseconds) as a JSON-ready dict."""
         with self._lock:
-            latencies = sorted(self._latencies)
+            latencies = list(self._latencies)  # copied under the lock, sorted outside it
             recent_calls, recent_failures = self._recent.totals(time.monotonic())
             failures = dict(self.failures)
             data: dict[str, Any] = {
@@ -124,6 +124,7 @@ class EndpointStats:
                 "last_error_at": self.last_error_at,
                 "recent": {"window_s": 60, "calls": recent_calls, "failures": recent_failures},
             }
+        latencies.sort()
         data["latency_ms"] = _percentiles(latencies)
         return data
 
@@ -146,6 +147,7 @@ class RecordStage(Stage):
 
     def __init__(self, exchange_id: str, stats: dict[str, EndpointStats], secrets: Any) -> None:
         self.exchange_id = exchange_id
+        self.client = exchange_id  # the registered client name, set once the client is registered
         self.stats = stats
         self.secrets = secrets  # callable returning current credential values, for redaction
 
@@ -169,6 +171,7 @@ class RecordStage(Stage):
         kind = ctx.kind_of(error)
         message = redact_text(str(error), self.secrets())[:500]
         fields = {
+            "client": self.client,
             "exchange": self.exchange_id,
             "endpoint": ctx.endpoint.name,
             "attempts": ctx.attempt,

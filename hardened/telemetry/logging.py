@@ -1,0 +1,60 @@
+"""structlog set-up for hardened and the bots around it: redaction first, then the renderer.
+
+``configure_logging()`` installs one processor list (contextvars, level, timestamp, redaction of
+secrets, exception formatting, then a console or JSON renderer) and a filtering bound logger, so
+that a ``log.debug(...)`` below the level is a no-op that formats nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, TextIO
+
+import structlog
+
+from hardened.telemetry.redact import redact_event
+
+__all__ = ["configure_logging"]
+
+
+def _level_number(level: str | int) -> int:
+    if isinstance(level, int):
+        return level
+    number = logging.getLevelName(level.upper())
+    if not isinstance(number, int):
+        raise ValueError(f"unknown log level {level!r}; use DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    return number
+
+
+def configure_logging(
+    level: str | int = "INFO", json: bool = False, *, stream: TextIO | None = None
+) -> list[Any]:
+    """Configure structlog: ``level`` filters, ``json=True`` renders one JSON object per line.
+
+    Lines go to ``stream`` (standard error by default, so a command's own output stays clean).
+    Returns the processor list, in order, for inspection.
+    """
+    number = _level_number(level)
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact_event,
+        structlog.processors.StackInfoRenderer(),
+    ]
+    if json:
+        processors += [
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ]
+    else:
+        processors.append(structlog.dev.ConsoleRenderer(colors=False))
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(number),
+        logger_factory=structlog.PrintLoggerFactory(file=stream or sys.stderr),
+        # Not cached: a later configure_logging() call must reach loggers created at import time.
+        cache_logger_on_first_use=False,
+    )
+    return processors

@@ -1,0 +1,67 @@
+"""configure_logging: redaction in the processor chain, level filtering, JSON and console output."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from hardened.telemetry.logging import configure_logging
+from hardened.telemetry.redact import redact_event
+
+
+@pytest.fixture(autouse=True)
+def _reset_structlog() -> Iterator[None]:
+    yield
+    structlog.reset_defaults()
+
+
+def test_json_lines_are_redacted_and_filtered() -> None:
+    stream = io.StringIO()
+    processors = configure_logging("INFO", json=True, stream=stream)
+    assert redact_event in processors
+    log = structlog.get_logger("hardened")
+    log.debug("hidden", detail="x")
+    log.warning(
+        "call_failed",
+        exchange="binance",
+        secret="MYSECRET",
+        message="GET /api/v3/order?symbol=BTCUSDT&signature=abcdef0123 failed",
+    )
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert len(lines) == 1
+    line = lines[0]
+    assert line["event"] == "call_failed" and line["level"] == "warning" and line["exchange"] == "binance"
+    assert line["secret"] == "***"
+    assert line["message"].endswith("signature=*** failed")
+    assert "MYSECRET" not in stream.getvalue() and "abcdef0123" not in stream.getvalue()
+    assert line["timestamp"].endswith("Z")
+
+
+def test_console_output_and_debug_level() -> None:
+    stream = io.StringIO()
+    configure_logging("debug", stream=stream)
+    structlog.get_logger().debug("breaker_half_open", breaker="binance_ohlcv", apiKey="KEY123456")
+    text = stream.getvalue()
+    assert "breaker_half_open" in text and "binance_ohlcv" in text
+    assert "KEY123456" not in text
+
+
+def test_reconfiguring_reaches_existing_loggers() -> None:
+    log = structlog.get_logger("hardened")
+    first, second = io.StringIO(), io.StringIO()
+    configure_logging("INFO", stream=first)
+    log.info("one")
+    configure_logging("ERROR", stream=second)
+    log.info("two")
+    log.error("three")
+    assert "one" in first.getvalue()
+    assert "two" not in second.getvalue() and "three" in second.getvalue()
+
+
+def test_unknown_level_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown log level"):
+        configure_logging("LOUD")
