@@ -41,6 +41,7 @@ from hardened.pipeline.retry import RetryBudget, RetryPolicy
 from hardened.pipeline.validate import ValidateStage
 from hardened.placement import cancel_plan, create_plan, run_plan_async, run_plan_sync
 from hardened.ratelimit import RateLimitBudget
+from hardened.status import ensure_status_server
 from hardened.telemetry import health as health_score
 from hardened.telemetry import registry
 from hardened.telemetry.events import bus
@@ -173,7 +174,9 @@ class _Core:
         self.profile = load_profile(self.exchange_id)  # error codes, budgets, client order ids, clock
         self.classify = profile_classifier(self.profile)
         self.rate_limits = RateLimitBudget(self.profile)
-        self.recovery = OrderRecovery(self.profile, config.order_lookups, config.order_lookup_lag_ms)
+        self.recovery = OrderRecovery(
+            self.profile, config.order_lookups, config.order_lookup_lag_ms, max_resends=config.order_resends
+        )
         self.record = RecordStage(self.exchange_id, self.stats_by_endpoint, lambda: secrets_of(exchange))
         self.cache = CacheStage(self.exchange_id, config.cache_max_entries, asynchronous)
         self.pipeline = Pipeline(stages if stages is not None else default_stages(self), self.classify)
@@ -313,6 +316,9 @@ class _HardenedBase:
         for endpoint in CORE_ENDPOINTS:
             core.runtime(endpoint)
         core.name = registry.register(self, core.exchange_id)
+        core.record.client = core.name
+        if config.status_port is not None:  # one status server per process, started by the first
+            ensure_status_server(config.status_port, token=config.status_token)
 
     # --- write-through --------------------------------------------------------------------
 

@@ -109,11 +109,17 @@ def is_ambiguous_failure(profile: ExchangeProfile, exc: BaseException) -> bool:
     validation, funds) are not: the exchange did not take the order.
     """
     rule = profile.classify_exception(exc)
+    status = http_status_of(exc)
+    if rule is not None and (rule.code is not None or rule.message is not None):
+        return rule.ambiguous  # the exchange itself said what happened, in its own words
+    if status is not None and status >= 500:
+        # A bare 5xx (an HTML page from a proxy or load balancer) says nothing about whether the
+        # matching engine took the order: look it up rather than trust a status-only rule.
+        return True
     if rule is not None:
         return rule.ambiguous
     if isinstance(exc, (ccxt.RateLimitExceeded, ccxt.DDoSProtection, ccxt.OnMaintenance)):
         return False
-    status = http_status_of(exc)
     if status is not None and 400 <= status < 500 and status != 408:
         return False  # the exchange answered and refused the request
     return isinstance(exc, (ccxt.RequestTimeout, ccxt.NetworkError, ccxt.BadResponse))

@@ -28,6 +28,7 @@ FAST = {
     "cache_ttl": 0.0,
     "stale_if_error": 0.0,
     "quality_policy": "off",  # the fakes return minimal dicts; test_validate_stage.py scores real data
+    "rate_limit_pacing": False,  # thousands of calls a second would (rightly) be paced to Binance's budget
 }
 
 

@@ -162,7 +162,7 @@ def test_permanent_error_is_not_retried(sim: Simulator) -> None:
 
 
 def test_create_order_timeout_without_an_order_resends_once_then_says_unknown(sim: Simulator) -> None:
-    ex = hardened(sim, "binance", max_retries=5, order_lookup_lag_ms=0)
+    ex = hardened(sim, "binance", max_retries=5, order_lookup_lag_ms=0, order_resends=1)
     ex.load_markets()
     ex.timeout = 300
     sim.set_profile(only("create_order", kind="timeout", hold=1.0))
