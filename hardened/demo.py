@@ -144,7 +144,7 @@ def _start_status(args: argparse.Namespace) -> tuple[Any, str]:
 
 def run_demo(args: argparse.Namespace, console: Console | None = None) -> int:
     """Run the demo until ``args.duration`` elapses or Ctrl-C; returns the exit code."""
-    console = console or Console()
+    console = console or Console(width=None if Console().is_terminal else 150)
     exchanges = [e.strip() for e in args.exchanges.split(",") if e.strip()]
     unknown = [e for e in exchanges if e not in EXCHANGES]
     if unknown:
@@ -157,6 +157,7 @@ def run_demo(args: argparse.Namespace, console: Console | None = None) -> int:
     status, status_line = None, ""
     threads: list[threading.Thread] = []
     clients: dict[str, HardenedClient] = {}
+    bots: list[_Bot] = []
     previous = signal.getsignal(signal.SIGINT)
     in_main = threading.current_thread() is threading.main_thread()
     try:
@@ -172,7 +173,8 @@ def run_demo(args: argparse.Namespace, console: Console | None = None) -> int:
             except ccxt.BaseError as exc:
                 console.print(f"[yellow]{eid}: load_markets failed once ({type(exc).__name__}); bots retry")
             for i in range(args.bots):
-                bot = _Bot(client, seed=args.seed * 100 + i + hash(eid) % 97, stop=stop)
+                bot = _Bot(client, seed=args.seed * 100 + i * 7 + EXCHANGES.index(eid), stop=stop)
+                bots.append(bot)
                 thread = threading.Thread(target=bot.run, name=f"bot-{eid}-{i}", daemon=True)
                 threads.append(thread)
                 thread.start()
@@ -192,7 +194,10 @@ def run_demo(args: argparse.Namespace, console: Console | None = None) -> int:
             thread.join(5)
         console.print(_summary(clients, started, status_line))
         truth = sim.ground_truth_counts()
-        console.print(f"simulator ground truth: {truth}")
+        console.print(
+            f"simulator ground truth: {truth['requests']} requests, {truth['faulted']} faulted "
+            f"{truth['by_fault']}; bots saw errors: {_bot_errors(bots)}"
+        )
         return 0
     finally:
         stop.set()
@@ -203,6 +208,15 @@ def run_demo(args: argparse.Namespace, console: Console | None = None) -> int:
         for client in clients.values():
             client.close()
         sim.stop()
+
+
+def _bot_errors(bots: list[_Bot]) -> dict[str, int]:
+    """What reached the bots after the pipeline did its best, by error class."""
+    total: dict[str, int] = {}
+    for bot in bots:
+        for name, count in bot.errors.items():
+            total[name] = total.get(name, 0) + count
+    return total
 
 
 def main_argv(argv: Sequence[str] | None = None) -> int:

@@ -25,3 +25,22 @@ def test_ruff_is_clean() -> None:
 def test_adapters_folder_is_data_only() -> None:
     # A PyPI package owns the import name `adapters`: the profiles must stay data, never Python.
     assert not list((ROOT / "adapters").glob("*.py"))
+
+
+def test_every_subpackage_ships() -> None:
+    # pyproject lists packages explicitly (for hardened._adapters); a new subpackage must be added.
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(path.parent.relative_to(ROOT).parts) for path in (ROOT / "hardened").rglob("__init__.py")
+    }
+    assert found <= listed, f"add to pyproject.toml [tool.setuptools] packages: {sorted(found - listed)}"
+    assert "hardened._adapters" in listed
+
+
+def test_tests_cannot_reach_the_internet() -> None:
+    import socket
+
+    with pytest.raises(ConnectionRefusedError, match="loopback"), socket.socket() as s:
+        s.connect(("192.0.2.1", 443))  # TEST-NET-1: refused by the conftest guard before any packet
