@@ -36,7 +36,7 @@ from hardened.pipeline.breaker import BreakerView, EndpointBreaker
 from hardened.pipeline.breaker_stage import BreakerStage
 from hardened.pipeline.cache import DEFAULT_STALE_IF_ERROR, DEFAULT_TTL, NEVER_STALE, CacheStage
 from hardened.pipeline.ratelimit_stage import RateLimitStage
-from hardened.pipeline.record import EndpointStats, RecordStage
+from hardened.pipeline.record import AttemptLogStage, EndpointStats, RecordStage
 from hardened.pipeline.retry import RetryBudget, RetryPolicy
 from hardened.pipeline.validate import ValidateStage
 from hardened.placement import cancel_plan, create_plan, run_plan_async, run_plan_sync
@@ -261,6 +261,8 @@ def default_stages(core: _Core) -> list[Stage]:
     if core.config.rate_limit_pacing:
         stages.append(RateLimitStage(core.exchange_id, core.rate_limits))
     stages.append(ValidateStage(core.exchange))
+    if core.config.log_attempts:
+        stages.append(AttemptLogStage(core.exchange_id))
     return stages
 
 
@@ -427,8 +429,7 @@ def _widen_window(exchange: Any, profile: ExchangeProfile) -> bool:
     clock = profile.clock
     if clock.resync != "widen_window" or clock.window_option is None or clock.max_window_ms is None:
         return False
-    current = exchange.options.get(clock.window_option) or clock.window_ms or 0
-    exchange.options[clock.window_option] = min(clock.max_window_ms, max(int(current) * 2, 1))
+    exchange.options[clock.window_option] = clock.max_window_ms  # one retry follows: go to the widest
     return True
 
 

@@ -157,7 +157,7 @@ class HardenedConfig(BaseSettings):
     # Rate-limit budgets read from the exchange's headers (hardened/ratelimit.py).
     rate_limit_pacing: bool = True
     # Observability.
-    log_attempts: bool = False
+    log_attempts: bool = False  # a debug event for every attempt, not only failures and retries
     status_port: int | None = Field(None, ge=1, le=65_535, description="start the status server here")
     status_token: str | None = Field(None, min_length=8, repr=False, description="token for the stream")
     endpoints: dict[str, EndpointOverrides] = Field(default_factory=dict)

@@ -626,3 +626,13 @@ async def test_async_cancellation_releases_the_probe() -> None:
     inner.fetch_ticker = ok
     assert await ex.fetch_ticker("X/Y") == {"ok": True}  # the probe slot was given back
     await ex.close()
+
+
+def test_log_attempts_logs_every_attempt_with_latency_and_error_class() -> None:
+    script = Script(ccxt.NetworkError("reset"), {"ok": True})
+    ex = client("fetch_ticker", script, max_retries=2, log_attempts=True)
+    with capture_logs() as logs:
+        ex.fetch_ticker("BTC/USDT")
+    attempts = [e for e in logs if e["event"] == "attempt"]
+    assert [(a["attempt"], a["error"]) for a in attempts] == [(1, "NetworkError"), (2, None)]
+    assert all(a["endpoint"] == "ticker" and a["latency_ms"] >= 0 for a in attempts)

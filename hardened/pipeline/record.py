@@ -20,7 +20,7 @@ from hardened.pipeline.window import SlidingCounts
 from hardened.telemetry.events import bus
 from hardened.telemetry.redact import redact_text
 
-__all__ = ["EndpointStats", "RecordStage"]
+__all__ = ["AttemptLogStage", "EndpointStats", "RecordStage"]
 
 log = structlog.get_logger("hardened")
 _RESERVOIR = 1024  # latencies kept per endpoint for percentiles (a ring: the most recent calls)
@@ -185,3 +185,39 @@ class RecordStage(Stage):
             log.info("call_failed", **fields)
         else:
             log.warning("call_failed", **fields)
+
+
+class AttemptLogStage(Stage):
+    """A structlog event for every attempt, successful or not (``log_attempts=True``).
+
+    Off by default: on a busy bot one line per request is noise, and the failures, retries, trips
+    and recoveries are logged anyway. Placed innermost, so its latency is the exchange call's.
+    """
+
+    name = "attempt_log"
+
+    def __init__(self, exchange_id: str) -> None:
+        self.exchange_id = exchange_id
+
+    def on_attempt(self, ctx: CallContext) -> float | None:
+        ctx.latency = time.perf_counter()  # start of this attempt; replaced by its duration below
+        return None
+
+    def on_result(self, ctx: CallContext, result: Any) -> Any:
+        self._log(ctx, None)
+        return result
+
+    def on_attempt_error(self, ctx: CallContext, error: BaseException, kind: ErrorKind) -> None:
+        self._log(ctx, error)
+
+    def _log(self, ctx: CallContext, error: BaseException | None) -> None:
+        ctx.latency = time.perf_counter() - ctx.latency if ctx.latency else 0.0
+        log.debug(
+            "attempt",
+            exchange=self.exchange_id,
+            endpoint=ctx.endpoint.name,
+            attempt=ctx.attempt,
+            latency_ms=round(ctx.latency * 1000.0, 3),
+            http_status=ctx.http_status,
+            error=None if error is None else type(error).__name__,
+        )
