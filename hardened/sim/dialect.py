@@ -40,6 +40,7 @@ import hmac
 import importlib
 import json
 import re
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -59,6 +60,7 @@ __all__ = [
     "Route",
     "SimRequest",
     "SimResponse",
+    "WeightWindow",
     "dialect_class",
     "hmac_sha256_b64",
     "hmac_sha256_hex",
@@ -323,6 +325,36 @@ def register_dialect(cls: type[Dialect]) -> type[Dialect]:
         raise ValueError(f"{cls.__name__} has no exchange_id")
     _DIALECTS[cls.exchange_id] = cls
     return cls
+
+
+class WeightWindow:
+    """Request weight per caller (API key or IP) over a fixed window that starts with the caller's
+    first request, as KuCoin's pools and Bitvavo's budget count it. Thread-safe."""
+
+    __slots__ = ("_lock", "_used", "limit", "window_ms")
+
+    def __init__(self, limit: int, window_ms: int) -> None:
+        self.limit = limit
+        self.window_ms = window_ms
+        self._used: dict[str, tuple[int, int]] = {}  # who -> (window start, used)
+        self._lock = threading.Lock()
+
+    def charge(self, who: str, weight: int, now_ms: int) -> tuple[int, int]:
+        """Spend ``weight``; returns (used in this window, epoch ms when the window resets)."""
+        with self._lock:
+            start, used = self._used.get(who, (now_ms, 0))
+            if now_ms - start >= self.window_ms:
+                start, used = now_ms, 0
+            used += weight
+            self._used[who] = (start, used)
+        return used, start + self.window_ms
+
+    def peek(self, who: str, now_ms: int) -> tuple[int, int]:
+        """(used in the current window, epoch ms when it resets) without spending."""
+        start, used = self._used.get(who, (now_ms, 0))
+        if now_ms - start >= self.window_ms:
+            return 0, now_ms + self.window_ms
+        return used, start + self.window_ms
 
 
 def hmac_sha256_hex(secret: str, message: str) -> str:

@@ -53,13 +53,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-import threading
 import uuid
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from hardened.sim.dialect import Dialect, DialectError, Route, SimRequest, SimResponse
+from hardened.sim.dialect import Dialect, DialectError, Route, SimRequest, SimResponse, WeightWindow
 from hardened.sim.venue import MarketSpec, Order, Ticker, Venue, VenueError, format_decimal
 
 __all__ = ["DIALECT", "BitvavoDialect"]
@@ -135,35 +134,6 @@ def _truthy(value: Any) -> bool:
     return value is True or (isinstance(value, str) and value.lower() == "true")
 
 
-class _Budget:
-    """Bitvavo's weight budget: ``limit`` per minute per key or IP, reset at ``resetat``."""
-
-    __slots__ = ("_lock", "_used", "limit", "window_ms")
-
-    def __init__(self, limit: int, window_ms: int) -> None:
-        self.limit = limit
-        self.window_ms = window_ms
-        self._used: dict[str, tuple[int, int]] = {}  # who -> (window start, used)
-        self._lock = threading.Lock()
-
-    def charge(self, who: str, weight: int, now_ms: int) -> tuple[int, int]:
-        """Spend ``weight``; returns (used in this window, epoch ms when it resets)."""
-        with self._lock:
-            start, used = self._used.get(who, (now_ms, 0))
-            if now_ms - start >= self.window_ms:
-                start, used = now_ms, 0
-            used += weight
-            self._used[who] = (start, used)
-        return used, start + self.window_ms
-
-    def peek(self, who: str, now_ms: int) -> tuple[int, int]:
-        """(used in the current window, epoch ms when it resets) without spending."""
-        start, used = self._used.get(who, (now_ms, 0))
-        if now_ms - start >= self.window_ms:
-            return 0, now_ms + self.window_ms
-        return used, start + self.window_ms
-
-
 class BitvavoDialect(Dialect):
     """Bitvavo (``api.bitvavo.com/v2``) for an unmodified ``ccxt.bitvavo``."""
 
@@ -174,7 +144,7 @@ class BitvavoDialect(Dialect):
     def __init__(self, venue: Venue) -> None:
         super().__init__(venue)
         self._by_id = {_market_id(spec): spec for spec in venue.markets.values()}
-        self._budget = _Budget(RATE_LIMIT, RATE_WINDOW_MS)
+        self._budget = WeightWindow(RATE_LIMIT, RATE_WINDOW_MS)
 
     # -- wiring -----------------------------------------------------------------------------------
     def routes(self) -> Sequence[Route]:

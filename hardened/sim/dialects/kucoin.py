@@ -54,14 +54,21 @@ documents "503 -- temporarily offline for maintenance" without a body; the simul
 from __future__ import annotations
 
 import re
-import threading
 import zlib
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import unquote
 
-from hardened.sim.dialect import Dialect, DialectError, Route, SimRequest, SimResponse, hmac_sha256_b64
+from hardened.sim.dialect import (
+    Dialect,
+    DialectError,
+    Route,
+    SimRequest,
+    SimResponse,
+    WeightWindow,
+    hmac_sha256_b64,
+)
 from hardened.sim.venue import MarketSpec, Order, Venue, VenueError, format_decimal
 
 __all__ = ["API_KEYS", "DIALECT", "KucoinDialect"]
@@ -151,35 +158,6 @@ def _int(value: str | None, default: int | None) -> int | None:
         raise _err("400100", f"Parameter Error: {value!r} is not an integer") from None
 
 
-class _Pool:
-    """A KuCoin rate-limit resource pool: ``limit`` weight per window, per account or IP."""
-
-    __slots__ = ("_lock", "_used", "limit", "window_ms")
-
-    def __init__(self, limit: int, window_ms: int) -> None:
-        self.limit = limit
-        self.window_ms = window_ms
-        self._used: dict[str, tuple[int, int]] = {}  # who -> (window start, used)
-        self._lock = threading.Lock()
-
-    def charge(self, who: str, weight: int, now_ms: int) -> tuple[int, int]:
-        """Spend ``weight``; returns (used in this window, ms until it resets)."""
-        with self._lock:
-            start, used = self._used.get(who, (now_ms, 0))
-            if now_ms - start >= self.window_ms:
-                start, used = now_ms, 0
-            used += weight
-            self._used[who] = (start, used)
-        return used, start + self.window_ms - now_ms
-
-    def peek(self, who: str, now_ms: int) -> tuple[int, int]:
-        """(used in the current window, ms until it resets) without spending."""
-        start, used = self._used.get(who, (now_ms, 0))
-        if now_ms - start >= self.window_ms:
-            return 0, self.window_ms
-        return used, start + self.window_ms - now_ms
-
-
 class KucoinDialect(Dialect):
     """KuCoin spot (``api.kucoin.com``, classic account) for an unmodified ``ccxt.kucoin``."""
 
@@ -190,8 +168,8 @@ class KucoinDialect(Dialect):
     def __init__(self, venue: Venue) -> None:
         super().__init__(venue)
         self._by_id = {_market_id(spec): spec for spec in venue.markets.values()}
-        self._spot = _Pool(SPOT_POOL, POOL_WINDOW_MS)
-        self._public = _Pool(PUBLIC_POOL, POOL_WINDOW_MS)
+        self._spot = WeightWindow(SPOT_POOL, POOL_WINDOW_MS)
+        self._public = WeightWindow(PUBLIC_POOL, POOL_WINDOW_MS)
         routes = self.routes()
         self._weights = {(r.method, r.path): r.weight for r in routes if "{" not in r.path}
         self._templated = [(r.method, r.pattern(), r.weight) for r in routes if "{" in r.path]
@@ -338,7 +316,7 @@ class KucoinDialect(Dialect):
         return _fail("404000", "Url Not Found", 404)
 
     # -- rate limits ------------------------------------------------------------------------------
-    def _pool_for(self, req: SimRequest) -> tuple[_Pool, str]:
+    def _pool_for(self, req: SimRequest) -> tuple[WeightWindow, str]:
         path = req.path
         if path.startswith(_PRIVATE_PREFIXES) or path in _PRIVATE_PATHS:
             return self._spot, "key:" + (req.header("KC-API-KEY") or "?")
@@ -356,7 +334,8 @@ class KucoinDialect(Dialect):
     def before(self, req: SimRequest) -> SimResponse | None:
         """Spend the request's weight from its pool; over the pool and enforcing: 429000."""
         pool, who = self._pool_for(req)
-        used, reset_ms = pool.charge(who, self._weight(req), req.now_ms)
+        used, reset_at = pool.charge(who, self._weight(req), req.now_ms)
+        reset_ms = reset_at - req.now_ms  # KuCoin publishes the time left, not the moment
         if self.enforce_rate_limits and used > pool.limit:
             return self.throttled(429, reset_ms / 1000, req)
         return None
@@ -366,7 +345,8 @@ class KucoinDialect(Dialect):
         if "gw-ratelimit-remaining" in resp.headers or resp.content_type != "application/json":
             return
         pool, who = self._pool_for(req)
-        used, reset_ms = pool.peek(who, req.now_ms)
+        used, reset_at = pool.peek(who, req.now_ms)
+        reset_ms = reset_at - req.now_ms
         resp.headers["gw-ratelimit-limit"] = str(pool.limit)
         resp.headers["gw-ratelimit-remaining"] = str(max(0, pool.limit - used))
         resp.headers["gw-ratelimit-reset"] = str(reset_ms)
