@@ -34,6 +34,7 @@ a :class:`SimRequest` into a :class:`SimResponse` by calling the exchange-neutra
 
 from __future__ import annotations
 
+import abc
 import base64
 import hashlib
 import hmac
@@ -235,7 +236,7 @@ class Route:
         return re.compile(f"^{regex}$")
 
 
-class Dialect:
+class Dialect(abc.ABC):
     """Base class of an exchange dialect (see the module docstring for the contract)."""
 
     exchange_id: ClassVar[str] = ""
@@ -247,16 +248,17 @@ class Dialect:
         self.enforce_rate_limits = False  # set by the simulator from the profile
 
     # -- wiring ---------------------------------------------------------------------------------
+    @abc.abstractmethod
     def routes(self) -> Sequence[Route]:
         """Every route this dialect answers."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def api_urls(self, base: str) -> Any:
         """The value for ``exchange.urls["api"]`` pointing every API family at ``base``."""
-        raise NotImplementedError
 
     def configure(self, exchange: Any) -> None:
         """Set ccxt options so the exchange only calls faked endpoints (default: nothing)."""
+        return None  # an optional hook: most dialects need no options
 
     def default_credentials(self) -> dict[str, str]:
         """Credentials ``Simulator.attach`` installs when the exchange has none."""
@@ -299,6 +301,7 @@ class Dialect:
 
     def after(self, req: SimRequest, resp: SimResponse) -> None:
         """Called on every answer that is sent (not on resets/timeouts): add headers here."""
+        return None  # an optional hook: dialects without rate-limit headers add nothing
 
 
 _DIALECTS: dict[str, type[Dialect]] = {}

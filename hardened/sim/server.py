@@ -549,10 +549,9 @@ def run_server(
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous[signum] = signal.signal(signum, lambda *_: stop.set())
     try:
-        while not stop.wait(3600):
-            pass
+        stop.wait()  # until Ctrl-C or SIGTERM sets it
     except KeyboardInterrupt:
-        pass
+        stop.set()
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
