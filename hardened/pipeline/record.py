@@ -97,11 +97,6 @@ class EndpointStats:
                 self._latencies[self._next] = latency
                 self._next = (self._next + 1) % _RESERVOIR
 
-    def add_skip(self) -> None:
-        """Count a call the gate skipped."""
-        with self._lock:
-            self.skips += 1
-
     def snapshot(self) -> dict[str, Any]:
         """Counters and latency percentiles (milliseconds) as a JSON-ready dict."""
         with self._lock:
