@@ -190,6 +190,18 @@ class SimRequest:
         """The raw body as text (what signatures are computed over)."""
         return self.body.decode() if self.body else ""
 
+    def body_str(self, name: str) -> str | None:
+        """A field of a JSON object body as text (numbers and booleans as the exchange reads them)."""
+        data = self.json
+        if not isinstance(data, dict):
+            return None
+        value = data.get(name)
+        if value is None:
+            return None
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return str(value)
+
     def param(self, name: str, default: str | None = None) -> str | None:
         """A parameter from the query string, the form body or a JSON object body, in that order."""
         value = self.query.get(name)

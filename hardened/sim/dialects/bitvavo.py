@@ -211,7 +211,7 @@ class BitvavoDialect(Dialect):
         if kind == "invalid_price":
             return self._price_error(req)
         if kind == "min_notional":
-            spec = self._by_id.get(_body_str(req, "market") or "")
+            spec = self._by_id.get(req.body_str("market") or "")
             quote = spec.quote if spec is not None else "EUR"
             minimum = _plain(spec.min_notional) if spec is not None else "5"
             return _fail(217, f"Minimum order size in quote currency is {minimum} {quote}.")
@@ -226,8 +226,8 @@ class BitvavoDialect(Dialect):
         return _fail(205, f"{_param_name(detail)} parameter is invalid.")
 
     def _amount_error(self, req: SimRequest) -> SimResponse:
-        spec = self._by_id.get(_body_str(req, "market") or "")
-        raw = _body_str(req, "amount")
+        spec = self._by_id.get(req.body_str("market") or "")
+        raw = req.body_str("amount")
         if spec is None or raw is None:
             return _fail(205, ("amountQuote" if raw is None else "amount") + " parameter is invalid.")
         try:
@@ -241,9 +241,9 @@ class BitvavoDialect(Dialect):
         return _fail(205, "amount parameter is invalid.")
 
     def _price_error(self, req: SimRequest) -> SimResponse:
-        spec = self._by_id.get(_body_str(req, "market") or "")
+        spec = self._by_id.get(req.body_str("market") or "")
         try:
-            price = Decimal(_body_str(req, "price") or "0")
+            price = Decimal(req.body_str("price") or "0")
         except InvalidOperation:
             return _fail(205, "price parameter is invalid.")
         if price <= 0:
@@ -658,25 +658,25 @@ class BitvavoDialect(Dialect):
         body = req.json
         if not isinstance(body, dict):
             raise _err(102, "The JSON object you sent is invalid.")
-        spec = self._spec(_body_str(req, "market"))
-        side = _body_str(req, "side")
+        spec = self._spec(req.body_str("market"))
+        side = req.body_str("side")
         if not side:
             raise _required("side")
         if side not in ("buy", "sell"):
             raise _invalid("side")
-        order_type = _body_str(req, "orderType")
+        order_type = req.body_str("orderType")
         if not order_type:
             raise _required("orderType")
         if order_type not in ("market", "limit"):
             raise _invalid("orderType")
         operator_id = self._operator_id(body.get("operatorId"))
-        client_order_id = _body_str(req, "clientOrderId")
+        client_order_id = req.body_str("clientOrderId")
         if client_order_id is not None and not _UUID_RE.match(client_order_id):
             raise _invalid("clientOrderId")
-        amount = _body_str(req, "amount")
-        amount_quote = _body_str(req, "amountQuote")
-        price = _body_str(req, "price")
-        tif = _body_str(req, "timeInForce") or "GTC"
+        amount = req.body_str("amount")
+        amount_quote = req.body_str("amountQuote")
+        price = req.body_str("price")
+        tif = req.body_str("timeInForce") or "GTC"
         if tif not in ("GTC", "IOC", "FOK"):
             raise _invalid("timeInForce")
         post_only = _truthy(body.get("postOnly"))
@@ -799,19 +799,6 @@ def _param_name(detail: str) -> str:
         "quoteOrderQty": "amountQuote",
         "timeInForce": "timeInForce",
     }.get(word, word or "order")
-
-
-def _body_str(req: SimRequest, name: str) -> str | None:
-    """A string field of the JSON body (numbers and booleans as text)."""
-    data = req.json
-    if not isinstance(data, dict):
-        return None
-    value = data.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 DIALECT = BitvavoDialect

@@ -259,7 +259,7 @@ class KucoinDialect(Dialect):
         if kind == "invalid_quantity":
             return _fail("400100", self._size_message(req))
         if kind == "min_notional":
-            spec = self._by_id.get(_body_str(req, "symbol") or "")
+            spec = self._by_id.get(req.body_str("symbol") or "")
             quote = spec.quote if spec else "USDT"
             minimum = _plain(spec.min_notional) if spec else "0.1"
             return _fail("600101", f"The order funds should more then {minimum} {quote}.")
@@ -278,9 +278,9 @@ class KucoinDialect(Dialect):
         return _fail("400100", f"Parameter Error: {detail}" if detail else "Parameter Error")
 
     def _size_message(self, req: SimRequest) -> str:
-        spec = self._by_id.get(_body_str(req, "symbol") or "")
+        spec = self._by_id.get(req.body_str("symbol") or "")
         try:
-            size = Decimal(_body_str(req, "size") or "0")
+            size = Decimal(req.body_str("size") or "0")
         except InvalidOperation:
             return "Parameter Error: size"
         if spec is not None and 0 < size < spec.min_qty:
@@ -716,22 +716,22 @@ class KucoinDialect(Dialect):
         body = req.json
         if not isinstance(body, dict):
             raise _err("400100", "Parameter Error")
-        client_oid = _body_str(req, "clientOid")
+        client_oid = req.body_str("clientOid")
         if not client_oid:
             raise _err("400100", "validation.createOrder.clientOidIsRequired")
         if not _CLIENT_OID_RE.match(client_oid):  # letters, digits, _ and -, at most 40
             raise _err("400100", "clientOid is invalid")
-        spec = self._spec(_body_str(req, "symbol"))
-        side = _body_str(req, "side")
+        spec = self._spec(req.body_str("symbol"))
+        side = req.body_str("side")
         if side not in ("buy", "sell"):
             raise _err("400100", "side is required" if not side else "side is invalid")
-        order_type = _body_str(req, "type") or "limit"
+        order_type = req.body_str("type") or "limit"
         if order_type not in ("limit", "market"):
             raise _err("400100", "type is invalid")
-        size = _body_str(req, "size")
-        price = _body_str(req, "price")
-        funds = _body_str(req, "funds")
-        tif = (_body_str(req, "timeInForce") or "GTC").upper()
+        size = req.body_str("size")
+        price = req.body_str("price")
+        funds = req.body_str("funds")
+        tif = (req.body_str("timeInForce") or "GTC").upper()
         if tif not in ("GTC", "GTT", "IOC", "FOK"):
             raise _err("400100", "timeInForce is invalid")
         if order_type == "limit":
@@ -830,19 +830,6 @@ class KucoinDialect(Dialect):
 
 def _market_id(spec: MarketSpec) -> str:
     return f"{spec.base}-{spec.quote}"
-
-
-def _body_str(req: SimRequest, name: str) -> str | None:
-    """A string field of the JSON body (numbers and booleans as text)."""
-    data = req.json
-    if not isinstance(data, dict):
-        return None
-    value = data.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 DIALECT = KucoinDialect
