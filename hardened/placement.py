@@ -116,13 +116,7 @@ def create_plan(
         if step.action is RecoveryAction.LOOKUP:
             lookup = recovery.lookup_call(state)
             found, error = yield Call(getattr(exchange, lookup.method), *lookup.args, params=lookup.params)
-            now = time.time()
-            if error is not None:
-                step = recovery.on_lookup_failed(state, error, now)
-            elif found:
-                step = recovery.on_found(state, found, now)
-            else:
-                step = recovery.on_not_found(state, now)
+            step = _after_lookup(recovery, state, found, error)
         else:  # RESEND, with the same client order id: the exchange refuses a duplicate
             log.warning("order_resent", exchange=exchange.id, client_order_id=client_order_id)
             state.sent_at = time.time()
@@ -170,13 +164,7 @@ def cancel_plan(
             yield Wait(step.delay_s)
         if step.action is RecoveryAction.LOOKUP:  # by exchange id: the caller cancels by it
             found, error = yield Call(exchange.fetch_order, order_id, symbol, params)
-            now = time.time()
-            if error is not None:
-                step = recovery.on_lookup_failed(state, error, now)
-            elif found:
-                step = recovery.on_found(state, found, now)
-            else:
-                step = recovery.on_not_found(state, now)
+            step = _after_lookup(recovery, state, found, error)
         else:  # RESEND the cancel: the order is still open
             result, error = yield Call(exchange.cancel_order, order_id, symbol, params)
             now = time.time()
@@ -186,6 +174,16 @@ def cancel_plan(
                 step = recovery.on_resend_failed(state, now)
             else:
                 step = recovery.on_lookup_failed(state, error, now)  # "not found" now means done
+
+
+def _after_lookup(recovery: OrderRecovery, state: Any, found: Any, error: BaseException | None) -> Any:
+    """The next step once a lookup answered: failed, found the order, or found nothing."""
+    now = time.time()
+    if error is not None:
+        return recovery.on_lookup_failed(state, error, now)
+    if found:
+        return recovery.on_found(state, found, now)
+    return recovery.on_not_found(state, now)
 
 
 def _with_id(order: Any, client_order_id: str) -> Any:

@@ -60,3 +60,20 @@ def binance_sim() -> Iterator[Simulator]:
 def binance(binance_sim: Simulator) -> ccxt.binance:
     """A fresh, unmodified sync ``ccxt.binance`` attached to ``binance_sim``."""
     return binance_sim.attach(ccxt.binance({"enableRateLimit": False}))
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[Simulator]:
+    """A simulator of Binance, KuCoin and Bitvavo on a free loopback port, one per test module."""
+    with Simulator(exchanges=["binance", "kucoin", "bitvavo"], seed=11) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def calm(sim: Simulator) -> Iterator[None]:
+    """The test starts and leaves ``sim`` calm, with its clock in step with ours."""
+    sim.set_profile("calm")
+    sim.clock_offset_ms = 0
+    yield
+    sim.set_profile("calm")
+    sim.clock_offset_ms = 0

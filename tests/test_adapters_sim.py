@@ -3,7 +3,6 @@ bans and rate-limit budgets read from the answers' headers, careful cancels."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import ccxt
@@ -18,19 +17,7 @@ SYMBOL = {"binance": "BTC/USDT", "kucoin": "BTC/USDT", "bitvavo": "BTC/EUR"}
 QUIET = {"cache_ttl": 0.0, "stale_if_error": 0.0, "initial_delay": 0.01, "jitter": 0.0}
 
 
-@pytest.fixture(scope="module")
-def sim() -> Iterator[Simulator]:
-    with Simulator(exchanges=list(EXCHANGES), seed=9) as simulator:
-        yield simulator
-
-
-@pytest.fixture(autouse=True)
-def calm(sim: Simulator) -> Iterator[None]:
-    sim.set_profile("calm")
-    sim.clock_offset_ms = 0
-    yield
-    sim.set_profile("calm")
-    sim.clock_offset_ms = 0
+pytestmark = pytest.mark.usefixtures("calm")  # `sim` and `calm` come from conftest.py
 
 
 def client(sim: Simulator, exchange_id: str, **settings: Any) -> HardenedClient:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import ccxt
@@ -27,19 +26,7 @@ NO_CACHE = {"cache_ttl": 0.0, "stale_if_error": 0.0, "quality_policy": "off"}
 FAST = {"initial_delay": 0.01, "jitter": 0.0, "rate_limit_delay": 0.0, **NO_CACHE}
 
 
-@pytest.fixture(scope="module")
-def sim() -> Iterator[Simulator]:
-    with Simulator(exchanges=list(EXCHANGES), seed=11) as simulator:
-        yield simulator
-
-
-@pytest.fixture(autouse=True)
-def calm(sim: Simulator) -> Iterator[None]:
-    sim.set_profile("calm")
-    sim.clock_offset_ms = 0
-    yield
-    sim.set_profile("calm")
-    sim.clock_offset_ms = 0
+pytestmark = pytest.mark.usefixtures("calm")  # `sim` and `calm` come from conftest.py
 
 
 def raw(sim: Simulator, exchange_id: str) -> Any:

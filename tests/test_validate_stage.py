@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import ccxt
@@ -17,17 +16,7 @@ from hardened.testing import capture_events, heal_after_first_fault
 FAST = {"initial_delay": 0.01, "jitter": 0.0, "cache_ttl": 0.0, "stale_if_error": 0.0}
 
 
-@pytest.fixture(scope="module")
-def sim() -> Iterator[Simulator]:
-    with Simulator(exchanges=["binance", "kucoin", "bitvavo"], seed=5) as simulator:
-        yield simulator
-
-
-@pytest.fixture(autouse=True)
-def calm(sim: Simulator) -> Iterator[None]:
-    sim.set_profile("calm")
-    yield
-    sim.set_profile("calm")
+pytestmark = pytest.mark.usefixtures("calm")  # `sim` and `calm` come from conftest.py
 
 
 def client(sim: Simulator, exchange_id: str = "binance", **settings: Any) -> HardenedClient:

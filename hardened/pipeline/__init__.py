@@ -75,6 +75,21 @@ def _finish(pipe: Pipeline, ctx: CallContext, result: Any, error: BaseException 
     return result
 
 
+def _begin_attempt(ctx: CallContext) -> None:
+    """Count the attempt and forget what the previous one saw."""
+    ctx.attempt += 1
+    ctx.http_status = None
+    ctx.http_headers = None
+    ctx.breaker_probe = False
+
+
+def _answered(pipe: Pipeline, ctx: CallContext, result: Any) -> Any:
+    """Hand an answer to the stages, innermost first (validation may raise or repair)."""
+    for hook in pipe.on_result:
+        result = hook(ctx, result)
+    return result
+
+
 def _attempt_failed(pipe: Pipeline, ctx: CallContext, error: BaseException) -> None:
     kind = pipe.classify(error)
     ctx.error = error
@@ -101,10 +116,7 @@ def _replay(first: BaseException, attempt: Callable[[], Any]) -> Callable[[], An
 def _attempt_sync(
     pipe: Pipeline, ctx: CallContext, call: Callable[..., Any], resync: Callable[[], Any]
 ) -> Any:
-    ctx.attempt += 1
-    ctx.http_status = None
-    ctx.http_headers = None
-    ctx.breaker_probe = False
+    _begin_attempt(ctx)
     try:
         for hook in pipe.on_attempt:  # a refusal here still reaches on_attempt_error (probe slots)
             wait = hook(ctx)
@@ -113,10 +125,7 @@ def _attempt_sync(
         if ctx.resync_clock:
             ctx.resync_clock = None
             resync()
-        result = call(*ctx.args, **ctx.kwargs)
-        for hook in pipe.on_result:
-            result = hook(ctx, result)
-        return result
+        return _answered(pipe, ctx, call(*ctx.args, **ctx.kwargs))
     except BaseException as error:
         _attempt_failed(pipe, ctx, error)
         raise
@@ -164,10 +173,7 @@ async def _attempt_async(
     call: Callable[..., Awaitable[Any]],
     resync: Callable[[], Awaitable[Any]],
 ) -> Any:
-    ctx.attempt += 1
-    ctx.http_status = None
-    ctx.http_headers = None
-    ctx.breaker_probe = False
+    _begin_attempt(ctx)
     try:
         for hook in pipe.on_attempt:
             wait = hook(ctx)
@@ -176,10 +182,7 @@ async def _attempt_async(
         if ctx.resync_clock:
             ctx.resync_clock = None
             await resync()
-        result = await call(*ctx.args, **ctx.kwargs)
-        for hook in pipe.on_result:
-            result = hook(ctx, result)
-        return result
+        return _answered(pipe, ctx, await call(*ctx.args, **ctx.kwargs))
     except BaseException as error:
         _attempt_failed(pipe, ctx, error)
         raise

@@ -6,6 +6,7 @@ per-trade detail is computed only for a test that fails.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from itertools import pairwise
 from operator import itemgetter
@@ -56,10 +57,8 @@ def _floats(values: Sequence[Any]) -> np.ndarray | None:
 
 def _columns(trades: list[Any]) -> tuple[list[int], list[tuple[Any, ...] | list[Any]]]:
     """Positions of trades that are not dicts with the unified keys, and the columns of the others."""
-    try:
+    with contextlib.suppress(TypeError, KeyError, IndexError):  # the fast path: all well-formed
         return [], [list(map(get, trades)) for get in _GETTERS]
-    except (TypeError, KeyError, IndexError):
-        pass
     bad: list[int] = []
     rows: list[tuple[Any, ...]] = []
     for i, trade in enumerate(trades):

@@ -364,10 +364,9 @@ class StatusServer:
         peer.last_snapshot = time.monotonic()
         peer.sender = asyncio.create_task(self._send_loop(peer))
         try:
-            async for raw in ws:
-                self._on_peer_message(peer, raw)
-        except ConnectionClosed:
-            pass
+            with contextlib.suppress(ConnectionClosed):  # a peer leaving is not an error
+                async for raw in ws:
+                    self._on_peer_message(peer, raw)
         finally:
             self._peers.discard(peer)
             peer.sender.cancel()
