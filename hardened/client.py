@@ -156,6 +156,7 @@ class _Core:
         "record",
         "recovery",
         "runtimes",
+        "shared",
         "stats_by_endpoint",
     )
 
@@ -173,12 +174,25 @@ class _Core:
         )
         self.profile = load_profile(self.exchange_id)  # error codes, budgets, client order ids, clock
         self.classify = profile_classifier(self.profile)
-        self.rate_limits = RateLimitBudget(self.profile)
+        self.shared: Any = None  # hardened.shared.SharedState when redis_url is set
+        if config.redis_url is not None:  # imported here: the in-memory default never loads redis
+            from hardened.shared import shared_state_for
+
+            self.shared = shared_state_for(
+                config.redis_url,
+                config.redis_timeout_ms,
+                self.exchange_id,
+                getattr(exchange, "apiKey", None),
+                config.shared_cache,
+            )
+        self.rate_limits = RateLimitBudget(self.profile, headroom=config.rate_limit_headroom)
         self.recovery = OrderRecovery(
             self.profile, config.order_lookups, config.order_lookup_lag_ms, max_resends=config.order_resends
         )
         self.record = RecordStage(self.exchange_id, self.stats_by_endpoint, lambda: secrets_of(exchange))
         self.cache = CacheStage(self.exchange_id, config.cache_max_entries, asynchronous)
+        if self.shared is not None:
+            self.cache.shared = self.shared.cache
         self.pipeline = Pipeline(stages if stages is not None else default_stages(self), self.classify)
         self.name = ""
 
@@ -195,6 +209,8 @@ class _Core:
             if rt is None:
                 policy = self.config.for_endpoint(endpoint)
                 breaker = EndpointBreaker(f"{self.exchange_id}_{endpoint}", policy, self._breaker_moved)
+                if self.shared is not None:
+                    self.shared.breakers.register(breaker)
                 stats = self.record.stats_for(endpoint)
                 override = self.config.endpoints.get(endpoint)
                 rt = EndpointRuntime(
@@ -217,6 +233,8 @@ class _Core:
             "old": old,
             "new": new,
         }
+        if breaker.shared:  # another process's transition, taken from the shared state
+            fields["source"] = "shared"
         if new == "open":
             log.warning("breaker_opened", **fields)
         elif new == "closed":
@@ -252,6 +270,7 @@ class _Core:
             "retry_budget": self.budget.usage(),
             "cache": {"entries": self.cache.size(), "evictions": self.cache.evictions},
             "pipeline": self.pipeline.names(),
+            **({"shared": self.shared.status()} if self.shared is not None else {}),
         }
 
 
@@ -259,7 +278,8 @@ def default_stages(core: _Core) -> list[Stage]:
     """The stages in order, outermost first (see ``hardened.pipeline`` for what each does)."""
     stages: list[Stage] = [core.record, core.cache, BreakerStage()]
     if core.config.rate_limit_pacing:
-        stages.append(RateLimitStage(core.exchange_id, core.rate_limits))
+        shared_budget = core.shared.budget if core.shared is not None else None
+        stages.append(RateLimitStage(core.exchange_id, core.rate_limits, shared_budget))
     stages.append(ValidateStage(core.exchange))
     if core.config.log_attempts:
         stages.append(AttemptLogStage(core.exchange_id))

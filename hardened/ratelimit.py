@@ -210,6 +210,14 @@ class RateLimitBudget:
             return self.profile.rate_limit.default_weight
         return cost.weight_for(limit=limit, has_symbol=has_symbol)
 
+    def charges(
+        self, endpoint: str, weight: float | None = None
+    ) -> tuple[tuple[str, float, float, float], ...]:
+        """What a call of ``endpoint`` costs, per pool: ``(pool, usable cap, window seconds, units)``
+        (for the budget shared across processes, ``hardened.shared.budget``)."""
+        charges = self._charges_for(endpoint, weight)
+        return tuple((pool.name, pool.cap, pool.interval, units) for pool, units in charges)
+
     def usage(self, now: float) -> dict[str, PoolUsage]:
         """A snapshot of every pool, for stats and health."""
         with self._lock:

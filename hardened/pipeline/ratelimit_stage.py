@@ -5,6 +5,10 @@ usage headers, Retry-After and ban answers); this stage asks it how long to wait
 attempt and hands it every answer. A wait longer than the endpoint's ``max_delay`` (a ban, a spent
 daily order budget) is not slept through: the call fails at once with ``RateLimitBackoff`` and
 nothing is sent, so the client never extends its own ban.
+
+With ``redis_url`` set, ``shared`` (``hardened.shared.budget.SharedBudget``) also books each
+attempt against the budget of the API key shared by every process: the wait is the longer of the
+two, and a group-wide spent budget fails the call with ``RateLimitBackoff`` without sending it.
 """
 
 from __future__ import annotations
@@ -28,14 +32,23 @@ class RateLimitStage(Stage):
 
     name = "rate_limit"
 
-    def __init__(self, exchange_id: str, budget: RateLimitBudget) -> None:
+    def __init__(self, exchange_id: str, budget: RateLimitBudget, shared: Any = None) -> None:
         self.exchange_id = exchange_id
         self.budget = budget
+        self.shared = shared
 
     def on_attempt(self, ctx: CallContext) -> float | None:
         endpoint = _PROFILE_NAME.get(ctx.endpoint.name, ctx.endpoint.name)
         now = time.time()
-        wait = self.budget.delay_before(endpoint, now, _weight(self.budget, endpoint, ctx))
+        weight = _weight(self.budget, endpoint, ctx)
+        wait = self.budget.delay_before(endpoint, now, weight)
+        if self.shared is not None:
+            shared_wait, booked = self.shared.delay_before(self.budget.charges(endpoint, weight), now)
+            if not booked:
+                self.budget.observe(endpoint, 0, None, now)  # release what delay_before booked
+                raise RateLimitBackoff(self.exchange_id, ctx.endpoint.name, shared_wait, False)
+            if shared_wait > wait:
+                wait = shared_wait
         if wait <= 0.0:
             return None
         if wait > ctx.rt.policy.max_delay:
