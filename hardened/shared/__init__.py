@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-__all__ = ["SharedState", "shared_state_for"]
+__all__ = ["SharedState", "disconnect_all", "shared_state_for"]
 
 _lock = threading.Lock()
 _per_link: dict[int, dict[str, Any]] = {}  # id(link) -> the process-wide sharers of that link
@@ -65,3 +65,17 @@ def shared_state_for(
             budget = sharers[budget_key] = SharedBudget(link, exchange_id, api_key)
     cache = SharedCache(link, exchange_id, api_key) if share_cache else None
     return SharedState(link, sharers["breakers"], budget, cache, sharers["counters"])
+
+
+def disconnect_all() -> None:
+    """Close every Redis link of this process and forget the sharers (tests, orderly shutdown).
+
+    Clients built before keep working on local state; build new ones to share again.
+    """
+    from hardened.shared.connection import close_links
+    from hardened.telemetry.tracker import tracker
+
+    with _lock:
+        _per_link.clear()
+    tracker.share(None)
+    close_links()

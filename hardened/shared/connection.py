@@ -30,7 +30,7 @@ from redis.retry import Retry
 from hardened.shared.url import redact_url
 from hardened.telemetry.events import bus
 
-__all__ = ["RedisLink", "link_for"]
+__all__ = ["RedisLink", "close_links", "link_for"]
 
 log = structlog.get_logger("hardened.shared")
 
@@ -122,7 +122,8 @@ class RedisLink:
             self._periodic.append([interval_s, job, time.monotonic() + interval_s])
 
     def close(self) -> None:
-        """Stop the thread and close the connections."""
+        """Stop the thread and close the connections; calls then use local state only."""
+        self.up = False
         self._closed.set()
         self._wake.set()
         self._thread.join(timeout=2.0)
@@ -239,3 +240,12 @@ def _forget_links_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_links_in_child)
+
+
+def close_links() -> None:
+    """Close every link of this process (their threads stop; see ``hardened.shared.disconnect_all``)."""
+    with _links_lock:
+        links = list(_links.values())
+        _links.clear()
+    for link in links:
+        link.close()
