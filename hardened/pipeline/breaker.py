@@ -61,6 +61,7 @@ class EndpointBreaker:
         "_storage",
         "_window",
         "changed_at",
+        "changed_to",
         "failure_rate_threshold",
         "half_open_max_calls",
         "minimum_calls",
@@ -98,6 +99,8 @@ class EndpointBreaker:
         self.trips = 0
         self.transitions = 0
         self.changed_at = 0.0  # epoch seconds of the last transition, here or (shared) elsewhere
+        self.changed_to = "closed"  # the state that transition led to (pybreaker's listener runs
+        # before its storage holds the new state, so ``state`` may still show the old one then)
         self._shared: Any = None
         self._applying = False
 
@@ -184,6 +187,7 @@ class EndpointBreaker:
         self.transitions += 1
         if not self._applying:
             self.changed_at = time.time()
+            self.changed_to = new
             if self._shared is not None and new != "half_open":  # each process half-opens on its own
                 self._shared.publish(self, new)
         if new == "closed":
@@ -237,6 +241,7 @@ class EndpointBreaker:
             finally:
                 self._applying = False
             self.changed_at = changed_at
+            self.changed_to = state
             return True
 
     # --- inspection and control -------------------------------------------------------------

@@ -63,6 +63,7 @@ NEVER_STALE = frozenset(
     {"balance", "order", "orders", "open_orders", "closed_orders", "my_trades", "positions"}
 )
 _STALE_ON = frozenset({ErrorKind.TRANSIENT, ErrorKind.RATE_LIMIT})
+_ASK_SHARED = object()  # on_call's marker: a local miss the shared cache may answer
 
 
 def fresh_copy(value: Any) -> Any:
@@ -181,6 +182,8 @@ class CacheStage(Stage):
                     _ask_since_last(ctx, entry.value)
                 if self.shared is None or ohlcv or self.asynchronous or rt.ttl <= 0:
                     return None
+                value = _ASK_SHARED
+        if value is _ASK_SHARED:  # leading a local miss: ask the shared cache, without the lock
             return self._from_shared(ctx, key, now)
         if ohlcv:
             value = _last(value, _limit_of(ctx))

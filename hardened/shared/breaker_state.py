@@ -128,8 +128,11 @@ class SharedBreakers:
                 opened = float(held.get(b"opened_at", 0.0)) or None
                 self._apply(name, state, remote_at, opened)
             newest = max(local, key=lambda b: b.changed_at, default=None)
-            if newest is not None and newest.changed_at > remote_at and newest.state != "half_open":
-                self._push(client, name, newest.state, newest.changed_at, newest.opened_at)
+            if newest is None:
+                continue
+            changed_at, state = newest.changed_at, newest.changed_to  # read together, not .state
+            if changed_at > remote_at and state != "half_open":
+                self._push(client, name, state, changed_at, newest.opened_at if state == "open" else None)
 
     def _local(self, name: str) -> list[Any]:
         with self._lock:

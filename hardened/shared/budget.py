@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -154,6 +155,7 @@ class SharedBudget:
             return None
         self.refills += 1
         blocked = 0.0
+        now = time.time()  # the lease's window is placed from when the answer came, not the ask
         with self._lock:
             for (name, _cap, _interval, _units), row in zip(short, reply, strict=True):
                 granted, window = float(row[0]), int(row[1])

@@ -180,6 +180,8 @@ class RedisLink:
                 log.error("shared_state_job_failed", error=f"{type(exc).__name__}: {exc}"[:300])
 
     def _work(self) -> None:
+        if self._resubscribe:  # first: a transition written below must not be missed by our own peers
+            self._subscribe_all()
         while self._outbox:
             self._outbox.popleft()(self.client)
         now = time.monotonic()
@@ -187,8 +189,6 @@ class RedisLink:
             if now >= entry[2]:
                 entry[2] = now + entry[0]
                 entry[1]()
-        if self._resubscribe:
-            self._subscribe_all()
         if self._pubsub is None:
             self._wake.wait(0.05)
             self._wake.clear()
@@ -205,10 +205,22 @@ class RedisLink:
             channels = list(self._channels)
             self._resubscribe = False
         self._drop_pubsub()
-        if channels:
-            pubsub = self.client.pubsub()
-            pubsub.subscribe(*channels)
-            self._pubsub = pubsub
+        if not channels:
+            return
+        pubsub = self.client.pubsub()
+        pubsub.subscribe(*channels)
+        # Wait for Redis to confirm: a PUBLISH sent on the other connection before the server has
+        # read this one's SUBSCRIBE would be lost, and our own clients would miss it.
+        pending = set(channels)
+        deadline = time.monotonic() + self.timeout_s
+        while pending:
+            message = pubsub.get_message(timeout=max(0.0, deadline - time.monotonic()))
+            if message is None:
+                pubsub.close()
+                raise redis.TimeoutError("no confirmation of SUBSCRIBE within the timeout")
+            if message["type"] == "subscribe":
+                pending.discard(message["channel"])
+        self._pubsub = pubsub
 
     def _drop_pubsub(self) -> None:
         pubsub, self._pubsub = self._pubsub, None
