@@ -29,6 +29,8 @@ import redis
 from hardened import HardenedClient
 from hardened.bench import simulator_process
 from hardened.shared import disconnect_all
+from hardened.shared.budget import SharedBudget
+from hardened.shared.connection import RedisLink
 from hardened.sim.server import attach_url
 
 SETTINGS = {"cache_ttl": 0, "stale_if_error": 0, "quality_policy": "off", "rate_limit_headroom": 1.0}
@@ -138,8 +140,28 @@ def bench_sim(url: str, calls: int = 600) -> dict[str, float]:
     return result
 
 
+def bench_lease(url: str, calls: int = 500) -> float:
+    """The round trip a call pays when it needs a new lease (about one call in 50 at Binance's
+    limits): the budget script, timed on the caller's thread."""
+    link = RedisLink(url, 0.1)
+    budget = SharedBudget(link, "binance", "bench-key", lease_share=1e-12)  # a new lease every call
+    charge = [("request_weight", 1e9, 60.0, 1.0)]
+    perf = time.perf_counter
+    times = []
+    for _ in range(calls):
+        t0 = perf()
+        budget.delay_before(charge, time.time())
+        times.append(perf() - t0)
+    link.close()
+    median = statistics.median(times) * 1e6
+    print("a call that takes a new budget lease (one Redis round trip, Lua script):")
+    print(f"  median {median:.1f} us, p99 {sorted(times)[int(0.99 * len(times))] * 1e6:.1f} us")
+    return median
+
+
 def main() -> int:
     with redis_server() as url:
+        bench_lease(url)
         bench_stub(url)
         disconnect_all()  # a fresh link and fresh leases for the second run
         bench_sim(url)

@@ -376,6 +376,21 @@ def test_unreachable_redis_at_start_never_blocks_calls(sim: Simulator) -> None:
         disconnect_all()
 
 
+async def test_async_clients_share_breakers_too(redis_server: RedisServer, sim: Simulator) -> None:
+    import ccxt.async_support as accxt
+
+    from hardened import AsyncHardenedClient
+
+    inner = sim.attach(accxt.binance({"enableRateLimit": False}))
+    async with AsyncHardenedClient(inner, redis_url=redis_server.url, shared_cache=True, **NO_CACHE) as ax:
+        sync = local_client(sim, redis_server)
+        assert (await ax.fetch_ticker("BTC/USDT"))["symbol"] == "BTC/USDT"
+        sync.breakers["binance_ticker"]._breaker.force_open()
+        assert wait_for(lambda: ax.breakers["binance_ticker"].state == "open")
+        with pytest.raises(CircuitOpenError):
+            await ax.fetch_ticker("BTC/USDT")
+
+
 # --- the shared cache, configuration, imports --------------------------------------------------------
 
 
