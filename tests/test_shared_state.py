@@ -261,6 +261,10 @@ def test_processes_sharing_a_budget_never_overspend_it(redis_server: RedisServer
     assert answered == sum(per_minute.values())
     assert answered >= 5  # the budget was spent, not refused wholesale
     assert sum(r["refused"] for r in reports) == 3 * 6 * 5 - answered  # the rest never went out
+    api_key = sim.dialect("binance").default_credentials()["apiKey"]
+    keys = [key.decode() for key in redis_server.client().keys("*")]
+    assert any(key.startswith("hardened:budget:binance:") for key in keys)
+    assert not any(api_key in key for key in keys)  # the budget's key is a hash of the API key
 
 
 def test_without_redis_the_same_group_overspends(sim: Simulator) -> None:

@@ -9,6 +9,7 @@ The in-memory default never imports this package's Redis parts: ``hardened.clien
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -65,6 +66,14 @@ def shared_state_for(
             budget = sharers[budget_key] = SharedBudget(link, exchange_id, api_key)
     cache = SharedCache(link, exchange_id, api_key) if share_cache else None
     return SharedState(link, sharers["breakers"], budget, cache, sharers["counters"])
+
+
+def _forget_in_child() -> None:
+    """A forked child starts without sharers (its links are forgotten too, see connection.py)."""
+    _per_link.clear()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def disconnect_all() -> None:
