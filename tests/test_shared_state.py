@@ -223,6 +223,29 @@ def test_a_recovery_in_one_client_closes_the_others(redis_server: RedisServer, s
     assert b.stats()["shared"]["state"] == "shared"
 
 
+def test_one_process_probes_for_the_group(redis_server: RedisServer, sim: Simulator) -> None:
+    a = local_client(sim, redis_server, failure_threshold=2, recovery_timeout=1.0)
+    b = local_client(sim, redis_server, failure_threshold=2, recovery_timeout=1.0)
+    a.load_markets()
+    b.load_markets()
+    sim.set_profile(only("ticker", kind="http_5xx", status=[503]))
+    try:
+        for _ in range(2):
+            with pytest.raises(ccxt.ExchangeNotAvailable):
+                a.fetch_ticker("BTC/USDT")
+        assert wait_for(lambda: b.breakers["binance_ticker"].state == "open")
+        time.sleep(1.05)  # the recovery timeout has passed for both
+        before = requests_to(sim, "ticker")
+        with pytest.raises(ccxt.ExchangeNotAvailable):
+            a.fetch_ticker("BTC/USDT")  # a claims the probe, sends it, and it fails
+        with pytest.raises(CircuitOpenError):
+            b.fetch_ticker("BTC/USDT")  # b leaves the probing to a: no request of its own
+        assert requests_to(sim, "ticker") == before + 1
+        assert wait_for(lambda: b.breakers["binance_ticker"].retry_in > 0.5)  # a's new opening reached b
+    finally:
+        sim.set_profile("calm")
+
+
 # --- 2. a shared budget is never overspent ---------------------------------------------------------
 
 

@@ -110,6 +110,14 @@ class EndpointBreaker:
         """Let a call through or raise ``CircuitOpenError``; returns True when the call is a probe."""
         if self._storage.state == CLOSED:
             return False
+        shared = self._shared
+        if shared is not None and self._storage.state == OPEN and self._open_remaining() <= 0:
+            # Time to probe: with shared state one process probes for all (asked before the lock:
+            # it may be a Redis round trip). The others stay open until they hear the outcome.
+            blocked_for = shared.probe_elsewhere(self)
+            if blocked_for is not None:
+                self.rejected += 1
+                raise CircuitOpenError(self.name, retry_in=blocked_for)
         with self._lock:
             state = self._storage.state
             if state == OPEN:
@@ -200,6 +208,11 @@ class EndpointBreaker:
     def share(self, publisher: Any) -> None:
         """Publish this breaker's open/closed transitions through ``publisher.publish(breaker, state)``."""
         self._shared = publisher
+
+    @property
+    def recovery_timeout(self) -> float:
+        """Seconds the circuit stays open before a probe."""
+        return float(self._breaker.reset_timeout)
 
     @property
     def shared(self) -> bool:

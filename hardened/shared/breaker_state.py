@@ -15,6 +15,11 @@ read, no Redis at all) and Redis only carries transitions:
   ``resync_s`` seconds and whenever Redis comes back after an outage, pushing its own state when
   it is the newer one (a trip made while Redis was down reaches the others on rejoin).
 
+When an open circuit's ``recovery_timeout`` has passed, one process probes for the group: it
+claims ``hardened:probe:{name}`` (``SET NX`` for ``recovery_timeout`` seconds) and goes half-open;
+the others stay open without a request until they hear the probe's outcome (``closed``, or
+``open`` again with a new ``opened_at``). While Redis is down each process probes for itself.
+
 Newer wins, by the wall clock of the process that made the transition. Failure counts stay local:
 each process trips from what it saw, and the others follow its trip.
 """
@@ -22,7 +27,10 @@ each process trips from what it saw, and the others follow its trip.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import threading
+import time
 import weakref
 from typing import Any
 
@@ -34,6 +42,7 @@ __all__ = ["CHANNEL", "SharedBreakers"]
 
 CHANNEL = b"hardened:breaker"
 _PREFIX = "hardened:breaker:"
+_PROBE = "hardened:probe:"
 _KEEP_S = 7 * 86_400  # a breaker nobody touched for a week is forgotten
 
 # Write the transition only if it is newer than what the hash holds, then publish it: atomic, so
@@ -62,6 +71,8 @@ class SharedBreakers:
         self._by_name: dict[str, weakref.WeakSet[Any]] = {}
         self._write = link.client.register_script(_WRITE_NEWER)
         self.applied = 0  # transitions taken from other processes
+        self.origin = f"{socket.gethostname()}:{os.getpid()}"
+        self._probe_blocked: dict[str, float] = {}  # name -> monotonic time another's probe claim ends
         link.subscribe(CHANNEL, self._on_message)
         link.on_rejoin(self.resync)
         link.every(resync_s, self.resync)
@@ -92,6 +103,29 @@ class SharedBreakers:
             args=[state, repr(changed_at), repr(opened_at or 0.0), _KEEP_S, CHANNEL, message],
             client=client,
         )
+
+    def probe_elsewhere(self, breaker: Any) -> float | None:
+        """None if this process may probe ``breaker`` now (it claimed the probe, or Redis is down);
+        else the seconds until another process's claim runs out. One round trip, outside any lock;
+        a refusal is remembered, so the calls refused meanwhile do not ask Redis again."""
+        name, now = breaker.name, time.monotonic()
+        until = self._probe_blocked.get(name, 0.0)
+        if now < until:
+            return until - now
+        key, ttl_ms = _PROBE + name, max(1, int(breaker.recovery_timeout * 1000))
+
+        def claim(client: redis.Redis) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            pipe.set(key, self.origin, nx=True, px=ttl_ms)
+            pipe.pttl(key)
+            return pipe.execute()
+
+        reply = self.link.call(claim)
+        if reply is None or reply[0]:
+            return None
+        wait = max(1, int(reply[1])) / 1000.0
+        self._probe_blocked[name] = now + wait
+        return wait
 
     # --- in: the link's thread ------------------------------------------------------------------
 
