@@ -9,7 +9,9 @@ id is a hash of the API key (the key itself never reaches Redis).
 A Redis round trip per call would cost more than the whole pipeline, so a process takes a *lease*:
 an atomic Lua script grants it a slice of a window's remaining budget (``lease_share`` of the cap,
 at least what the call needs), and calls spend the lease in memory until it runs out or its window
-ends. Whatever the group leases in a window never exceeds the cap, so the group never overspends;
+ends; when a lease runs low the link's thread takes the next slice of the same window in the
+background, so in steady state no call waits for Redis at all. Whatever the group leases in a
+window never exceeds the cap, so the group never overspends;
 the price is that a lease unspent at the window's end is lost (at most ``lease_share`` of the cap
 per process per window). When the current window cannot cover a call the script books it in the
 next one and the call waits for its start, as the local budget (``hardened.ratelimit``) does.
@@ -30,8 +32,9 @@ from hardened.shared.connection import RedisLink
 
 __all__ = ["SharedBudget", "key_id"]
 
-# KEYS: one prefix per pool. ARGV: per pool, 4 values: cap, window length in ms, units wanted,
-# units needed. For each pool: the current window if it has the units needed, else the next one;
+# KEYS: one prefix per pool. ARGV[1]: 1 if the next window may be used, else 0; then per pool, 4
+# values: cap, window length in ms, units wanted, units needed. For each pool: the current window if
+# it has the units needed, else (if allowed) the next one;
 # grant min(wanted, free). Returns per pool {granted, window, ms to its start, ms to its end}; a pool
 # with nothing left in either window grants 0 and gives the end of the next window.
 _RESERVE = """
@@ -39,7 +42,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out = {}
 for i, prefix in ipairs(KEYS) do
-  local base = (i - 1) * 4
+  local base = 1 + (i - 1) * 4
   local cap = tonumber(ARGV[base + 1])
   local interval = tonumber(ARGV[base + 2])
   local want = tonumber(ARGV[base + 3])
@@ -47,7 +50,7 @@ for i, prefix in ipairs(KEYS) do
   local window = math.floor(now / interval)
   local granted = 0
   local chosen = window + 1
-  for w = window, window + 1 do
+  for w = window, window + tonumber(ARGV[1]) do
     local key = prefix .. ':' .. w
     local used = tonumber(redis.call('GET', key) or '0')
     local free = cap - used
@@ -97,7 +100,17 @@ class SharedBudget:
         lease_share: share of a pool's cap leased at a time.
     """
 
-    __slots__ = ("_leases", "_lock", "_script", "lease_share", "link", "prefix", "refills")
+    __slots__ = (
+        "_leases",
+        "_lock",
+        "_prefetching",
+        "_script",
+        "lease_share",
+        "link",
+        "prefetches",
+        "prefix",
+        "refills",
+    )
 
     def __init__(
         self, link: RedisLink, exchange_id: str, api_key: str | None, lease_share: float = 0.02
@@ -110,7 +123,9 @@ class SharedBudget:
         self._leases: dict[str, _Lease] = {}
         self._lock = threading.Lock()
         self._script = link.client.register_script(_RESERVE)
-        self.refills = 0  # round trips to Redis (the rest of the calls spent a lease in memory)
+        self.refills = 0  # round trips on a caller's thread (the other calls spent a lease in memory)
+        self.prefetches = 0  # round trips of the link's thread, topping a lease up before it runs out
+        self._prefetching: set[str] = set()
 
     def delay_before(self, charges: Sequence[Charge], now: float) -> tuple[float, bool]:
         """``(seconds to wait, booked)`` for a call that costs ``charges``.
@@ -125,11 +140,17 @@ class SharedBudget:
                 short = [c for c in charges if not self._covers(c, now)]
                 if not short:
                     start = now
-                    for name, _cap, _interval, units in charges:
-                        lease = self._leases[name]
-                        lease.remaining -= units
+                    low: list[Charge] = []
+                    for charge in charges:
+                        lease = self._leases[charge[0]]
+                        lease.remaining -= charge[3]
                         if lease.start > start:
                             start = lease.start
+                        if lease.remaining * 2 < self._want(charge) and charge[0] not in self._prefetching:
+                            low.append(charge)
+                            self._prefetching.add(charge[0])
+                    if low:
+                        self.link.send(lambda client, pending=low: self._prefetch(pending))
                     return start - now, True
             blocked = self._refill(short, now)
             if blocked is None:
@@ -142,18 +163,31 @@ class SharedBudget:
         lease = self._leases.get(charge[0])
         return lease is not None and lease.end > now and lease.remaining >= charge[3]
 
-    def _refill(self, short: list[Charge], now: float) -> float | None:
+    def _want(self, charge: Charge) -> float:
+        return max(charge[3], charge[1] * self.lease_share)
+
+    def _prefetch(self, low: list[Charge]) -> None:
+        """Top up the leases in ``low`` from their current window (the link's thread)."""
+        try:
+            if self._refill(low, time.time(), next_window=False) is not None:
+                self.prefetches += 1
+        finally:
+            with self._lock:
+                self._prefetching.difference_update(charge[0] for charge in low)
+
+    def _refill(self, short: list[Charge], now: float, next_window: bool = True) -> float | None:
         """Lease more of each pool in ``short``: None if Redis is down, else seconds to wait when a
         pool has nothing left in this window or the next (0.0 when every pool was granted)."""
         keys = [self.prefix + name for name, _cap, _interval, _units in short]
-        args: list[Any] = []
-        for _name, cap, interval, units in short:
-            want = max(units, cap * self.lease_share)
-            args += [repr(cap), int(interval * 1000), repr(want), repr(units)]
+        args: list[Any] = [1 if next_window else 0]
+        for charge in short:
+            _name, cap, interval, units = charge
+            args += [repr(cap), int(interval * 1000), repr(self._want(charge)), repr(units)]
         reply = self.link.call(lambda client: self._script(keys=keys, args=args, client=client))
         if reply is None:
             return None
-        self.refills += 1
+        if next_window:
+            self.refills += 1
         blocked = 0.0
         now = time.time()  # the lease's window is placed from when the answer came, not the ask
         with self._lock:
@@ -161,7 +195,8 @@ class SharedBudget:
                 granted, window = float(row[0]), int(row[1])
                 start, end = now + float(row[2]) / 1000.0, now + float(row[3]) / 1000.0
                 if granted <= 0.0:
-                    blocked = max(blocked, end - now)
+                    if next_window:
+                        blocked = max(blocked, end - now)
                     continue
                 lease = self._leases.get(name)
                 if lease is not None and lease.window == window and lease.end > now:
