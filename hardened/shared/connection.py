@@ -1,8 +1,9 @@
 """One Redis connection per URL, with a circuit of its own: Redis down never slows a call.
 
-``RedisLink`` owns a redis-py client with short connect and read timeouts and no retries, and one
-background thread that does everything that may wait: writes queued by the hot path (``send``),
-pub/sub reads, periodic jobs, and reconnect attempts while Redis is away.
+``RedisLink`` owns a redis-py client with short connect and read timeouts and no retries, and two
+background threads that do everything that may wait: one runs the writes queued by the hot path
+(``send``, woken at once), the periodic jobs and the reconnect attempts while Redis is away; the
+other reads pub/sub messages.
 
 The hot path only ever calls ``call(fn)``: while Redis is up it runs ``fn(client)`` (one round trip,
 bounded by the timeout); the first failure marks the link down, which is said ONCE in the log and
@@ -81,6 +82,8 @@ class RedisLink:
             self._degrade(exc)
         self._thread = threading.Thread(target=self._run, name="hardened-redis", daemon=True)
         self._thread.start()
+        self._listener = threading.Thread(target=self._listen, name="hardened-redis-pubsub", daemon=True)
+        self._listener.start()
 
     # --- the hot path ------------------------------------------------------------------------
 
@@ -127,6 +130,7 @@ class RedisLink:
         self._closed.set()
         self._wake.set()
         self._thread.join(timeout=2.0)
+        self._listener.join(timeout=2.0)
         self._drop_pubsub()
         self.client.close()
 
@@ -185,20 +189,37 @@ class RedisLink:
         while self._outbox:
             self._outbox.popleft()(self.client)
         now = time.monotonic()
+        next_due = now + 0.5
         for entry in self._periodic:
             if now >= entry[2]:
                 entry[2] = now + entry[0]
                 entry[1]()
-        if self._pubsub is None:
-            self._wake.wait(0.05)
+            next_due = min(next_due, entry[2])
+        if not self._outbox:
+            self._wake.wait(max(0.0, next_due - time.monotonic()))  # a send() wakes it at once
             self._wake.clear()
-            return
-        message = self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0.05)
-        while message is not None:
-            handler = self._channels.get(message["channel"])
-            if handler is not None and message["type"] == "message":
-                handler(message["data"])
-            message = self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0.0)
+
+    def _listen(self) -> None:
+        """The pub/sub thread: hands each message to its channel's handler."""
+        while not self._closed.is_set():
+            pubsub = self._pubsub
+            if pubsub is None or not self.up:
+                self._closed.wait(0.05)
+                continue
+            try:
+                message = pubsub.get_message(ignore_subscribe_messages=True, timeout=0.05)
+                while message is not None:
+                    handler = self._channels.get(message["channel"])
+                    if handler is not None and message["type"] == "message":
+                        handler(message["data"])
+                    message = pubsub.get_message(ignore_subscribe_messages=True, timeout=0.0)
+            except Exception as exc:
+                if pubsub is not self._pubsub:
+                    continue  # closed under us by a resubscription or an outage: nothing to say
+                if isinstance(exc, _DOWN):
+                    self._degrade(exc)
+                else:  # a handler's bug must not stop the listening
+                    log.error("shared_state_message_failed", error=f"{type(exc).__name__}: {exc}"[:300])
 
     def _subscribe_all(self) -> None:
         with self._lock:
