@@ -116,7 +116,8 @@ class EndpointBreaker:
             # it may be a Redis round trip). The others stay open until they hear the outcome.
             blocked_for = shared.probe_elsewhere(self)
             if blocked_for is not None:
-                self.rejected += 1
+                with self._lock:
+                    self.rejected += 1
                 raise CircuitOpenError(self.name, retry_in=blocked_for)
         with self._lock:
             state = self._storage.state

@@ -42,19 +42,20 @@ class RateLimitStage(Stage):
         now = time.time()
         weight = _weight(self.budget, endpoint, ctx)
         wait = self.budget.delay_before(endpoint, now, weight)
-        if self.shared is not None:
+        if wait > ctx.rt.policy.max_delay:
+            self._refuse(ctx, endpoint, now, wait)
+        if self.shared is not None:  # asked only for a call this client would send
             shared_wait, booked = self.shared.delay_before(self.budget.charges(endpoint, weight), now)
-            if not booked:
-                self.budget.observe(endpoint, 0, None, now)  # release what delay_before booked
-                raise RateLimitBackoff(self.exchange_id, ctx.endpoint.name, shared_wait, False)
+            if not booked or shared_wait > ctx.rt.policy.max_delay:
+                self._refuse(ctx, endpoint, now, shared_wait)
             if shared_wait > wait:
                 wait = shared_wait
-        if wait <= 0.0:
-            return None
-        if wait > ctx.rt.policy.max_delay:
-            self.budget.observe(endpoint, 0, None, now)  # release what delay_before booked
-            raise RateLimitBackoff(self.exchange_id, ctx.endpoint.name, wait, self.budget.banned_until > now)
-        return wait
+        return wait if wait > 0.0 else None
+
+    def _refuse(self, ctx: CallContext, endpoint: str, now: float, wait: float) -> None:
+        """Fail the attempt without sending it, releasing what ``delay_before`` booked."""
+        self.budget.observe(endpoint, 0, None, now)
+        raise RateLimitBackoff(self.exchange_id, ctx.endpoint.name, wait, self.budget.banned_until > now)
 
     def on_result(self, ctx: CallContext, result: Any) -> Any:
         endpoint = _PROFILE_NAME.get(ctx.endpoint.name, ctx.endpoint.name)
