@@ -453,3 +453,40 @@ def test_the_in_memory_default_never_loads_the_shared_state() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "['hardened.shared', 'hardened.shared.url']", out.stderr
+
+
+# --- decisions without Redis: newer wins, URLs masked -------------------------------------------------
+
+
+def test_a_breaker_takes_only_newer_transitions() -> None:
+    from hardened.pipeline.breaker import EndpointBreaker
+
+    breaker = EndpointBreaker("binance_ticker", HardenedConfig(recovery_timeout=30).for_endpoint("ticker"))
+    opened = time.time() - 10.0
+    assert breaker.apply_shared("open", opened, opened)
+    assert breaker.state == "open" and breaker.shared is False
+    assert 19.0 < breaker.view().retry_in <= 20.0  # opened 10 s ago elsewhere: 20 s left here too
+    assert not breaker.apply_shared("closed", opened - 1.0, None)  # older than what we hold
+    assert breaker.state == "open"
+    assert not breaker.apply_shared("half_open", opened + 1.0, None)  # each process half-opens itself
+    assert breaker.apply_shared("closed", opened + 2.0, None)
+    assert breaker.state == "closed" and breaker.trips == 0  # another's trip is not counted as ours
+
+
+def test_redis_urls_are_shown_without_their_password() -> None:
+    from hardened.shared.url import check_redis_url, redact_url
+
+    assert redact_url(f"redis://:{PASSWORD}@h:6379/0") == "redis://:***@h:6379/0"
+    assert redact_url(f"rediss://user:{PASSWORD}@h:6380/1") == "rediss://user:***@h:6380/1"
+    assert redact_url("redis://h:6379/0") == "redis://h:6379/0"
+    assert check_redis_url("unix:///run/redis.sock") == "unix:///run/redis.sock"
+    for bad, why in [("redis://", "host"), ("redis://h:6379/x", "database"), ("unix://", "socket")]:
+        with pytest.raises(ValueError, match=why):
+            check_redis_url(bad)
+
+
+def test_redis_url_comes_from_the_environment_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HARDENED_REDIS_URL", "redis://127.0.0.1:6390/2")
+    monkeypatch.setenv("HARDENED_SHARED_CACHE", "true")
+    config = HardenedConfig()
+    assert config.redis_url == "redis://127.0.0.1:6390/2" and config.shared_cache is True
