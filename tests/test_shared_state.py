@@ -341,6 +341,7 @@ def test_redis_killed_mid_run_then_back(sim: Simulator) -> None:
                 assert other.fetch_ticker("BTC/USDT")["symbol"] == "BTC/USDT"  # local state only
             assert wait_for(lambda: [e["state"] for e in events] == ["degraded"])
             assert other.stats()["shared"]["state"] == "local"
+            assert _shared_up(other) == 0.0
             time.sleep(0.3)  # reconnect attempts keep failing: still said only once
             server.start()  # same port
             assert wait_for(lambda: [e["state"] for e in events] == ["degraded", "rejoined"])
@@ -355,9 +356,21 @@ def test_redis_killed_mid_run_then_back(sim: Simulator) -> None:
         assert wait_for(lambda: other.breakers["binance_ticker"].state == "open")
         ex.breakers["binance_ticker"].reset()
         assert wait_for(lambda: other.breakers["binance_ticker"].state == "closed")
+        assert _shared_up(other) == 1.0
     finally:
         disconnect_all()
         server.kill()
+
+
+def _shared_up(client: HardenedClient) -> float | None:
+    """The ``hardened_shared_state_up`` gauge of ``client`` as /metrics would show it."""
+    from hardened.telemetry.metrics import HardenedCollector
+
+    collector = HardenedCollector(stats_source=lambda: {client.client_name: client.stats()})
+    for family in collector.collect():
+        if family.name == "hardened_shared_state_up":
+            return family.samples[0].value if family.samples else None
+    return None
 
 
 # --- 4. no call waits on a Redis that is down or hung ------------------------------------------------
