@@ -38,6 +38,8 @@ class SharedState:
             "state": "shared" if self.link.up else "local",
             "outages": self.link.degraded_count,
             "budget_refills": self.budget.refills,
+            "budget_prefetches": self.budget.prefetches,
+            "writes_dropped": self.link.dropped,
             "breaker_transitions_applied": self.breakers.applied,
         }
 
