@@ -153,7 +153,7 @@ class RedisLink:
     def _rejoin(self) -> None:
         with self._lock:
             hooks = list(self._rejoin_hooks)
-            self._resubscribe = True
+        self._subscribe_all()  # listening again before the hooks read the state others wrote
         for hook in hooks:  # before ``up``: a hook that fails leaves the link down, and silent
             hook()
         self.up = True
@@ -195,9 +195,9 @@ class RedisLink:
                 entry[2] = now + entry[0]
                 entry[1]()
             next_due = min(next_due, entry[2])
+        self._wake.clear()  # before looking at the outbox: a send() from now on wakes the wait
         if not self._outbox:
-            self._wake.wait(max(0.0, next_due - time.monotonic()))  # a send() wakes it at once
-            self._wake.clear()
+            self._wake.wait(max(0.0, next_due - time.monotonic()))
 
     def _listen(self) -> None:
         """The pub/sub thread: hands each message to its channel's handler."""
