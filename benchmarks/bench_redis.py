@@ -132,6 +132,23 @@ def bench_stub(url: str, calls: int = 1200) -> dict[str, float]:
     return _report("in process, exchange call replaced by a constant", t_off, t_on, trips)
 
 
+def bench_breakers_only(url: str, calls: int = 5000) -> int:
+    """Redis commands the server processed while a client with ``redis_url`` and no rate-limit
+    pacing made ``calls`` successful calls: what the shared breakers cost on the success path."""
+    exchange = ccxt.binance()
+    exchange.fetch_ticker = lambda symbol, params=None: {"symbol": symbol, "last": 1.0}
+    client = HardenedClient(exchange, redis_url=url, **{**SETTINGS, "rate_limit_pacing": False})
+    client.fetch_ticker("BTC/USDT")
+    time.sleep(0.2)  # let the link's thread finish registering the breakers
+    stats = redis.Redis.from_url(url)
+    before = int(stats.info("stats")["total_commands_processed"])
+    for _ in range(calls):
+        client.fetch_ticker("BTC/USDT")
+    during = int(stats.info("stats")["total_commands_processed"]) - before - 1  # minus our INFO
+    print(f"Redis commands during {calls} successful calls through a closed shared breaker: {during}")
+    return during
+
+
 def bench_sim(url: str, calls: int = 600) -> dict[str, float]:
     """fetch_ticker over HTTP against the simulator in its own process."""
     with simulator_process("binance") as base:
@@ -178,6 +195,8 @@ def main() -> int:
     with redis_server() as url:
         bench_lease(url)
         bench_stub(url)
+        disconnect_all()
+        bench_breakers_only(url)
         disconnect_all()  # a fresh link and fresh leases for the second run
         bench_sim(url)
         disconnect_all()
