@@ -14,6 +14,7 @@ from typing import Any
 import ccxt
 
 from hardened import quality
+from hardened.alerts import start_alerts, stop_alerts
 from hardened.client import AsyncHardenedClient, HardenedClient
 from hardened.config import ConfigError, HardenedConfig
 from hardened.errors import (
@@ -44,7 +45,9 @@ __all__ = [
     "overall_health",
     "quality",
     "serve_status",
+    "start_alerts",
     "start_status_server",
+    "stop_alerts",
     "tracker",
 ]
 
