@@ -24,6 +24,7 @@ import structlog
 
 from hardened.adapters import ExchangeProfile, FailureKind
 from hardened.orders import OrderRecovery, RecoveryAction, is_ambiguous_failure, with_client_order_id
+from hardened.telemetry.events import bus
 
 __all__ = ["Call", "Wait", "cancel_plan", "create_plan", "run_plan_async", "run_plan_sync"]
 
@@ -110,6 +111,7 @@ def create_plan(
             )
             return _with_id(step.order, client_order_id)
         if step.action is RecoveryAction.GIVE_UP:
+            _publish_unknown(exchange.id, "create_order", step.error)
             raise step.error from first  # type: ignore[misc]
         if step.delay_s > 0:
             yield Wait(step.delay_s)
@@ -159,6 +161,7 @@ def cancel_plan(
                 else {"id": order_id, "symbol": symbol, "status": "canceled"}
             )
         if step.action is RecoveryAction.GIVE_UP:
+            _publish_unknown(exchange.id, "cancel_order", step.error)
             raise step.error from first  # type: ignore[misc]
         if step.delay_s > 0:
             yield Wait(step.delay_s)
@@ -174,6 +177,19 @@ def cancel_plan(
                 step = recovery.on_resend_failed(state, now)
             else:
                 step = recovery.on_lookup_failed(state, error, now)  # "not found" now means done
+
+
+def _publish_unknown(exchange_id: str, operation: str, error: Any) -> None:
+    """``order_state_unknown`` on the event bus, for the alerts (the caller gets the error itself)."""
+    bus.publish(
+        "order_state_unknown",
+        exchange=exchange_id,
+        endpoint=operation,
+        operation=operation,
+        client_order_id=getattr(error, "client_order_id", None),
+        symbol=getattr(error, "symbol", None),
+        reason=getattr(error, "reason", str(error)),
+    )
 
 
 def _after_lookup(recovery: OrderRecovery, state: Any, found: Any, error: BaseException | None) -> Any:
