@@ -351,7 +351,7 @@ def _describe(exc: ValidationError) -> str:
         loc = [str(p) for p in err["loc"]]
         field = ".".join(loc) or "configuration"
         given = err.get("input")
-        secret = any(p in ("password", "bot_token", "urls") for p in loc)
+        secret = any(p in ("password", "bot_token", "urls", "base_url") for p in loc)  # URLs may hold keys
         shown = "" if secret or isinstance(given, dict | list) else f" = {given!r}"
         message = err["msg"].removeprefix("Value error, ")
         lines.append(f"{field}{shown}: {message}")
