@@ -478,3 +478,19 @@ def test_failing_channel_is_retried_counted_and_others_still_deliver() -> None:
     assert "HTTP 500" in channels["webhook_bad"]["last_error"]
     assert channels["webhook_good"]["sent"] == 1 and channels["log"]["sent"] == 1
     assert [a.message for a in good.got] == ["disk almost full"]
+
+
+def test_the_readme_alerts_snippet_runs_as_written(capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+    from pathlib import Path
+
+    import structlog
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Alerts", 1)[1]
+    snippet = re.search(r"```python\n(.+?)\n```", section, re.DOTALL)
+    assert snippet is not None
+    with structlog.testing.capture_logs() as logs:
+        exec(compile(snippet.group(1), "README.md", "exec"), {})
+    assert "'sent': 1" in capsys.readouterr().out
+    assert [e["message"] for e in logs if e["event"] == "alert"] == ["disk /var is 91% full"]

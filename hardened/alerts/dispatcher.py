@@ -105,6 +105,7 @@ class AlertDispatcher:
         self._unsubscribe: Callable[[], None] | None = None
         self._next_health = 0.0
         self._stepping = False
+        self._drop_lock = threading.Lock()
         self.counters = {
             "events": 0,  # bus events taken in
             "inbox_dropped": 0,  # events refused because the inbox was full
@@ -163,7 +164,7 @@ class AlertDispatcher:
         if event.get("kind") not in EVENT_KINDS:
             return
         if len(self._inbox) >= self._inbox_size:
-            self.counters["inbox_dropped"] += 1
+            self._count_drop()
             return
         self._inbox.append(event)
         if not self._wake.is_set():
@@ -172,10 +173,15 @@ class AlertDispatcher:
     def fire(self, alert: Alert) -> None:
         """Raise an alert of your own (``Alert(Level.WARNING, "custom", key, message)``) from any thread."""
         if len(self._inbox) >= self._inbox_size:
-            self.counters["inbox_dropped"] += 1
+            self._count_drop()
             return
         self._inbox.append(alert)
         self._wake.set()
+
+    def _count_drop(self) -> None:
+        # Producers race here from many threads; the lock is taken only when the inbox is full.
+        with self._drop_lock:
+            self.counters["inbox_dropped"] += 1
 
     # -- the dispatcher thread ---------------------------------------------------------------------------
 
