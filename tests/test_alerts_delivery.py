@@ -12,6 +12,7 @@ import socket
 import ssl
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -364,7 +365,7 @@ def test_status_stream_carries_alerts_and_delivery_counters() -> None:
     dispatcher = hardened.start_alerts(alert_channels=["log"], health_interval=0)
     try:
         assert hardened.start_alerts() is dispatcher  # idempotent
-        handle = hardened.start_status_server(port=0, http_port=None)
+        handle = hardened.start_status_server(port=0, http_port=0)
         try:
             with structlog.testing.capture_logs():
                 bus.publish(
@@ -390,6 +391,9 @@ def test_status_stream_carries_alerts_and_delivery_counters() -> None:
             assert delivery["channels"]["log"]["sent"] >= 1
             stats = handle.call(handle.server.stats_message)
             assert stats["alert_delivery"]["channels"]["log"]["kind"] == "log"
+            with urllib.request.urlopen(f"{handle.http_url}/metrics", timeout=10) as response:
+                metrics = response.read().decode()
+            assert 'hardened_alerts_total{channel="log",outcome="sent"}' in metrics
         finally:
             handle.stop()
     finally:

@@ -628,6 +628,15 @@ class StatusServer:
             ("sent", "Status messages written to peers."),
         ):
             yield CounterMetricFamily(f"hardened_status_{key}", doc, value=self.counters[key])
+        delivery = delivery_stats()
+        if delivery.get("running"):
+            alerts = CounterMetricFamily(
+                "hardened_alerts", "Alerts per channel and outcome.", labels=["channel", "outcome"]
+            )
+            for name, counts in delivery["channels"].items():
+                for outcome in ("sent", "failed", "dropped", "suppressed"):
+                    alerts.add_metric([name, outcome], counts[outcome])
+            yield alerts
 
 
 def _url_host(host: str) -> str:
