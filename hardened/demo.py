@@ -116,7 +116,7 @@ def _alert_lines(dispatcher: alerting.AlertDispatcher | None) -> list[Text]:
             style="bold",
         )
     ]
-    for alert in list(dispatcher.recent)[-5:]:
+    for alert in dispatcher.recent(5):
         first_line = str(alert["message"]).splitlines()[0][:110]
         lines.append(
             Text(

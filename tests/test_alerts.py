@@ -494,3 +494,14 @@ def test_the_readme_alerts_snippet_runs_as_written(capsys: pytest.CaptureFixture
         exec(compile(snippet.group(1), "README.md", "exec"), {})
     assert "'sent': 1" in capsys.readouterr().out
     assert [e["message"] for e in logs if e["event"] == "alert"] == ["disk /var is 91% full"]
+
+
+def test_held_counts_what_waits_for_a_summary() -> None:
+    throttle = Throttle(cooldown_s=10.0, rate_limits={}, max_groups=2)
+    for i in range(4):
+        for _ in range(3):
+            throttle.admit(Alert(Level.WARNING, "t", f"k{i}", "x"), 0.0)
+    assert throttle.held == 8  # 2 repeats of 4 keys; two keys fit in groups, two only in the overflow
+    summary = throttle.due_summary(10.0)
+    assert summary is not None and summary.details["suppressed"] == 8
+    assert len(summary.details["groups"]) == 2 and throttle.held == 0

@@ -115,7 +115,8 @@ class AlertDispatcher:
             "cancelled": 0,  # delayed escalations resolved before their time
             "errors": 0,  # internal errors of the dispatcher loop (logged)
         }
-        self.recent: deque[dict[str, Any]] = deque(maxlen=50)
+        self._recent: deque[dict[str, Any]] = deque(maxlen=50)
+        self._recent_lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -266,7 +267,8 @@ class AlertDispatcher:
         """Publish ``alert`` on the bus and route it: at once, or held for its escalation delay."""
         fields = alert.to_dict()
         fields.pop("ts", None)
-        self.recent.append({**fields, "ts": alert.ts})
+        with self._recent_lock:
+            self._recent.append({**fields, "ts": alert.ts})
         self._bus.publish("alert", **fields)
         for kind, delay in self.escalation.plan(alert, self._by_kind).items():
             if delay <= 0:
@@ -312,6 +314,11 @@ class AlertDispatcher:
             "pending_escalations": len(self.pending),
             "channels": {sender.name: sender.counters() for sender in self.senders},
         }
+
+    def recent(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The last alerts that fired (oldest first), from any thread."""
+        with self._recent_lock:
+            return list(self._recent)[-limit:]
 
     def channels(self) -> Iterable[Channel]:
         """The channels in use."""

@@ -90,6 +90,7 @@ class Throttle:
         self._groups: dict[str, _Group] = {}
         self._overflow = 0
         self._overflow_since: float | None = None
+        self._held = 0  # a plain counter: read from other threads (the status stream) without iterating
 
     def admit(self, alert: Alert, now: float) -> Verdict:
         """SEND (and count it against its key and level), or why it is held back (and group it)."""
@@ -112,6 +113,7 @@ class Throttle:
         return Verdict.SEND
 
     def _hold(self, alert: Alert, verdict: Verdict, window_end: float, now: float) -> None:
+        self._held += 1
         group = self._groups.get(alert.key)
         if group is None:
             if len(self._groups) >= self.max_groups:
@@ -133,7 +135,7 @@ class Throttle:
     @property
     def held(self) -> int:
         """Alerts held back and not yet summarised."""
-        return sum(g.count for g in self._groups.values()) + self._overflow
+        return self._held
 
     def next_due(self) -> float | None:
         """When the next summary is due (None when nothing is held)."""
@@ -153,6 +155,7 @@ class Throttle:
         if not due and not overflow:
             return None
         groups = [self._groups.pop(key) for key in due]
+        self._held -= sum(group.count for group in groups) + overflow
         lines, details, total = [], [], 0
         level = Level.INFO
         for key, group in zip(due, groups, strict=True):
