@@ -19,6 +19,7 @@ import structlog
 import tenacity
 
 from hardened.adapters import ExchangeProfile, load_profile
+from hardened.alerts import start_alerts
 from hardened.config import EndpointPolicy, HardenedConfig
 from hardened.endpoints import Endpoint, endpoint_for
 from hardened.errors import (
@@ -321,6 +322,8 @@ class _HardenedBase:
         core.record.client = core.name
         if config.status_port is not None:  # one status server per process, started by the first
             ensure_status_server(config.status_port, token=config.status_token)
+        if config.alerts:  # one dispatcher per process; channels from the ALERT_* environment
+            start_alerts()
 
     # --- write-through --------------------------------------------------------------------
 

@@ -453,3 +453,19 @@ def test_invalid_values_raise_config_error_naming_the_field(settings: dict[str, 
     with pytest.raises(hardened.ConfigError, match="invalid alert configuration") as caught:
         AlertConfig(**settings)
     assert field in str(caught.value)
+
+
+def test_a_client_can_start_the_alerts(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ccxt
+
+    hardened.stop_alerts()
+    monkeypatch.setenv("ALERT_CHANNELS", "log")
+    client = hardened.HardenedClient(ccxt.binance(), alerts=True)
+    try:
+        dispatcher = hardened.alerts.current()
+        assert dispatcher is not None and [c.kind for c in dispatcher.channels()] == ["log"]
+        assert hardened.HardenedClient(ccxt.kucoin(), alerts=True) and hardened.alerts.current() is dispatcher
+    finally:
+        hardened.stop_alerts()
+        client.close()
+    assert hardened.alerts.current() is None
