@@ -63,7 +63,7 @@ class Mailbox:
 
 def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
     ok = auth_data.login == USER.encode() and auth_data.password == PASSWORD.encode()
-    return AuthResult(success=ok, auth_data=auth_data.login.decode() if ok else None)
+    return AuthResult(success=ok, handled=False, auth_data=auth_data.login.decode() if ok else None)
 
 
 @pytest.fixture(scope="module")
@@ -469,3 +469,50 @@ def test_a_client_can_start_the_alerts(monkeypatch: pytest.MonkeyPatch) -> None:
         hardened.stop_alerts()
         client.close()
     assert hardened.alerts.current() is None
+
+
+def test_a_refused_login_fails_at_once_and_never_shows_the_password(smtp: tuple[Mailbox, int, str]) -> None:
+    from hardened.alerts import Alert, Level
+    from hardened.alerts.channels import EmailChannel
+    from hardened.alerts.sender import ChannelSender
+
+    mailbox, port, ca_file = smtp
+    before = len(mailbox.messages)
+    context = ssl.create_default_context(cafile=ca_file)
+    wrong = "not-the-password-123"
+    alert = Alert(Level.ERROR, "custom", "k", "m")
+    with structlog.testing.capture_logs() as logs:
+        refused = ChannelSender(
+            EmailChannel(
+                "127.0.0.1",
+                port,
+                USER,
+                ["ops@example.com"],
+                username=USER,
+                password=wrong,
+                ssl_context=context,
+            ),
+            attempts=3,
+            sleep=lambda _s: None,
+        )
+        assert refused.deliver(alert) is False
+        # without STARTTLS the server does not even offer AUTH: the password is never sent in clear
+        clear = ChannelSender(
+            EmailChannel(
+                "127.0.0.1",
+                port,
+                USER,
+                ["ops@example.com"],
+                username=USER,
+                password=PASSWORD,
+                security="none",
+            ),
+            attempts=3,
+            sleep=lambda _s: None,
+        )
+        assert clear.deliver(alert) is False
+    assert (refused.failed, refused.retries) == (1, 0) and "login refused (535)" in (refused.last_error or "")
+    assert (clear.failed, clear.retries) == (1, 0)
+    assert len(mailbox.messages) == before
+    shown = json.dumps([logs, refused.counters(), clear.counters(), repr(refused.channel)], default=str)
+    assert wrong not in shown and PASSWORD not in shown
