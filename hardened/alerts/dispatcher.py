@@ -129,7 +129,8 @@ class AlertDispatcher:
         """Subscribe to the bus and (when threaded) start the dispatcher and sender threads."""
         if self.running:
             return self
-        self._stopping.clear()
+        if self._stopping.is_set():
+            raise RuntimeError("a stopped AlertDispatcher cannot start again: make a new one")
         self._next_health = self.clock() + self.config.health_interval
         if self.threaded:
             for sender in self.senders:
@@ -146,11 +147,14 @@ class AlertDispatcher:
             self._unsubscribe = None
         self._stopping.set()
         self._wake.set()
+        deadline = time.monotonic() + timeout
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        for sender in self.senders:  # all at once: a slow channel must not hold up the others' exit
+            sender.signal_stop()
         for sender in self.senders:
-            sender.stop(timeout)
+            sender.stop(max(0.1, deadline - time.monotonic()))
 
     def __enter__(self) -> AlertDispatcher:
         return self.start()

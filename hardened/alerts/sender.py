@@ -172,10 +172,14 @@ class ChannelSender:
         error = state.outcome.exception() if state.outcome is not None else None
         self.last_error = redact_text(f"{type(error).__name__}: {error}", self._secrets)[:300]
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the worker after what is queued (back-offs cut short); the rest counts as dropped."""
+    def signal_stop(self) -> None:
+        """Ask the worker to finish what is queued and end (back-offs cut short); does not wait."""
         self._stopping.set()
         self._wake.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the worker after what is queued (back-offs cut short); the rest counts as dropped."""
+        self.signal_stop()
         if self._thread is not None:
             self._thread.join(timeout)
         left = len(self._queue)
