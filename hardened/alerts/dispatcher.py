@@ -296,6 +296,8 @@ class AlertDispatcher:
         """Wait until the inbox and every sender queue are empty and no sender is mid-delivery."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            # The dispatcher first (``and`` keeps the order): once its inbox is empty and no step
+            # runs, everything it took is queued; a sender is busy from before it pops an alert.
             if (
                 not self._inbox
                 and not self._stepping

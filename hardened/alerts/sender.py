@@ -141,15 +141,25 @@ class ChannelSender:
     def drain(self) -> int:
         """Deliver everything queued now, in this thread; returns how many were taken."""
         taken = 0
-        while self._queue:
-            alert = self._queue.popleft()
+        while True:
+            self.busy = True  # before the pop: an observer never sees "queue empty, not busy" mid-delivery
+            try:
+                alert = self._queue.popleft()
+            except IndexError:
+                self.busy = False
+                return taken
             taken += 1
-            self.deliver(alert)
-        return taken
+            self._deliver(alert)
 
     def deliver(self, alert: Alert) -> bool:
         """Send one alert with retries; True when it got through. Exceptions never escape."""
         self.busy = True
+        try:
+            return self._deliver(alert)
+        finally:
+            self.busy = False
+
+    def _deliver(self, alert: Alert) -> bool:
         try:
             self._retrying(self.channel.send, alert)
         except Exception as exc:
@@ -162,8 +172,6 @@ class ChannelSender:
                 error=self.last_error,
             )
             return False
-        finally:
-            self.busy = False
         self.sent += 1
         return True
 
