@@ -93,7 +93,12 @@ def main() -> int:
 
     stuck = _Stuck()
     bus = EventBus()
-    quiet = config.model_copy(update={"alert_cooldown": 0.0, "rate_limits": {}})
+    quiet = AlertConfig(
+        alert_channels=["log"],
+        health_interval=0,
+        alert_cooldown=0.0,
+        rate_limits={"critical": None, "error": None, "warning": None},
+    )
     with AlertDispatcher(quiet, channels=[stuck], event_bus=bus) as dispatcher:
         publish = bus.publish
         begin = time.perf_counter_ns()

@@ -83,6 +83,19 @@ def make(
     return dispatcher.start(), channels, bus
 
 
+UNLIMITED = {"critical": None, "error": None, "warning": None}
+
+
+def test_configured_rate_limits_keep_the_defaults_of_levels_left_out() -> None:
+    config = AlertConfig(rate_limits={"error": {"count": 3, "window_s": 60}, "warning": None})
+    assert config.rate_limit_rules() == {Level.CRITICAL: RateLimit(5, 300.0), Level.ERROR: RateLimit(3, 60.0)}
+    assert AlertConfig().rate_limit_rules() == {
+        Level.CRITICAL: RateLimit(5, 300.0),
+        Level.ERROR: RateLimit(10, 900.0),
+        Level.WARNING: RateLimit(20, 3600.0),
+    }
+
+
 # -- the throttle ---------------------------------------------------------------------------------------
 
 
@@ -424,7 +437,7 @@ def test_a_stuck_channel_never_blocks_the_publisher_and_drops_are_counted() -> N
     healthy = Recorder("webhook")
     bus = EventBus()
     dispatcher = AlertDispatcher(
-        AlertConfig(alert_cooldown=0, rate_limits={}, queue_size=5, health_interval=0),
+        AlertConfig(alert_cooldown=0, rate_limits=UNLIMITED, queue_size=5, health_interval=0),
         channels=[stuck, healthy],
         event_bus=bus,
         sleep=lambda _s: None,

@@ -516,3 +516,35 @@ def test_a_refused_login_fails_at_once_and_never_shows_the_password(smtp: tuple[
     assert len(mailbox.messages) == before
     shown = json.dumps([logs, refused.counters(), clear.counters(), repr(refused.channel)], default=str)
     assert wrong not in shown and PASSWORD not in shown
+
+
+def test_config_in_a_toml_file_under_an_alerts_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "hardened.toml"
+    path.write_text(
+        """
+[alerts]
+alert_channels = ["log", "webhook"]
+alert_cooldown = 60
+rate_limits = { error = { count = 3, window_s = 600 } }
+escalation = [
+  { channel = "log", min_level = "info" },
+  { channel = "webhook", min_level = "error", delay_s = 90 },
+]
+error_rate = { per_minute = 20, count = 50, window_s = 600 }
+
+[alerts.webhook_config]
+urls = ["https://hooks.example.com/T000/B000/XXXX"]
+format = "slack"
+"""
+    )
+    monkeypatch.setenv("ALERT_CONFIG_FILE", str(path))
+    config = AlertConfig()
+    assert config.channel_kinds() == ("log", "webhook")
+    assert config.rate_limit_rules()[hardened.alerts.Level.ERROR] == hardened.alerts.RateLimit(3, 600.0)
+    assert [(r.channel, r.min_level.name, r.delay_s) for r in config.escalation_rules()] == [
+        ("log", "INFO", 0.0),
+        ("webhook", "ERROR", 90.0),
+    ]
+    assert (config.error_rate.per_minute, config.error_rate.count) == (20, 50)
+    assert config.webhook_config.format == "slack"
+    assert "XXXX" not in repr(config)  # a webhook URL is a secret

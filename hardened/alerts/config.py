@@ -45,9 +45,8 @@ from hardened.alerts.rules import ErrorRateRule, HealthRule
 from hardened.alerts.throttle import DEFAULT_RATE_LIMITS, RateLimit
 from hardened.config import ConfigError, load_file
 
-__all__ = ["CHANNEL_KINDS", "AlertConfig", "EmailConfig", "TelegramConfig", "WebhookConfig"]
+__all__ = ["AlertConfig", "EmailConfig", "TelegramConfig", "WebhookConfig"]
 
-CHANNEL_KINDS = ("log", "webhook", "email", "telegram")
 LevelName = Literal["info", "warning", "error", "critical"]
 
 _file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("hardened_alert_file", default=None)
@@ -231,7 +230,8 @@ class AlertConfig(BaseSettings):
         None, description="channel kinds to use; None: log plus every channel that is configured"
     )
     alert_cooldown: float = Field(300.0, ge=0, le=86_400, description="seconds between alerts of one key")
-    rate_limits: dict[LevelName, RateLimitConfig] = Field(default_factory=_default_rate_limits)
+    # A level left out keeps its default limit; ``None`` (``null``) lifts it.
+    rate_limits: dict[LevelName, RateLimitConfig | None] = Field(default_factory=_default_rate_limits)
     escalation: list[EscalationConfig] = Field(default_factory=_default_escalation)
     error_rate: ErrorRateConfig = Field(default_factory=ErrorRateConfig)
     health_min_score: float = Field(60.0, ge=0, le=100, description="health score below which to warn")
@@ -246,6 +246,15 @@ class AlertConfig(BaseSettings):
     email_config: EmailConfig = Field(default_factory=EmailConfig)
     telegram_config: TelegramConfig = Field(default_factory=TelegramConfig)
     webhook_config: WebhookConfig = Field(default_factory=WebhookConfig)
+
+    @field_validator("rate_limits", mode="before")
+    @classmethod
+    def _keep_default_limits(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        merged: dict[Any, Any] = dict(_default_rate_limits())
+        merged.update(value)
+        return merged
 
     @model_validator(mode="after")
     def _consistent(self) -> AlertConfig:
@@ -320,7 +329,11 @@ class AlertConfig(BaseSettings):
 
     def rate_limit_rules(self) -> dict[Level, RateLimit]:
         """``rate_limits`` keyed by ``Level``."""
-        return {Level.parse(n): RateLimit(c.count, c.window_s) for n, c in self.rate_limits.items()}
+        return {
+            Level.parse(n): RateLimit(c.count, c.window_s)
+            for n, c in self.rate_limits.items()
+            if c is not None
+        }
 
     def escalation_rules(self) -> tuple[EscalationRule, ...]:
         """``escalation`` as rules."""
