@@ -447,6 +447,7 @@ def test_config_file_in_the_seed_shape(tmp_path: Path, monkeypatch: pytest.Monke
         ({"alert_channels": ["email"]}, "email_config.smtp_server"),
         ({"webhook_config": {"urls": ["file:///etc/passwd"]}}, "webhook_config.urls"),
         ({"health_min_score": 30, "health_critical_score": 50}, "health_critical_score"),
+        ({"email_config": {"ca_file": "/nonexistent/ca.pem"}}, "email_config.ca_file"),
     ],
 )
 def test_invalid_values_raise_config_error_naming_the_field(settings: dict[str, Any], field: str) -> None:

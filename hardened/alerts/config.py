@@ -92,6 +92,15 @@ class EmailConfig(_Section):
         """True when there is a server and somebody to write to."""
         return bool(self.smtp_server and self.to_emails)
 
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_file_exists(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).is_file():
+            raise ValueError(
+                "no such file (a PEM bundle of the CAs that signed the SMTP server's certificate)"
+            )
+        return value
+
     @field_validator("to_emails")
     @classmethod
     def _addresses(cls, value: list[str]) -> list[str]:
