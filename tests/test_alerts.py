@@ -240,6 +240,16 @@ def test_escalation_rules_take_the_shortest_matching_delay() -> None:
     assert pending.due(119.0) == [] and pending.due(120.0) == [(err, "telegram")]
 
 
+def test_stop_counts_escalations_that_will_never_go_out() -> None:
+    clock = Clock()
+    dispatcher, channels, bus = make(clock)
+    bus.publish(**opened())
+    dispatcher.flush()
+    assert len(dispatcher.pending) == 1  # telegram, in 120 s
+    dispatcher.stop()
+    assert dispatcher.stats()["channels"]["telegram"]["dropped"] == 1 and channels["telegram"].got == []
+
+
 def test_configured_escalation_and_channels() -> None:
     clock = Clock()
     dispatcher, channels, bus = make(
@@ -518,3 +528,18 @@ def test_held_counts_what_waits_for_a_summary() -> None:
     summary = throttle.due_summary(10.0)
     assert summary is not None and summary.details["suppressed"] == 8
     assert len(summary.details["groups"]) == 2 and throttle.held == 0
+
+
+def test_start_alerts_with_a_channel_of_your_own() -> None:
+    import hardened
+
+    hardened.stop_alerts()
+    mine = Recorder("log", name="pager")
+    dispatcher = hardened.start_alerts(channels=[mine], health_interval=0)
+    try:
+        dispatcher.fire(Alert(Level.CRITICAL, AlertType.CUSTOM, "custom:pager", "wake up"))
+        assert dispatcher.wait_idle(10)
+    finally:
+        hardened.stop_alerts()
+    assert [a.message for a in mine.got] == ["wake up"]
+    assert dispatcher.stats()["channels"]["pager"]["sent"] == 1

@@ -15,9 +15,11 @@ retries. Modules: ``alert`` (the record), ``rules``, ``throttle``, ``escalation`
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 from hardened.alerts.alert import Alert, AlertType, Level
+from hardened.alerts.channels import Channel
 from hardened.alerts.config import AlertConfig
 from hardened.alerts.dispatcher import AlertDispatcher
 from hardened.alerts.escalation import EscalationRule
@@ -28,6 +30,7 @@ __all__ = [
     "AlertConfig",
     "AlertDispatcher",
     "AlertType",
+    "Channel",
     "EscalationRule",
     "Level",
     "RateLimit",
@@ -41,12 +44,15 @@ _lock = threading.Lock()
 _current: AlertDispatcher | None = None
 
 
-def start_alerts(config: AlertConfig | None = None, **settings: Any) -> AlertDispatcher:
+def start_alerts(
+    config: AlertConfig | None = None, *, channels: Sequence[Channel] | None = None, **settings: Any
+) -> AlertDispatcher:
     """The process's alert dispatcher, started once; later calls return the running one.
 
     ``config`` (or ``AlertConfig(**settings)``, which also reads the environment and
     ``ALERT_CONFIG_FILE``) is used only by the call that starts it. Call ``stop_alerts()`` first
-    to change the configuration.
+    to change the configuration. ``channels`` replaces the configured channels (any
+    ``hardened.alerts.channels.Channel``, for a target of your own).
     """
     global _current
     with _lock:
@@ -56,7 +62,7 @@ def start_alerts(config: AlertConfig | None = None, **settings: Any) -> AlertDis
             config = AlertConfig(**settings)
         elif settings:
             config = AlertConfig(**{**config.model_dump(), **settings})
-        _current = AlertDispatcher(config).start()
+        _current = AlertDispatcher(config, channels=channels).start()
         return _current
 
 

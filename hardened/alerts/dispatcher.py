@@ -141,7 +141,10 @@ class AlertDispatcher:
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Unsubscribe, decide on what is in the inbox, let the senders finish; safe to call twice."""
+        """Unsubscribe, decide on what is in the inbox, let the senders finish; safe to call twice.
+
+        Escalations still waiting for their delay are counted as ``dropped`` on their channels.
+        """
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -151,6 +154,9 @@ class AlertDispatcher:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        for _, kind in self.pending.clear():  # delayed escalations that will never go out now
+            for sender in self._by_kind.get(kind, ()):
+                sender.dropped += 1
         for sender in self.senders:  # all at once: a slow channel must not hold up the others' exit
             sender.signal_stop()
         for sender in self.senders:

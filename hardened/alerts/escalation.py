@@ -94,6 +94,12 @@ class PendingEscalations:
             del self._pending[(alert.key, kind)]
         return [(alert, kind) for _, alert, kind in ready]
 
+    def clear(self) -> list[tuple[Alert, str]]:
+        """Remove and return everything still waiting (at shutdown)."""
+        left = [(alert, kind) for (_, kind), (_, alert) in self._pending.items()]
+        self._pending.clear()
+        return left
+
     def next_due(self) -> float | None:
         """When the next held delivery is due."""
         return min((due for due, _ in self._pending.values()), default=None)
