@@ -549,3 +549,42 @@ format = "slack"
     assert (config.error_rate.per_minute, config.error_rate.count) == (20, 50)
     assert config.webhook_config.format == "slack"
     assert "XXXX" not in repr(config)  # a webhook URL is a secret
+
+
+def test_cli_sends_a_test_alert_through_every_channel(
+    alert_env: dict[str, str],
+    smtp: tuple[Mailbox, int, str],
+    receiver: Receiver,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from hardened.cli import main
+
+    mailbox, _, ca_file = smtp
+    before = len(mailbox.messages)
+    path = tmp_path / "alerts.json"
+    path.write_text(json.dumps({"retry_initial_delay": 0.01, "email_config": {"ca_file": ca_file}}))
+    with structlog.testing.capture_logs():
+        code = main(
+            ["alerts", "--config", str(path), "send", "--level", "critical", "--message", "pager test"]
+        )
+    out = capsys.readouterr().out
+    lines = dict(line.split(None, 1) for line in out.strip().splitlines())
+    assert code == 1  # the 500 receiver, the closed port and the unknown chat fail
+    assert {name for name, result in lines.items() if result == "sent"} == {
+        "log",
+        "webhook_1",
+        "email",
+        "telegram_1",
+        "telegram_2",
+    }
+    assert lines["webhook_2"].startswith("FAILED after 4 tries") and "HTTP 500" in lines["webhook_2"]
+    assert lines["telegram_3"].startswith("FAILED after 1 tries")
+    assert len(mailbox.messages) == before + 1
+    assert [b["alert"]["message"] for b in receiver.posts("/hook")] == ["pager test"]
+    assert TOKEN not in out and PASSWORD not in out
+
+    assert main(["alerts", "--config", str(path), "show"]) == 0
+    shown = capsys.readouterr().out
+    assert "telegram_3" in shown and "critical 5 per 300 s" in shown
+    assert TOKEN not in shown and PASSWORD not in shown and "/fail" not in shown
