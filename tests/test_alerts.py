@@ -207,6 +207,32 @@ def test_error_goes_to_the_log_at_once_and_to_telegram_only_if_still_firing() ->
     assert dispatcher.stats()["channels"]["telegram"]["cancelled"] == 1
 
 
+def test_a_flapping_breaker_that_stays_open_still_reaches_telegram_once() -> None:
+    clock = Clock()
+    dispatcher, channels, bus = make(clock)
+    for event, wait in ((opened(), 10), (closed(), 10), (opened(), 0)):  # open, closed, open again
+        bus.publish(**event)
+        dispatcher.flush()
+        clock.advance(wait)
+    # the second open is within the cooldown: not logged again, but Telegram still hears once its
+    # 120 s delay has passed with the breaker open
+    assert [a.type for a in channels["log"].got] == [AlertType.BREAKER_OPENED, AlertType.BREAKER_CLOSED]
+    clock.advance(119)
+    dispatcher.flush()
+    assert channels["telegram"].got == []
+    clock.advance(1)
+    dispatcher.flush()
+    assert [a.key for a in channels["telegram"].got] == ["breaker_opened:binance_ticker"]
+    # it flaps again: Telegram had this key 30 s ago, inside the cooldown: no second message
+    for event in (closed(), opened()):
+        clock.advance(15)
+        bus.publish(**event)
+        dispatcher.flush()
+    clock.advance(600)
+    dispatcher.flush()
+    assert len(channels["telegram"].got) == 1
+
+
 def test_critical_goes_to_telegram_at_once() -> None:
     clock = Clock()
     dispatcher, channels, bus = make(clock)

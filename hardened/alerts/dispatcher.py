@@ -79,6 +79,7 @@ class AlertDispatcher:
         self.throttle = Throttle(cfg.alert_cooldown, cfg.rate_limit_rules())
         self.escalation = EscalationPolicy(cfg.escalation_rules())
         self.pending = PendingEscalations()
+        self._escalated_at: dict[tuple[str, str], float] = {}  # (key, kind) -> last delayed delivery
         chosen = list(channels) if channels is not None else build_channels(cfg)
         for channel in chosen:
             self._secrets += channel.secrets()
@@ -249,7 +250,11 @@ class AlertDispatcher:
             self.counters["summaries"] += 1
             self._emit(self._clean(summary), now, immediate_only=True)
         for alert, kind in self.pending.due(now):
+            self._escalated_at[(alert.key, kind)] = now
             self._offer(alert, kind)
+        if len(self._escalated_at) > 10_000:  # bound memory on a bot with very many keys
+            cooldown = self.throttle.cooldown_s
+            self._escalated_at = {k: t for k, t in self._escalated_at.items() if now - t < cooldown}
 
     def _clean(self, alert: Alert) -> Alert:
         """``alert`` with credentials masked in its message (they could come from any event text)."""
@@ -266,12 +271,26 @@ class AlertDispatcher:
         verdict = self.throttle.admit(alert, now)
         if verdict is not Verdict.SEND:
             self.counters["suppressed"] += 1
-            for kind in self.escalation.plan(alert, self._by_kind):
+            for kind, delay in self.escalation.plan(alert, self._by_kind).items():
+                if delay > 0 and self._escalate_held(alert, kind, now + delay):
+                    continue
                 for sender in self._by_kind[kind]:
                     sender.suppressed += 1
             return
         self.counters["fired"] += 1
         self._emit(alert, now, immediate_only=False)
+
+    def _escalate_held(self, alert: Alert, kind: str, due: float) -> bool:
+        """A held-back repeat still escalates to a delayed channel if that channel has not had this
+        key within the cooldown: a breaker that flaps (open, closed, open again within the cooldown)
+        and then stays open still reaches Telegram once its delay has passed. True if it will go."""
+        slot = (alert.key, kind)
+        if self.pending.waiting(alert.key, kind):
+            return True
+        last = self._escalated_at.get(slot)
+        if last is not None and due - last < self.throttle.cooldown_s:
+            return False
+        return self.pending.add(alert, kind, due)
 
     def _emit(self, alert: Alert, now: float, *, immediate_only: bool) -> None:
         """Publish ``alert`` on the bus and route it: at once, or held for its escalation delay."""

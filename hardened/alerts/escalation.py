@@ -77,6 +77,10 @@ class PendingEscalations:
         self._pending[slot] = (due, alert)
         return True
 
+    def waiting(self, key: str, kind: str) -> bool:
+        """True if a delivery of ``key`` to ``kind`` is waiting."""
+        return (key, kind) in self._pending
+
     def resolve(self, key: str) -> list[tuple[Alert, str]]:
         """Cancel what waits for ``key``; returns the cancelled (alert, kind) pairs."""
         cancelled = [(alert, kind) for (k, kind), (_, alert) in self._pending.items() if k == key]
