@@ -87,3 +87,43 @@ def test_order_state_unknown_is_published_with_the_client_order_id() -> None:
     assert event["operation"] == "create_order" and event["symbol"] == "BTC/USDT"
     (alert,) = AlertRules().on_event(event, event["ts"])
     assert alert.level is Level.CRITICAL and caught.value.client_order_id in alert.message
+
+
+@pytest.mark.usefixtures("calm")
+def test_a_breaker_opening_in_a_real_client_reaches_a_channel(sim: Simulator) -> None:
+    """End to end: the simulator fails, the client's breaker opens, the alert is delivered."""
+    from hardened.alerts import AlertConfig, AlertDispatcher
+    from hardened.alerts.channels import Channel
+
+    class Keep(Channel):
+        kind = "log"
+
+        def __init__(self) -> None:
+            super().__init__("keep")
+            self.got: list[Any] = []
+
+        def send(self, alert: Any) -> None:
+            self.got.append(alert)
+
+    keep = Keep()
+    ex = HardenedClient(
+        sim.attach(ccxt.kucoin({"enableRateLimit": False})),
+        cache_ttl=0.0,
+        stale_if_error=0.0,
+        max_retries=0,
+        failure_threshold=2,
+        recovery_timeout=60.0,
+    )
+    ex.load_markets()
+    with AlertDispatcher(AlertConfig(health_interval=0), channels=[keep]) as dispatcher:
+        sim.set_profile(
+            {"name": "down", "faults": [{"endpoints": ["ticker"], "kind": "http_5xx", "status": [503]}]}
+        )
+        for _ in range(3):
+            with pytest.raises(ccxt.ExchangeNotAvailable):
+                ex.fetch_ticker("BTC/USDT")
+        assert dispatcher.wait_idle(10)
+    assert ex.breakers[f"{ex.id}_ticker"].state == "open"
+    (alert,) = [a for a in keep.got if a.type == AlertType.BREAKER_OPENED]
+    assert alert.key == "breaker_opened:kucoin_ticker" and alert.level is Level.ERROR
+    ex.close()
