@@ -523,6 +523,9 @@ def test_config_in_a_toml_file_under_an_alerts_table(tmp_path: Path, monkeypatch
     path = tmp_path / "hardened.toml"
     path.write_text(
         """
+[hardened]
+max_retries = 5
+
 [alerts]
 alert_channels = ["log", "webhook"]
 alert_cooldown = 60
@@ -549,6 +552,17 @@ format = "slack"
     assert (config.error_rate.per_minute, config.error_rate.count) == (20, 50)
     assert config.webhook_config.format == "slack"
     assert "XXXX" not in repr(config)  # a webhook URL is a secret
+    assert hardened.HardenedConfig.from_file(path).max_retries == 5  # the client reads its own table
+
+
+def test_a_typo_in_the_file_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "monitoring_config.json"
+    path.write_text(json.dumps({"enabled": True, "check_interval": 60, "alert_cooldwn": 60}))
+    with pytest.raises(hardened.ConfigError, match="alert_cooldwn"):
+        AlertConfig.from_file(path)
+    path.write_text("{not json")
+    with pytest.raises(hardened.ConfigError, match="not valid JSON"):
+        AlertConfig.from_file(path)
 
 
 def test_cli_sends_a_test_alert_through_every_channel(

@@ -2,7 +2,9 @@
 
 Sources, highest first: keyword arguments, the seed documents' environment variables, a TOML or
 JSON file shaped like the seeds' ``monitoring_config.json`` (``AlertConfig.from_file(path)`` or
-``ALERT_CONFIG_FILE``; a TOML file may keep it under an ``[alerts]`` table), then the defaults.
+``ALERT_CONFIG_FILE``; a TOML file may keep it under an ``[alerts]`` table, beside ``[hardened]``),
+then the defaults. An unknown key in the file is an error, except the seeds' switches for other
+parts (``enabled``, ``check_interval``, ``enable_*``).
 
 | environment | field |
 | --- | --- |
@@ -22,7 +24,9 @@ they show as ``**********`` in a repr, a dump or an error. An invalid value rais
 from __future__ import annotations
 
 import contextvars
+import json
 import os
+import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,7 +47,7 @@ from hardened.alerts.channels.http import check_url
 from hardened.alerts.escalation import DEFAULT_RULES, EscalationRule
 from hardened.alerts.rules import ErrorRateRule, HealthRule
 from hardened.alerts.throttle import DEFAULT_RATE_LIMITS, RateLimit
-from hardened.config import ConfigError, load_file
+from hardened.config import ConfigError
 
 __all__ = ["AlertConfig", "EmailConfig", "TelegramConfig", "WebhookConfig"]
 
@@ -221,13 +225,43 @@ class _FileSource(PydanticBaseSettingsSource):
             path = Path(os.environ["ALERT_CONFIG_FILE"])
         if path is None:
             return {}
-        data = load_file(path)
+        data = _read(Path(path))
         if isinstance(data.get("alerts"), dict):
             data = data["alerts"]
-        known = set(AlertConfig.model_fields)
-        # The seeds' monitoring_config.json carries switches for other parts (check_interval,
-        # enable_health_checks, ...): read the alert fields and leave the rest to their owners.
-        return {k: v for k, v in data.items() if k in known}
+        # The seeds' monitoring_config.json carries switches for other parts: those are left to
+        # their owners; any other unknown key is an error (a typo must not pass silently).
+        return {k: v for k, v in data.items() if k not in _OTHER_PARTS}
+
+
+# Keys of the seeds' monitoring_config.json that configure other parts than the alerts.
+_OTHER_PARTS = frozenset(
+    {
+        "enabled",
+        "check_interval",
+        "enable_health_checks",
+        "enable_performance_monitoring",
+        "enable_error_tracking",
+        "hardened",
+    }
+)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """The whole file as a dict (``hardened.config.load_file`` would unwrap a ``[hardened]`` table,
+    and a hardened.toml may keep the client settings there beside an ``[alerts]`` table)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read alert configuration file {path}: {exc.strerror or exc}") from exc
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(
+            f"alert configuration file {path} is not valid {path.suffix[1:].upper()}: {exc}"
+        ) from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"alert configuration file {path} must hold a table/object of settings")
+    return data
 
 
 class AlertConfig(BaseSettings):
