@@ -1,0 +1,210 @@
+"""Structure checks for private answers: orders, lists of orders, balances, and the raw body.
+
+ccxt parses whatever a 200 answer holds: an HTML page or JSON cut short becomes an order with
+``id=None``, a balance with empty totals, an empty list of open orders (or an ``AttributeError``
+from the parser). Private answers have no "repair": an order without an id cannot be cancelled, a
+balance without its exchange answer is not a balance. These checks say what is missing; the
+validate stage turns a failed check into a ``DataQualityError`` (a ``ccxt.BadResponse``).
+
+Two levels:
+- ``garbled_body(body, parsed)``: the raw HTTP body ccxt received is not JSON at all (an HTML page)
+  or is JSON that does not parse (cut short). Checked on every answer, before any parser runs.
+- ``validate_order``/``validate_orders``/``validate_balance``/``list_answer_issue``: the parsed
+  result, after ccxt's parser: the unified keys a bot relies on are there and of the right type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from hardened.quality.report import MAX_WHERE, Issue, Severity
+
+__all__ = [
+    "ORDER_STATUSES",
+    "garbled_body",
+    "holds_a_list",
+    "list_answer_issue",
+    "validate_balance",
+    "validate_order",
+    "validate_orders",
+]
+
+ORDER_STATUSES = frozenset(("open", "closed", "canceled", "expired", "rejected"))
+"""ccxt's unified order statuses."""
+
+_CRITICAL = Severity.CRITICAL
+_ERROR = Severity.ERROR
+_WARNING = Severity.WARNING
+_BALANCE_PARTS = ("free", "used", "total")
+
+
+def garbled_body(body: Any, parsed: Any) -> str | None:
+    """Why a 200 answer's raw body is not an answer, or None when it may be one.
+
+    ``body`` is the text ccxt received and ``parsed`` what ``parse_json`` made of it (None when it
+    did not parse). An HTML page and JSON that does not parse (an answer cut short) are garbage;
+    an empty body or other plain text is left to the parser (some endpoints answer that way).
+    """
+    if parsed is not None or not isinstance(body, str):
+        return None
+    text = body.lstrip()
+    if not text:
+        return None
+    if text[0] == "<":
+        return "the body is an HTML page, not the exchange's JSON"
+    if text[0] in "{[":
+        return "the body is JSON that does not parse (cut short?)"
+    return None
+
+
+def holds_a_list(parsed: Any, depth: int = 3) -> bool:
+    """Whether a parsed JSON answer holds a list within ``depth`` levels (``[]``, ``{"data": []}``,
+    ``{"data": {"items": []}}``): where an exchange puts the entries of a list answer."""
+    if isinstance(parsed, list):
+        return True
+    if depth <= 1 or not isinstance(parsed, Mapping):
+        return False
+    return any(holds_a_list(value, depth - 1) for value in parsed.values())
+
+
+def list_answer_issue(endpoint: str, result: Any, parsed: Any) -> Issue | None:
+    """An empty list is only an answer when the exchange's JSON held a list (a real ``[]``).
+
+    ``parsed`` is the JSON of the last HTTP answer of the call; ``{}`` or ``{"data": null}`` parsed
+    into ``[]`` is garbage with the wrong shape, not "nothing there".
+    """
+    if result or not isinstance(result, list) or parsed is None or holds_a_list(parsed):
+        return None
+    shape = type(parsed).__name__
+    return Issue(
+        "wrong_shape",
+        _CRITICAL,
+        f"{endpoint}: an empty list parsed from a JSON {shape} that holds no list: not the exchange's answer",
+    )
+
+
+def _order_problems(order: Any, require_status: bool) -> list[str]:
+    if not isinstance(order, Mapping):
+        return [f"not an order (a {type(order).__name__})"]
+    problems = []
+    order_id = order.get("id")
+    if not isinstance(order_id, (str, int)) or isinstance(order_id, bool) or order_id == "":
+        problems.append(f"no order id (id={order_id!r})")
+    status = order.get("status")
+    if status is None:
+        if require_status:
+            problems.append("no status")
+    elif status not in ORDER_STATUSES:
+        problems.append(f"status {status!r} is not one of {', '.join(sorted(ORDER_STATUSES))}")
+    if not isinstance(order.get("info"), (Mapping, list)):
+        problems.append("no exchange answer in info")
+    return problems
+
+
+def validate_order(order: Any, *, require_status: bool = True) -> list[Issue]:
+    """An order needs an id, a unified status (``require_status``; KuCoin's create and cancel
+    answers carry only the id) and the exchange's answer in ``info``."""
+    problems = _order_problems(order, require_status)
+    if not problems:
+        return []
+    return [Issue("malformed_order", _CRITICAL, "the order has " + "; ".join(problems))]
+
+
+def validate_orders(orders: Any) -> list[Issue]:
+    """A list of orders, each with an id, a status and its exchange answer; an order without them
+    cannot be cancelled or tracked, so the issue's extent is the share of such orders."""
+    if not isinstance(orders, list):
+        return [
+            Issue("malformed", _CRITICAL, f"the answer is not a list of orders (a {type(orders).__name__})")
+        ]
+    bad: list[int] = []
+    first = ""
+    for i, order in enumerate(orders):
+        problems = _order_problems(order, True)
+        if problems:
+            if not bad:
+                first = "; ".join(problems)
+            bad.append(i)
+    if not bad:
+        return []
+    return [
+        Issue(
+            "malformed_order",
+            _ERROR,
+            f"{len(bad)} of {len(orders)} orders are not usable (first: {first})",
+            len(bad),
+            tuple(bad[:MAX_WHERE]),
+            len(bad) / len(orders),
+        )
+    ]
+
+
+def _number_or_none(value: Any) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def validate_balance(balance: Any) -> list[Issue]:
+    """A balance holds the exchange's answer (``info``) and ``free``/``used``/``total`` maps of
+    currency -> number or None; a negative total or total != free + used is flagged too."""
+    if not isinstance(balance, Mapping):
+        return [Issue("malformed", _CRITICAL, f"the balance is not a dict (a {type(balance).__name__})")]
+    issues: list[Issue] = []
+    if not isinstance(balance.get("info"), (Mapping, list)):
+        issues.append(
+            Issue(
+                "wrong_shape",
+                _CRITICAL,
+                f"the balance holds no exchange answer (info={str(balance.get('info'))[:40]!r})",
+            )
+        )
+    parts = {name: balance.get(name) for name in _BALANCE_PARTS}
+    missing = [name for name, part in parts.items() if not isinstance(part, Mapping)]
+    if missing:
+        issues.append(Issue("malformed", _CRITICAL, f"the balance has no {'/'.join(missing)} map"))
+        return issues
+    free, used, total = parts["free"], parts["used"], parts["total"]
+    codes = set(free) | set(used) | set(total)
+    not_numbers = [c for c in codes if not all(_number_or_none(p.get(c)) for p in (free, used, total))]
+    if not_numbers:
+        issues.append(
+            Issue(
+                "malformed",
+                _ERROR,
+                f"balance amounts that are not numbers: {', '.join(sorted(map(str, not_numbers))[:10])}",
+                len(not_numbers),
+                tuple(sorted(map(str, not_numbers))[:MAX_WHERE]),
+                len(not_numbers) / len(codes),
+            )
+        )
+        return issues
+    negative = sorted(str(c) for c in codes if (total.get(c) or 0) < 0)
+    if negative:
+        issues.append(
+            Issue(
+                "negative_balance",
+                _ERROR,
+                f"negative totals: {', '.join(negative[:10])}",
+                len(negative),
+                tuple(negative[:MAX_WHERE]),
+                len(negative) / len(codes),
+            )
+        )
+    off = sorted(
+        str(c)
+        for c in codes
+        if None not in (free.get(c), used.get(c), total.get(c))
+        and abs(free[c] + used[c] - total[c]) > 1e-9 * max(1.0, abs(total[c]))
+    )
+    if off:
+        issues.append(
+            Issue(
+                "balance_inconsistent",
+                _WARNING,
+                f"total != free + used for {', '.join(off[:10])}",
+                len(off),
+                tuple(off[:MAX_WHERE]),
+                len(off) / len(codes),
+            )
+        )
+    return issues
