@@ -18,6 +18,8 @@ from hardened.client import AsyncHardenedClient, HardenedClient
 from hardened.config import ConfigError, HardenedConfig
 from hardened.errors import (
     CircuitOpenError,
+    ClientOrderIdConflict,
+    ClientOrderIdInUse,
     DataQualityError,
     OrderStateUnknown,
     RateLimitBackoff,
@@ -31,6 +33,8 @@ from hardened.telemetry.tracker import tracker
 __all__ = [
     "AsyncHardenedClient",
     "CircuitOpenError",
+    "ClientOrderIdConflict",
+    "ClientOrderIdInUse",
     "ConfigError",
     "DataQualityError",
     "HardenedClient",
