@@ -23,6 +23,8 @@ from hardened.config import EndpointPolicy, HardenedConfig
 from hardened.endpoints import Endpoint, endpoint_for
 from hardened.errors import (
     CircuitOpenError,
+    ClientOrderIdConflict,
+    ClientOrderIdInUse,
     DataQualityError,
     ErrorKind,
     OrderStateUnknown,
@@ -286,7 +288,15 @@ def profile_classifier(profile: ExchangeProfile) -> Any:
 
 _OWN = frozenset({"inner", "_hd"})
 # Errors this library raises itself: classified by class, never by an exchange's codes.
-_OWN_ERRORS = (CircuitOpenError, RequestSkipped, RateLimitBackoff, DataQualityError, OrderStateUnknown)
+_OWN_ERRORS = (
+    CircuitOpenError,
+    RequestSkipped,
+    RateLimitBackoff,
+    DataQualityError,
+    OrderStateUnknown,
+    ClientOrderIdConflict,
+    ClientOrderIdInUse,
+)
 
 
 class _HardenedBase:

@@ -22,6 +22,7 @@ from typing import Any
 import ccxt
 import pytest
 
+from hardened import HardenedClient
 from hardened.sim import Simulator
 
 pytestmark = pytest.mark.usefixtures("calm")  # `sim` and `calm` come from conftest.py
@@ -363,9 +364,14 @@ def _settle(fn: Callable[[], Any], ok: Callable[[Any], bool]) -> Any:
         time.sleep(0.05)
 
 
+@pytest.mark.parametrize("wrapped", [False, True], ids=["ccxt", "hardened"])
 @pytest.mark.parametrize("exchange_id", sorted(SUPPORTED))
-def test_every_simulated_method_returns_ccxts_unified_structures(sim: Simulator, exchange_id: str) -> None:
+def test_every_simulated_method_returns_ccxts_unified_structures(
+    sim: Simulator, exchange_id: str, wrapped: bool
+) -> None:
     ex = sim.attach(getattr(ccxt, exchange_id)({"enableRateLimit": False, "timeout": 5000}))
+    if wrapped:  # the same calls through the hardened client: its checks must pass every real answer
+        ex = HardenedClient(ex, quality_policy="raise", cache_ttl=0.0, stale_if_error=0.0)
     run = Runner(ex)
     symbol = SYMBOL[exchange_id]
     has = ex.has
