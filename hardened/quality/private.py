@@ -97,14 +97,14 @@ def _order_problems(order: Any, require_status: bool) -> list[str]:
             problems.append("no status")
     elif status not in ORDER_STATUSES:
         problems.append(f"status {status!r} is not one of {', '.join(sorted(ORDER_STATUSES))}")
-    if not isinstance(order.get("info"), (Mapping, list)):
-        problems.append("no exchange answer in info")
+    if isinstance(order.get("info"), (str, bytes)):  # ccxt parsed a body that was not JSON
+        problems.append("its exchange answer (info) is text, not JSON")
     return problems
 
 
 def validate_order(order: Any, *, require_status: bool = True) -> list[Issue]:
-    """An order needs an id, a unified status (``require_status``; KuCoin's create and cancel
-    answers carry only the id) and the exchange's answer in ``info``."""
+    """An order needs an id and a unified status (``require_status``; KuCoin's create and cancel
+    answers carry only the id); an ``info`` that is text means ccxt parsed a non-JSON body."""
     problems = _order_problems(order, require_status)
     if not problems:
         return []
@@ -112,8 +112,8 @@ def validate_order(order: Any, *, require_status: bool = True) -> list[Issue]:
 
 
 def validate_orders(orders: Any) -> list[Issue]:
-    """A list of orders, each with an id, a status and its exchange answer; an order without them
-    cannot be cancelled or tracked, so the issue's extent is the share of such orders."""
+    """A list of orders, each with an id and a status; an order without them cannot be cancelled
+    or tracked, so the issue's extent is the share of such orders."""
     if not isinstance(orders, list):
         return [
             Issue("malformed", _CRITICAL, f"the answer is not a list of orders (a {type(orders).__name__})")
