@@ -65,11 +65,12 @@ class RateLimitBackoff(ccxt.RateLimitExceeded):
 class DataQualityError(ccxt.BadResponse):
     """The answer arrived but scored below ``min_quality_score``; ``report`` says what was wrong."""
 
-    def __init__(self, endpoint: str, score: float, report: Any) -> None:
+    def __init__(self, endpoint: str, score: float, report: Any, detail: str | None = None) -> None:
         self.endpoint = endpoint
         self.score = score
         self.report = report
-        super().__init__(f"{endpoint}: data quality score {score:.0f} below the minimum: {report}")
+        why = f" ({detail})" if detail else ""
+        super().__init__(f"{endpoint}: data quality score {score:.0f} below the minimum: {report}{why}")
 
 
 class OrderStateUnknown(ccxt.NetworkError):

@@ -239,7 +239,7 @@ def _not_an_order(endpoint: str, order: Any, require_status: bool) -> DataQualit
     if not issues:
         return None
     report = QualityReport.of(endpoint, issues)
-    return DataQualityError(endpoint, report.score, report)
+    return DataQualityError(endpoint, report.score, report, issues[0].message)
 
 
 def _with_id(order: Any, client_order_id: str) -> Any:

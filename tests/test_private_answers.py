@@ -294,3 +294,21 @@ def test_balance_checks() -> None:
     off = {**good, "total": {"BTC": 9.0}}
     assert {i.code for i in validate_balance(off)} == {"balance_inconsistent"}
     assert {i.code for i in validate_balance({**good, "free": {"BTC": "1"}})} == {"malformed"}
+
+
+def test_only_parser_crashes_on_an_answer_become_bad_responses() -> None:
+    from types import SimpleNamespace
+
+    from hardened.pipeline.validate import parser_failure
+
+    ctx: Any = SimpleNamespace(http_status=200, endpoint=SimpleNamespace(name="open_orders"), quality=None)
+    ex = ccxt.binance()
+    with pytest.raises(AttributeError) as info:
+        ex.parse_orders("<html>")  # what Binance's fetch_open_orders does with an HTML body
+    converted = parser_failure(ctx, info.value)
+    assert isinstance(converted, ccxt.BadResponse) and converted.__cause__ is info.value
+    assert "AttributeError" in str(converted) and ctx.quality == 0.0
+    bad_argument = TypeError("amount must be a number")  # raised by the caller's arguments, not a parser
+    assert parser_failure(ctx, bad_argument) is bad_argument
+    ctx.http_status = 502
+    assert parser_failure(ctx, info.value) is info.value  # no 2xx answer: not this stage's business

@@ -48,6 +48,19 @@ PARSER_ERRORS = (AttributeError, TypeError, KeyError, IndexError, ValueError)
 'keys'`` from Binance's open orders on an HTML body, ``TypeError`` on ``{"data": null}``)."""
 
 
+def _raised_in_a_parser(error: BaseException) -> bool:
+    """Whether ``error`` passed through one of ccxt's answer parsers (``parse_orders``,
+    ``safe_order``, ...): a bad argument fails elsewhere (``market()``, ``amount_to_precision``)
+    and must reach the caller as it is."""
+    tb = error.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_name.startswith(("parse_", "safe_")) and "ccxt" in code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def parser_failure(ctx: CallContext | None, error: BaseException) -> BaseException:
     """``error`` as the caller should see it: a parser crash on a 2xx answer becomes a
     ``DataQualityError`` (a ``ccxt.BadResponse``, retried and counted like any bad answer) that
@@ -58,13 +71,14 @@ def parser_failure(ctx: CallContext | None, error: BaseException) -> BaseExcepti
         or isinstance(error, ccxt.BaseError)
         or not isinstance(ctx.http_status, int)
         or not 200 <= ctx.http_status < 300
+        or not _raised_in_a_parser(error)
     ):
         return error
     endpoint = ctx.endpoint.name
     why = f"ccxt's parser failed on the exchange's answer ({type(error).__name__}: {error})"
     report = QualityReport.of(endpoint, [Issue("wrong_shape", Severity.CRITICAL, why[:300])])
     ctx.quality = 0.0
-    bad = DataQualityError(endpoint, 0.0, report)
+    bad = DataQualityError(endpoint, 0.0, report, why[:300])
     bad.__cause__ = error
     return bad
 
@@ -95,7 +109,7 @@ def reject_garbled_answer(ctx: CallContext, exchange_id: str, status: Any, body:
         report=str(report)[:300],
     )
     ctx.quality = 0.0
-    raise DataQualityError(endpoint, 0.0, report)
+    raise DataQualityError(endpoint, 0.0, report, why)
 
 
 class ValidateStage(Stage):
@@ -166,7 +180,7 @@ class ValidateStage(Stage):
                 "data_quality_below_minimum", endpoint=endpoint, exchange=self.exchange_id, report=str(report)
             )
             return
-        raise DataQualityError(endpoint, report.score, report)
+        raise DataQualityError(endpoint, report.score, report, issue.message)
 
     def _publish(self, ctx: CallContext, score: float, report: Any, raised: bool) -> None:
         bus.publish(

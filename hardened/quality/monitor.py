@@ -385,8 +385,8 @@ class QualityMonitor:
                     issues=sorted(report.codes),
                     report=str(report),
                 )
-            else:
-                raise DataQualityError(endpoint, report.score, report)
+            else:  # the worst issue's words say what is wrong, not only its code
+                raise DataQualityError(endpoint, report.score, report, report.issues[0].message[:200])
         elif nonce_key is not None:  # only a book that passed may move the nonce memory forward
             self._remember_nonce(nonce_key, result, last_nonce)
         return result, report
