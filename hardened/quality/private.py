@@ -84,7 +84,20 @@ def list_answer_issue(endpoint: str, result: Any, parsed: Any) -> Issue | None:
     )
 
 
+def _usable(order: Any) -> bool:
+    """The fast check of one order (the common case): a dict with an id and a unified status."""
+    if type(order) is not dict:
+        return False
+    order_id = order.get("id")
+    return (
+        ((type(order_id) is str and order_id != "") or type(order_id) is int)
+        and order.get("status") in ORDER_STATUSES
+        and not isinstance(order.get("info"), (str, bytes))
+    )
+
+
 def _order_problems(order: Any, require_status: bool) -> list[str]:
+    """What is wrong with one order, in words (only computed when the fast check failed)."""
     if not isinstance(order, Mapping):
         return [f"not an order (a {type(order).__name__})"]
     problems = []
@@ -105,6 +118,8 @@ def _order_problems(order: Any, require_status: bool) -> list[str]:
 def validate_order(order: Any, *, require_status: bool = True) -> list[Issue]:
     """An order needs an id and a unified status (``require_status``; KuCoin's create and cancel
     answers carry only the id); an ``info`` that is text means ccxt parsed a non-JSON body."""
+    if _usable(order):
+        return []
     problems = _order_problems(order, require_status)
     if not problems:
         return []
@@ -118,6 +133,8 @@ def validate_orders(orders: Any) -> list[Issue]:
         return [
             Issue("malformed", _CRITICAL, f"the answer is not a list of orders (a {type(orders).__name__})")
         ]
+    if all(map(_usable, orders)):
+        return []
     bad: list[int] = []
     first = ""
     for i, order in enumerate(orders):
@@ -141,7 +158,8 @@ def validate_orders(orders: Any) -> list[Issue]:
 
 
 def _number_or_none(value: Any) -> bool:
-    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+    kind = type(value)
+    return kind is float or kind is int or value is None
 
 
 def validate_balance(balance: Any) -> list[Issue]:
@@ -164,47 +182,34 @@ def validate_balance(balance: Any) -> list[Issue]:
         issues.append(Issue("malformed", _CRITICAL, f"the balance has no {'/'.join(missing)} map"))
         return issues
     free, used, total = parts["free"], parts["used"], parts["total"]
-    codes = set(free) | set(used) | set(total)
-    not_numbers = [c for c in codes if not all(_number_or_none(p.get(c)) for p in (free, used, total))]
-    if not_numbers:
-        issues.append(
-            Issue(
-                "malformed",
-                _ERROR,
-                f"balance amounts that are not numbers: {', '.join(sorted(map(str, not_numbers))[:10])}",
-                len(not_numbers),
-                tuple(sorted(map(str, not_numbers))[:MAX_WHERE]),
-                len(not_numbers) / len(codes),
+    codes = total.keys() | free.keys() | used.keys()
+    not_numbers: list[str] = []
+    negative: list[str] = []
+    off: list[str] = []
+    for code in codes:  # one pass; words are only built for what failed
+        f, u, t = free.get(code), used.get(code), total.get(code)
+        if not (_number_or_none(f) and _number_or_none(u) and _number_or_none(t)):
+            not_numbers.append(str(code))
+            continue
+        if t is not None and t < 0:
+            negative.append(str(code))
+        if f is not None and u is not None and t is not None and abs(f + u - t) > 1e-9 * max(1.0, abs(t)):
+            off.append(str(code))
+    for code_name, found, severity, words in (
+        ("malformed", not_numbers, _ERROR, "balance amounts that are not numbers"),
+        ("negative_balance", negative, _ERROR, "negative totals"),
+        ("balance_inconsistent", off, _WARNING, "total != free + used for"),
+    ):
+        if found:
+            found.sort()
+            issues.append(
+                Issue(
+                    code_name,
+                    severity,
+                    f"{words}: {', '.join(found[:10])}",
+                    len(found),
+                    tuple(found[:MAX_WHERE]),
+                    len(found) / len(codes),
+                )
             )
-        )
-        return issues
-    negative = sorted(str(c) for c in codes if (total.get(c) or 0) < 0)
-    if negative:
-        issues.append(
-            Issue(
-                "negative_balance",
-                _ERROR,
-                f"negative totals: {', '.join(negative[:10])}",
-                len(negative),
-                tuple(negative[:MAX_WHERE]),
-                len(negative) / len(codes),
-            )
-        )
-    off = sorted(
-        str(c)
-        for c in codes
-        if None not in (free.get(c), used.get(c), total.get(c))
-        and abs(free[c] + used[c] - total[c]) > 1e-9 * max(1.0, abs(total[c]))
-    )
-    if off:
-        issues.append(
-            Issue(
-                "balance_inconsistent",
-                _WARNING,
-                f"total != free + used for {', '.join(off[:10])}",
-                len(off),
-                tuple(off[:MAX_WHERE]),
-                len(off) / len(codes),
-            )
-        )
     return issues
