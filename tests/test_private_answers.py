@@ -256,15 +256,18 @@ def test_garbled_body(body: str, parsed: Any, garbage: bool) -> None:
         ({"data": {"items": []}}, False),
         ({}, True),
         ({"data": None}, True),
+        ({"code": "200000", "data": {"currentPage": 1, "items": None}}, True),
     ],
 )
 def test_an_empty_list_must_come_from_a_json_list(parsed: Any, garbage: bool) -> None:
     from hardened.quality import list_answer_issue
 
     assert (list_answer_issue("open_orders", [], parsed) is not None) is garbage
-    assert (
-        list_answer_issue("open_orders", [{"id": "1"}], {}) is None
-    )  # a non-empty result is judged elsewhere
+    # a non-empty result is judged elsewhere
+    assert list_answer_issue("open_orders", [{"id": "1"}], {}) is None
+    # an empty 2xx body parses to nothing: garbage when an answer arrived, unknowable when none did
+    assert list_answer_issue("open_orders", [], None, answered=True) is not None
+    assert list_answer_issue("open_orders", [], None, answered=False) is None
 
 
 def test_order_checks_name_what_is_missing() -> None:

@@ -169,7 +169,9 @@ class ValidateStage(Stage):
 
     def _check_empty_list(self, ctx: CallContext, endpoint: str, result: Any) -> None:
         """An empty list parsed from JSON that held no list is garbage, not "nothing there"."""
-        issue = list_answer_issue(endpoint, result, ctx.http_json)
+        status = ctx.http_status
+        answered = isinstance(status, int) and 200 <= status < 300
+        issue = list_answer_issue(endpoint, result, ctx.http_json, answered)
         if issue is None:
             return
         report = QualityReport.of(endpoint, [issue])

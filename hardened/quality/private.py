@@ -68,19 +68,25 @@ def holds_a_list(parsed: Any, depth: int = 3) -> bool:
     return any(holds_a_list(value, depth - 1) for value in parsed.values())
 
 
-def list_answer_issue(endpoint: str, result: Any, parsed: Any) -> Issue | None:
+def list_answer_issue(endpoint: str, result: Any, parsed: Any, answered: bool = False) -> Issue | None:
     """An empty list is only an answer when the exchange's JSON held a list (a real ``[]``).
 
-    ``parsed`` is the JSON of the last HTTP answer of the call; ``{}`` or ``{"data": null}`` parsed
-    into ``[]`` is garbage with the wrong shape, not "nothing there".
+    ``parsed`` is the JSON of the last HTTP answer of the call and ``answered`` whether that answer
+    was a 2xx; ``{}`` or ``{"data": null}`` parsed into ``[]`` is garbage with the wrong shape, and
+    so is a 2xx body that was not JSON at all (empty), not "nothing there".
     """
-    if result or not isinstance(result, list) or parsed is None or holds_a_list(parsed):
+    if result or not isinstance(result, list) or holds_a_list(parsed):
         return None
-    shape = type(parsed).__name__
+    if parsed is None:
+        if not answered:
+            return None  # no answer seen (nothing to judge by)
+        what = "a body that is not JSON"
+    else:
+        what = f"a JSON {type(parsed).__name__} that holds no list"
     return Issue(
         "wrong_shape",
         _CRITICAL,
-        f"{endpoint}: an empty list parsed from a JSON {shape} that holds no list: not the exchange's answer",
+        f"{endpoint}: an empty list parsed from {what}: not the exchange's answer",
     )
 
 
