@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 ORDER_STATUSES = frozenset(("open", "closed", "canceled", "expired", "rejected"))
-"""ccxt's unified order statuses."""
+"""ccxt's unified order statuses (an order may also carry an exchange word ccxt does not map)."""
 
 _CRITICAL = Severity.CRITICAL
 _ERROR = Severity.ERROR
@@ -91,13 +91,13 @@ def list_answer_issue(endpoint: str, result: Any, parsed: Any, answered: bool = 
 
 
 def _usable(order: Any) -> bool:
-    """The fast check of one order (the common case): a dict with an id and a unified status."""
+    """The fast check of one order (the common case): a dict with an id and a status word."""
     if type(order) is not dict:
         return False
     order_id = order.get("id")
     return (
         ((type(order_id) is str and order_id != "") or type(order_id) is int)
-        and order.get("status") in ORDER_STATUSES
+        and type(order.get("status")) is str
         and not isinstance(order.get("info"), (str, bytes))
     )
 
@@ -114,15 +114,19 @@ def _order_problems(order: Any, require_status: bool) -> list[str]:
     if status is None:
         if require_status:
             problems.append("no status")
-    elif status not in ORDER_STATUSES:
-        problems.append(f"status {status!r} is not one of {', '.join(sorted(ORDER_STATUSES))}")
+    elif not isinstance(status, str) or not status:
+        # ccxt passes statuses it does not unify through as the exchange's word (Binance's
+        # PENDING_CANCEL -> "canceling"), so any word is a status; a number or a dict is not
+        problems.append(
+            f"status {status!r} is not a status word (ccxt's are {', '.join(sorted(ORDER_STATUSES))})"
+        )
     if isinstance(order.get("info"), (str, bytes)):  # ccxt parsed a body that was not JSON
         problems.append("its exchange answer (info) is text, not JSON")
     return problems
 
 
 def validate_order(order: Any, *, require_status: bool = True) -> list[Issue]:
-    """An order needs an id and a unified status (``require_status``; KuCoin's create and cancel
+    """An order needs an id and a status word (``require_status``; KuCoin's create and cancel
     answers carry only the id); an ``info`` that is text means ccxt parsed a non-JSON body."""
     if _usable(order):
         return []

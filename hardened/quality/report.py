@@ -96,7 +96,7 @@ CODES: dict[str, str] = {
     # private answers (orders, balances) and raw bodies
     "garbled_body": "a 200 answer whose body is an HTML page or JSON that does not parse",
     "wrong_shape": "the exchange's JSON is not the shape of this answer (no list, no balance)",
-    "malformed_order": "an order without an id or a unified status, or parsed from text",
+    "malformed_order": "an order without an id or a status, or parsed from text",
     "negative_balance": "a currency's total balance is negative",
     "balance_inconsistent": "a currency's total differs from free + used",
     # custom checks
