@@ -234,7 +234,7 @@ def _after_lookup(recovery: OrderRecovery, state: Any, found: Any, error: BaseEx
 
 def _not_an_order(endpoint: str, order: Any, require_status: bool) -> DataQualityError | None:
     """A ``DataQualityError`` (a ``ccxt.BadResponse``: ambiguous, so looked up) when ``order`` is
-    not an order a caller can use: no id, an unknown (or, for lookups, missing) status, parsed
+    not an order a caller can use: no id, a status that is no word (or, for lookups, none), parsed
     from text."""
     issues = validate_order(order, require_status=require_status)
     if not issues:
