@@ -24,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
+import ccxt
 import structlog
 
 from hardened.adapters import ExchangeProfile, FailureKind
@@ -123,7 +124,7 @@ def _place(
         first = _not_an_order("create_order", order, require_status=False)
         if first is None:
             return _with_id(order, client_order_id)
-    if not is_ambiguous_failure(profile, first):
+    if not (is_ambiguous_failure(profile, first) or _no_verdict(profile, first)):
         raise first
     log.warning(
         "order_answer_lost",
@@ -163,10 +164,26 @@ def _place(
             if _is_duplicate(profile, error):
                 # The id is taken: look up whose order holds it (on_found refuses another's).
                 step = recovery.on_resend_duplicate(state, now)
-            elif is_ambiguous_failure(profile, error):
+            elif is_ambiguous_failure(profile, error) or _no_verdict(profile, error):
                 step = recovery.on_resend_failed(state, now)
             else:
                 raise error
+
+
+def _no_verdict(profile: ExchangeProfile, error: BaseException) -> bool:
+    """ccxt's catch-all ``ExchangeError`` for a 2xx answer whose JSON carries no error code at all
+    (KuCoin raises it for any answer without its "200000"): garbage, not a refusal, so the order
+    may exist and must be looked up. A 2xx answer with a code of its own is the exchange's word."""
+    ctx = current_call.get()
+    if type(error) is not ccxt.ExchangeError or ctx is None:
+        return False
+    status = ctx.http_status
+    if not isinstance(status, int) or not 200 <= status < 300:
+        return False
+    parsed = ctx.http_json
+    return not isinstance(parsed, dict) or all(
+        parsed.get(key) is None for key in profile.error_payload.code_keys
+    )
 
 
 def cancel_plan(
