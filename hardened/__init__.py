@@ -19,6 +19,8 @@ from hardened.client import AsyncHardenedClient, HardenedClient
 from hardened.config import ConfigError, HardenedConfig
 from hardened.errors import (
     CircuitOpenError,
+    ClientOrderIdConflict,
+    ClientOrderIdInUse,
     DataQualityError,
     OrderStateUnknown,
     RateLimitBackoff,
@@ -32,6 +34,8 @@ from hardened.telemetry.tracker import tracker
 __all__ = [
     "AsyncHardenedClient",
     "CircuitOpenError",
+    "ClientOrderIdConflict",
+    "ClientOrderIdInUse",
     "ConfigError",
     "DataQualityError",
     "HardenedClient",
