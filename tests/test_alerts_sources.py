@@ -54,6 +54,7 @@ class _LostAnswers:
     """A ccxt-like exchange whose every answer is lost (timeouts): the order's fate is unknowable."""
 
     id = "binance"
+    markets: dict[str, Any] = {}
 
     def __getattr__(self, name: str) -> Any:
         def lost(*args: Any, **kwargs: Any) -> Any:
