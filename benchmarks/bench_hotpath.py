@@ -9,11 +9,13 @@ calls ``handle_errors`` (where hardened reads the status and headers), and harde
 cache (TTL 0), breaker, rate-limit bookkeeping and validation around it. Both sides get the same
 canned answer, so the difference is the wrapper's cost per call.
 
-Variants, each against raw ccxt in the same run (batches interleaved round by round, the fastest batch of each, microseconds per call):
+Variants, each against raw ccxt in the same run (batches interleaved round by round, the
+fastest batch of each, thread CPU microseconds per call):
 ``default`` (cache TTL 0 so every call reaches the exchange, everything else default),
 ``no_stale_copy`` (stale-if-error off too: the cache stage then does nothing), and from there
 ``no_pacing`` (rate-limit bookkeeping off), ``no_validation`` (quality_policy off) and
-``core`` (both off: record, breaker and the retry stage's first attempt). ``--profile`` prints cProfile's top functions for the ``default`` variant.
+``core`` (both off: record, breaker and the retry stage's first attempt).
+``--profile`` prints cProfile's top functions for the ``default`` variant.
 """
 
 from __future__ import annotations
