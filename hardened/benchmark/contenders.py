@@ -111,7 +111,7 @@ def _tenacity_call(exchange: Any, asynchronous: bool) -> Callable[[EndpointCall,
     """Each unified method wrapped once by ``@tenacity.retry``, as a user decorates their own."""
     decorate = tenacity.retry(
         stop=tenacity.stop_after_attempt(TENACITY_ATTEMPTS),
-        wait=tenacity.wait_exponential_jitter(initial=0.5, max=30, jitter=0.5),
+        wait=tenacity.wait_exponential_jitter(multiplier=0.5, max=30, jitter=0.5),
         retry=tenacity.retry_if_exception_type(ccxt.NetworkError),
         reraise=True,
     )
@@ -145,7 +145,7 @@ def _make(
         return Contender(name, exchange, exchange, _direct_call(exchange))
     if name == "tenacity":
         return Contender(name, exchange, exchange, _tenacity_call(exchange, asynchronous))
-    if name == "hardened":
+    if name.startswith("hardened"):  # "hardened" and its variants (the overrides tell them apart)
         cls = AsyncHardenedClient if asynchronous else HardenedClient
         client = cls(exchange, **hardened_overrides)
         return Contender(name, client, exchange, _direct_call(client))
