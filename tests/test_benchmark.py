@@ -20,8 +20,8 @@ def test_cli_tiny_run_writes_json_and_png(tmp_path: Path, capsys: pytest.Capture
         "20",
         "--micro-calls",
         "20",
-        "--concurrency-calls",
-        "20",
+        "--parts",
+        "success,micro",  # concurrency has its own test below
         "--json",
         "--no-progress",
         "--plot",
@@ -30,7 +30,7 @@ def test_cli_tiny_run_writes_json_and_png(tmp_path: Path, capsys: pytest.Capture
     assert main_argv(argv) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["target"] == "simulator"
-    assert doc["parts"] == ["success", "micro", "concurrency"]
+    assert doc["parts"] == ["success", "micro"]
     assert {"date_utc", "cpus", "python"} <= set(doc["machine"])
     ticker = doc["success"]["binance"]["fetch_ticker"]
     assert set(ticker["contenders"]) == {"raw", "ccxt_retry", "tenacity", "hardened"}
@@ -43,8 +43,7 @@ def test_cli_tiny_run_writes_json_and_png(tmp_path: Path, capsys: pytest.Capture
     micro = doc["micro"]["binance"]
     assert micro["open_breaker_refusals"] == 20
     assert micro["cache_hits"] >= 1 and micro["cache_speedup"] > 0
-    levels = doc["concurrency"]["binance"]["levels"]
-    assert set(levels) == {"1", "10", "100"}
+    assert "concurrency" not in doc and "scenarios" not in doc
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert doc["plot"] == str(plot)
 
