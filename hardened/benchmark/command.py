@@ -55,7 +55,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--endpoint", default="fetch_ticker", choices=sorted(ENDPOINTS))
     parser.add_argument("--calls", type=int, default=2000, help="success-path calls per contender (2000)")
     parser.add_argument(
-        "--profile", help="fault profile for the faults part: a built-in name or a .toml/.json file"
+        "--profile",
+        help="fault profile(s) for the faults part: built-in names or .toml/.json files, comma-separated "
+        f"(built in for the benchmark: {', '.join(SCENARIOS)})",
     )
     parser.add_argument(
         "--all", action="store_true", help="every exchange and endpoint, every fault scenario"
@@ -127,7 +129,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     parts = _parts(args)
     exchanges = list(EXCHANGES) if args.all else [args.exchange]
     endpoints = sorted(ENDPOINTS) if args.all else [args.endpoint]
-    scenarios = list(SCENARIOS) if args.all and not args.profile else [args.profile or "transient"]
+    if args.profile:
+        scenarios = [p.strip() for p in args.profile.split(",") if p.strip()]
+    else:
+        scenarios = list(SCENARIOS) if args.all else ["transient"]
     results: dict[str, Any] = {
         "machine": machine(),
         "target": "live" if args.live else "simulator",
