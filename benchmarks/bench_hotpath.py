@@ -103,7 +103,8 @@ def unbind_pacing(client: HardenedClient) -> None:
     Binance's 6000 weight/min; the bookkeeping still runs on every call, only the wait never comes.
     """
     for pool in client._hd.rate_limits._pools.values():
-        pool.set_limit(1e12)
+        pool.headroom = 1e9  # survives a limit the exchange publishes in its headers
+        pool.set_limit(pool.limit)
 
 
 def main(argv: list[str] | None = None) -> int:
