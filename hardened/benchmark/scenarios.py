@@ -15,6 +15,9 @@ the simulator's k-th ground-truth record is the contender's k-th request (checke
 call that returned is traced to the request whose answer it returned (the last one it sent, or
 for a stale answer the request whose answer was cached); it is wrong when the simulator
 corrupted that answer (``bad_data`` with a variant applied, an HTML page, truncated JSON).
+One approximation: hardened's incremental OHLCV answer merges the candles it held with those of
+the last request, and is judged by that request alone; a merge can drop a corrupted candle, so
+on ``fetch_ohlcv`` its wrong answers may be over-counted, never under-counted.
 """
 
 from __future__ import annotations
