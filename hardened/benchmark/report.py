@@ -41,22 +41,27 @@ def _ratio(fig: dict[str, Any]) -> str:
 def success_table(exchange: str, endpoint: str, result: dict[str, Any]) -> Table:
     """p50/p95/p99, throughput and the ratio to raw ccxt of each contender on one endpoint."""
     table = Table(title=f"{exchange} {endpoint}: success path, {result['calls']} calls each, interleaved")
-    for column in (
-        "contender",
-        "p50 us",
-        "p95 us",
-        "p99 us",
-        "calls/s",
-        "ratio to raw (95 % CI)",
-        "added us",
-    ):
+    columns = ("contender", "p50 us", "p95 us", "p99 us", "calls/s", "ratio to raw (95 % CI)", "added us")
+    for column in (*columns, "CPU us", "added CPU us"):
         table.add_column(column, justify="left" if column == "contender" else "right")
     for name, fig in result["contenders"].items():
         added = "-" if "added_us" not in fig else f"{fig['added_us']:+.0f}"
+        added_cpu = "-" if "added_cpu_us" not in fig else f"{fig['added_cpu_us']:+.0f}"
         per_s = "-" if fig["per_s"] is None else f"{fig['per_s']:.0f}"
         table.add_row(
-            name, _us(fig["p50_us"]), _us(fig["p95_us"]), _us(fig["p99_us"]), per_s, _ratio(fig), added
+            name,
+            _us(fig["p50_us"]),
+            _us(fig["p95_us"]),
+            _us(fig["p99_us"]),
+            per_s,
+            _ratio(fig),
+            added,
+            _us(fig.get("cpu_us")),
+            added_cpu,
         )
+    table.caption = (
+        "CPU: the calling thread's CPU time per call (median); added: median of the paired differences"
+    )
     return table
 
 

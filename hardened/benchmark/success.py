@@ -3,9 +3,12 @@
 The simulator runs in its own process (it must not share our GIL). Round ``i`` makes one call
 per contender, the order rotating from round to round, so a drift of the machine or the server
 over seconds lands on every contender alike; the ratio to raw ccxt is then computed on the
-paired rounds (``stats.paired_ratio``). The hardened client runs its default configuration with
-the cache TTL at 0, or every call after the first would be a cache hit (those are measured
-apart, in ``micro.py``), and with rate-limit pacing unbound (see ``contenders.unbind_pacing``).
+paired rounds (``stats.paired_ratio``). Each call's thread CPU time is taken too: on a shared
+machine the wall clock also counts the time other processes held the core, while the CPU the
+caller's thread spent is what the wrapper itself adds (``added_cpu_us``). The hardened client
+runs its default configuration with the cache TTL at 0, or every call after the first would be a
+cache hit (those are measured apart, in ``micro.py``), and with rate-limit pacing unbound (see
+``contenders.unbind_pacing``).
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
+
+import numpy as np
 
 from hardened.benchmark.contenders import (
     CONTENDERS,
@@ -74,12 +79,14 @@ def run_success(
             for contender in built.values():
                 for _ in range(WARMUP_CALLS if not live else 2):
                     contender.call(spec, symbol)  # connection up, markets parsed, code paths warm
-            samples = _interleave(built, spec, symbol, calls, pause, advance)
+            samples, cpu = _interleave(built, spec, symbol, calls, pause, advance)
             result: dict[str, Any] = {"calls": calls, "symbol": symbol, "contenders": {}}
             for name, times in samples.items():
                 summary = summarize(times)
+                summary["cpu_us"] = float(np.median(cpu[name])) * 1e6
                 if name != "raw" and "raw" in samples:
                     summary.update(paired_ratio(times, samples["raw"]))
+                    summary["added_cpu_us"] = float(np.median(np.subtract(cpu[name], cpu["raw"]))) * 1e6
                 if keep_samples:
                     summary["samples_s"] = times
                 result["contenders"][name] = summary
@@ -97,19 +104,24 @@ def _interleave(
     calls: int,
     pause: float,
     advance: Callable[[int], None] | None,
-) -> dict[str, list[float]]:
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Wall and thread-CPU seconds of every call, per contender."""
     names = list(built)
     times: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
     perf = time.perf_counter
+    thread_cpu = time.thread_time
     for i in range(calls):
         k = i % len(names)
         for name in names[k:] + names[:k]:
             call = built[name].call
+            c0 = thread_cpu()
             t0 = perf()
             call(spec, symbol)
             times[name].append(perf() - t0)
+            cpu[name].append(thread_cpu() - c0)
         if advance is not None:
             advance(len(names))
         if pause:
             time.sleep(pause * len(names))
-    return times
+    return times, cpu
