@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psutil
+import structlog
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -193,9 +194,13 @@ def main_argv(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.interval < 0:
         parser.error(f"--interval must not be negative, got {args.interval}")
+    saved = structlog.get_config()
     configure_logging("INFO" if args.verbose else "CRITICAL")  # fault runs log every retry otherwise
     started = time.monotonic()
-    results = run(args)
+    try:
+        results = run(args)
+    finally:
+        structlog.configure(**saved)  # a caller in the same process (a test, a bot) keeps its logging
     results["seconds"] = round(time.monotonic() - started, 1)
     if args.plot:
         from hardened.benchmark.plot import save_plot
