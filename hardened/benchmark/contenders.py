@@ -110,8 +110,9 @@ def _direct_call(client: Any) -> Callable[[EndpointCall, str], Any]:
     return call
 
 
-def _tenacity_call(exchange: Any, asynchronous: bool) -> Callable[[EndpointCall, str], Any]:
-    """Each unified method wrapped once by ``@tenacity.retry``, as a user decorates their own."""
+def _tenacity_call(exchange: Any) -> Callable[[EndpointCall, str], Any]:
+    """Each unified method wrapped once by ``@tenacity.retry``, as a user decorates their own
+    (tenacity picks its async driver by itself when the method is a coroutine function)."""
     decorate = tenacity.retry(
         stop=tenacity.stop_after_attempt(TENACITY_ATTEMPTS),
         wait=tenacity.wait_exponential_jitter(multiplier=0.5, max=30, jitter=0.5),
@@ -126,7 +127,6 @@ def _tenacity_call(exchange: Any, asynchronous: bool) -> Callable[[EndpointCall,
             fn = wrapped[spec.method] = decorate(getattr(exchange, spec.method))
         return fn(symbol, *spec.args, **spec.kwargs)
 
-    del asynchronous  # tenacity picks its async driver from the wrapped coroutine function itself
     return call
 
 
@@ -147,7 +147,7 @@ def _make(
         exchange.options["maxRetriesOnFailureDelay"] = CCXT_RETRY_DELAY_MS
         return Contender(name, exchange, exchange, _direct_call(exchange))
     if name == "tenacity":
-        return Contender(name, exchange, exchange, _tenacity_call(exchange, asynchronous))
+        return Contender(name, exchange, exchange, _tenacity_call(exchange))
     if name.startswith("hardened"):  # "hardened" and its variants (the overrides tell them apart)
         cls = AsyncHardenedClient if asynchronous else HardenedClient
         client = cls(exchange, **hardened_overrides)
