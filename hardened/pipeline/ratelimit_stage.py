@@ -27,6 +27,8 @@ __all__ = ["RateLimitStage"]
 
 # The endpoint names of the profiles where they differ from ours (fetch_order -> "order").
 _PROFILE_NAME = {"order": "fetch_order", "l2_order_book": "order_book"}
+# Endpoints whose weight depends on the call's arguments (see ``_weight``); the rest skip it.
+_ARGUMENT_WEIGHTS = frozenset({"order_book", "open_orders"})
 
 
 class RateLimitStage(Stage):
@@ -43,7 +45,7 @@ class RateLimitStage(Stage):
     def on_attempt(self, ctx: CallContext) -> float | None:
         endpoint = _PROFILE_NAME.get(ctx.endpoint.name, ctx.endpoint.name)
         now = time.time()
-        weight = _weight(self.budget, endpoint, ctx)
+        weight = _weight(self.budget, endpoint, ctx) if endpoint in _ARGUMENT_WEIGHTS else None
         wait = self.budget.delay_before(endpoint, now, weight)
         if wait > ctx.rt.policy.max_delay:
             self._refuse(ctx, endpoint, now, wait)
