@@ -30,6 +30,7 @@ class CallContext:
         "http_status",
         "kwargs",
         "latency",
+        "learning",
         "quality",
         "resync_clock",
         "retries",
@@ -59,6 +60,7 @@ class CallContext:
         self.error_kind: ErrorKind | None = None
         self.latency = 0.0
         self.quality: Any = None
+        self.learning: Any = None  # the gate's (feature key, call identity, probe) for this call
         self.http_status: int | None = None
         self.http_headers: Any = None
 
