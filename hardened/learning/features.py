@@ -143,22 +143,28 @@ def generic_parts(context: Mapping[str, Any]) -> tuple[str | None, tuple[float |
     return variant, tuple(numbers)
 
 
+_ABSENT_CODE = 250  # the code of an absent category (no symbol, no timeframe): beside the 250 kept
+
+
 def encode(keys: list[tuple[Any, ...]], vocab: Mapping[str, Mapping[str, int]]) -> np.ndarray:
     """Feature keys (tuples in ``FEATURES`` order) as a float matrix: categories by ``vocab``
-    (unknown -> NaN, which the model treats as missing), numbers as they are (None -> NaN)."""
+    (absent -> its own code, unknown -> NaN, which the model treats as missing), numbers as they
+    are (absent -> -1)."""
     n_cat = len(CATEGORICAL)
     out = np.full((len(keys), len(FEATURES)), np.nan, dtype=np.float64)
     maps = [vocab.get(name, {}) for name in CATEGORICAL]
     for i, key in enumerate(keys):
         row = out[i]
         for j in range(n_cat):
-            code = maps[j].get(key[j]) if key[j] is not None else None
+            value = key[j]
+            code = maps[j].get(value) if value is not None else _ABSENT_CODE
             if code is not None:
                 row[j] = code
         for j in range(n_cat, len(FEATURES)):
             value = key[j]
-            if value is not None:
-                row[j] = value
+            # absent numbers read -1 (every feature is >= 0): a column all NaN in one
+            # cross-validation fold trips scikit-learn's binning, a constant does not
+            row[j] = -1.0 if value is None else value
     return out
 
 

@@ -57,6 +57,9 @@ ALTERNATIVE_ENDPOINTS: dict[str, tuple[str, ...]] = {
     "trades": ("ohlcv",),
 }
 _N_FEATURES = len(FEATURES)
+# Probes in a row that succeeded before the gate stops skipping a call, until the next training
+# has learned from them (the model alone would keep skipping what it saw failing).
+_RECOVERED_AFTER = 2
 _SKIP_EVENT_EVERY = 1.0  # seconds: at most one request_skipped event per endpoint per second
 
 
@@ -124,6 +127,7 @@ class ErrorLearner:
         self._pace: dict[tuple[Any, ...], Decayed] = {}
         self._latency: dict[tuple[Any, ...], float] = {}
         self._would_skip: dict[tuple[Any, ...], int] = {}
+        self._recovered: dict[tuple[Any, ...], int] = {}
         self._last_skip_event: dict[tuple[Any, ...], list[float]] = {}
         self._training = threading.Lock()
         self._recorded = self.store.count()
@@ -235,7 +239,7 @@ class ErrorLearner:
             p = self.probability(key)
             if p is None:
                 return False, None, False
-        if p < self.threshold:
+        if p < self.threshold or self._recovered.get(call, 0) >= _RECOVERED_AFTER:
             return False, p, False
         n = self._would_skip.get(call, 0) + 1
         self._would_skip[call] = n
@@ -289,8 +293,10 @@ class ErrorLearner:
                 self._call = {}
             d = self._call[call] = Decayed()
         d.add(now, failed, tau)
-        if not failed:
-            self._would_skip.pop(call, None)
+        if failed:
+            self._recovered.pop(call, None)
+        elif self._would_skip.pop(call, None) is not None or call in self._recovered:
+            self._recovered[call] = self._recovered.get(call, 0) + 1  # a probe, or after one
         pace_key = call[:2]
         d = self._pace.get(pace_key)
         if d is None:
@@ -421,6 +427,7 @@ class ErrorLearner:
             model.schema["group_samples"] = groups
             self.model = model
             self._cache = {}
+            self._recovered = {}
             if self.model_path is not None:
                 model.save(self.model_path)
             self.last_training = {
