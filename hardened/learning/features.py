@@ -45,8 +45,8 @@ NUMERIC = (
     "headroom",  # share of the exchange's rate-limit budget left, 0.1 steps (None: unknown)
     "breaker",  # 0 closed, 1 half-open, 2 open
     "pace",  # own calls per second to this exchange, log2 buckets
-    "err_ep",  # recent failure share of the endpoint, 0.05 steps
-    "err_call",  # recent failure share of this very call (symbol, size, ...), 0.05 steps
+    "err_ep",  # recent failure share of the endpoint, 0.1 steps
+    "err_call",  # recent failure share of this very call (symbol, size, ...), 0.1 steps
     "lat_ep",  # recent latency of the endpoint, log2 of milliseconds
     "since_fail",  # log2 of seconds since this call last failed (None: never)
     "x0",  # up to four numbers from a bot component's own context, by sorted key
@@ -62,14 +62,14 @@ KNOWN_KEYS = frozenset({"exchange", "endpoint", "symbol", "timeframe", "limit", 
 BREAKER_CODES = {"closed": 0, "half_open": 1, "half-open": 1, "open": 2}
 
 
-def bucket_share(x: float | None, step: float = 0.05) -> float | None:
+def bucket_share(x: float | None, step: float = 0.1) -> float | None:
     """A share in [0, 1] rounded to ``step``."""
     if x is None:
         return None
-    return round(min(1.0, max(0.0, x)) / step) * step
+    return round(round(min(1.0, max(0.0, x)) / step) * step, 4)
 
 
-def bucket_log2(x: float | None, cap: int = 16) -> float | None:
+def bucket_log2(x: float | None, cap: int = 12) -> float | None:
     """log2(1 + x) rounded down, capped: 0, 1, 2-3, 4-7, ... -> 0, 1, 2, 3, ..."""
     if x is None:
         return None

@@ -61,6 +61,11 @@ _N_FEATURES = len(FEATURES)
 # has learned from them (the model alone would keep skipping what it saw failing).
 _RECOVERED_AFTER = 2
 _SKIP_EVENT_EVERY = 1.0  # seconds: at most one request_skipped event per endpoint per second
+_MAX_CACHED = 200_000  # cached bucket probabilities before the cache starts over
+_MAX_PENDING = 10_000  # buckets waiting for the scorer
+_SCORE_EVERY = 0.05  # seconds between the background scorer's batches
+_WARM_ROWS = 50_000  # recent calls whose buckets are scored right after a training
+_CALL_FIELDS = 7  # a feature key starts with the call's identity (component ... limit bucket)
 
 
 class ErrorLearner:
@@ -122,6 +127,9 @@ class ErrorLearner:
         self.clock = clock
         self.model: GateModel | None = None
         self._cache: dict[tuple[Any, ...], float] = {}
+        self._pending: dict[tuple[Any, ...], None] = {}
+        self._last_p: dict[tuple[Any, ...], float] = {}
+        self._stop = threading.Event()
         self._ep: dict[tuple[Any, ...], Decayed] = {}
         self._call: dict[tuple[Any, ...], Decayed] = {}
         self._pace: dict[tuple[Any, ...], Decayed] = {}
@@ -139,9 +147,19 @@ class ErrorLearner:
         self.last_training: dict[str, Any] | None = None
         if self.model_path is not None and self.model_path.exists():
             try:
-                self.model = GateModel.load(self.model_path)
+                self.use_model(GateModel.load(self.model_path))
             except ModelVersionError as exc:  # refused, said once, and the gate waits for data
                 log.warning("gate_model_refused", path=str(self.model_path), reason=str(exc))
+        if background:
+            threading.Thread(target=self._scorer, name="hardened-gate-scorer", daemon=True).start()
+
+    def _scorer(self) -> None:
+        """Score the buckets the hot path queued, in batches, until the learner closes."""
+        while not self._stop.wait(_SCORE_EVERY):
+            try:
+                self.score_pending()
+            except Exception as exc:  # a bad batch must not stop scoring for the process
+                log.error("gate_scoring_failed", error=repr(exc))
 
     # --- features -------------------------------------------------------------------------
 
@@ -216,7 +234,8 @@ class ErrorLearner:
     # --- deciding -------------------------------------------------------------------------
 
     def probability(self, key: tuple[Any, ...]) -> float | None:
-        """The model's failure probability for a feature key (cached per key), None without model."""
+        """The model's failure probability for a feature key (cached per key), None without model.
+        Scores a key not in the cache at once: for the public API, not for the hot path."""
         p = self._cache.get(key)
         if p is not None:
             return p
@@ -224,19 +243,48 @@ class ErrorLearner:
         if model is None:
             return None
         p = float(model.predict([key])[0])
-        cache = self._cache
-        if len(cache) >= 200_000:  # feature buckets are bounded, but not by much: start over
-            cache = self._cache = {}
-        cache[key] = p
+        self._remember([key], [p], model)
         return p
 
+    def _remember(self, keys: list[tuple[Any, ...]], probs: Any, model: GateModel) -> None:
+        """Cache the probabilities of ``keys`` (scored by ``model``, if it is still the one in use)."""
+        if model is not self.model:
+            return  # a training swapped the model meanwhile: these scores are stale
+        cache = self._cache
+        if len(cache) + len(keys) > _MAX_CACHED:  # buckets are bounded, but not by much: start over
+            cache = self._cache = {}
+        last = self._last_p
+        if len(last) > _MAX_CACHED:
+            last = self._last_p = {}
+        n_call = _CALL_FIELDS
+        for key, p in zip(keys, probs, strict=True):
+            p = float(p)
+            cache[key] = p
+            last[key[:n_call]] = p
+
+    def score_pending(self) -> int:
+        """Score, in one batch, the buckets the hot path met without a cached probability;
+        returns how many. The background scorer calls it every 50 ms."""
+        model = self.model
+        if model is None or not self._pending:
+            return 0
+        pending, self._pending = self._pending, {}
+        keys = list(pending)
+        self._remember(keys, model.predict(keys), model)
+        return len(keys)
+
     def decide(self, key: tuple[Any, ...], call: tuple[Any, ...]) -> tuple[bool, float | None, bool]:
-        """(skip, probability, probe): whether to skip the call, and whether it goes as a probe."""
+        """(skip, probability, probe): whether to skip the call, and whether it goes as a probe.
+
+        Never calls scikit-learn: a bucket without a cached probability uses the last probability
+        scored for the same call (same market, size, ...) and is queued for the scorer."""
         if self.model is None:
             return False, None, False
         p = self._cache.get(key)
         if p is None:
-            p = self.probability(key)
+            if len(self._pending) < _MAX_PENDING:
+                self._pending[key] = None
+            p = self._last_p.get(call)
             if p is None:
                 return False, None, False
         if p < self.threshold or self._recovered.get(call, 0) >= _RECOVERED_AFTER:
@@ -425,8 +473,7 @@ class ErrorLearner:
                 name = f"{k[0]}|{k[1]}|{k[2]}"
                 groups[name] = groups.get(name, 0) + 1
             model.schema["group_samples"] = groups
-            self.model = model
-            self._cache = {}
+            self.use_model(model, keys[-_WARM_ROWS:])
             self._recovered = {}
             if self.model_path is not None:
                 model.save(self.model_path)
@@ -441,10 +488,20 @@ class ErrorLearner:
         finally:
             self._training.release()
 
-    def use_model(self, model: GateModel) -> None:
-        """Start deciding with ``model`` (trained elsewhere, or loaded)."""
+    def use_model(self, model: GateModel, warm: list[tuple[Any, ...]] | None = None) -> None:
+        """Start deciding with ``model`` (trained elsewhere, or loaded); the buckets of ``warm``
+        (recent calls' keys; default: the most recent recorded) are scored at once, in one batch,
+        so the hot path finds them cached."""
+        if warm is None:
+            warm = [_floats(tuple(r[1 : 1 + _N_FEATURES])) for r in self.store.rows(limit=_WARM_ROWS)]
         self.model = model
         self._cache = {}
+        self._last_p = {}
+        self._pending = {}
+        keys = list(dict.fromkeys(warm))  # distinct, most recent last
+        for start in range(0, len(keys), 20_000):
+            chunk = keys[start : start + 20_000]
+            self._remember(chunk, model.predict(chunk), model)
 
     # --- looking inside -------------------------------------------------------------------
 
@@ -506,7 +563,8 @@ class ErrorLearner:
         }
 
     def close(self) -> None:
-        """Write what is queued and close the store."""
+        """Stop the scorer, write what is queued and close the store."""
+        self._stop.set()
         self.store.close()
 
 
