@@ -152,9 +152,16 @@ class Exchange:
         return decision.action
 
     def headroom(self, now: float) -> float:
-        """Share of the weight budget left, as the used-weight header tells the bot."""
+        """Share of the weight budget left, as the used-weight header tells the bot (none while
+        a 418 ban's Retry-After runs, as the client's rate-limit budget records it)."""
+        if now < self.banned_until:
+            return 0.0
         used, _ = self.window.peek("bot", int(now * 1000))
         return max(0.0, 1.0 - used / WEIGHT_LIMIT)
+
+    def refusal_kind(self, now: float) -> str:
+        """What a refused request would have got: a ban or a 429."""
+        return "ban_418" if now < self.banned_until else "rate_limit_429"
 
     def would_refuse(self, weight: int, now: float) -> bool:
         """Whether a request of ``weight`` would be refused now (without sending it)."""
@@ -201,6 +208,16 @@ def fates(calls: Sequence[tuple[float, int]], seed: int) -> list[str | None]:
     return out
 
 
+def _cause(outcome: str | None, endpoint: str, symbol: str, limit: int | None) -> str:
+    if outcome in ("rate_limit_429", "ban_418"):
+        return f"own pace ({outcome})"
+    if symbol == "XRP/USDT":
+        return "halted market or noise (XRP/USDT)"
+    if limit is not None and limit >= 1000:
+        return f"large request or noise ({endpoint} limit {limit})"
+    return "outage or noise"
+
+
 def run(
     policy: Any,
     calls: Sequence[tuple[float, int]],
@@ -216,6 +233,7 @@ def run(
     gate = isinstance(policy, LearnedGate)
     trained = False
     next_score = 0.0
+    causes: dict[str, list[int]] = {}
     for (now, index), fault in zip(calls, truth, strict=True):
         endpoint, symbol, timeframe, limit, weight = ROUND[index]
         scored = now >= cut
@@ -247,9 +265,15 @@ def run(
             if learner is not None:
                 learner.finish(key, call, failed, 0.05, outcome, None, 1, False, None, now)
         else:
-            failed = fault is not None or exchange.would_refuse(weight, now)
+            outcome = fault or (exchange.refusal_kind(now) if exchange.would_refuse(weight, now) else None)
+            failed = outcome is not None
         if scored:
             score.add(sent, failed)
+            if failed:  # what the failing calls were, and how many of each the policy avoided
+                cause = causes.setdefault(_cause(outcome, endpoint, symbol, limit), [0, 0])
+                cause[0] += 1
+                cause[1] += 0 if sent else 1
+    score.extra["failures_avoided_by_cause"] = {k: f"{v[1]}/{v[0]}" for k, v in sorted(causes.items())}
     return score
 
 
@@ -302,7 +326,8 @@ def evaluate(
         gate = LearnedGate(learner, name)
         gate.extra = {}
         score = run(gate, calls, truth, seed, cut, learner)
-        score.extra = {"threshold": thr, "probe_share": probe_share, **gate.extra, "probes": learner.probes}
+        score.extra = {"threshold": thr, "probe_share": probe_share, **gate.extra, **score.extra}
+        score.extra["probes"] = learner.probes
         results.append(score)
         timings[name] = round(time.perf_counter() - started, 2)
         learner.close()

@@ -15,6 +15,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import structlog
+
 from hardened.learning import ErrorLearner, model_path_for
 from hardened.learning.evaluate import evaluate_rows, format_table
 
@@ -47,6 +49,8 @@ def store_path(given: str | None) -> str:
 def main_argv(argv: Sequence[str] | None = None) -> int:
     """Run ``hardened train``; returns the exit code."""
     args = build_parser().parse_args(argv)
+    if not structlog.is_configured():  # a command's stdout is its answer (--json): logs go to stderr
+        structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     if not 0.0 < args.split < 1.0:
         print("hardened train: --split must be between 0 and 1", file=sys.stderr)
         return 2

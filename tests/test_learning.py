@@ -458,3 +458,33 @@ def test_recording_only_by_default(tmp_path: Path) -> None:
         off = HardenedClient(ccxt.binance(), learning_record=False)
         assert "gate" not in off.pipeline.names()
         off.close()
+
+
+# --- the command line --------------------------------------------------------------------------
+
+
+def test_train_and_report_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from hardened.cli import main
+
+    store = tmp_path / "cli.db"
+    clock = Clock(time.time() - 3_600.0)
+    learner = ErrorLearner(store, background=False, clock=clock)
+    _feed_symbol_pattern(learner, clock, 900)
+    learner.close()
+    assert main(["train", "--store", str(store), "--json"]) == 0
+    printed = capsys.readouterr().out
+    out = json.loads(printed[printed.index("{\n") :])  # after any log line of this test process
+    policies = {r["policy"]: r for r in out["results"]}
+    assert set(policies) == {"no gate", "consecutive-failure breaker", "SRE throttle (K=2)", "learned gate"}
+    learned = policies["learned gate"]
+    assert learned["failing_avoided_share"] > 0.9 and learned["good_skipped_share"] < 0.02
+    assert Path(out["model_saved"]).exists() and Path(out["model_saved"] + ".json").exists()
+    assert main(["report", "--store", str(store), "--hours", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "binance:ticker" in text and "model trained" in text and "anomalies:" in text
+    assert main(["report", "--store", str(tmp_path / "none.db")]) == 1
+    assert "no record store" in capsys.readouterr().err
+    empty = tmp_path / "empty.db"
+    ErrorLearner(empty, background=False).close()
+    assert main(["train", "--store", str(empty)]) == 1
+    assert "gate_min_samples" in capsys.readouterr().err

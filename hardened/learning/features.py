@@ -49,6 +49,8 @@ NUMERIC = (
     "err_call",  # recent failure share of this very call (symbol, size, ...), 0.1 steps
     "lat_ep",  # recent latency of the endpoint, log2 of milliseconds
     "since_fail",  # log2 of seconds since this call last failed (None: never)
+    "streak_ep",  # failures in a row of the endpoint, log2 buckets (what a breaker counts)
+    "streak_call",  # failures in a row of this very call, log2 buckets
     "x0",  # up to four numbers from a bot component's own context, by sorted key
     "x1",
     "x2",
@@ -90,13 +92,14 @@ class Decayed:
     a run of failures keeps the share until new outcomes arrive: the gate needs probes to see a
     recovery, as the SRE book says."""
 
-    __slots__ = ("calls", "fails", "last", "last_fail")
+    __slots__ = ("calls", "fails", "last", "last_fail", "streak")
 
     def __init__(self) -> None:
         self.calls = 0.0
         self.fails = 0.0
         self.last = 0.0
         self.last_fail: float | None = None
+        self.streak = 0  # failures in a row
 
     def add(self, now: float, failed: bool, tau: float) -> None:
         """Count one outcome at ``now``."""
@@ -110,6 +113,9 @@ class Decayed:
         self.last = now
         if failed:
             self.last_fail = now
+            self.streak += 1
+        else:
+            self.streak = 0
 
     def share(self) -> float | None:
         """Recent failure share, None before the first outcome."""

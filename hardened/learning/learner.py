@@ -206,6 +206,8 @@ class ErrorLearner:
             bucket_share(d_call.share()) if d_call is not None else None,
             bucket_log2(latency * 1000.0) if latency is not None else None,
             bucket_log2(now - last_fail) if last_fail is not None else None,
+            bucket_log2(d_ep.streak) if d_ep is not None else 0.0,
+            bucket_log2(d_call.streak) if d_call is not None else 0.0,
             *numbers,
         )
         return key, call

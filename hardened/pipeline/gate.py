@@ -107,8 +107,9 @@ class GateStage(Stage):
         now = time.monotonic()
         if now - self._headroom_at >= _HEADROOM_EVERY:
             self._headroom_at = now
-            left = 1.0
-            for pool in budget.usage(time.time()).values():
+            wall = time.time()
+            left = 0.0 if budget.banned_until > wall else 1.0  # banned: no budget at all
+            for pool in budget.usage(wall).values():
                 if pool.limit:
                     left = min(left, 1.0 - pool.used / pool.limit)
             self._headroom = max(0.0, left)
