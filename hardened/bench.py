@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import socket
 import statistics
 import subprocess
@@ -233,6 +234,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 def main_argv(argv: Sequence[str] | None = None) -> int:
     """Entry point for ``hardened bench``; prints the figures, always exits 0 unless it cannot run."""
     args = build_parser().parse_args(argv)
+    # simulated calls never reach the learning store of the user's real ones (a model trained on
+    # them would skip real calls): memory only, unless the environment names a store
+    os.environ.setdefault("HARDENED_LEARNING_STORE", ":memory:")
     overhead = bench_overhead()
     http = bench_http(args.exchange, args.rounds, args.calls)
     cache = bench_cache(args.exchange)
