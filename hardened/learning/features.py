@@ -64,18 +64,29 @@ KNOWN_KEYS = frozenset({"exchange", "endpoint", "symbol", "timeframe", "limit", 
 BREAKER_CODES = {"closed": 0, "half_open": 1, "half-open": 1, "open": 2}
 
 
-def bucket_share(x: float | None, step: float = 0.1) -> float | None:
-    """A share in [0, 1] rounded to ``step``."""
+def bucket_share(x: float | None) -> float | None:
+    """A share in [0, 1] rounded to tenths (integer arithmetic: this runs on every call)."""
     if x is None:
         return None
-    return round(round(min(1.0, max(0.0, x)) / step) * step, 4)
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    return _TENTHS[int(x * 10.0 + 0.5)]
+
+
+_TENTHS = tuple(i / 10 for i in range(11))
+_LOG2 = tuple(float(i) for i in range(64))
 
 
 def bucket_log2(x: float | None, cap: int = 12) -> float | None:
-    """log2(1 + x) rounded down, capped: 0, 1, 2-3, 4-7, ... -> 0, 1, 2, 3, ..."""
+    """log2(1 + x) rounded down, capped: 0, 1, 2-3, 4-7, ... -> 0, 1, 2, 3, ...
+    (``int.bit_length`` rather than ``math.log2``: exact, and cheaper on the hot path)."""
     if x is None:
         return None
-    return float(min(cap, int(math.log2(1.0 + max(0.0, x)))))
+    if x <= 0.0:
+        return 0.0
+    return _LOG2[min(cap, int(1.0 + x).bit_length() - 1)]
 
 
 def bucket_limit(limit: Any) -> float | None:

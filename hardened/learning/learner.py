@@ -199,7 +199,7 @@ class ErrorLearner:
             variant,
             limit_n,
             float(int(now // 3600 % 24)),
-            bucket_share(headroom, 0.1),
+            bucket_share(headroom),
             breaker,
             bucket_log2(d_pace.rate(now, self.tau) * 4.0) if d_pace is not None else 0.0,
             bucket_share(d_ep.share()) if d_ep is not None else None,
