@@ -488,3 +488,36 @@ def test_train_and_report_commands(tmp_path: Path, capsys: pytest.CaptureFixture
     ErrorLearner(empty, background=False).close()
     assert main(["train", "--store", str(empty)]) == 1
     assert "gate_min_samples" in capsys.readouterr().err
+
+
+async def test_async_client_records_and_skips(tmp_path: Path) -> None:
+    import ccxt.async_support as accxt
+
+    from hardened import AsyncHardenedClient
+
+    with Simulator(exchange="binance", seed=5, profile=PROFILE) as sim:
+        raw = sim.attach(accxt.binance({"enableRateLimit": False, "timeout": 3000}))
+        async with AsyncHardenedClient(
+            raw,
+            gate_enabled=True,
+            gate_min_samples=40,
+            gate_probe_share=0.0,
+            learning_store=str(tmp_path / "async.db"),
+            max_retries=0,
+            cache_ttl=0,
+            stale_if_error=0,
+            failure_threshold=10_000,
+            failure_rate_threshold=1.0,
+            minimum_calls=100_000,
+        ) as client:
+            learner = client.pipeline.stages[1].learner
+            learner.background = False
+            for _ in range(30):
+                await client.fetch_ticker("BTC/USDT")
+                with pytest.raises(ccxt.ExchangeNotAvailable):
+                    await client.fetch_ticker("ETH/USDT")
+            assert learner.train() is not None
+            with pytest.raises(RequestSkipped):
+                await client.fetch_ticker("ETH/USDT")
+            assert (await client.fetch_ticker("BTC/USDT"))["symbol"] == "BTC/USDT"
+            assert learner.store.count() == 61
