@@ -396,7 +396,7 @@ def plot(report: dict[str, Any], path: Path) -> bool:
             ax.axhline(target, color="k", linestyle="--", linewidth=1, label=label)
             ax.legend(fontsize=8)
         for i, v in enumerate(values):
-            ax.text(i, v, f"{v:.1f}" if v >= 1 else f"{v:.2f}", ha="center", va="bottom", fontsize=7)
+            ax.text(i, v, f"{v:.1f}" if v >= 10 else f"{v:.3f}", ha="center", va="bottom", fontsize=7)
     fig.suptitle(
         f"Learning gate vs baselines, {report['days']} sim days, scored on the last "
         f"{(1 - report['train_share']) * 100:.0f} % (seed {report['seed']})"
