@@ -14,10 +14,13 @@ from typing import Any
 import ccxt
 
 from hardened import quality
+from hardened.alerts import start_alerts, stop_alerts
 from hardened.client import AsyncHardenedClient, HardenedClient
 from hardened.config import ConfigError, HardenedConfig
 from hardened.errors import (
     CircuitOpenError,
+    ClientOrderIdConflict,
+    ClientOrderIdInUse,
     DataQualityError,
     OrderStateUnknown,
     RateLimitBackoff,
@@ -38,6 +41,8 @@ from hardened.telemetry.tracker import tracker
 __all__ = [
     "AsyncHardenedClient",
     "CircuitOpenError",
+    "ClientOrderIdConflict",
+    "ClientOrderIdInUse",
     "ConfigError",
     "DataQualityError",
     "ErrorLearner",
@@ -56,7 +61,9 @@ __all__ = [
     "quality",
     "record_operation_result",
     "serve_status",
+    "start_alerts",
     "start_status_server",
+    "stop_alerts",
     "tracker",
 ]
 

@@ -19,6 +19,7 @@ COMMANDS = {
     "bench": ("hardened.bench", "endpoint benchmarks against raw ccxt, in the same run"),
     "train": ("hardened.train", "fit the learning gate from the record store and print its evaluation"),
     "report": ("hardened.report", "health, errors, anomalies and learning progress from the record store"),
+    "alerts": ("hardened.alerts.cli", "show the alert configuration, send a test alert to every channel"),
 }
 
 

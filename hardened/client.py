@@ -19,10 +19,13 @@ import structlog
 import tenacity
 
 from hardened.adapters import ExchangeProfile, load_profile
+from hardened.alerts import start_alerts
 from hardened.config import EndpointPolicy, HardenedConfig
 from hardened.endpoints import Endpoint, endpoint_for
 from hardened.errors import (
     CircuitOpenError,
+    ClientOrderIdConflict,
+    ClientOrderIdInUse,
     DataQualityError,
     ErrorKind,
     OrderStateUnknown,
@@ -40,7 +43,7 @@ from hardened.pipeline.gate import GateStage
 from hardened.pipeline.ratelimit_stage import RateLimitStage
 from hardened.pipeline.record import AttemptLogStage, EndpointStats, RecordStage
 from hardened.pipeline.retry import RetryBudget, RetryPolicy
-from hardened.pipeline.validate import ValidateStage
+from hardened.pipeline.validate import ValidateStage, reject_garbled_answer
 from hardened.placement import cancel_plan, create_plan, run_plan_async, run_plan_sync
 from hardened.ratelimit import RateLimitBudget
 from hardened.status import ensure_status_server
@@ -293,7 +296,15 @@ def profile_classifier(profile: ExchangeProfile) -> Any:
 
 _OWN = frozenset({"inner", "_hd"})
 # Errors this library raises itself: classified by class, never by an exchange's codes.
-_OWN_ERRORS = (CircuitOpenError, RequestSkipped, RateLimitBackoff, DataQualityError, OrderStateUnknown)
+_OWN_ERRORS = (
+    CircuitOpenError,
+    RequestSkipped,
+    RateLimitBackoff,
+    DataQualityError,
+    OrderStateUnknown,
+    ClientOrderIdConflict,
+    ClientOrderIdInUse,
+)
 
 
 class _HardenedBase:
@@ -328,6 +339,8 @@ class _HardenedBase:
         core.record.client = core.name
         if config.status_port is not None:  # one status server per process, started by the first
             ensure_status_server(config.status_port, token=config.status_token)
+        if config.alerts:  # one dispatcher per process; channels from the ALERT_* environment
+            start_alerts()
 
     # --- write-through --------------------------------------------------------------------
 
@@ -415,12 +428,17 @@ def _observe_http_answers(exchange: Any) -> None:
     if getattr(original, "_hardened_observer", False):
         return
 
+    exchange_id = str(exchange.id)
+
     def handle_errors(code: Any, reason: Any, url: Any, method: Any, headers: Any, *rest: Any) -> Any:
         ctx = current_call.get()
         if ctx is not None:
             ctx.http_status = code
             ctx.http_headers = headers
-        return original(code, reason, url, method, headers, *rest)
+        handled = original(code, reason, url, method, headers, *rest)
+        if ctx is not None and len(rest) >= 2:  # rest: body, parsed JSON, request headers, request body
+            reject_garbled_answer(ctx, exchange_id, code, rest[0], rest[1])  # before any parser sees it
+        return handled
 
     handle_errors._hardened_observer = True  # type: ignore[attr-defined]
     exchange.handle_errors = handle_errors

@@ -175,6 +175,7 @@ class HardenedConfig(BaseSettings):
     log_attempts: bool = False  # a debug event for every attempt, not only failures and retries
     status_port: int | None = Field(None, ge=1, le=65_535, description="start the status server here")
     status_token: str | None = Field(None, min_length=8, repr=False, description="token for the stream")
+    alerts: bool = False  # start the process's alert dispatcher (hardened.start_alerts) with the client
     endpoints: dict[str, EndpointOverrides] = Field(default_factory=dict)
 
     @model_validator(mode="after")

@@ -10,12 +10,11 @@ where clients with ``gate_enabled`` load it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Sequence
 from typing import Any
-
-import structlog
 
 from hardened.learning import ErrorLearner, model_path_for
 from hardened.learning.evaluate import evaluate_rows, format_table
@@ -49,8 +48,6 @@ def store_path(given: str | None) -> str:
 def main_argv(argv: Sequence[str] | None = None) -> int:
     """Run ``hardened train``; returns the exit code."""
     args = build_parser().parse_args(argv)
-    if not structlog.is_configured():  # a command's stdout is its answer (--json): logs go to stderr
-        structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     if not 0.0 < args.split < 1.0:
         print("hardened train: --split must be between 0 and 1", file=sys.stderr)
         return 2
@@ -81,12 +78,14 @@ def main_argv(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 1
-        results, info = evaluate_rows(rows, learner, args.split)
-        saved: str | None = None
-        if not args.no_save:
-            learner.model_path = model_path_for(path)
-            learner.train(force=True)
-            saved = str(learner.model_path)
+        # the command's stdout is its answer (--json): what the training logs goes to stderr
+        with contextlib.redirect_stdout(sys.stderr):
+            results, info = evaluate_rows(rows, learner, args.split)
+            saved: str | None = None
+            if not args.no_save:
+                learner.model_path = model_path_for(path)
+                learner.train(force=True)
+                saved = str(learner.model_path)
         out: dict[str, Any] = {"store": path, "results": results, **info, "model_saved": saved}
         if args.json:
             print(json.dumps(out, indent=1))

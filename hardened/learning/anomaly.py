@@ -66,12 +66,9 @@ def find_anomalies(
             value = float(x[i, 1] if lat_worse else x[i, 2])
             baseline = float(median[1] if lat_worse else median[2])
             if metric == "latency":
-                message = (
-                    f"{exchange} {endpoint}: p95 latency {value * 1000:.0f} ms, "
-                    f"usually {baseline * 1000:.0f} ms"
-                )
+                detail = f"p95 latency {value * 1000:.0f} ms, usually {baseline * 1000:.0f} ms"
             else:
-                message = f"{exchange} {endpoint}: error rate {value:.0%}, usually {baseline:.0%}"
+                detail = f"error rate {value:.0%}, usually {baseline:.0%}"
             found.append(
                 {
                     "ts": b * bucket_seconds,
@@ -82,7 +79,8 @@ def find_anomalies(
                     "baseline": round(baseline, 6),
                     "score": round(float(-scores[i]), 4),  # higher: more isolated
                     "calls": len(buckets[b]),
-                    "message": message,
+                    "message": f"{exchange} {endpoint}: {detail}",
+                    "detail": detail,  # the message without the endpoint (alerts add their own)
                 }
             )
     found.sort(key=lambda a: a["ts"])

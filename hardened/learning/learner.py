@@ -541,7 +541,7 @@ class ErrorLearner:
                 score=a["score"],
                 value=a["value"],
                 baseline=a["baseline"],
-                message=a["message"],
+                message=a["detail"],
             )
         return fresh
 
