@@ -26,6 +26,13 @@ from hardened.errors import (
     RateLimitBackoff,
     RequestSkipped,
 )
+from hardened.learning import (
+    ErrorLearner,
+    ModelVersionError,
+    get_anomaly_report,
+    predict_error_likelihood,
+    record_operation_result,
+)
 from hardened.status import StatusServer, ensure_status_server, serve_status, start_status_server
 from hardened.telemetry.health import overall_health
 from hardened.telemetry.logging import configure_logging
@@ -38,16 +45,21 @@ __all__ = [
     "ClientOrderIdInUse",
     "ConfigError",
     "DataQualityError",
+    "ErrorLearner",
     "HardenedClient",
     "HardenedConfig",
+    "ModelVersionError",
     "OrderStateUnknown",
     "RateLimitBackoff",
     "RequestSkipped",
     "StatusServer",
     "configure_logging",
     "ensure_status_server",
+    "get_anomaly_report",
     "overall_health",
+    "predict_error_likelihood",
     "quality",
+    "record_operation_result",
     "serve_status",
     "start_alerts",
     "start_status_server",

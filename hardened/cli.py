@@ -1,4 +1,4 @@
-"""The ``hardened`` command: ``demo`` (the main job), ``sim``, ``monitor`` and ``bench``.
+"""The ``hardened`` command: ``demo`` (the main job), ``sim``, ``monitor``, ``bench``, ``train``, ``report``.
 
 Each subcommand lives in its own module and exposes ``main_argv(argv)``; this file only routes,
 so ``hardened --help`` lists what is there and every subcommand's ``--help`` is its own.
@@ -17,6 +17,8 @@ COMMANDS = {
     "sim": ("hardened.sim", "run the exchange simulator as a server"),
     "monitor": ("hardened.monitor", "live dashboard of a running status server"),
     "bench": ("hardened.bench", "endpoint benchmarks against raw ccxt, in the same run"),
+    "train": ("hardened.train", "fit the learning gate from the record store and print its evaluation"),
+    "report": ("hardened.report", "health, errors, anomalies and learning progress from the record store"),
     "alerts": ("hardened.alerts.cli", "show the alert configuration, send a test alert to every channel"),
 }
 

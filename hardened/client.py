@@ -33,11 +33,13 @@ from hardened.errors import (
     RequestSkipped,
     classify,
 )
+from hardened.learning import learner_for
 from hardened.orders import OrderRecovery
 from hardened.pipeline import CallContext, Pipeline, Stage, current_call, run_async, run_sync
 from hardened.pipeline.breaker import BreakerView, EndpointBreaker
 from hardened.pipeline.breaker_stage import BreakerStage
 from hardened.pipeline.cache import DEFAULT_STALE_IF_ERROR, DEFAULT_TTL, NEVER_STALE, CacheStage
+from hardened.pipeline.gate import GateStage
 from hardened.pipeline.ratelimit_stage import RateLimitStage
 from hardened.pipeline.record import AttemptLogStage, EndpointStats, RecordStage
 from hardened.pipeline.retry import RetryBudget, RetryPolicy
@@ -279,7 +281,12 @@ class _Core:
 
 def default_stages(core: _Core) -> list[Stage]:
     """The stages in order, outermost first (see ``hardened.pipeline`` for what each does)."""
-    stages: list[Stage] = [core.record, core.cache, BreakerStage()]
+    stages: list[Stage] = [core.record]
+    config = core.config
+    if config.gate_enabled or config.learning_record:  # records always; skips only when enabled
+        learner = learner_for(config)
+        stages.append(GateStage(core.exchange_id, learner, config.gate_enabled, core.rate_limits, core.cache))
+    stages += [core.cache, BreakerStage()]
     if core.config.rate_limit_pacing:
         shared_budget = core.shared.budget if core.shared is not None else None
         stages.append(RateLimitStage(core.exchange_id, core.rate_limits, shared_budget))

@@ -165,6 +165,21 @@ class HardenedConfig(BaseSettings):
     redis_url: str | None = Field(None, repr=False, description="redis://[:password@]host:port/db")
     redis_timeout_ms: int = Field(100, ge=1, le=5000, description="Redis connect and read timeout, ms")
     shared_cache: bool = False  # with redis_url: processes also share cached answers
+    # The learning gate (hardened/learning): every call recorded; skipping is opt-in (gate_enabled)
+    # because a fresh install has no data, and a skip changes what a bot sees: turn it on once
+    # 'hardened train' shows the gate beats the breaker on your own calls.
+    gate_enabled: bool = False
+    gate_threshold: float = Field(0.8, gt=0, le=1, description="failure probability at which to skip")
+    gate_probe_share: float = Field(0.05, ge=0, le=1, description="share of would-be skips sent as probes")
+    gate_min_samples: int = Field(500, ge=10, le=10_000_000, description="outcomes before the gate may skip")
+    learning_record: bool = True  # record every call's outcome to the learning store
+    learning_store: str | None = Field(
+        default_factory=lambda: default_learning_store(), description="SQLite file; ':memory:' or None"
+    )
+    learning_max_rows: int = Field(500_000, ge=1_000, le=100_000_000, description="rows kept in the store")
+    learning_retention: float = Field(
+        7 * 86_400.0, ge=60, le=366 * 86_400.0, description="seconds a record is kept"
+    )
     # Observability.
     log_attempts: bool = False  # a debug event for every attempt, not only failures and retries
     status_port: int | None = Field(None, ge=1, le=65_535, description="start the status server here")
@@ -224,6 +239,15 @@ class HardenedConfig(BaseSettings):
         if override is not None:
             values.update({k: v for k, v in override.model_dump().items() if v is not None})
         return EndpointPolicy(values)
+
+
+def default_learning_store() -> str:
+    """``$XDG_DATA_HOME/hardened/learning.db`` (``~/.local/share/...``), or under ``%LOCALAPPDATA%``.
+
+    Three lines of the XDG rule rather than a dependency (platformdirs) for one path."""
+    base = os.environ.get("XDG_DATA_HOME") or os.environ.get("LOCALAPPDATA")
+    root = Path(base) if base else Path.home() / ".local" / "share"
+    return str(root / "hardened" / "learning.db")
 
 
 def _allowed(loc: tuple[Any, ...]) -> str:

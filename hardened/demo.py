@@ -10,6 +10,7 @@ the latest alerts, until Ctrl-C or ``--duration`` seconds.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import signal
 import threading
@@ -270,4 +271,7 @@ def _bot_errors(bots: list[_Bot]) -> dict[str, int]:
 
 def main_argv(argv: Sequence[str] | None = None) -> int:
     """Entry point for ``hardened demo``."""
+    # simulated calls never reach the learning store of the user's real ones (a model trained on
+    # them would skip real calls): memory only, unless the environment names a store
+    os.environ.setdefault("HARDENED_LEARNING_STORE", ":memory:")
     return run_demo(build_parser().parse_args(argv))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -11,6 +12,10 @@ import ccxt
 import pytest
 
 from hardened.sim import Simulator
+
+# The suite never writes the learning store under the user's data folder: records stay in memory
+# unless a test points a client at a file of its own.
+os.environ.setdefault("HARDENED_LEARNING_STORE", ":memory:")
 
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import platform
 import sys
 import time
@@ -185,6 +186,9 @@ def main_argv(argv: Sequence[str] | None = None) -> int:
     turned into an exit code), 2 on bad options."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    # simulated calls never reach the learning store of the user's real ones (a model trained on
+    # them would skip real calls): memory only, unless the environment names a store
+    os.environ.setdefault("HARDENED_LEARNING_STORE", ":memory:")
     try:
         _parts(args)
     except ValueError as exc:

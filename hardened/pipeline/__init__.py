@@ -4,7 +4,10 @@ Order of a call (outermost first), as ``default_stages`` builds it::
 
     record -> [gate] -> cache -> breaker -> retry loop -> rate_limit -> the ccxt call -> validate
 
-``record`` writes every outcome; the learning gate takes its place after it when its issue lands;
+``record`` writes every outcome to the stats; ``gate`` (``hardened/pipeline/gate.py``) records
+each call's features and outcome for the learning gate and, with ``gate_enabled``, skips a call
+predicted to fail (``RequestSkipped``, or the cache's answer when one is held; a share of skips
+goes through as probes);
 ``cache`` answers from memory, coalesces identical calls and serves stale data on errors;
 ``breaker`` admits each attempt; the retry loop lives in ``run_sync`` / ``run_async`` below (its
 decisions are tenacity strategies in ``pipeline/retry.py``); ``rate_limit`` paces each attempt

@@ -224,6 +224,24 @@ class CacheStage(Stage):
             result = fresh_copy(result)  # the stored object never leaves the cache itself
         return result, error
 
+    def peek(self, ctx: CallContext) -> tuple[bool, Any]:
+        """(held, a copy of the answer held for this call) if it is young enough to serve on an
+        error (its TTL or ``stale_if_error``, whichever is longer); used by the learning gate to
+        answer a call it skips."""
+        rt = ctx.rt
+        if not rt.cacheable or ctx.endpoint.name in NEVER_STALE:
+            return False, None
+        ohlcv = ctx.endpoint.name == "ohlcv"
+        key = _ohlcv_series_key(ctx) if ohlcv else self._key(ctx)
+        if key is None:
+            return False, None
+        with self._lock:
+            entry = self._entries.get(key)
+        if entry is None or time.monotonic() - entry.stored > max(rt.ttl, rt.stale_if_error):
+            return False, None
+        value = _last(entry.value, _limit_of(ctx)) if ohlcv else entry.value
+        return True, fresh_copy(value)
+
     # --- internals --------------------------------------------------------------------------
 
     def _from_shared(self, ctx: CallContext, key: Any, now: float) -> Shortcut | None:

@@ -31,6 +31,7 @@ class CallContext:
         "http_status",
         "kwargs",
         "latency",
+        "learning",
         "quality",
         "resync_clock",
         "retries",
@@ -60,6 +61,7 @@ class CallContext:
         self.error_kind: ErrorKind | None = None
         self.latency = 0.0
         self.quality: Any = None
+        self.learning: Any = None  # the gate's (feature key, call identity, probe) for this call
         self.http_status: int | None = None
         self.http_headers: Any = None
         self.http_json: Any = None  # the last answer's parsed JSON (a list endpoint's "[]" check)

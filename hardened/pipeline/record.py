@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from hardened.errors import CircuitOpenError, ErrorKind
+from hardened.errors import CircuitOpenError, ErrorKind, RequestSkipped
 from hardened.pipeline.context import CallContext
 from hardened.pipeline.stage import Stage
 from hardened.pipeline.window import SlidingCounts
@@ -23,6 +23,9 @@ from hardened.telemetry.redact import redact_text
 __all__ = ["AttemptLogStage", "EndpointStats", "RecordStage"]
 
 log = structlog.get_logger("hardened")
+# Calls refused locally (open breaker, learning gate): counted, not logged one by one; the breaker's
+# transitions and the gate's aggregated request_skipped events say what happened.
+_REFUSALS = (CircuitOpenError, RequestSkipped)
 _RESERVOIR = 1024  # latencies kept per endpoint for percentiles (a ring: the most recent calls)
 
 
@@ -158,7 +161,7 @@ class RecordStage(Stage):
     ) -> tuple[Any, BaseException | None]:
         latency = time.perf_counter() - ctx.started
         self.stats_for(ctx.endpoint.name).add(ctx, latency, error)
-        if error is not None and isinstance(error, Exception) and not isinstance(error, CircuitOpenError):
+        if error is not None and isinstance(error, Exception) and not isinstance(error, _REFUSALS):
             self._failed(ctx, error, latency)  # refusals of an open breaker: counted, not logged each
         return result, error
 

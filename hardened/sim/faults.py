@@ -26,6 +26,11 @@ Example (TOML)::
     periods = [{ regime = "calm", duration = 3000 }, { regime = "outage", duration = 600 }]
     hours = [{ hours = [13, 14], regime = "degraded" }]
 
+Rules may also be narrowed to one market or one request size: ``symbols`` (unified or exchange
+ids, compared without ``/`` and ``-``: ``BTC/USDT`` matches ``BTCUSDT`` and ``BTC-USDT``) and
+``min_limit`` (the request's ``limit`` at least this), so a profile can break one market or large
+requests while the rest of the endpoint is healthy, as real exchanges do.
+
 Rule kinds and their fields: ``latency`` (``latency``), ``timeout`` (``hold``), ``reset``,
 ``http_5xx`` (``status``), ``rate_limit_429`` and ``ban_418`` (``retry_after``),
 ``exchange_error`` (``error``: rate_limit | clock_skew | maintenance), ``html_200``,
@@ -114,7 +119,7 @@ _KIND_FIELDS: dict[str, set[str]] = {
     "bad_data": {"variants"},
     "accept_then_drop": set(),
 }
-_COMMON_FIELDS = {"kind", "name", "endpoints", "exchanges", "probability", "window"}
+_COMMON_FIELDS = {"kind", "name", "endpoints", "exchanges", "probability", "window", "symbols", "min_limit"}
 _ACTION_ORDER = {kind: i for i, kind in enumerate(FAULT_KINDS)}
 
 
@@ -194,6 +199,8 @@ class FaultRule(_Model):
     exchanges: list[str] = Field(default_factory=lambda: ["*"])
     probability: float = Field(default=1.0, ge=0, le=1)
     window: Window | None = None
+    symbols: list[str] = Field(default_factory=lambda: ["*"])
+    min_limit: int | None = Field(default=None, ge=1)
     latency: Latency | None = None
     hold: float = Field(default=30.0, gt=0, le=3600)
     status: list[int] = Field(default_factory=lambda: [500, 502, 503, 504])
@@ -222,6 +229,13 @@ class FaultRule(_Model):
         if not value:
             raise ValueError("list at least one endpoint (or '*')")
         return value
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbols(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("list at least one symbol (or '*')")
+        return [v if v == "*" else symbol_word(v) for v in value]
 
     @field_validator("status")
     @classmethod
@@ -405,6 +419,18 @@ def _crc(name: str) -> int:
     return zlib.crc32(name.encode())
 
 
+def symbol_word(symbol: str) -> str:
+    """A market name in one spelling for every dialect: ``BTC/USDT``, ``BTC-USDT`` -> ``BTCUSDT``."""
+    return symbol.replace("/", "").replace("-", "").replace("_", "").upper()
+
+
+def _narrowed(rule: FaultRule, symbol: str | None, limit: int | None) -> bool:
+    """Whether a rule narrowed to some symbols or to large requests leaves this request alone."""
+    if rule.symbols[0] != "*" and (symbol is None or symbol_word(symbol) not in rule.symbols):
+        return True
+    return rule.min_limit is not None and (limit is None or limit < rule.min_limit)
+
+
 @dataclass(slots=True)
 class Decision:
     """What happens to one request: added latency and at most one action (a fault kind)."""
@@ -520,8 +546,18 @@ class FaultEngine:
         self._rule_cache[key] = found
         return found
 
-    def decide(self, exchange: str, endpoint: str, now: float | None = None) -> Decision | None:
-        """The decision for the next request to ``exchange``/``endpoint`` (None: untouched)."""
+    def decide(
+        self,
+        exchange: str,
+        endpoint: str,
+        now: float | None = None,
+        symbol: str | None = None,
+        limit: int | None = None,
+    ) -> Decision | None:
+        """The decision for the next request to ``exchange``/``endpoint`` (None: untouched).
+
+        ``symbol`` and ``limit`` are the request's market and size, for rules narrowed by
+        ``symbols`` or ``min_limit``; ``now`` is a ``time.monotonic()`` reading (default: now)."""
         counter = self._counters.get((exchange, endpoint))
         if counter is None:
             counter = self._counters.setdefault((exchange, endpoint), itertools.count())
@@ -538,6 +574,8 @@ class FaultEngine:
         for number, rule in rules:
             window = rule.window
             if window is not None and not (window.start <= elapsed < window.end):
+                continue
+            if (rule.symbols[0] != "*" or rule.min_limit is not None) and _narrowed(rule, symbol, limit):
                 continue
             if rule.probability < 1.0 and _hash01(self.seed, ex_word, ep_word, n, number) >= rule.probability:
                 continue

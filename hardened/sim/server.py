@@ -344,7 +344,10 @@ class Simulator:
         route, params = self._routers[exchange].match(method, path)
         endpoint = route.endpoint if route is not None else "unknown"
         engine = self._engine
-        decision: Decision | None = engine.decide(exchange, endpoint) if engine.active else None
+        decision: Decision | None = None
+        if engine.active:
+            symbol, limit = _market_and_limit(request, params)
+            decision = engine.decide(exchange, endpoint, symbol=symbol, limit=limit)
         started = time.monotonic()
         record: dict[str, Any] = {
             "ts": time.time(),
@@ -473,6 +476,19 @@ class Simulator:
         if isinstance(result, SimResponse):
             return result
         return SimResponse(200, result)
+
+
+def _market_and_limit(request: web.Request, params: Mapping[str, str]) -> tuple[str | None, int | None]:
+    """The request's market (``symbol`` or ``market`` in the query or path) and ``limit``, for
+    fault rules narrowed to one market or to large requests; best effort, never raises."""
+    query = request.query
+    symbol = query.get("symbol") or query.get("market") or params.get("market") or params.get("symbol")
+    raw = query.get("limit") or query.get("depth")
+    try:
+        limit = int(raw) if raw is not None else None
+    except ValueError:
+        limit = None
+    return symbol, limit
 
 
 def attach_url(exchange: Any, url: str, credentials: bool = True) -> Any:

@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
-AGGREGATED_KINDS = frozenset({"call_failed", "stale_served"})
+AGGREGATED_KINDS = frozenset({"call_failed", "stale_served", "request_skipped"})
 StatsSource = Callable[[], Mapping[str, dict[str, Any]]]
 
 

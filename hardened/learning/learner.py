@@ -1,0 +1,589 @@
+"""The learning gate: records outcomes, learns which calls fail, and says which to skip.
+
+``ErrorLearner`` is the seeds' "global error learning manager", for any component of a bot:
+``predict_error_likelihood(component, context)`` before an operation, and
+``record_operation_result(component, context, had_error, ...)`` after it. The wrapper's ``gate``
+stage uses the same object through a faster path (``call_key`` / ``decide`` / ``finish``).
+
+On the hot path nothing calls scikit-learn per request: features are quantised into buckets
+(``hardened.learning.features``) and each bucket's probability is computed once per model and
+cached; the model is retrained in a background thread as data grows. Until a model trained on at
+least ``min_samples`` outcomes exists, the gate never skips. Of the calls it would skip, one in
+``1 / probe_share`` per call goes through as a probe, so the gate sees a recovery.
+
+Statistics (recent error shares, pace) are updated without a lock: under thread contention an
+update may be lost, which moves a share by one call's weight; no call waits for another.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from hardened.learning.anomaly import find_anomalies
+from hardened.learning.features import (
+    BREAKER_CODES,
+    FEATURES,
+    NUMERIC,
+    OUTCOME,
+    ROW_COLUMNS,
+    Decayed,
+    bucket_limit,
+    bucket_log2,
+    bucket_share,
+    generic_parts,
+)
+from hardened.learning.model import GateModel, ModelVersionError
+from hardened.learning.store import RecordStore
+from hardened.telemetry.events import bus
+
+__all__ = ["ALTERNATIVE_ENDPOINTS", "ErrorLearner"]
+
+log = structlog.get_logger("hardened.learning")
+
+# Endpoints that can stand in for one another when one is predicted to fail.
+ALTERNATIVE_ENDPOINTS: dict[str, tuple[str, ...]] = {
+    "ticker": ("tickers", "order_book"),
+    "tickers": ("ticker",),
+    "order_book": ("ticker",),
+    "ohlcv": ("trades",),
+    "trades": ("ohlcv",),
+}
+_N_FEATURES = len(FEATURES)
+# Probes in a row that succeeded before the gate stops skipping a call, until the next training
+# has learned from them (the model alone would keep skipping what it saw failing).
+_RECOVERED_AFTER = 2
+_SKIP_EVENT_EVERY = 1.0  # seconds: at most one request_skipped event per endpoint per second
+_MAX_CACHED = 200_000  # cached bucket probabilities before the cache starts over
+_MAX_PENDING = 10_000  # buckets waiting for the scorer
+_SCORE_EVERY = 0.05  # seconds between the background scorer's batches
+_WARM_ROWS = 50_000  # recent calls whose buckets are scored right after a training
+_CALL_FIELDS = 7  # a feature key starts with the call's identity (component ... limit bucket)
+
+
+class ErrorLearner:
+    """Records call outcomes, trains the failure model, decides which calls to skip.
+
+    Args:
+        store: a ``RecordStore``, or a path for one (``":memory:"``/None: in memory).
+        threshold: skip a call whose predicted failure probability is at least this.
+        probe_share: share of would-be-skipped calls sent anyway, per call, to see recovery.
+        min_samples: outcomes recorded before a model is trained (and so before any skip).
+        retrain_every: new outcomes between background retrains.
+        model_path: where the model is saved after each training and loaded from at start.
+        train_rows: most recent rows a training reads.
+        tau: seconds over which recent error shares and pace forget (time constant).
+        per_endpoint: one model per exchange x endpoint (default: one model, those as features).
+        background: retrain in a thread as data grows (False: only when ``train()`` is called).
+        clock: wall-clock seconds (injectable: the evaluation replays days in seconds).
+    """
+
+    def __init__(
+        self,
+        store: RecordStore | str | Path | None = None,
+        *,
+        threshold: float = 0.8,
+        probe_share: float = 0.05,
+        min_samples: int = 500,
+        retrain_every: int = 5_000,
+        model_path: str | Path | None = None,
+        train_rows: int = 200_000,
+        tau: float = 60.0,
+        per_endpoint: bool = False,
+        background: bool = True,
+        anomaly_every: float = 300.0,
+        clock: Callable[[], float] = time.time,
+        max_rows: int = 500_000,
+        retention: float = 7 * 86_400.0,
+    ) -> None:
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+        if not 0.0 <= probe_share <= 1.0:
+            raise ValueError(f"probe_share must be in [0, 1], got {probe_share}")
+        if min_samples < 1:
+            raise ValueError(f"min_samples must be at least 1, got {min_samples}")
+        if isinstance(store, RecordStore):
+            self.store = store
+        else:
+            self.store = RecordStore(store, ROW_COLUMNS, max_rows=max_rows, retention=retention, clock=clock)
+        self.threshold = threshold
+        self.probe_share = probe_share
+        self._probe_every = 0 if probe_share <= 0 else max(1, round(1.0 / probe_share))
+        self.min_samples = min_samples
+        self.retrain_every = retrain_every
+        self.model_path = Path(model_path).expanduser() if model_path is not None else None
+        self.train_rows = train_rows
+        self.tau = tau
+        self.per_endpoint = per_endpoint
+        self.background = background
+        self.anomaly_every = anomaly_every
+        self.clock = clock
+        self.model: GateModel | None = None
+        self._cache: dict[tuple[Any, ...], float] = {}
+        self._pending: dict[tuple[Any, ...], None] = {}
+        self._last_p: dict[tuple[Any, ...], float] = {}
+        self._stop = threading.Event()
+        self._ep: dict[tuple[Any, ...], Decayed] = {}
+        self._call: dict[tuple[Any, ...], Decayed] = {}
+        self._pace: dict[tuple[Any, ...], Decayed] = {}
+        self._latency: dict[tuple[Any, ...], float] = {}
+        self._would_skip: dict[tuple[Any, ...], int] = {}
+        self._recovered: dict[tuple[Any, ...], int] = {}
+        self._last_skip_event: dict[tuple[Any, ...], list[float]] = {}
+        self._training = threading.Lock()
+        self._recorded = self.store.count()
+        self._next_train = max(self.min_samples, self._recorded + 1)
+        self._next_anomaly = 0.0
+        self._published: set[tuple[Any, ...]] = set()
+        self.skipped = 0
+        self.probes = 0
+        self.last_training: dict[str, Any] | None = None
+        if self.model_path is not None and self.model_path.exists():
+            try:
+                self.use_model(GateModel.load(self.model_path))
+            except ModelVersionError as exc:  # refused, said once, and the gate waits for data
+                log.warning("gate_model_refused", path=str(self.model_path), reason=str(exc))
+        if background:
+            threading.Thread(target=self._scorer, name="hardened-gate-scorer", daemon=True).start()
+
+    def _scorer(self) -> None:
+        """Score the buckets the hot path queued, in batches, until the learner closes."""
+        while not self._stop.wait(_SCORE_EVERY):
+            try:
+                self.score_pending()
+            except Exception as exc:  # a bad batch must not stop scoring for the process
+                log.error("gate_scoring_failed", error=repr(exc))
+
+    # --- features -------------------------------------------------------------------------
+
+    def call_key(
+        self,
+        component: str,
+        exchange: str | None,
+        endpoint: str | None,
+        symbol: str | None = None,
+        timeframe: str | None = None,
+        variant: str | None = None,
+        limit: Any = None,
+        headroom: float | None = None,
+        breaker: str | int | None = None,
+        numbers: tuple[float | None, ...] = (None, None, None, None),
+        now: float | None = None,
+    ) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        """(feature key, call identity) of a call about to be made, from what is known now."""
+        if now is None:
+            now = self.clock()
+        ep = (component, exchange, endpoint)
+        limit_n = bucket_limit(limit)
+        call = (component, exchange, endpoint, symbol, timeframe, variant, limit_n)
+        d_ep = self._ep.get(ep)
+        d_call = self._call.get(call)
+        d_pace = self._pace.get((component, exchange))
+        latency = self._latency.get(ep)
+        if isinstance(breaker, str):
+            breaker = BREAKER_CODES.get(breaker)
+        last_fail = d_call.last_fail if d_call is not None else None
+        key = (
+            component,
+            exchange,
+            endpoint,
+            symbol,
+            timeframe,
+            variant,
+            limit_n,
+            float(int(now // 3600 % 24)),
+            bucket_share(headroom),
+            breaker,
+            bucket_log2(d_pace.rate(now, self.tau) * 4.0) if d_pace is not None else 0.0,
+            bucket_share(d_ep.share()) if d_ep is not None else None,
+            bucket_share(d_call.share()) if d_call is not None else None,
+            bucket_log2(latency * 1000.0) if latency is not None else None,
+            bucket_log2(now - last_fail) if last_fail is not None else None,
+            bucket_log2(d_ep.streak) if d_ep is not None else 0.0,
+            bucket_log2(d_call.streak) if d_call is not None else 0.0,
+            *numbers,
+        )
+        return key, call
+
+    def context_key(
+        self, component: str, context: Mapping[str, Any], now: float | None = None
+    ) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        """(feature key, call identity) of a bot component's operation described by ``context``."""
+        if not isinstance(context, Mapping):
+            raise TypeError(f"operation context must be a mapping, got {type(context).__name__}")
+        variant, numbers = generic_parts(context)
+        return self.call_key(
+            str(component),
+            _text(context.get("exchange")),
+            _text(context.get("endpoint")),
+            _text(context.get("symbol")),
+            _text(context.get("timeframe")),
+            variant,
+            context.get("limit"),
+            _number(context.get("headroom")),
+            context.get("breaker"),
+            numbers,
+            now,
+        )
+
+    # --- deciding -------------------------------------------------------------------------
+
+    def probability(self, key: tuple[Any, ...]) -> float | None:
+        """The model's failure probability for a feature key (cached per key), None without model.
+        Scores a key not in the cache at once: for the public API, not for the hot path."""
+        p = self._cache.get(key)
+        if p is not None:
+            return p
+        model = self.model
+        if model is None:
+            return None
+        p = float(model.predict([key])[0])
+        self._remember([key], [p], model)
+        return p
+
+    def _remember(self, keys: list[tuple[Any, ...]], probs: Any, model: GateModel) -> None:
+        """Cache the probabilities of ``keys`` (scored by ``model``, if it is still the one in use)."""
+        if model is not self.model:
+            return  # a training swapped the model meanwhile: these scores are stale
+        cache = self._cache
+        if len(cache) + len(keys) > _MAX_CACHED:  # buckets are bounded, but not by much: start over
+            cache = self._cache = {}
+        last = self._last_p
+        if len(last) > _MAX_CACHED:
+            last = self._last_p = {}
+        n_call = _CALL_FIELDS
+        for key, p in zip(keys, probs, strict=True):
+            p = float(p)
+            cache[key] = p
+            last[key[:n_call]] = p
+
+    def score_pending(self) -> int:
+        """Score, in one batch, the buckets the hot path met without a cached probability;
+        returns how many. The background scorer calls it every 50 ms."""
+        model = self.model
+        if model is None or not self._pending:
+            return 0
+        pending, self._pending = self._pending, {}
+        keys = list(pending)
+        self._remember(keys, model.predict(keys), model)
+        return len(keys)
+
+    def decide(self, key: tuple[Any, ...], call: tuple[Any, ...]) -> tuple[bool, float | None, bool]:
+        """(skip, probability, probe): whether to skip the call, and whether it goes as a probe.
+
+        Never calls scikit-learn: a bucket without a cached probability uses the last probability
+        scored for the same call (same market, size, ...) and is queued for the scorer."""
+        if self.model is None:
+            return False, None, False
+        p = self._cache.get(key)
+        if p is None:
+            if len(self._pending) < _MAX_PENDING:
+                self._pending[key] = None
+            p = self._last_p.get(call)
+            if p is None:
+                return False, None, False
+        if p < self.threshold or self._recovered.get(call, 0) >= _RECOVERED_AFTER:
+            return False, p, False
+        n = self._would_skip.get(call, 0) + 1
+        self._would_skip[call] = n
+        if self._probe_every and n % self._probe_every == 0:
+            self.probes += 1
+            return False, p, True
+        self.skipped += 1
+        return True, p, False
+
+    def note_skip(self, exchange: str | None, endpoint: str | None, p: float) -> None:
+        """Publish ``request_skipped``, at most once a second per endpoint with the count since."""
+        now = time.monotonic()
+        slot = self._last_skip_event.get((exchange, endpoint))
+        if slot is None:
+            slot = self._last_skip_event[(exchange, endpoint)] = [0.0, 0]
+        slot[1] += 1
+        if now - slot[0] >= _SKIP_EVENT_EVERY:
+            count, slot[0], slot[1] = slot[1], now, 0
+            bus.publish("request_skipped", exchange=exchange, endpoint=endpoint, probability=p, count=count)
+
+    # --- recording ------------------------------------------------------------------------
+
+    def finish(
+        self,
+        key: tuple[Any, ...],
+        call: tuple[Any, ...],
+        failed: bool,
+        latency: float | None,
+        error: str | None = None,
+        error_kind: str | None = None,
+        attempts: int = 1,
+        probe: bool = False,
+        details: str | None = None,
+        now: float | None = None,
+    ) -> None:
+        """Record the outcome of a call whose key came from ``call_key`` (enqueue only)."""
+        if now is None:
+            now = self.clock()
+        self.store.append(
+            (now, *key, 1 if failed else 0, error, error_kind, attempts, latency, probe, details)
+        )
+        tau = self.tau
+        ep = call[:3]
+        d = self._ep.get(ep)
+        if d is None:
+            d = self._ep[ep] = Decayed()
+        d.add(now, failed, tau)
+        d = self._call.get(call)
+        if d is None:
+            if len(self._call) >= 100_000:
+                self._call = {}
+            d = self._call[call] = Decayed()
+        d.add(now, failed, tau)
+        if failed:
+            self._recovered.pop(call, None)
+        elif self._would_skip.pop(call, None) is not None or call in self._recovered:
+            self._recovered[call] = self._recovered.get(call, 0) + 1  # a probe, or after one
+        pace_key = call[:2]
+        d = self._pace.get(pace_key)
+        if d is None:
+            d = self._pace[pace_key] = Decayed()
+        d.add(now, failed, tau)
+        if latency is not None:
+            old = self._latency.get(ep)
+            self._latency[ep] = latency if old is None else old + 0.1 * (latency - old)
+        self._recorded += 1
+        if self._recorded >= self._next_train and self.background:
+            self._next_train = self._recorded + self.retrain_every
+            self._spawn(self.train)
+        if self.background and now >= self._next_anomaly:
+            self._next_anomaly = now + self.anomaly_every
+            if self._recorded >= self.min_samples:
+                self._spawn(self._publish_anomalies)
+
+    def _spawn(self, target: Callable[[], Any]) -> None:
+        def run() -> None:
+            try:
+                target()
+            except Exception as exc:  # a failed training leaves the previous model in place
+                log.error("gate_background_failed", task=target.__name__, error=repr(exc))
+
+        threading.Thread(target=run, name=f"hardened-{target.__name__}", daemon=True).start()
+
+    # --- the seeds' API -------------------------------------------------------------------
+
+    def predict_error_likelihood(self, component: str, context: Mapping[str, Any]) -> dict[str, Any]:
+        """``error_probability``, ``confidence``, ``should_attempt``, ``risk_level`` and
+        ``alternative_suggestions`` for an operation of ``component`` described by ``context``."""
+        key, call = self.context_key(component, context)
+        skip, p, probe = self.decide(key, call)
+        trained = p is not None
+        if p is None:  # no model yet: the recent failure share of this call, for information only
+            d = self._call.get(call) or self._ep.get(call[:3])
+            p = (d.share() or 0.0) if d is not None else 0.0
+        return {
+            "error_probability": round(p, 4),
+            "confidence": round(self._confidence(call, p) if trained else 0.0, 4),
+            "should_attempt": not skip,
+            "probe": probe,
+            "risk_level": "high" if p >= self.threshold else "medium" if p >= 0.3 else "low",
+            "alternative_suggestions": self._alternatives(key, call, context, p) if p >= 0.3 else [],
+            "model_trained": trained,
+        }
+
+    def record_operation_result(
+        self,
+        component: str,
+        context: Mapping[str, Any],
+        had_error: bool,
+        error_details: str | None = None,
+        success_metrics: Mapping[str, Any] | None = None,
+        execution_time: float | None = None,
+    ) -> None:
+        """Record the outcome of an operation of ``component`` (enqueued; written in batches)."""
+        if execution_time is not None and (not isinstance(execution_time, int | float) or execution_time < 0):
+            raise ValueError(f"execution_time must be seconds >= 0, got {execution_time!r}")
+        key, call = self.context_key(component, context)
+        details = None
+        if error_details is not None or success_metrics:
+            details = json.dumps(
+                {"error": error_details, "metrics": dict(success_metrics or {})}, default=str
+            )[:2000]
+        self.finish(
+            key,
+            call,
+            bool(had_error),
+            float(execution_time) if execution_time is not None else None,
+            error="error" if had_error else None,
+            details=details,
+        )
+
+    def _confidence(self, call: tuple[Any, ...], p: float) -> float:
+        """How sure the model is: how decisive the probability is, times how much of this
+        component x endpoint it has seen (full at ``min_samples`` outcomes)."""
+        model = self.model
+        seen = 0
+        if model is not None:
+            seen = model.schema.get("group_samples", {}).get("|".join(str(c) for c in call[:3]), 0)
+        return abs(2.0 * p - 1.0) * min(1.0, seen / self.min_samples)
+
+    def _alternatives(
+        self, key: tuple[Any, ...], call: tuple[Any, ...], context: Mapping[str, Any], p: float
+    ) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        if context.get("cache_available") or context.get("cached"):
+            out.append({"action": "serve_cache", "reason": "an earlier answer is held"})
+        d = self._call.get(call)
+        since = (self.clock() - d.last_fail) if d is not None and d.last_fail is not None else None
+        wait = 30.0 if since is None else min(300.0, max(5.0, 2.0 * since))
+        out.append({"action": "wait", "seconds": round(wait, 1), "reason": f"predicted failure {p:.0%}"})
+        endpoint = call[2]
+        for other in ALTERNATIVE_ENDPOINTS.get(str(endpoint), ()):
+            alt_key = (*key[:2], other, *key[3:])
+            q = self.probability(alt_key)
+            if q is not None and q < self.threshold:
+                out.append({"action": "use_endpoint", "endpoint": other, "error_probability": round(q, 4)})
+        return out
+
+    # --- training -------------------------------------------------------------------------
+
+    def training_data(self) -> tuple[list[tuple[Any, ...]], list[int], list[tuple[Any, ...]]]:
+        """(feature keys, labels, rows) of the most recent ``train_rows`` outcomes."""
+        rows = self.store.rows(limit=self.train_rows)
+        keys = [tuple(row[1 : 1 + _N_FEATURES]) for row in rows]
+        labels = [int(row[1 + _N_FEATURES]) for row in rows]
+        return keys, labels, rows
+
+    def train(self, force: bool = False) -> dict[str, Any] | None:
+        """Fit a model on the recorded outcomes and start using it; None when there are fewer
+        than ``min_samples`` (unless ``force``) or a training is already running."""
+        if not self._training.acquire(blocking=False):
+            return None
+        try:
+            keys, labels, _ = self.training_data()
+            if len(keys) < self.min_samples and not force:
+                return None
+            if not keys:
+                return None
+            keys = [_floats(k) for k in keys]
+            model = GateModel.fit(keys, labels, per_endpoint=self.per_endpoint)
+            groups: dict[str, int] = {}
+            for k in keys:
+                name = f"{k[0]}|{k[1]}|{k[2]}"
+                groups[name] = groups.get(name, 0) + 1
+            model.schema["group_samples"] = groups
+            self.use_model(model, keys[-_WARM_ROWS:])
+            self._recovered = {}
+            if self.model_path is not None:
+                model.save(self.model_path)
+            self.last_training = {
+                "samples": len(keys),
+                "failures": int(sum(labels)),
+                "fit_seconds": model.schema["fit_seconds"],
+                "trained_at": model.schema["trained_at"],
+            }
+            log.info("gate_model_trained", **self.last_training)
+            return self.last_training
+        finally:
+            self._training.release()
+
+    def use_model(self, model: GateModel, warm: list[tuple[Any, ...]] | None = None) -> None:
+        """Start deciding with ``model`` (trained elsewhere, or loaded); the buckets of ``warm``
+        (recent calls' keys; default: the most recent recorded) are scored at once, in one batch,
+        so the hot path finds them cached."""
+        if warm is None:
+            warm = [_floats(tuple(r[1 : 1 + _N_FEATURES])) for r in self.store.rows(limit=_WARM_ROWS)]
+        self.model = model
+        self._cache = {}
+        self._last_p = {}
+        self._pending = {}
+        keys = list(dict.fromkeys(warm))  # distinct, most recent last
+        for start in range(0, len(keys), 20_000):
+            chunk = keys[start : start + 20_000]
+            self._remember(chunk, model.predict(chunk), model)
+
+    # --- looking inside -------------------------------------------------------------------
+
+    def get_anomaly_report(self, hours: float = 24) -> dict[str, Any]:
+        """Latency and error-rate anomalies per endpoint over the last ``hours`` (IsolationForest)."""
+        if not hours > 0:
+            raise ValueError(f"hours must be positive, got {hours!r}")
+        since = self.clock() - hours * 3600.0
+        calls = self.store.query(
+            "SELECT ts, exchange, endpoint, latency, had_error FROM calls WHERE ts >= ? ORDER BY id", (since,)
+        )
+        anomalies, judged = find_anomalies(calls)
+        return {
+            "hours": hours,
+            "calls": len(calls),
+            "endpoints_judged": judged,
+            "anomalies_detected": len(anomalies),
+            "anomalies": anomalies,
+        }
+
+    def _publish_anomalies(self, hours: float = 1.0) -> list[dict[str, Any]]:
+        """Publish each anomaly of the last ``hours`` not published before."""
+        fresh = []
+        for a in self.get_anomaly_report(hours)["anomalies"]:
+            ident = (a["exchange"], a["endpoint"], a["metric"], a["ts"])
+            if ident in self._published:
+                continue
+            self._published.add(ident)
+            fresh.append(a)
+            bus.publish(
+                "anomaly_detected",
+                exchange=a["exchange"],
+                endpoint=a["endpoint"],
+                metric=a["metric"],
+                score=a["score"],
+                value=a["value"],
+                baseline=a["baseline"],
+                message=a["detail"],
+            )
+        return fresh
+
+    def progress(self) -> dict[str, Any]:
+        """Learning progress: outcomes recorded, whether a model decides, what it was trained on."""
+        model = self.model
+        return {
+            "recorded": self._recorded,
+            "min_samples": self.min_samples,
+            "learning_progress": round(min(1.0, self._recorded / self.min_samples), 4),
+            "model_trained": model is not None,
+            "model": None
+            if model is None
+            else {k: model.schema.get(k) for k in ("samples", "failures", "trained_at", "hardened_version")},
+            "threshold": self.threshold,
+            "probe_share": self.probe_share,
+            "skipped": self.skipped,
+            "probes": self.probes,
+            "cached_buckets": len(self._cache),
+            "store": self.store.stats(),
+        }
+
+    def close(self) -> None:
+        """Stop the scorer, write what is queued and close the store."""
+        self._stop.set()
+        self.store.close()
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _floats(key: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A key read back from SQLite: numbers as floats (SQLite returns 3.0 as 3.0, 3 as 3)."""
+    n_cat = _N_FEATURES - len(NUMERIC)
+    return (*key[:n_cat], *(None if v is None else float(v) for v in key[n_cat:]))
+
+
+assert OUTCOME[0] == "had_error", "training_data reads the label right after the features"

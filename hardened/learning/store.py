@@ -1,0 +1,321 @@
+"""The record store: every call's outcome, appended to SQLite off the hot path.
+
+A call appends one tuple to an in-memory queue (a ``deque.append``: about 100 ns, no lock, no
+I/O); a background writer thread wakes every ``flush_interval`` seconds and writes what queued up
+in one transaction (``executemany``). The database runs in WAL mode with ``synchronous=NORMAL``:
+a process killed with SIGKILL loses at most the rows still queued (the last batch), and what was
+committed stays intact, because SQLite's WAL is crash-safe for process death. The queue is
+bounded (rows beyond it are counted as dropped, never block a call); the table is bounded by
+``max_rows`` (oldest rows deleted first) and by ``retention`` seconds.
+
+``":memory:"`` (or None) keeps the records in memory, for tests and for processes that must not
+write files.
+"""
+
+from __future__ import annotations
+
+import atexit
+import sqlite3
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+__all__ = ["RecordStore", "StoreError"]
+
+log = structlog.get_logger("hardened.learning")
+
+STORE_SCHEMA_VERSION = 1
+_MEMORY = ":memory:"
+
+
+class StoreError(ValueError):
+    """The record store cannot be opened or used; the message names the path and the reason."""
+
+
+class _Flush:
+    """A marker in the queue: the writer commits everything before it, then sets the event."""
+
+    __slots__ = ("event",)
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+
+_STOP = object()
+_open_stores: weakref.WeakSet[RecordStore] = weakref.WeakSet()
+
+
+class RecordStore:
+    """An append-only table of rows with fixed ``columns``, written in batches by one thread.
+
+    Args:
+        path: the SQLite file (its folder is created), or ``":memory:"``/None for memory only.
+        columns: column names, in the order of the tuples passed to ``append``; each column is
+            declared without a type (SQLite stores what it gets: numbers, text, NULL).
+        max_rows: most rows kept; the oldest are deleted after each batch beyond it.
+        retention: seconds a row is kept (by its ``ts`` column), checked every ``prune_every`` s.
+        flush_interval: seconds between writer wake-ups (what a SIGKILL can lose at most).
+        max_queue: rows waiting for the writer before new ones are dropped (and counted).
+        clock: wall-clock seconds, injectable for tests of retention.
+    """
+
+    def __init__(
+        self,
+        path: str | Path | None,
+        columns: Sequence[str],
+        *,
+        max_rows: int = 500_000,
+        retention: float = 7 * 86_400.0,
+        flush_interval: float = 0.25,
+        max_queue: int = 100_000,
+        batch_max: int = 5_000,
+        prune_every: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if "ts" not in columns:
+            raise StoreError("a record store needs a 'ts' column (retention is by time)")
+        self.path = _MEMORY if path is None or str(path) == _MEMORY else str(Path(path).expanduser())
+        self.columns = tuple(columns)
+        self.max_rows = int(max_rows)
+        self.retention = float(retention)
+        self.flush_interval = float(flush_interval)
+        self.max_queue = int(max_queue)
+        self.batch_max = int(batch_max)
+        self.prune_every = float(prune_every)
+        self.clock = clock
+        self.dropped = 0  # rows refused because the queue was full
+        self.written = 0
+        self.deleted = 0
+        self._queue: deque[Any] = deque()
+        self._wake = threading.Event()
+        self._db_lock = threading.Lock()  # the writer's connection (shared by readers in memory mode)
+        self._last_prune = 0.0
+        self._last_drop_log = 0.0
+        self._conn = self._open()
+        self._rows = self._conn.execute("SELECT count(*) FROM calls").fetchone()[0]
+        self._insert = (
+            f"INSERT INTO calls ({', '.join(_quote(c) for c in self.columns)}) "
+            f"VALUES ({', '.join('?' for _ in self.columns)})"
+        )
+        self._ts_index = self.columns.index("ts")
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="hardened-record-store", daemon=True)
+        self._thread.start()
+        _open_stores.add(self)
+
+    # --- opening --------------------------------------------------------------------------
+
+    def _open(self) -> sqlite3.Connection:
+        if self.path != _MEMORY:
+            try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the folder of record store {self.path}: {exc}") from exc
+        try:
+            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
+            if self.path != _MEMORY:
+                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise StoreError(f"record store {self.path}: WAL mode refused (got {mode})")
+                conn.execute("PRAGMA synchronous=NORMAL")
+            cols = ", ".join(f"{_quote(c)}" for c in self.columns if c != "id")
+            conn.execute(f"CREATE TABLE IF NOT EXISTS calls (id INTEGER PRIMARY KEY, {cols})")
+            conn.execute("CREATE INDEX IF NOT EXISTS calls_ts ON calls(ts)")
+            conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+            conn.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(STORE_SCHEMA_VERSION),)
+            )
+            found = {row[1] for row in conn.execute("PRAGMA table_info(calls)")}
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open record store {self.path}: {exc}") from exc
+        missing = [c for c in self.columns if c not in found]
+        if missing:
+            raise StoreError(
+                f"record store {self.path} was written by another schema: columns {missing} missing; "
+                "move the file away or point learning_store elsewhere"
+            )
+        return conn
+
+    # --- the hot path ---------------------------------------------------------------------
+
+    def append(self, row: tuple[Any, ...]) -> None:
+        """Queue one row (a tuple in ``columns`` order); never blocks, never touches the disk."""
+        queue = self._queue
+        if len(queue) < self.max_queue:
+            queue.append(row)
+        else:
+            self._drop()
+
+    def _drop(self) -> None:
+        self.dropped += 1
+        now = time.monotonic()
+        if now - self._last_drop_log > 60.0:
+            self._last_drop_log = now
+            log.warning("record_store_full", path=self.path, dropped=self.dropped, queue=self.max_queue)
+
+    # --- the writer -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.flush_interval)
+            self._wake.clear()
+            if self._drain():
+                return
+
+    def _drain(self) -> bool:
+        """Write what is queued, batch by batch; True when the stop marker was reached."""
+        queue = self._queue
+        while queue:
+            batch: list[tuple[Any, ...]] = []
+            markers: list[_Flush] = []
+            stop = False
+            while queue and len(batch) < self.batch_max:
+                item = queue.popleft()
+                if isinstance(item, tuple):
+                    batch.append(item)
+                elif item is _STOP:
+                    stop = True
+                    break
+                else:
+                    markers.append(item)
+                    break  # commit what came before the marker, then tell the flusher
+            if batch:
+                self._write(batch)
+            for marker in markers:
+                marker.event.set()
+            if stop:
+                return True
+        return False
+
+    def _write(self, batch: list[tuple[Any, ...]]) -> None:
+        try:
+            with self._db_lock:
+                conn = self._conn
+                conn.execute("BEGIN")
+                conn.executemany(self._insert, batch)
+                self._rows += len(batch)
+                if self._rows > self.max_rows:
+                    cut = conn.execute("SELECT max(id) FROM calls").fetchone()[0] - self.max_rows
+                    gone = conn.execute("DELETE FROM calls WHERE id <= ?", (cut,)).rowcount
+                    self._rows -= gone
+                    self.deleted += gone
+                now = self.clock()
+                if now - self._last_prune >= self.prune_every:
+                    self._last_prune = now
+                    gone = conn.execute("DELETE FROM calls WHERE ts < ?", (now - self.retention,)).rowcount
+                    self._rows -= gone
+                    self.deleted += gone
+                conn.execute("COMMIT")
+            self.written += len(batch)
+        except sqlite3.Error as exc:  # a full disk, a locked file: count, say so, keep the process
+            self.dropped += len(batch)
+            log.error("record_store_write_failed", path=self.path, rows=len(batch), error=str(exc))
+            try:
+                with self._db_lock:
+                    self._conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # no transaction was open: nothing to undo
+
+    # --- control --------------------------------------------------------------------------
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Block until every row queued before this call is committed; False on timeout."""
+        if self._closed:
+            return True
+        marker = _Flush()
+        self._queue.append(marker)
+        self._wake.set()
+        return marker.event.wait(timeout)
+
+    def prune(self) -> None:
+        """Apply the retention now (normally done at most every ``prune_every`` seconds)."""
+        self.flush()
+        now = self.clock()
+        with self._db_lock:
+            gone = self._conn.execute("DELETE FROM calls WHERE ts < ?", (now - self.retention,)).rowcount
+            self._rows -= gone
+            self.deleted += gone
+            self._last_prune = now
+
+    def close(self) -> None:
+        """Write what is queued and stop the writer thread."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.append(_STOP)
+        self._wake.set()
+        self._thread.join(timeout=30.0)
+        with self._db_lock:
+            self._conn.close()
+        _open_stores.discard(self)
+
+    # --- reading --------------------------------------------------------------------------
+
+    def _reader(self) -> tuple[sqlite3.Connection, bool]:
+        """A connection to read with: a fresh one for files (WAL readers do not block the writer),
+        the writer's own under its lock for memory."""
+        if self.path == _MEMORY:
+            return self._conn, True
+        conn = sqlite3.connect(self.path, timeout=10.0)
+        return conn, False
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run a read-only query against the table ``calls`` (after a flush)."""
+        self.flush()
+        conn, shared = self._reader()
+        try:
+            if shared:
+                with self._db_lock:
+                    return conn.execute(sql, params).fetchall()
+            return conn.execute(sql, params).fetchall()
+        finally:
+            if not shared:
+                conn.close()
+
+    def rows(self, since: float | None = None, limit: int | None = None) -> list[tuple[Any, ...]]:
+        """Rows in ``columns`` order, oldest first; ``limit`` keeps the most recent ones."""
+        cols = ", ".join(_quote(c) for c in self.columns)
+        where = "WHERE ts >= ?" if since is not None else ""
+        params: list[Any] = [since] if since is not None else []
+        if limit is not None:
+            sql = f"SELECT * FROM (SELECT id, {cols} FROM calls {where} ORDER BY id DESC LIMIT ?) ORDER BY id"
+            params.append(int(limit))
+            return [row[1:] for row in self.query(sql, params)]
+        return self.query(f"SELECT {cols} FROM calls {where} ORDER BY id", params)
+
+    def count(self) -> int:
+        """Rows held (after a flush)."""
+        return int(self.query("SELECT count(*) FROM calls")[0][0])
+
+    def stats(self) -> dict[str, Any]:
+        """Path, rows held, written, deleted by bounds, dropped, queued now."""
+        return {
+            "path": self.path,
+            "rows": self._rows,
+            "written": self.written,
+            "deleted": self.deleted,
+            "dropped": self.dropped,
+            "queued": len(self._queue),
+            "max_rows": self.max_rows,
+            "retention_s": self.retention,
+        }
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@atexit.register
+def _close_all() -> None:
+    """Write what is queued when the interpreter exits normally."""
+    for store in list(_open_stores):
+        try:
+            store.close()
+        except Exception:  # exiting anyway: a store that cannot close must not hide the others
+            continue

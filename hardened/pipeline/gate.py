@@ -1,0 +1,173 @@
+"""The gate stage: records every call for the learning gate, and skips calls predicted to fail.
+
+Right after ``record``: ``on_call`` describes the call (exchange, endpoint, symbol, timeframe,
+limit, other arguments, rate-limit headroom, breaker state) in feature buckets, and when the gate
+is enabled asks the learner for the bucket's cached failure probability. At or above the threshold
+the call is skipped: answered from the cache when an answer young enough is held, otherwise
+``RequestSkipped`` (a ``ccxt.ExchangeNotAvailable``). A share of would-be skips goes through as
+probes. ``on_done`` enqueues the outcome of every call that reached the exchange (cache hits and
+local refusals teach nothing about the exchange and are not recorded).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from hardened.errors import CircuitOpenError, ErrorKind, RateLimitBackoff, RequestSkipped
+from hardened.pipeline.context import CallContext
+from hardened.pipeline.stage import Shortcut, Stage
+
+__all__ = ["GateStage", "call_arguments"]
+
+COMPONENT = "exchange"  # the learner's component name for calls made through the wrapper
+# Positional argument names of the unified methods whose arguments say what is asked for.
+_ARGS: dict[str, tuple[str, ...]] = {
+    "ticker": ("symbol",),
+    "ohlcv": ("symbol", "timeframe", "since", "limit"),
+    "order_book": ("symbol", "limit"),
+    "l2_order_book": ("symbol", "limit"),
+    "trades": ("symbol", "since", "limit"),
+    "create_order": ("symbol", "type", "side", "amount", "price"),
+    "cancel_order": ("id", "symbol"),
+    "order": ("id", "symbol"),
+    "open_orders": ("symbol", "since", "limit"),
+    "closed_orders": ("symbol", "since", "limit"),
+    "orders": ("symbol", "since", "limit"),
+    "my_trades": ("symbol", "since", "limit"),
+}
+_NOT_SENT = (CircuitOpenError, RateLimitBackoff, RequestSkipped)
+_HEADROOM_EVERY = 0.1  # seconds between reads of the rate-limit budget (it takes a lock)
+
+
+def call_arguments(
+    endpoint: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[str | None, str | None, Any, str | None]:
+    """(symbol, timeframe, limit, variant) of a unified call; ``variant`` names the other
+    arguments that change what is asked (order type/side, the keys of ``params``)."""
+    names = _ARGS.get(endpoint)
+    found: dict[str, Any] = {}
+    if names is not None:
+        for name, value in zip(names, args, strict=False):
+            found[name] = value
+    elif args and isinstance(args[0], str):
+        found["symbol"] = args[0]
+    for name in ("symbol", "timeframe", "limit", "type", "side"):
+        if name in kwargs:
+            found[name] = kwargs[name]
+    symbol = found.get("symbol")
+    timeframe = found.get("timeframe")
+    if endpoint == "ohlcv" and timeframe is None:
+        timeframe = "1m"  # ccxt's default
+    parts = []
+    if found.get("type") is not None or found.get("side") is not None:
+        parts.append(f"{found.get('type')}/{found.get('side')}")
+    params = kwargs.get("params")
+    if params is None and names is not None and len(args) > len(names) and isinstance(args[len(names)], dict):
+        params = args[len(names)]
+    if isinstance(params, dict) and params:
+        parts.append("params:" + ",".join(sorted(str(k) for k in params)[:5]))
+    return (
+        symbol if isinstance(symbol, str) else None,
+        timeframe if isinstance(timeframe, str) else None,
+        found.get("limit"),
+        "|".join(parts) if parts else None,
+    )
+
+
+class GateStage(Stage):
+    """Feeds the learner every call's outcome; when ``enabled``, skips calls predicted to fail.
+
+    Args:
+        exchange_id: the wrapped exchange's id.
+        learner: the ``ErrorLearner`` that records, trains and decides.
+        enabled: skip calls (False: only record, the gate learns without acting).
+        rate_limits: the client's ``RateLimitBudget``, for the headroom feature (or None).
+        cache: the client's ``CacheStage``, to answer a skipped call from (or None).
+    """
+
+    name = "gate"
+
+    def __init__(
+        self, exchange_id: str, learner: Any, enabled: bool, rate_limits: Any = None, cache: Any = None
+    ) -> None:
+        self.exchange_id = exchange_id
+        self.learner = learner
+        self.enabled = enabled
+        self.rate_limits = rate_limits
+        self.cache = cache
+        self._headroom: float | None = None
+        self._headroom_at = 0.0
+
+    def headroom(self) -> float | None:
+        """Share of the tightest rate-limit pool left, read at most every 0.1 s."""
+        budget = self.rate_limits
+        if budget is None:
+            return None
+        now = time.monotonic()
+        if now - self._headroom_at >= _HEADROOM_EVERY:
+            self._headroom_at = now
+            wall = time.time()
+            left = 0.0 if budget.banned_until > wall else 1.0  # banned: no budget at all
+            for pool in budget.usage(wall).values():
+                if pool.limit:
+                    left = min(left, 1.0 - pool.used / pool.limit)
+            self._headroom = max(0.0, left)
+        return self._headroom
+
+    def on_call(self, ctx: CallContext) -> Shortcut | None:
+        learner = self.learner
+        endpoint = ctx.endpoint.name
+        symbol, timeframe, limit, variant = call_arguments(endpoint, ctx.args, ctx.kwargs)
+        key, call = learner.call_key(
+            COMPONENT,
+            self.exchange_id,
+            endpoint,
+            symbol,
+            timeframe,
+            variant,
+            limit,
+            self.headroom(),
+            ctx.rt.breaker.state,
+        )
+        if not self.enabled:
+            ctx.learning = (key, call, False)
+            return None
+        skip, p, probe = learner.decide(key, call)
+        ctx.learning = (key, call, probe)
+        if not skip:
+            return None
+        if self.cache is not None:
+            held, value = self.cache.peek(ctx)
+            if held:  # the exchange is spared all the same; the caller gets the answer held
+                ctx.cache_hit = True
+                ctx.stale = True
+                return Shortcut(value)
+        ctx.rt.stats.skips += 1
+        learner.note_skip(self.exchange_id, endpoint, p)
+        raise RequestSkipped(endpoint, p, "learning gate; the cache held no answer")
+
+    def on_done(
+        self, ctx: CallContext, result: Any, error: BaseException | None
+    ) -> tuple[Any, BaseException | None]:
+        data = ctx.learning
+        if data is None or ctx.attempt == 0 or (ctx.attempt == 1 and isinstance(error, _NOT_SENT)):
+            return result, error  # answered locally: nothing learned about the exchange
+        failed = False
+        name = kind = None
+        if error is not None:
+            name = type(error).__name__
+            found = ctx.kind_of(error)
+            kind = found.value
+            failed = found is not ErrorKind.PERMANENT  # a bad request is the caller's, not a failure
+        self.learner.finish(
+            data[0],
+            data[1],
+            failed,
+            time.perf_counter() - ctx.started,
+            name,
+            kind,
+            ctx.attempt,
+            data[2],
+        )
+        return result, error

@@ -1,0 +1,536 @@
+"""The learning gate: record store, features, model, probes, anomalies, and the stage in a client."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import ccxt
+import pytest
+
+import hardened
+from hardened import ErrorLearner, HardenedClient, ModelVersionError, RequestSkipped
+from hardened.config import ConfigError, HardenedConfig
+from hardened.learning import GateModel, RecordStore, StoreError
+from hardened.learning.features import ROW_COLUMNS, bucket_limit, generic_parts
+from hardened.pipeline.gate import call_arguments
+from hardened.sim import Simulator
+from hardened.sim.faults import FaultEngine, load_profile
+from hardened.testing import capture_events
+
+
+class Clock:
+    """A wall clock the test moves by hand."""
+
+    def __init__(self, t: float = 1_800_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _learner(tmp: Path | None = None, **kw: Any) -> ErrorLearner:
+    kw.setdefault("background", False)
+    kw.setdefault("min_samples", 100)
+    return ErrorLearner(None if tmp is None else tmp / "store.db", **kw)
+
+
+# --- the record store --------------------------------------------------------------------------
+
+
+def test_store_batches_in_wal_and_bounds_rows(tmp_path: Path) -> None:
+    clock = Clock(1_000_000.0)
+    store = RecordStore(tmp_path / "s.db", ("ts", "v"), max_rows=1_000, flush_interval=60.0, clock=clock)
+    try:
+        for i in range(2_500):
+            store.append((float(i) + 999_000.0, i))
+        assert store.written == 0  # nothing written on the caller's thread
+        assert store.flush()
+        assert store.count() == 1_000  # the oldest rows went first
+        assert store.rows(limit=1)[0] == (1_001_499.0, 2_499)
+        assert store.rows()[0] == (1_000_500.0, 1_500)
+        mode = sqlite3.connect(tmp_path / "s.db").execute("PRAGMA journal_mode").fetchone()[0]
+        assert mode == "wal"
+    finally:
+        store.close()
+
+
+def test_store_retention_by_time() -> None:
+    clock = Clock(10_000.0)
+    store = RecordStore(None, ("ts", "v"), retention=100.0, clock=clock)
+    try:
+        for i in range(10):
+            store.append((9_800.0 + i * 50.0, i))  # 9800 ... 10250
+        store.prune()
+        assert [r[1] for r in store.rows()] == [2, 3, 4, 5, 6, 7, 8, 9]  # ts >= 9900 kept
+        clock.t = 10_200.0
+        store.prune()
+        assert [r[1] for r in store.rows()] == [6, 7, 8, 9]  # ts >= 10100 kept
+    finally:
+        store.close()
+
+
+def test_store_queue_bound_drops_and_counts() -> None:
+    store = RecordStore(None, ("ts", "v"), max_queue=10, flush_interval=60.0)
+    try:
+        now = time.time()
+        for i in range(25):
+            store.append((now, i))
+        assert store.dropped == 15
+        store.flush()
+        assert store.count() == 10
+    finally:
+        store.close()
+
+
+def test_store_refuses_another_schema(tmp_path: Path) -> None:
+    RecordStore(tmp_path / "s.db", ("ts", "a")).close()
+    with pytest.raises(StoreError, match="another schema"):
+        RecordStore(tmp_path / "s.db", ("ts", "b"))
+    (tmp_path / "bad.db").write_bytes(b"not a database at all" * 100)
+    with pytest.raises(StoreError, match="cannot open record store"):
+        RecordStore(tmp_path / "bad.db", ("ts", "a"))
+
+
+_WRITER = textwrap.dedent(
+    """
+    import sys
+    import time
+    from hardened.learning.store import RecordStore
+    store = RecordStore(sys.argv[1], ("ts", "seq"), flush_interval=0.02)
+    i = 0
+    while True:
+        store.append((time.time(), i))
+        i += 1
+        if i % 200 == 0:
+            store.flush()
+            print(i, flush=True)
+    """
+)
+
+
+def test_store_survives_sigkill_losing_at_most_the_last_batch(tmp_path: Path) -> None:
+    path = tmp_path / "killed.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(path)], stdout=subprocess.PIPE, text=True, bufsize=1
+    )
+    committed = 0
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            committed = int(line)
+            if committed >= 2_000:
+                break
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    seqs = [row[0] for row in conn.execute("SELECT seq FROM calls ORDER BY id")]
+    assert len(seqs) >= committed  # every flushed row is there
+    assert seqs == list(range(len(seqs)))  # a prefix: nothing missing in the middle
+    # what was lost is only what the writer had not committed yet: the last batch at most
+    assert len(seqs) <= committed + 200 + 5_000
+
+
+# --- features ----------------------------------------------------------------------------------
+
+
+def test_features_come_from_the_call_arguments() -> None:
+    assert call_arguments("ohlcv", ("BTC/USDT", "5m"), {"limit": 1000}) == ("BTC/USDT", "5m", 1000, None)
+    assert call_arguments("ohlcv", ("ETH/USDT",), {}) == ("ETH/USDT", "1m", None, None)
+    assert call_arguments("order_book", ("BTC/USDT", 500), {}) == ("BTC/USDT", None, 500, None)
+    assert call_arguments("create_order", ("BTC/USDT", "limit", "buy", 1, 100), {}) == (
+        "BTC/USDT",
+        None,
+        None,
+        "limit/buy",
+    )
+    assert call_arguments("ticker", ("BTC/USDT",), {"params": {"type": "spot"}})[3] == "params:type"
+    assert call_arguments("balance", (), {}) == (None, None, None, None)
+    assert bucket_limit(500) == 9 and bucket_limit(1000) == 10 and bucket_limit(None) is None
+    variant, numbers = generic_parts({"command": "start", "system_load": 0.5, "symbol": "BTC"})
+    assert variant == "command=start" and numbers == (0.5, None, None, None)
+
+
+def test_call_key_holds_symbol_limit_and_recent_errors() -> None:
+    clock = Clock()
+    learner = _learner(clock=clock)
+    try:
+        key, call = learner.call_key("exchange", "binance", "ohlcv", "BTC/USDT", "1m", None, 1000)
+        assert key[:7] == ("exchange", "binance", "ohlcv", "BTC/USDT", "1m", None, 10.0)
+        assert key[12] is None  # no history yet for this call
+        learner.finish(key, call, True, 0.1)
+        key2, _ = learner.call_key("exchange", "binance", "ohlcv", "BTC/USDT", "1m", None, 1000)
+        assert key2[11] == 1.0 and key2[12] == 1.0  # endpoint and this call failed recently
+        other, _ = learner.call_key("exchange", "binance", "ohlcv", "ETH/USDT", "1m", None, 1000)
+        assert other[11] == 1.0 and other[12] is None  # the endpoint's share, not this market's
+    finally:
+        learner.close()
+
+
+# --- the model and the gate --------------------------------------------------------------------
+
+
+def _feed_symbol_pattern(learner: ErrorLearner, clock: Clock, n: int = 600) -> None:
+    """BTC/USDT tickers always fail, ETH/USDT and SOL/USDT never: the endpoint fails a third of
+    the time, which a per-endpoint breaker sees as one flaky endpoint."""
+    for i in range(n):
+        symbol = ("BTC/USDT", "ETH/USDT", "SOL/USDT")[i % 3]
+        key, call = learner.call_key("exchange", "binance", "ticker", symbol)
+        learner.finish(key, call, symbol == "BTC/USDT", 0.02)
+        clock.t += 0.5
+
+
+def test_never_skips_before_min_samples() -> None:
+    clock = Clock()
+    learner = _learner(clock=clock, min_samples=1_000)
+    try:
+        _feed_symbol_pattern(learner, clock, 600)
+        assert learner.train() is None  # not enough data: no model, no skip
+        key, call = learner.call_key("exchange", "binance", "ticker", "BTC/USDT")
+        assert learner.decide(key, call) == (False, None, False)
+        verdict = learner.predict_error_likelihood(
+            "exchange", {"exchange": "binance", "endpoint": "ticker", "symbol": "BTC/USDT"}
+        )
+        assert verdict["should_attempt"] is True and verdict["model_trained"] is False
+        assert verdict["confidence"] == 0.0
+    finally:
+        learner.close()
+
+
+def test_learns_a_failing_symbol_and_skips_only_that_one() -> None:
+    clock = Clock()
+    learner = _learner(clock=clock, probe_share=0.0)
+    try:
+        _feed_symbol_pattern(learner, clock)
+        assert learner.train() is not None
+        decisions = {}
+        for symbol in ("BTC/USDT", "ETH/USDT", "SOL/USDT"):
+            key, call = learner.call_key("exchange", "binance", "ticker", symbol)
+            decisions[symbol] = learner.decide(key, call)
+        assert decisions["BTC/USDT"][0] is True and decisions["BTC/USDT"][1] > 0.9
+        assert decisions["ETH/USDT"][0] is False and decisions["ETH/USDT"][1] < 0.1
+        assert decisions["SOL/USDT"][0] is False
+        verdict = learner.predict_error_likelihood(
+            "exchange", {"exchange": "binance", "endpoint": "ticker", "symbol": "BTC/USDT"}
+        )
+        assert verdict["should_attempt"] is False and verdict["risk_level"] == "high"
+        assert verdict["confidence"] > 0.5
+        assert any(s["action"] == "wait" for s in verdict["alternative_suggestions"])
+    finally:
+        learner.close()
+
+
+def test_probes_go_through_and_a_recovery_is_seen() -> None:
+    clock = Clock()
+    learner = _learner(clock=clock, probe_share=0.1)
+    try:
+        _feed_symbol_pattern(learner, clock)
+        learner.train()
+        key, call = learner.call_key("exchange", "binance", "ticker", "BTC/USDT")
+        outcomes = [learner.decide(key, call) for _ in range(100)]
+        probes = [o for o in outcomes if o[2]]
+        assert len(probes) == 10  # one in ten would-be skips goes through
+        assert all(not o[0] for o in probes) and sum(o[0] for o in outcomes) == 90
+        # two probes in a row succeed: the gate stops skipping this call at once
+        for _ in range(2):
+            key, call = learner.call_key("exchange", "binance", "ticker", "BTC/USDT")
+            assert learner.decide(key, call)[0] is True
+            learner.finish(key, call, False, 0.02)
+            clock.t += 1.0
+        key, call = learner.call_key("exchange", "binance", "ticker", "BTC/USDT")
+        assert learner.decide(key, call)[0] is False
+        # and the next training learns the recovery from the recorded successes
+        for _ in range(60):
+            key, call = learner.call_key("exchange", "binance", "ticker", "BTC/USDT")
+            learner.finish(key, call, False, 0.02)
+            clock.t += 1.0
+        learner.train()
+        key, call = learner.call_key("exchange", "binance", "ticker", "BTC/USDT")
+        assert learner.decide(key, call)[0] is False
+        assert learner.probability(key) < learner.threshold
+    finally:
+        learner.close()
+
+
+def test_generic_component_api() -> None:
+    clock = Clock()
+    learner = _learner(clock=clock, min_samples=50)
+    try:
+        for i in range(200):
+            busy = i % 4 == 0
+            context = {"command_type": "start", "system_load": 0.9 if busy else 0.2}
+            learner.record_operation_result(
+                "telegram_bot",
+                context,
+                had_error=busy,
+                error_details="timeout" if busy else None,
+                execution_time=0.1,
+            )
+            clock.t += 1
+        learner.train()
+        busy = learner.predict_error_likelihood("telegram_bot", {"command_type": "start", "system_load": 0.9})
+        calm = learner.predict_error_likelihood("telegram_bot", {"command_type": "start", "system_load": 0.2})
+        assert set(busy) >= {
+            "error_probability",
+            "confidence",
+            "should_attempt",
+            "risk_level",
+            "alternative_suggestions",
+        }
+        assert busy["error_probability"] > 0.8 > calm["error_probability"]
+        assert calm["should_attempt"] is True and calm["risk_level"] == "low"
+        with pytest.raises(TypeError, match="mapping"):
+            learner.predict_error_likelihood("x", ["not", "a", "dict"])  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="execution_time"):
+            learner.record_operation_result("x", {}, False, execution_time=-1)
+    finally:
+        learner.close()
+
+
+def test_model_saved_with_schema_and_other_version_refused(tmp_path: Path) -> None:
+    clock = Clock()
+    learner = _learner(clock=clock, model_path=tmp_path / "m.joblib")
+    try:
+        _feed_symbol_pattern(learner, clock)
+        learner.train()
+    finally:
+        learner.close()
+    loaded = GateModel.load(tmp_path / "m.joblib")
+    assert loaded.schema["features"][:3] == ["component", "exchange", "endpoint"]
+    sidecar = tmp_path / "m.joblib.json"
+    schema = json.loads(sidecar.read_text())
+    schema["hardened_version"] = "0.0.1"
+    sidecar.write_text(json.dumps(schema))
+    with pytest.raises(ModelVersionError, match=r"trained by hardened 0\.0\.1"):
+        GateModel.load(tmp_path / "m.joblib")
+    schema["hardened_version"] = hardened.__version__
+    schema["schema_version"] = 999
+    sidecar.write_text(json.dumps(schema))
+    with pytest.raises(ModelVersionError, match="feature schema 999"):
+        GateModel.load(tmp_path / "m.joblib")
+    # a learner starting on a refused model waits for data instead of misreading it
+    again = ErrorLearner(None, model_path=tmp_path / "m.joblib", background=False)
+    try:
+        assert again.model is None
+    finally:
+        again.close()
+
+
+# --- anomalies ---------------------------------------------------------------------------------
+
+
+def test_anomaly_detection_flags_a_latency_spike() -> None:
+    clock = Clock(1_800_000_000.0)
+    learner = _learner(clock=clock)
+    try:
+        for minute in range(60):
+            spike = minute == 45
+            for j in range(20):
+                key, call = learner.call_key("exchange", "binance", "ticker", "BTC/USDT")
+                latency = 2.0 + j * 0.01 if spike else 0.02 + (j % 5) * 0.002
+                learner.finish(key, call, False, latency)
+                clock.t += 3.0
+        report = learner.get_anomaly_report(hours=2)
+        assert report["endpoints_judged"] == 1
+        flagged = [a for a in report["anomalies"] if a["metric"] == "latency"]
+        assert len(flagged) == 1 and flagged[0]["endpoint"] == "ticker"
+        assert flagged[0]["value"] > 1.0
+        with capture_events(["anomaly_detected"]) as events:
+            learner._publish_anomalies(hours=2)
+            learner._publish_anomalies(hours=2)  # published once, not at every check
+        assert len(events) == 1 and events[0]["metric"] == "latency" and "p95 latency" in events[0]["message"]
+        with pytest.raises(ValueError, match="hours"):
+            learner.get_anomaly_report(0)
+    finally:
+        learner.close()
+
+
+# --- configuration -----------------------------------------------------------------------------
+
+
+def test_config_fields_validated() -> None:
+    config = HardenedConfig()
+    assert config.gate_enabled is False and config.learning_record is True
+    with pytest.raises(ConfigError, match="gate_threshold"):
+        HardenedConfig(gate_threshold=1.5)
+    with pytest.raises(ConfigError, match="gate_probe_share"):
+        HardenedConfig(gate_probe_share=-0.1)
+    with pytest.raises(ConfigError, match="gate_min_samples"):
+        HardenedConfig(gate_min_samples=1)
+
+
+# --- the simulator's narrowed rules and the stage in a client ----------------------------------
+
+
+def test_fault_rules_narrowed_to_a_symbol_and_to_large_requests() -> None:
+    profile = load_profile(
+        {
+            "faults": [
+                {"kind": "http_5xx", "endpoints": ["ticker"], "symbols": ["BTC/USDT"]},
+                {"kind": "reset", "endpoints": ["ohlcv"], "min_limit": 500},
+            ]
+        }
+    )
+    engine = FaultEngine(profile, seed=1, started=0.0)
+    assert engine.decide("binance", "ticker", now=1.0, symbol="BTCUSDT").action == "http_5xx"
+    assert engine.decide("kucoin", "ticker", now=1.0, symbol="BTC-USDT").action == "http_5xx"
+    assert engine.decide("binance", "ticker", now=1.0, symbol="ETH/USDT") is None
+    assert engine.decide("binance", "ohlcv", now=1.0, limit=1000).action == "reset"
+    assert engine.decide("binance", "ohlcv", now=1.0, limit=100) is None
+
+
+PROFILE = {
+    "name": "one_market",
+    "faults": [{"kind": "http_5xx", "endpoints": ["ticker"], "symbols": ["ETH/USDT"], "status": [503]}],
+}
+
+
+def test_stage_skips_the_failing_market_in_a_client(tmp_path: Path) -> None:
+    with Simulator(exchange="binance", seed=3, profile=PROFILE) as sim:
+        raw = sim.attach(ccxt.binance({"enableRateLimit": False, "timeout": 3000}))
+        client = HardenedClient(
+            raw,
+            gate_enabled=True,
+            gate_min_samples=60,
+            gate_probe_share=0.0,
+            learning_store=str(tmp_path / "gate.db"),
+            max_retries=0,
+            cache_ttl=0,
+            stale_if_error=0,
+            failure_threshold=10_000,
+            failure_rate_threshold=1.0,
+            minimum_calls=100_000,
+        )
+        try:
+            assert client.pipeline.names()[:3] == ["record", "gate", "cache"]
+            learner = client.pipeline.stages[1].learner
+            learner.background = False
+            for _ in range(40):
+                client.fetch_ticker("BTC/USDT")
+                with pytest.raises(ccxt.ExchangeNotAvailable):
+                    client.fetch_ticker("ETH/USDT")
+            assert learner.train() is not None
+            with capture_events(["request_skipped"]) as events:
+                with pytest.raises(RequestSkipped) as caught:
+                    client.fetch_ticker("ETH/USDT")
+                assert isinstance(caught.value, ccxt.ExchangeNotAvailable)
+                assert caught.value.probability >= 0.8
+                assert client.fetch_ticker("BTC/USDT")["symbol"] == "BTC/USDT"  # the rest is served
+                for _ in range(20):
+                    with pytest.raises(RequestSkipped):
+                        client.fetch_ticker("ETH/USDT")
+            assert 1 <= len(events) <= 2  # a burst of skips is one or two events, with a count
+            assert client.stats()["endpoints"]["ticker"]["skips"] == 21
+            assert client.breakers["binance_ticker"].state == "closed"  # skips never count there
+            names = [r["path"] for r in sim.ground_truth()]
+            assert sum("ETHUSDT" in p for p in names) == 40  # the skipped calls never left
+        finally:
+            client.close()
+
+
+def test_recording_only_by_default(tmp_path: Path) -> None:
+    with Simulator(exchange="binance", seed=3) as sim:
+        raw = sim.attach(ccxt.binance({"enableRateLimit": False, "timeout": 3000}))
+        client = HardenedClient(raw, learning_store=str(tmp_path / "rec.db"), cache_ttl=0)
+        try:
+            assert "gate" in client.pipeline.names()
+            for _ in range(5):
+                client.fetch_ohlcv("BTC/USDT", "5m", limit=100)
+            learner = client.pipeline.stages[1].learner
+            rows = learner.store.rows()
+            assert len(rows) == 5
+            row = dict(zip(ROW_COLUMNS, rows[-1], strict=True))
+            assert row["symbol"] == "BTC/USDT" and row["timeframe"] == "5m" and row["limit_n"] == 7.0
+            assert row["had_error"] == 0 and row["latency"] > 0 and row["breaker"] == 0
+        finally:
+            client.close()
+        off = HardenedClient(ccxt.binance(), learning_record=False)
+        assert "gate" not in off.pipeline.names()
+        off.close()
+
+
+# --- the command line --------------------------------------------------------------------------
+
+
+def test_train_and_report_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from hardened.cli import main
+
+    store = tmp_path / "cli.db"
+    clock = Clock(time.time() - 3_600.0)
+    learner = ErrorLearner(store, background=False, clock=clock)
+    _feed_symbol_pattern(learner, clock, 900)
+    learner.close()
+    assert main(["train", "--store", str(store), "--json"]) == 0
+    printed = capsys.readouterr().out
+    out = json.loads(printed[printed.index("{\n") :])  # after any log line of this test process
+    policies = {r["policy"]: r for r in out["results"]}
+    assert set(policies) == {"no gate", "consecutive-failure breaker", "SRE throttle (K=2)", "learned gate"}
+    learned = policies["learned gate"]
+    assert learned["failing_avoided_share"] > 0.9 and learned["good_skipped_share"] < 0.02
+    assert Path(out["model_saved"]).exists() and Path(out["model_saved"] + ".json").exists()
+    assert main(["report", "--store", str(store), "--hours", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "binance:ticker" in text and "model trained" in text and "anomalies:" in text
+    assert main(["report", "--store", str(tmp_path / "none.db")]) == 1
+    assert "no record store" in capsys.readouterr().err
+    empty = tmp_path / "empty.db"
+    ErrorLearner(empty, background=False).close()
+    assert main(["train", "--store", str(empty)]) == 1
+    assert "gate_min_samples" in capsys.readouterr().err
+
+
+async def test_async_client_records_and_skips(tmp_path: Path) -> None:
+    import ccxt.async_support as accxt
+
+    from hardened import AsyncHardenedClient
+
+    with Simulator(exchange="binance", seed=5, profile=PROFILE) as sim:
+        raw = sim.attach(accxt.binance({"enableRateLimit": False, "timeout": 3000}))
+        async with AsyncHardenedClient(
+            raw,
+            gate_enabled=True,
+            gate_min_samples=40,
+            gate_probe_share=0.0,
+            learning_store=str(tmp_path / "async.db"),
+            max_retries=0,
+            cache_ttl=0,
+            stale_if_error=0,
+            failure_threshold=10_000,
+            failure_rate_threshold=1.0,
+            minimum_calls=100_000,
+        ) as client:
+            learner = client.pipeline.stages[1].learner
+            learner.background = False
+            for _ in range(30):
+                await client.fetch_ticker("BTC/USDT")
+                with pytest.raises(ccxt.ExchangeNotAvailable):
+                    await client.fetch_ticker("ETH/USDT")
+            assert learner.train() is not None
+            with pytest.raises(RequestSkipped):
+                await client.fetch_ticker("ETH/USDT")
+            assert (await client.fetch_ticker("BTC/USDT"))["symbol"] == "BTC/USDT"
+            assert learner.store.count() == 61
+
+
+def test_the_module_level_api_answers_for_any_component() -> None:
+    """``hardened.predict_error_likelihood`` / ``record_operation_result`` on the process's default
+    learner (this once deadlocked: the default learner was built under the lock it takes)."""
+    import hardened
+
+    context = {"symbol": "BTC/USDT", "system_load": 0.7}
+    verdict = hardened.predict_error_likelihood("signal_generator", context)
+    assert set(verdict) >= {"error_probability", "confidence", "should_attempt", "risk_level"}
+    assert verdict["should_attempt"] is True  # no data yet: never skip
+    hardened.record_operation_result("signal_generator", context, had_error=False, execution_time=0.1)
+    assert hardened.predict_error_likelihood("signal_generator", context)["should_attempt"] is True
