@@ -19,6 +19,7 @@ from hardened.config import ConfigError, HardenedConfig
 from hardened.errors import (
     CircuitOpenError,
     DataQualityError,
+    DeadlineExceeded,
     OrderStateUnknown,
     RateLimitBackoff,
     RequestSkipped,
@@ -33,6 +34,7 @@ __all__ = [
     "CircuitOpenError",
     "ConfigError",
     "DataQualityError",
+    "DeadlineExceeded",
     "HardenedClient",
     "HardenedConfig",
     "OrderStateUnknown",

@@ -24,6 +24,7 @@ from hardened.endpoints import Endpoint, endpoint_for
 from hardened.errors import (
     CircuitOpenError,
     DataQualityError,
+    DeadlineExceeded,
     ErrorKind,
     OrderStateUnknown,
     RateLimitBackoff,
@@ -178,7 +179,9 @@ class _Core:
             self.profile, config.order_lookups, config.order_lookup_lag_ms, max_resends=config.order_resends
         )
         self.record = RecordStage(self.exchange_id, self.stats_by_endpoint, lambda: secrets_of(exchange))
-        self.cache = CacheStage(self.exchange_id, config.cache_max_entries, asynchronous)
+        self.cache = CacheStage(
+            self.exchange_id, config.cache_max_entries, asynchronous, config.cache_max_bytes
+        )
         self.pipeline = Pipeline(stages if stages is not None else default_stages(self), self.classify)
         self.name = ""
 
@@ -250,7 +253,7 @@ class _Core:
             "exchange": self.exchange_id,
             "endpoints": endpoints,
             "retry_budget": self.budget.usage(),
-            "cache": {"entries": self.cache.size(), "evictions": self.cache.evictions},
+            "cache": self.cache.usage(),
             "pipeline": self.pipeline.names(),
         }
 
@@ -286,7 +289,14 @@ def profile_classifier(profile: ExchangeProfile) -> Any:
 
 _OWN = frozenset({"inner", "_hd"})
 # Errors this library raises itself: classified by class, never by an exchange's codes.
-_OWN_ERRORS = (CircuitOpenError, RequestSkipped, RateLimitBackoff, DataQualityError, OrderStateUnknown)
+_OWN_ERRORS = (
+    CircuitOpenError,
+    RequestSkipped,
+    RateLimitBackoff,
+    DataQualityError,
+    OrderStateUnknown,
+    DeadlineExceeded,
+)
 
 
 class _HardenedBase:

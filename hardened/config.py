@@ -56,6 +56,7 @@ class _Tunables(BaseModel):
     min_quality_score: float | None = Field(None, ge=0, le=100, description="score below which to act")
     cache_ttl: float | None = Field(None, ge=0, le=86_400, description="seconds an answer is reused")
     stale_if_error: float | None = Field(None, ge=0, le=604_800, description="oldest answer served on errors")
+    call_deadline: float | None = Field(None, gt=0, le=3600, description="whole call incl. retries, seconds")
 
 
 class EndpointOverrides(_Tunables):
@@ -130,6 +131,8 @@ class HardenedConfig(BaseSettings):
     exponential_base: float = Field(2.0, ge=1, le=10, description="back-off growth factor")
     jitter: float = Field(0.5, ge=0, le=60, description="random extra back-off, up to seconds")
     rate_limit_delay: float = Field(1.0, ge=0, le=600, description="least back-off after 429")
+    # Every call ends by this many seconds, retries and waits included (a trickling server too).
+    call_deadline: float = Field(60.0, gt=0, le=3600, description="whole call incl. retries, seconds")
     retry_budget_ratio: float = Field(0.2, ge=0, le=10, description="retries per request in window")
     retry_budget_min: int = Field(10, ge=0, le=100_000, description="retries always allowed in window")
     retry_budget_window: float = Field(10.0, gt=0, le=3600, description="retry budget window, seconds")
@@ -149,6 +152,9 @@ class HardenedConfig(BaseSettings):
     stale_if_error: float | None = Field(None, ge=0, le=604_800, description="oldest answer served on errors")
     cache_max_entries: int = Field(
         10_000, ge=0, le=10_000_000, description="answers held before LRU eviction"
+    )
+    cache_max_bytes: int = Field(
+        64 * 1024 * 1024, ge=0, le=1 << 40, description="approximate bytes held before LRU eviction"
     )
     # Orders placed exactly once: lookups by client order id after a lost answer.
     order_lookups: int = Field(5, ge=1, le=100, description="lookups before OrderStateUnknown")

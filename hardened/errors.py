@@ -17,6 +17,7 @@ import ccxt
 __all__ = [
     "CircuitOpenError",
     "DataQualityError",
+    "DeadlineExceeded",
     "ErrorKind",
     "OrderStateUnknown",
     "RateLimitBackoff",
@@ -58,6 +59,16 @@ class RateLimitBackoff(ccxt.RateLimitExceeded):
         self.banned = banned
         why = "banned by the exchange" if banned else "rate-limit budget spent"
         super().__init__(f"{exchange} {endpoint}: {why}, call not sent; next call allowed in {retry_in:.1f}s")
+
+
+class DeadlineExceeded(ccxt.RequestTimeout):
+    """The call ran out of its ``call_deadline`` (retries, waits and slow answers included)."""
+
+    def __init__(self, endpoint: str, deadline: float, detail: str = "") -> None:
+        self.endpoint = endpoint
+        self.deadline = deadline
+        extra = f": {detail}" if detail else ""
+        super().__init__(f"{endpoint}: call deadline of {deadline:g}s exceeded{extra}")
 
 
 class DataQualityError(ccxt.BadResponse):

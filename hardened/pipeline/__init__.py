@@ -69,7 +69,10 @@ def _shortcut(pipe: Pipeline, ctx: CallContext) -> Shortcut | None:
 
 def _finish(pipe: Pipeline, ctx: CallContext, result: Any, error: BaseException | None) -> Any:
     for hook in pipe.on_done:
-        result, error = hook(ctx, result, error)
+        try:
+            result, error = hook(ctx, result, error)
+        except Exception as failed:  # the outer stages still run: the cache lands, record counts
+            result, error = None, failed
     if error is not None:
         raise error
     return result
@@ -137,12 +140,9 @@ def run_sync(pipe: Pipeline, ctx: CallContext, call: Callable[..., Any], resync:
     try:
         try:
             shortcut = _shortcut(pipe, ctx)
-            if shortcut is None:
-                result = _attempts_sync(pipe, ctx, call, resync)
-            elif shortcut.pending is not None:
-                result = shortcut.pending.wait()  # an identical call is in flight: share its answer
-            else:
-                result = shortcut.value
+            while shortcut is not None and shortcut.pending is not None:
+                shortcut = shortcut.pending.wait(ctx)  # an identical call is in flight: share its answer
+            result = _attempts_sync(pipe, ctx, call, resync) if shortcut is None else shortcut.value
         except BaseException as error:
             _attach_attempts(error, ctx)
             return _finish(pipe, ctx, None, error)
@@ -199,12 +199,9 @@ async def run_async(
     try:
         try:
             shortcut = _shortcut(pipe, ctx)
-            if shortcut is None:
-                result = await _attempts_async(pipe, ctx, call, resync)
-            elif shortcut.pending is not None:
-                result = await shortcut.pending.wait_async()
-            else:
-                result = shortcut.value
+            while shortcut is not None and shortcut.pending is not None:
+                shortcut = await shortcut.pending.wait_async(ctx)
+            result = await _attempts_async(pipe, ctx, call, resync) if shortcut is None else shortcut.value
         except BaseException as error:
             _attach_attempts(error, ctx)
             return _finish(pipe, ctx, None, error)
