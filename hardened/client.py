@@ -20,6 +20,7 @@ import tenacity
 
 from hardened.adapters import ExchangeProfile, load_profile
 from hardened.config import EndpointPolicy, HardenedConfig
+from hardened.deadline import enforce_deadline
 from hardened.endpoints import Endpoint, endpoint_for
 from hardened.errors import (
     CircuitOpenError,
@@ -325,6 +326,8 @@ class _HardenedBase:
         object.__setattr__(self, "_hd", core)
         _disable_ccxt_retries(exchange)
         _observe_http_answers(exchange)
+        if not isinstance(self, AsyncHardenedClient):
+            enforce_deadline(exchange)  # requests' timeout is per read: bound the whole call too
         for endpoint in CORE_ENDPOINTS:
             core.runtime(endpoint)
         core.name = registry.register(self, core.exchange_id)

@@ -64,9 +64,10 @@ class RateLimitBackoff(ccxt.RateLimitExceeded):
 class DeadlineExceeded(ccxt.RequestTimeout):
     """The call ran out of its ``call_deadline`` (retries, waits and slow answers included)."""
 
-    def __init__(self, endpoint: str, deadline: float, detail: str = "") -> None:
+    def __init__(self, endpoint: str, deadline: float, detail: str = "", *, sent: bool = True) -> None:
         self.endpoint = endpoint
         self.deadline = deadline
+        self.sent = sent  # False: refused before the request went out (nothing reached the exchange)
         extra = f": {detail}" if detail else ""
         super().__init__(f"{endpoint}: call deadline of {deadline:g}s exceeded{extra}")
 

@@ -21,7 +21,9 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from hardened.errors import ErrorKind, classify
+import ccxt
+
+from hardened.errors import DeadlineExceeded, ErrorKind, classify
 from hardened.pipeline.context import CallContext
 from hardened.pipeline.stage import HOOKS, Shortcut, Stage
 
@@ -116,6 +118,33 @@ def _replay(first: BaseException, attempt: Callable[[], Any]) -> Callable[[], An
 # --- the sync driver ------------------------------------------------------------------------
 
 
+def _time_left(ctx: CallContext) -> float:
+    """Seconds left before the call's deadline (``call_deadline`` after it started)."""
+    return ctx.started + ctx.rt.policy.call_deadline - time.perf_counter()
+
+
+def _pace(ctx: CallContext, wait: float) -> None:
+    """Refuse a wait (rate-limit pacing) that would end after the call's deadline."""
+    if wait > _time_left(ctx):
+        raise DeadlineExceeded(
+            ctx.endpoint.name,
+            ctx.rt.policy.call_deadline,
+            f"a {wait:.1f}s rate-limit wait would pass it",
+            sent=False,
+        )
+
+
+def _overdue(ctx: CallContext, error: BaseException) -> BaseException:
+    """A timeout or network failure that ended past the deadline is the deadline's doing."""
+    if (
+        isinstance(error, ccxt.NetworkError)
+        and not isinstance(error, DeadlineExceeded)
+        and _time_left(ctx) <= 0.0
+    ):
+        return DeadlineExceeded(ctx.endpoint.name, ctx.rt.policy.call_deadline, str(error)[:200])
+    return error
+
+
 def _attempt_sync(
     pipe: Pipeline, ctx: CallContext, call: Callable[..., Any], resync: Callable[[], Any]
 ) -> Any:
@@ -124,14 +153,18 @@ def _attempt_sync(
         for hook in pipe.on_attempt:  # a refusal here still reaches on_attempt_error (probe slots)
             wait = hook(ctx)
             if wait:
+                _pace(ctx, wait)
                 time.sleep(wait)
         if ctx.resync_clock:
             ctx.resync_clock = None
             resync()
         return _answered(pipe, ctx, call(*ctx.args, **ctx.kwargs))
     except BaseException as error:
-        _attempt_failed(pipe, ctx, error)
-        raise
+        late = _overdue(ctx, error)
+        _attempt_failed(pipe, ctx, late)
+        if late is error:
+            raise
+        raise late from error
 
 
 def run_sync(pipe: Pipeline, ctx: CallContext, call: Callable[..., Any], resync: Callable[[], Any]) -> Any:
@@ -174,18 +207,31 @@ async def _attempt_async(
     resync: Callable[[], Awaitable[Any]],
 ) -> Any:
     _begin_attempt(ctx)
+    # The whole attempt (pacing, resync, request and answer) ends by the call's deadline.
+    deadline = asyncio.timeout(_time_left(ctx))
     try:
-        for hook in pipe.on_attempt:
-            wait = hook(ctx)
-            if wait:
-                await asyncio.sleep(wait)
-        if ctx.resync_clock:
-            ctx.resync_clock = None
-            await resync()
-        return _answered(pipe, ctx, await call(*ctx.args, **ctx.kwargs))
+        async with deadline:
+            for hook in pipe.on_attempt:
+                wait = hook(ctx)
+                if wait:
+                    _pace(ctx, wait)
+                    await asyncio.sleep(wait)
+            if ctx.resync_clock:
+                ctx.resync_clock = None
+                await resync()
+            answer = await call(*ctx.args, **ctx.kwargs)
+        return _answered(pipe, ctx, answer)
     except BaseException as error:
-        _attempt_failed(pipe, ctx, error)
-        raise
+        if deadline.expired():
+            late: BaseException = DeadlineExceeded(
+                ctx.endpoint.name, ctx.rt.policy.call_deadline, "no answer in time"
+            )
+        else:
+            late = _overdue(ctx, error)
+        _attempt_failed(pipe, ctx, late)
+        if late is error:
+            raise
+        raise late from error
 
 
 async def run_async(
