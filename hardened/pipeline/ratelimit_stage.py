@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from hardened.errors import CircuitOpenError, ErrorKind, RateLimitBackoff, RequestSkipped
+from hardened.errors import CircuitOpenError, DeadlineExceeded, ErrorKind, RateLimitBackoff, RequestSkipped
 from hardened.pipeline.context import CallContext
 from hardened.pipeline.stage import Stage
 from hardened.ratelimit import RateLimitBudget
@@ -39,7 +39,7 @@ class RateLimitStage(Stage):
         if wait <= 0.0:
             return None
         if wait > ctx.rt.policy.max_delay:
-            self.budget.observe(endpoint, 0, None, now)  # release what delay_before booked
+            self.budget.release(endpoint, _weight(self.budget, endpoint, ctx))  # not sent: not spent
             raise RateLimitBackoff(self.exchange_id, ctx.endpoint.name, wait, self.budget.banned_until > now)
         return wait
 
@@ -52,8 +52,24 @@ class RateLimitStage(Stage):
         if isinstance(error, (CircuitOpenError, RateLimitBackoff, RequestSkipped)):
             return  # refused before this stage booked anything (or it released it already)
         endpoint = _PROFILE_NAME.get(ctx.endpoint.name, ctx.endpoint.name)
+        if not _sent(ctx, error, kind):
+            self.budget.release(endpoint, _weight(self.budget, endpoint, ctx))
+            return
         body = str(error) if kind is ErrorKind.RATE_LIMIT else None
         self.budget.observe(endpoint, ctx.http_status or 0, ctx.http_headers, time.time(), body)
+
+
+def _sent(ctx: CallContext, error: BaseException, kind: ErrorKind) -> bool:
+    """Whether a failed attempt's request may have reached the exchange.
+
+    An HTTP answer says it did; without one, a permanent error (ccxt's argument and market checks)
+    was raised before sending, and a deadline says itself; a network failure may have gone out.
+    """
+    if ctx.http_status is not None:
+        return True
+    if isinstance(error, DeadlineExceeded):
+        return error.sent
+    return kind is not ErrorKind.PERMANENT
 
 
 def _weight(budget: RateLimitBudget, endpoint: str, ctx: CallContext) -> float | None:
