@@ -73,13 +73,20 @@ class DeadlineExceeded(ccxt.RequestTimeout):
 
 
 class DataQualityError(ccxt.BadResponse):
-    """The answer arrived but scored below ``min_quality_score``; ``report`` says what was wrong."""
+    """The answer arrived but scored below ``min_quality_score`` or held impossible values (high <
+    low, a negative price, a crossed book...); ``report`` says what was wrong."""
 
     def __init__(self, endpoint: str, score: float, report: Any) -> None:
         self.endpoint = endpoint
         self.score = score
         self.report = report
-        super().__init__(f"{endpoint}: data quality score {score:.0f} below the minimum: {report}")
+        impossible = getattr(report, "impossible", ())
+        if impossible:
+            codes = ", ".join(sorted({i.code for i in impossible}))
+            why = f"impossible values ({codes}), data quality score {score:.0f}"
+        else:
+            why = f"data quality score {score:.0f} below the minimum"
+        super().__init__(f"{endpoint}: {why}: {report}")
 
 
 class OrderStateUnknown(ccxt.NetworkError):
