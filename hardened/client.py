@@ -9,6 +9,7 @@ driver they hand each call to.
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -317,6 +318,7 @@ class _HardenedBase:
     ) -> None:
         if not hasattr(exchange, "id") or not hasattr(exchange, "has"):
             raise TypeError(f"HardenedClient wraps a ccxt exchange instance, got {type(exchange).__name__}")
+        _check_kind(exchange, asynchronous=isinstance(self, AsyncHardenedClient))
         if config is None:
             config = HardenedConfig(**overrides)
         else:
@@ -395,6 +397,26 @@ class _HardenedBase:
     def health(self) -> dict[str, Any]:
         """``score`` 0-100, ``status`` (excellent/good/fair/poor/critical) and the reasons."""
         return health_score.client_health(self._hd.stats())
+
+
+def _check_kind(exchange: Any, asynchronous: bool) -> None:
+    """A sync client around an async exchange (or the reverse) fails here, naming what to use,
+    instead of handing coroutines to the validators and failing as bad data after its retries."""
+    fetch = getattr(exchange, "fetch", None)
+    if fetch is None or inspect.iscoroutinefunction(fetch) == asynchronous:
+        return
+    name = type(exchange).__name__
+    if asynchronous:
+        raise TypeError(
+            f"AsyncHardenedClient wraps an async exchange, got the sync ccxt.{name}: use "
+            f"AsyncHardenedClient(ccxt.async_support.{name}(...)), or HardenedClient(ccxt.{name}(...)) "
+            "to stay sync"
+        )
+    raise TypeError(
+        f"HardenedClient wraps a sync exchange, got the async ccxt.async_support.{name}: use "
+        f"HardenedClient(ccxt.{name}(...)), or AsyncHardenedClient(ccxt.async_support.{name}(...)) "
+        "to stay async"
+    )
 
 
 def _disable_ccxt_retries(exchange: Any) -> None:
