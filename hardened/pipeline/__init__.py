@@ -134,6 +134,13 @@ def _pace(ctx: CallContext, wait: float) -> None:
         )
 
 
+def _request_bound(call: Callable[..., Any]) -> float:
+    """Seconds after which a ccxt method's own request gives up (its exchange's total ``timeout``,
+    which ccxt's async client hands to aiohttp); infinite for anything else."""
+    ms = getattr(getattr(call, "__self__", None), "timeout", None)
+    return ms / 1000.0 if type(ms) is int or type(ms) is float else float("inf")
+
+
 def _overdue(ctx: CallContext, error: BaseException) -> BaseException:
     """A timeout or network failure that ended past the deadline is the deadline's doing."""
     if (
@@ -207,22 +214,26 @@ async def _attempt_async(
     resync: Callable[[], Awaitable[Any]],
 ) -> Any:
     _begin_attempt(ctx)
-    # The whole attempt (pacing, resync, request and answer) ends by the call's deadline.
-    deadline = asyncio.timeout(_time_left(ctx))
+    deadline = None
     try:
-        async with deadline:
-            for hook in pipe.on_attempt:
-                wait = hook(ctx)
-                if wait:
-                    _pace(ctx, wait)
-                    await asyncio.sleep(wait)
-            if ctx.resync_clock:
-                ctx.resync_clock = None
-                await resync()
+        for hook in pipe.on_attempt:
+            wait = hook(ctx)
+            if wait:
+                _pace(ctx, wait)
+                await asyncio.sleep(wait)
+        if ctx.resync_clock:
+            ctx.resync_clock = None
+            await resync()
+        left = _time_left(ctx)
+        if left > _request_bound(call):  # ccxt's own total timeout ends the request first
             answer = await call(*ctx.args, **ctx.kwargs)
+        else:  # the call's deadline comes first: bound the request by it (a few us, only then)
+            deadline = asyncio.timeout(left)
+            async with deadline:
+                answer = await call(*ctx.args, **ctx.kwargs)
         return _answered(pipe, ctx, answer)
     except BaseException as error:
-        if deadline.expired():
+        if deadline is not None and deadline.expired():
             late: BaseException = DeadlineExceeded(
                 ctx.endpoint.name, ctx.rt.policy.call_deadline, "no answer in time"
             )
