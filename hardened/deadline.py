@@ -26,6 +26,8 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from hardened.pipeline import current_call
+
 __all__ = ["DeadlineAdapter", "Watchdog", "enforce_deadline", "watchdog"]
 
 # The watch of the request this thread is sending, for the connection that carries it to join.
@@ -48,6 +50,8 @@ class _Watch:
         below TLS, so a TLS read in another thread fails instead of racing the TLS state)."""
         self.fired = True
         for connection in self.connections:
+            if self.done:  # answered meanwhile: the connection may already serve another request
+                return
             sock = getattr(connection, "sock", None)
             if sock is not None:
                 with contextlib.suppress(OSError):
@@ -137,8 +141,6 @@ class DeadlineAdapter(HTTPAdapter):
         self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
 
     def send(self, request: Any, stream: bool = False, timeout: Any = None, **kwargs: Any) -> Any:
-        from hardened.pipeline import current_call  # here: the pipeline imports the client's modules
-
         ctx = current_call.get()
         if ctx is None:
             return super().send(request, stream=stream, timeout=timeout, **kwargs)

@@ -161,7 +161,7 @@ def test_waiters_get_the_error_when_the_ohlcv_merge_fails() -> None:
     leader.join(5)
     waiter.join(5)
     assert not waiter.is_alive(), "the waiter blocks forever: the flight never landed"
-    assert len(outcomes) == 2 and all(isinstance(o, Exception) for o in outcomes)
+    assert len(outcomes) == 2 and all(isinstance(o, ccxt.BadResponse) for o in outcomes)  # drop-in
     assert ex._hd.cache.waiting() == 0 and not ex._hd.cache._flights
 
 

@@ -24,6 +24,8 @@ import time
 from collections import OrderedDict
 from typing import Any
 
+import ccxt
+
 from hardened.errors import CircuitOpenError, DeadlineExceeded, ErrorKind
 from hardened.pipeline.context import CallContext
 from hardened.pipeline.stage import Shortcut, Stage
@@ -313,7 +315,7 @@ class CacheStage(Stage):
                         result = _last(result, _limit_of(ctx))
             except Exception as failure:  # e.g. candles that cannot be merged: forget the series
                 self._forget(key)
-                result, error, copy = None, failure, False
+                result, error, copy = None, _as_ccxt_error(ctx, failure), False
         if flight is not None:
             if error is not None and not isinstance(error, Exception):
                 flight.land(None, None, abandoned=True)
@@ -380,6 +382,18 @@ class CacheStage(Stage):
     def usage(self) -> dict[str, int]:
         """Entries and approximate bytes held, and evictions so far (for ``stats()``)."""
         return {"entries": len(self._entries), "bytes": self.bytes, "evictions": self.evictions}
+
+
+def _as_ccxt_error(ctx: CallContext, failure: Exception) -> Exception:
+    """A failure of the cache itself, as the ccxt error a caller already catches (drop-in)."""
+    if isinstance(failure, ccxt.BaseError):
+        return failure
+    error = ccxt.BadResponse(
+        f"{ctx.endpoint.name}: the answer could not be cached ({type(failure).__name__}: {failure}); "
+        "a null timestamp in candles is a likely cause (quality_policy 'off' lets it through)"
+    )
+    error.__cause__ = failure
+    return error
 
 
 def _stale_refresh(ctx: CallContext) -> float:
