@@ -142,10 +142,13 @@ def _request_bound(call: Callable[..., Any]) -> float:
 
 
 def _overdue(ctx: CallContext, error: BaseException) -> BaseException:
-    """A timeout or network failure that ended past the deadline is the deadline's doing."""
+    """A request timeout past the deadline is the deadline's doing (the sync client's watchdog cuts
+    a request off as a timeout). Orders keep their own errors: ``OrderStateUnknown`` carries the
+    client order id a caller needs."""
     if (
-        isinstance(error, ccxt.NetworkError)
+        isinstance(error, ccxt.RequestTimeout)
         and not isinstance(error, DeadlineExceeded)
+        and ctx.endpoint.idempotent
         and _time_left(ctx) <= 0.0
     ):
         return DeadlineExceeded(ctx.endpoint.name, ctx.rt.policy.call_deadline, str(error)[:200])
