@@ -235,3 +235,46 @@ def test_no_event_is_allocated_unless_a_second_identical_call_arrives(
     for _ in range(20):
         ex.fetch_ticker("BTC/USDT")
     assert made == []
+
+
+def test_a_stage_that_fails_after_the_cache_still_lets_the_flight_land() -> None:
+    from hardened.pipeline import Stage
+
+    entered, gate = threading.Event(), threading.Event()
+
+    class Broken(Stage):
+        name = "broken"
+
+        def on_done(self, ctx: Any, result: Any, error: BaseException | None) -> Any:
+            raise ccxt.ExchangeError("a user stage failed")
+
+    raw = ccxt.binance()
+
+    def fetch_ticker(symbol: str, params: Any = None) -> Any:
+        entered.set()
+        gate.wait(5)
+        return {"symbol": symbol}
+
+    raw.fetch_ticker = fetch_ticker
+    ex = HardenedClient(raw, **FAST, cache_ttl=60)
+    stages = list(ex.pipeline.stages)
+    ex._hd.pipeline = type(ex.pipeline)([*stages, Broken()], ex.pipeline.classify)
+    outcomes: list[Any] = []
+
+    def call() -> None:
+        try:
+            outcomes.append(ex.fetch_ticker("BTC/USDT"))
+        except Exception as exc:
+            outcomes.append(exc)
+
+    leader = threading.Thread(target=call)
+    leader.start()
+    assert entered.wait(5)
+    waiter = threading.Thread(target=call)
+    waiter.start()
+    _until(lambda: ex._hd.cache.waiting() == 1)
+    gate.set()
+    leader.join(5)
+    waiter.join(5)
+    assert not waiter.is_alive()
+    assert len(outcomes) == 2 and all(isinstance(o, ccxt.ExchangeError) for o in outcomes)
