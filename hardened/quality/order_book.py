@@ -95,14 +95,17 @@ def validate_order_book(
         try:
             bp = [level[0] for level in bids]
             ap = [level[0] for level in asks]
-            amounts = [level[1] for level in bids] + [level[1] for level in asks]
+            ba = [level[1] for level in bids]
+            aa = [level[1] for level in asks]
             clean = (
                 all(map(gt, bp, bp[1:]))
                 and all(map(lt, ap, ap[1:]))
                 and (not bp or (bp[-1] > 0 and bp[0] < _INF))
                 and (not ap or (ap[0] > 0 and ap[-1] < _INF))
-                and all(map(gt, amounts, _ZEROS))
-                and max(amounts) < _INF
+                and all(map(gt, ba, _ZEROS))
+                and all(map(gt, aa, _ZEROS))
+                and max(ba, default=0.0) < _INF
+                and max(aa, default=0.0) < _INF
                 and (not bp or not ap or bp[0] < ap[0])
             )
         except (TypeError, IndexError, KeyError):
