@@ -319,8 +319,15 @@ class CacheStage(Stage):
         if flight is not None:
             if error is not None and not isinstance(error, Exception):
                 flight.land(None, None, abandoned=True)
-            else:
-                flight.land(result if copy or error is not None else fresh_copy(result), error)
+            elif copy or error is not None:
+                flight.land(result, error)  # the held object, or the error: waiters copy from it
+            else:  # nothing held: the waiters share one copy, the leader keeps the original
+                try:
+                    shared = fresh_copy(result)
+                except Exception as failure:
+                    flight.land(None, _as_ccxt_error(ctx, failure))
+                    raise
+                flight.land(shared, None)
         if served_stale_age is not None:
             bus.publish(
                 "stale_served",
