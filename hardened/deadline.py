@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 import requests
+import structlog
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
@@ -29,6 +30,8 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from hardened.pipeline import current_call
 
 __all__ = ["DeadlineAdapter", "Watchdog", "enforce_deadline", "watchdog"]
+
+_log = structlog.get_logger("hardened")
 
 # The watch of the request this thread is sending, for the connection that carries it to join.
 _watching: contextvars.ContextVar[_Watch | None] = contextvars.ContextVar("hardened_watch", default=None)
@@ -169,13 +172,34 @@ class DeadlineAdapter(HTTPAdapter):
 
 
 def enforce_deadline(exchange: Any) -> bool:
-    """Mount ``DeadlineAdapter`` on a sync ccxt exchange's session; False when it has none."""
+    """Mount ``DeadlineAdapter`` on a sync ccxt exchange's session in place of requests' own
+    adapter (same pool settings and retries); False when the session has none, or an adapter of
+    the user's own that it leaves alone (the call deadline then holds between reads only)."""
     session = getattr(exchange, "session", None)
     if not isinstance(session, requests.Session):
         return False
-    if isinstance(session.get_adapter("https://"), DeadlineAdapter):
-        return True
-    adapter = DeadlineAdapter()
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    return True
+    mounted = True
+    for prefix in ("https://", "http://"):
+        current = session.adapters.get(prefix)
+        if isinstance(current, DeadlineAdapter):
+            continue
+        if current is not None and type(current) is not HTTPAdapter:
+            _log.warning(
+                "call_deadline_per_read_only",
+                exchange=getattr(exchange, "id", None),
+                prefix=prefix,
+                adapter=type(current).__name__,
+                reason="the session has its own adapter: a slow answer is stopped between reads only",
+            )
+            mounted = False
+            continue
+        options: dict[str, Any] = {}
+        if current is not None:
+            options = {
+                "pool_connections": current._pool_connections,
+                "pool_maxsize": current._pool_maxsize,
+                "max_retries": current.max_retries,
+                "pool_block": current._pool_block,
+            }
+        session.mount(prefix, DeadlineAdapter(**options))
+    return mounted

@@ -154,3 +154,17 @@ def test_call_deadline_is_validated() -> None:
     with pytest.raises(ConfigError, match="call_deadline"):
         HardenedConfig(endpoints={"markets": {"call_deadline": -1}})
     assert HardenedConfig().call_deadline == 60.0
+
+
+def test_an_adapter_of_the_users_own_is_left_alone() -> None:
+    import requests
+
+    class Mine(requests.adapters.HTTPAdapter):
+        pass
+
+    raw = ccxt.binance()
+    mine = Mine()
+    raw.session.mount("https://", mine)
+    HardenedClient(raw, **SETTINGS)
+    assert raw.session.get_adapter("https://x") is mine
+    assert type(raw.session.get_adapter("http://x")).__name__ == "DeadlineAdapter"
