@@ -64,16 +64,23 @@ class _Watch:
 class Watchdog:
     """One daemon thread that fires each watch whose deadline passes before the request is done."""
 
+    _PRUNE_FROM = 1024  # answered watches are dropped in bulk once the heap holds this many
+
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._heap: list[tuple[float, int, _Watch]] = []
         self._order = itertools.count()
         self._thread: threading.Thread | None = None
+        self._prune_at = self._PRUNE_FROM
 
     def watch(self, deadline: float) -> _Watch:
         """Start watching a request that must be over by ``deadline`` (perf_counter seconds)."""
         entry = _Watch(deadline)
         with self._cond:
+            if len(self._heap) >= self._prune_at:  # requests end long before their deadlines
+                self._heap = [item for item in self._heap if not item[2].done]
+                heapq.heapify(self._heap)
+                self._prune_at = max(self._PRUNE_FROM, 2 * len(self._heap))
             heapq.heappush(self._heap, (deadline, next(self._order), entry))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="hardened-deadline", daemon=True)

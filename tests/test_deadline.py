@@ -168,3 +168,15 @@ def test_an_adapter_of_the_users_own_is_left_alone() -> None:
     HardenedClient(raw, **SETTINGS)
     assert raw.session.get_adapter("https://x") is mine
     assert type(raw.session.get_adapter("http://x")).__name__ == "DeadlineAdapter"
+
+
+def test_the_watchdog_forgets_answered_requests() -> None:
+    from hardened.deadline import Watchdog
+
+    dog = Watchdog()
+    for _ in range(5000):
+        dog.watch(time.perf_counter() + 60).done = True
+    assert len(dog._heap) <= 2 * Watchdog._PRUNE_FROM
+    alive = dog.watch(time.perf_counter() + 0.05)
+    _finishes(lambda: time.sleep(0.2))
+    assert alive.fired  # a request still running at its deadline is cut off
