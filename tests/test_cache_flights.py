@@ -278,3 +278,42 @@ def test_a_stage_that_fails_after_the_cache_still_lets_the_flight_land() -> None
     waiter.join(5)
     assert not waiter.is_alive()
     assert len(outcomes) == 2 and all(isinstance(o, ccxt.ExchangeError) for o in outcomes)
+
+
+def test_a_sync_waiter_takes_over_when_its_leader_is_interrupted() -> None:
+    class Interrupted(BaseException):
+        """Stands for KeyboardInterrupt or SystemExit in the leading thread."""
+
+    entered, gate = threading.Event(), threading.Event()
+    calls: list[int] = []
+    raw = ccxt.binance()
+
+    def fetch_ticker(symbol: str, params: Any = None) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            entered.set()
+            gate.wait(5)
+            raise Interrupted()
+        return {"symbol": symbol, "n": len(calls)}
+
+    raw.fetch_ticker = fetch_ticker
+    ex = HardenedClient(raw, **FAST, cache_ttl=60)
+    outcomes: list[Any] = []
+
+    def call() -> None:
+        try:
+            outcomes.append(ex.fetch_ticker("BTC/USDT"))
+        except BaseException as exc:
+            outcomes.append(exc)
+
+    leader = threading.Thread(target=call)
+    leader.start()
+    assert entered.wait(5)
+    waiter = threading.Thread(target=call)
+    waiter.start()
+    _until(lambda: ex._hd.cache.waiting() == 1)
+    gate.set()
+    leader.join(5)
+    waiter.join(5)
+    assert isinstance(outcomes[0], Interrupted)
+    assert outcomes[1] == {"symbol": "BTC/USDT", "n": 2}  # it led a request of its own
