@@ -26,6 +26,7 @@ import ccxt
 from hardened.errors import DeadlineExceeded, ErrorKind, classify
 from hardened.pipeline.context import CallContext
 from hardened.pipeline.stage import HOOKS, Shortcut, Stage
+from hardened.pipeline.validate import parser_failure
 
 __all__ = ["CallContext", "Pipeline", "Shortcut", "Stage", "current_call", "run_async", "run_sync"]
 
@@ -85,6 +86,7 @@ def _begin_attempt(ctx: CallContext) -> None:
     ctx.attempt += 1
     ctx.http_status = None
     ctx.http_headers = None
+    ctx.http_json = None
     ctx.breaker_probe = False
 
 
@@ -170,11 +172,12 @@ def _attempt_sync(
             resync()
         return _answered(pipe, ctx, call(*ctx.args, **ctx.kwargs))
     except BaseException as error:
-        late = _overdue(ctx, error)
-        _attempt_failed(pipe, ctx, late)
-        if late is error:
+        # a parser crash on a 2xx answer is a bad answer; a timeout past the deadline, the deadline's
+        failed = _overdue(ctx, parser_failure(ctx, error))
+        _attempt_failed(pipe, ctx, failed)
+        if failed is error:
             raise
-        raise late from error
+        raise failed from error
 
 
 def run_sync(pipe: Pipeline, ctx: CallContext, call: Callable[..., Any], resync: Callable[[], Any]) -> Any:
@@ -237,15 +240,15 @@ async def _attempt_async(
         return _answered(pipe, ctx, answer)
     except BaseException as error:
         if deadline is not None and deadline.expired():
-            late: BaseException = DeadlineExceeded(
+            failed: BaseException = DeadlineExceeded(
                 ctx.endpoint.name, ctx.rt.policy.call_deadline, "no answer in time"
             )
         else:
-            late = _overdue(ctx, error)
-        _attempt_failed(pipe, ctx, late)
-        if late is error:
+            failed = _overdue(ctx, parser_failure(ctx, error))
+        _attempt_failed(pipe, ctx, failed)
+        if failed is error:
             raise
-        raise late from error
+        raise failed from error
 
 
 async def run_async(

@@ -12,6 +12,11 @@
 - OHLCV is cached incrementally: once a series is held, a refresh asks the exchange only for the
   candles since the last one held, and merges them.
 
+- Shared (optional, ``shared_cache`` with ``redis_url``): ``shared`` is an object with
+  ``get(key) -> (answer, age) | None`` and ``put(key, answer, ttl)`` (``hardened.shared.cache``);
+  a local miss of a sync client asks it before calling the exchange, and every answer stored here
+  is offered to it. OHLCV series stay local (they are merged incrementally).
+
 Results are handed out as fresh copies (dicts and lists rebuilt, leaves shared) so a bot that
 edits what it got cannot corrupt what the next caller gets.
 """
@@ -69,6 +74,7 @@ NEVER_STALE = frozenset(
     {"balance", "order", "orders", "open_orders", "closed_orders", "my_trades", "positions"}
 )
 _STALE_ON = frozenset({ErrorKind.TRANSIENT, ErrorKind.RATE_LIMIT})
+_ASK_SHARED = object()  # on_call's marker: a local miss the shared cache may answer
 
 
 def fresh_copy(value: Any) -> Any:
@@ -225,6 +231,7 @@ class CacheStage(Stage):
         self._flights: dict[Any, Any] = {}
         self.evictions = 0
         self.bytes = 0
+        self.shared: Any = None  # the cache shared with other processes, if any (see module doc)
 
     # --- keys and policies ------------------------------------------------------------------
 
@@ -270,7 +277,11 @@ class CacheStage(Stage):
                 self._flights[key] = ctx  # a mark, not an object: a Flight only if someone joins
                 if ohlcv and entry is not None and entry.value and now - entry.stored <= rt.stale_if_error:
                     _ask_since_last(ctx, entry.value)
-                return None
+                if self.shared is None or ohlcv or self.asynchronous or rt.ttl <= 0:
+                    return None
+                value = _ASK_SHARED
+        if value is _ASK_SHARED:  # leading a local miss: ask the shared cache, without the lock
+            return self._from_shared(ctx, key, now)
         if ohlcv:
             value = _last(value, _limit_of(ctx))
         return Shortcut(fresh_copy(value))
@@ -292,6 +303,7 @@ class CacheStage(Stage):
         now = time.monotonic()
         copy = False  # whether the caller must get a copy (the object is also held by the cache)
         served_stale_age: float | None = None
+        share: Any = None
         with self._lock:
             held = self._flights.pop(key, None)
             flight = held if type(held) is Flight else None
@@ -304,6 +316,8 @@ class CacheStage(Stage):
                         result, copy = _last(stored, _limit_of(ctx)), True
                     elif ctx.rt.ttl > 0.0 or entry is None or now - entry.stored >= _stale_refresh(ctx):
                         copy = self._store(key, result, now)
+                        if self.shared is not None and not ctx.cache_hit:
+                            share = result  # written by the shared cache's own thread, not under this lock
                     # else: kept only for stale-if-error and the copy held is recent: nothing stored
                 elif not isinstance(error, Exception):
                     pass  # cancelled (or interrupted): not an answer; waiters take over below
@@ -316,6 +330,8 @@ class CacheStage(Stage):
             except Exception as failure:  # e.g. candles that cannot be merged: forget the series
                 self._forget(key)
                 result, error, copy = None, _as_ccxt_error(ctx, failure), False
+        if share is not None:
+            self.shared.put(key, share, ctx.rt.ttl)  # type: ignore[union-attr]
         if flight is not None:
             if error is not None and not isinstance(error, Exception):
                 flight.land(None, None, abandoned=True)
@@ -340,6 +356,23 @@ class CacheStage(Stage):
         return result, error
 
     # --- internals --------------------------------------------------------------------------
+
+    def _from_shared(self, ctx: CallContext, key: Any, now: float) -> Shortcut | None:
+        """As the leader of a local miss, ask the shared cache (no lock held during the read)."""
+        found = self.shared.get(key)
+        if found is None or found[1] > ctx.rt.ttl:
+            return None
+        value, age = found
+        with self._lock:
+            self._store(key, value, now - age)
+            held = self._flights.pop(key, None)
+            flight = held if type(held) is Flight else None
+        ctx.cache_key = None
+        ctx.cache_flight = None  # a hit, not a call that waited for another
+        ctx.cache_hit = True
+        if flight is not None:
+            flight.land(value, None)
+        return Shortcut(fresh_copy(value))
 
     def _may_serve_stale(self, ctx: CallContext, error: BaseException, age: float) -> bool:
         rt = ctx.rt
