@@ -9,6 +9,7 @@ driver they hand each call to.
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -21,12 +22,14 @@ import tenacity
 from hardened.adapters import ExchangeProfile, load_profile
 from hardened.alerts import start_alerts
 from hardened.config import EndpointPolicy, HardenedConfig
+from hardened.deadline import enforce_deadline
 from hardened.endpoints import Endpoint, endpoint_for
 from hardened.errors import (
     CircuitOpenError,
     ClientOrderIdConflict,
     ClientOrderIdInUse,
     DataQualityError,
+    DeadlineExceeded,
     ErrorKind,
     OrderStateUnknown,
     RateLimitBackoff,
@@ -195,7 +198,9 @@ class _Core:
             self.profile, config.order_lookups, config.order_lookup_lag_ms, max_resends=config.order_resends
         )
         self.record = RecordStage(self.exchange_id, self.stats_by_endpoint, lambda: secrets_of(exchange))
-        self.cache = CacheStage(self.exchange_id, config.cache_max_entries, asynchronous)
+        self.cache = CacheStage(
+            self.exchange_id, config.cache_max_entries, asynchronous, config.cache_max_bytes
+        )
         if self.shared is not None:
             self.cache.shared = self.shared.cache
         self.pipeline = Pipeline(stages if stages is not None else default_stages(self), self.classify)
@@ -273,7 +278,7 @@ class _Core:
             "exchange": self.exchange_id,
             "endpoints": endpoints,
             "retry_budget": self.budget.usage(),
-            "cache": {"entries": self.cache.size(), "evictions": self.cache.evictions},
+            "cache": self.cache.usage(),
             "pipeline": self.pipeline.names(),
             **({"shared": self.shared.status()} if self.shared is not None else {}),
         }
@@ -322,6 +327,7 @@ _OWN_ERRORS = (
     RateLimitBackoff,
     DataQualityError,
     OrderStateUnknown,
+    DeadlineExceeded,
     ClientOrderIdConflict,
     ClientOrderIdInUse,
 )
@@ -344,6 +350,7 @@ class _HardenedBase:
     ) -> None:
         if not hasattr(exchange, "id") or not hasattr(exchange, "has"):
             raise TypeError(f"HardenedClient wraps a ccxt exchange instance, got {type(exchange).__name__}")
+        _check_kind(exchange, asynchronous=isinstance(self, AsyncHardenedClient))
         if config is None:
             config = HardenedConfig(**overrides)
         else:
@@ -353,6 +360,8 @@ class _HardenedBase:
         object.__setattr__(self, "_hd", core)
         _disable_ccxt_retries(exchange)
         _observe_http_answers(exchange)
+        if not isinstance(self, AsyncHardenedClient):
+            enforce_deadline(exchange)  # requests' timeout is per read: bound the whole call too
         for endpoint in CORE_ENDPOINTS:
             core.runtime(endpoint)
         core.name = registry.register(self, core.exchange_id)
@@ -422,6 +431,26 @@ class _HardenedBase:
     def health(self) -> dict[str, Any]:
         """``score`` 0-100, ``status`` (excellent/good/fair/poor/critical) and the reasons."""
         return health_score.client_health(self._hd.stats())
+
+
+def _check_kind(exchange: Any, asynchronous: bool) -> None:
+    """A sync client around an async exchange (or the reverse) fails here, naming what to use,
+    instead of handing coroutines to the validators and failing as bad data after its retries."""
+    fetch = getattr(exchange, "fetch", None)
+    if fetch is None or inspect.iscoroutinefunction(fetch) == asynchronous:
+        return
+    name = type(exchange).__name__
+    if asynchronous:
+        raise TypeError(
+            f"AsyncHardenedClient wraps an async exchange, got the sync ccxt.{name}: use "
+            f"AsyncHardenedClient(ccxt.async_support.{name}(...)), or HardenedClient(ccxt.{name}(...)) "
+            "to stay sync"
+        )
+    raise TypeError(
+        f"HardenedClient wraps a sync exchange, got the async ccxt.async_support.{name}: use "
+        f"HardenedClient(ccxt.{name}(...)), or AsyncHardenedClient(ccxt.async_support.{name}(...)) "
+        "to stay async"
+    )
 
 
 def _disable_ccxt_retries(exchange: Any) -> None:

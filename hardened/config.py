@@ -11,16 +11,28 @@ into an ``EndpointPolicy`` so the hot path reads plain attributes.
 from __future__ import annotations
 
 import contextvars
+import difflib
 import json
 import os
+import re
 import tomllib
+from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
+from hardened.endpoints import endpoint_for, unified_methods
 from hardened.shared.url import check_redis_url, redact_url
 
 __all__ = ["ConfigError", "EndpointOverrides", "EndpointPolicy", "HardenedConfig", "QualityPolicy"]
@@ -36,28 +48,82 @@ class ConfigError(ValueError):
     """A configuration value is invalid; the message names the field, the value and what is allowed."""
 
 
+def _refuse_bool(value: Any) -> Any:
+    """``max_retries=True`` is a mistake, not 1: bools do not pass as numbers (strings from the
+    environment still parse, which pydantic's strict mode would refuse)."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got the bool {value}")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_refuse_bool)]
+Float = Annotated[float, BeforeValidator(_refuse_bool)]
+
+# The endpoints users set most, listed in the message about an unknown one.
+_COMMON_ENDPOINTS = (
+    "markets",
+    "ticker",
+    "tickers",
+    "ohlcv",
+    "order_book",
+    "trades",
+    "balance",
+    "order",
+    "open_orders",
+    "my_trades",
+    "create_order",
+    "cancel_order",
+)
+
+
+@cache
+def known_endpoints() -> frozenset[str]:
+    """Every endpoint name: a unified ccxt method's name without its ``fetch_`` prefix."""
+    names = set()
+    for method in set(unified_methods().values()):
+        found = endpoint_for(method)
+        if found is not None:
+            names.add(found.name)
+    return frozenset(names)
+
+
+def _unknown_endpoint(name: str) -> str:
+    """Why ``name`` is not an endpoint, with the one that was probably meant."""
+    meant = endpoint_for(name)  # a method name given instead of its endpoint: fetch_ohlcv, fetchOHLCV
+    guess = meant.name if meant is not None else None
+    if guess is None:
+        close = difflib.get_close_matches(name, sorted(known_endpoints()), n=1, cutoff=0.7)
+        guess = close[0] if close else None
+    hint = f" (did you mean '{guess}'?)" if guess else ""
+    return (
+        f"unknown endpoint '{name}'{hint}; an endpoint is a unified method name without its fetch_ "
+        f"prefix, e.g. {', '.join(_COMMON_ENDPOINTS)} ({len(known_endpoints())} known)"
+    )
+
+
 class _Tunables(BaseModel):
     """The settings that may differ per endpoint; ``None`` in an override means "inherit"."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_retries: int | None = Field(None, ge=0, le=20, description="retries after the first attempt")
-    initial_delay: float | None = Field(None, ge=0, le=60, description="first back-off, seconds")
-    max_delay: float | None = Field(None, gt=0, le=600, description="longest back-off, seconds")
-    exponential_base: float | None = Field(None, ge=1, le=10, description="back-off growth factor")
-    jitter: float | None = Field(None, ge=0, le=60, description="random extra back-off, up to seconds")
-    rate_limit_delay: float | None = Field(None, ge=0, le=600, description="least back-off after 429")
-    failure_threshold: int | None = Field(None, ge=1, le=10_000, description="consecutive failures to trip")
-    failure_rate_threshold: float | None = Field(None, gt=0, le=1, description="failure share to trip")
-    minimum_calls: int | None = Field(None, ge=1, le=100_000, description="calls in window before rate trip")
-    window_seconds: int | None = Field(None, ge=1, le=3600, description="failure-rate window, seconds")
-    recovery_timeout: float | None = Field(None, gt=0, le=86_400, description="open time before a probe")
-    success_threshold: int | None = Field(None, ge=1, le=1000, description="probe successes to close")
-    half_open_max_calls: int | None = Field(None, ge=1, le=1000, description="probes in flight at once")
+    max_retries: Int | None = Field(None, ge=0, le=20, description="retries after the first attempt")
+    initial_delay: Float | None = Field(None, ge=0, le=60, description="first back-off, seconds")
+    max_delay: Float | None = Field(None, gt=0, le=600, description="longest back-off, seconds")
+    exponential_base: Float | None = Field(None, ge=1, le=10, description="back-off growth factor")
+    jitter: Float | None = Field(None, ge=0, le=60, description="random extra back-off, up to seconds")
+    rate_limit_delay: Float | None = Field(None, ge=0, le=600, description="least back-off after 429")
+    failure_threshold: Int | None = Field(None, ge=1, le=10_000, description="consecutive failures to trip")
+    failure_rate_threshold: Float | None = Field(None, gt=0, le=1, description="failure share to trip")
+    minimum_calls: Int | None = Field(None, ge=1, le=100_000, description="calls in window before rate trip")
+    window_seconds: Int | None = Field(None, ge=1, le=3600, description="failure-rate window, seconds")
+    recovery_timeout: Float | None = Field(None, gt=0, le=86_400, description="open time before a probe")
+    success_threshold: Int | None = Field(None, ge=1, le=1000, description="probe successes to close")
+    half_open_max_calls: Int | None = Field(None, ge=1, le=1000, description="probes in flight at once")
     quality_policy: QualityPolicy | None = None
-    min_quality_score: float | None = Field(None, ge=0, le=100, description="score below which to act")
-    cache_ttl: float | None = Field(None, ge=0, le=86_400, description="seconds an answer is reused")
-    stale_if_error: float | None = Field(None, ge=0, le=604_800, description="oldest answer served on errors")
+    min_quality_score: Float | None = Field(None, ge=0, le=100, description="score below which to act")
+    cache_ttl: Float | None = Field(None, ge=0, le=86_400, description="seconds an answer is reused")
+    stale_if_error: Float | None = Field(None, ge=0, le=604_800, description="oldest answer served on errors")
+    call_deadline: Float | None = Field(None, gt=0, le=3600, description="whole call incl. retries, seconds")
 
 
 class EndpointOverrides(_Tunables):
@@ -126,44 +192,49 @@ class HardenedConfig(BaseSettings):
     )
 
     # Retries (tenacity): exponential back-off with jitter, transient errors only.
-    max_retries: int = Field(3, ge=0, le=20, description="retries after the first attempt")
-    initial_delay: float = Field(0.5, ge=0, le=60, description="first back-off, seconds")
-    max_delay: float = Field(30.0, gt=0, le=600, description="longest back-off, seconds")
-    exponential_base: float = Field(2.0, ge=1, le=10, description="back-off growth factor")
-    jitter: float = Field(0.5, ge=0, le=60, description="random extra back-off, up to seconds")
-    rate_limit_delay: float = Field(1.0, ge=0, le=600, description="least back-off after 429")
-    retry_budget_ratio: float = Field(0.2, ge=0, le=10, description="retries per request in window")
-    retry_budget_min: int = Field(10, ge=0, le=100_000, description="retries always allowed in window")
-    retry_budget_window: float = Field(10.0, gt=0, le=3600, description="retry budget window, seconds")
+    max_retries: Int = Field(3, ge=0, le=20, description="retries after the first attempt")
+    initial_delay: Float = Field(0.5, ge=0, le=60, description="first back-off, seconds")
+    max_delay: Float = Field(30.0, gt=0, le=600, description="longest back-off, seconds")
+    exponential_base: Float = Field(2.0, ge=1, le=10, description="back-off growth factor")
+    jitter: Float = Field(0.5, ge=0, le=60, description="random extra back-off, up to seconds")
+    rate_limit_delay: Float = Field(1.0, ge=0, le=600, description="least back-off after 429")
+    # Every call ends by this many seconds, retries and waits included (a trickling server too).
+    call_deadline: Float = Field(60.0, gt=0, le=3600, description="whole call incl. retries, seconds")
+    retry_budget_ratio: Float = Field(0.2, ge=0, le=10, description="retries per request in window")
+    retry_budget_min: Int = Field(10, ge=0, le=100_000, description="retries always allowed in window")
+    retry_budget_window: Float = Field(10.0, gt=0, le=3600, description="retry budget window, seconds")
     # Circuit breakers (pybreaker state): consecutive and failure-rate trips, bounded half-open probes.
-    failure_threshold: int = Field(5, ge=1, le=10_000, description="consecutive failures to trip")
-    failure_rate_threshold: float = Field(0.5, gt=0, le=1, description="failure share to trip")
-    minimum_calls: int = Field(20, ge=1, le=100_000, description="calls in window before rate trip")
-    window_seconds: int = Field(60, ge=1, le=3600, description="failure-rate window, seconds")
-    recovery_timeout: float = Field(30.0, gt=0, le=86_400, description="open time before a probe")
-    success_threshold: int = Field(2, ge=1, le=1000, description="probe successes to close")
-    half_open_max_calls: int = Field(1, ge=1, le=1000, description="probes in flight at once")
+    failure_threshold: Int = Field(5, ge=1, le=10_000, description="consecutive failures to trip")
+    failure_rate_threshold: Float = Field(0.5, gt=0, le=1, description="failure share to trip")
+    minimum_calls: Int = Field(20, ge=1, le=100_000, description="calls in window before rate trip")
+    window_seconds: Int = Field(60, ge=1, le=3600, description="failure-rate window, seconds")
+    recovery_timeout: Float = Field(30.0, gt=0, le=86_400, description="open time before a probe")
+    success_threshold: Int = Field(2, ge=1, le=1000, description="probe successes to close")
+    half_open_max_calls: Int = Field(1, ge=1, le=1000, description="probes in flight at once")
     # Data quality.
     quality_policy: QualityPolicy = "raise"
-    min_quality_score: float = Field(50.0, ge=0, le=100, description="score below which to act")
+    min_quality_score: Float = Field(50.0, ge=0, le=100, description="score below which to act")
     # Cache: None means the per-endpoint defaults (markets long, tickers short, private never).
-    cache_ttl: float | None = Field(None, ge=0, le=86_400, description="seconds an answer is reused")
-    stale_if_error: float | None = Field(None, ge=0, le=604_800, description="oldest answer served on errors")
-    cache_max_entries: int = Field(
+    cache_ttl: Float | None = Field(None, ge=0, le=86_400, description="seconds an answer is reused")
+    stale_if_error: Float | None = Field(None, ge=0, le=604_800, description="oldest answer served on errors")
+    cache_max_entries: Int = Field(
         10_000, ge=0, le=10_000_000, description="answers held before LRU eviction"
     )
+    cache_max_bytes: Int = Field(
+        64 * 1024 * 1024, ge=0, le=1 << 40, description="approximate bytes held before LRU eviction"
+    )
     # Orders placed exactly once: lookups by client order id after a lost answer.
-    order_lookups: int = Field(5, ge=1, le=100, description="lookups before OrderStateUnknown")
-    order_lookup_lag_ms: int | None = Field(None, ge=0, le=60_000, description="exchange visibility lag")
-    order_resends: int = Field(3, ge=0, le=20, description="resends with the same id, refused if duplicate")
+    order_lookups: Int = Field(5, ge=1, le=100, description="lookups before OrderStateUnknown")
+    order_lookup_lag_ms: Int | None = Field(None, ge=0, le=60_000, description="exchange visibility lag")
+    order_resends: Int = Field(3, ge=0, le=20, description="resends with the same id, refused if duplicate")
     # Rate-limit budgets read from the exchange's headers (hardened/ratelimit.py).
     rate_limit_pacing: bool = True
-    rate_limit_headroom: float = Field(
+    rate_limit_headroom: Float = Field(
         0.95, gt=0, le=1, description="share of each published limit the client (or group) may use"
     )
     # Shared state across processes and hosts (hardened/shared/): None keeps everything in memory.
     redis_url: str | None = Field(None, repr=False, description="redis://[:password@]host:port/db")
-    redis_timeout_ms: int = Field(100, ge=1, le=5000, description="Redis connect and read timeout, ms")
+    redis_timeout_ms: Int = Field(100, ge=1, le=5000, description="Redis connect and read timeout, ms")
     shared_cache: bool = False  # with redis_url: processes also share cached answers
     # The learning gate (hardened/learning): every call recorded; skipping is opt-in (gate_enabled)
     # because a fresh install has no data, and a skip changes what a bot sees: turn it on once
@@ -182,10 +253,18 @@ class HardenedConfig(BaseSettings):
     )
     # Observability.
     log_attempts: bool = False  # a debug event for every attempt, not only failures and retries
-    status_port: int | None = Field(None, ge=1, le=65_535, description="start the status server here")
+    status_port: Int | None = Field(None, ge=1, le=65_535, description="start the status server here")
     status_token: str | None = Field(None, min_length=8, repr=False, description="token for the stream")
     alerts: bool = False  # start the process's alert dispatcher (hardened.start_alerts) with the client
     endpoints: dict[str, EndpointOverrides] = Field(default_factory=dict)
+
+    @field_validator("endpoints")
+    @classmethod
+    def _known_endpoints(cls, value: dict[str, EndpointOverrides]) -> dict[str, EndpointOverrides]:
+        unknown = [name for name in value if name not in known_endpoints()]
+        if unknown:
+            raise ValueError("; ".join(_unknown_endpoint(name) for name in unknown))
+        return value
 
     @field_validator("redis_url")
     @classmethod
@@ -198,6 +277,14 @@ class HardenedConfig(BaseSettings):
             raise ValueError(
                 f"initial_delay ({self.initial_delay}) must not exceed max_delay ({self.max_delay})"
             )
+        for name, override in self.endpoints.items():  # an override combined with client-wide values
+            first = override.initial_delay if override.initial_delay is not None else self.initial_delay
+            most = override.max_delay if override.max_delay is not None else self.max_delay
+            if first > most:
+                raise ValueError(
+                    f"endpoints.{name}: initial_delay ({first}) must not exceed max_delay ({most}), "
+                    "counting the client-wide value where the endpoint sets none"
+                )
         return self
 
     def __init__(self, **values: Any) -> None:
@@ -205,6 +292,8 @@ class HardenedConfig(BaseSettings):
             super().__init__(**values)
         except ValidationError as exc:
             raise ConfigError(_describe(exc)) from None
+        except SettingsError as exc:  # a value pydantic-settings could not even decode (bad JSON)
+            raise ConfigError(_describe_source(exc)) from None
 
     @classmethod
     def settings_customise_sources(
@@ -267,6 +356,21 @@ def _allowed(loc: tuple[Any, ...]) -> str:
     if low is None and high is None:
         return ""
     return f" (allowed {low} to {high}{'; ' + info.description if info.description else ''})"
+
+
+def _describe_source(exc: SettingsError) -> str:
+    """Name the environment variable (or source) whose value could not be decoded, and why."""
+    found = re.search(r'field "(\w+)" from source "(\w+)"', str(exc))
+    cause = exc.__cause__ or exc.__context__
+    why = f": {cause}" if cause is not None else ""
+    if found is None:
+        return f"invalid hardened configuration: {exc}{why}"
+    field, source = found.groups()
+    if source == "EnvSettingsSource":
+        where = f"environment variable HARDENED_{field.upper()}"
+    else:
+        where = f"{field} (from {source})"
+    return f"invalid hardened configuration: {where} is not valid JSON{why}"
 
 
 def _describe(exc: ValidationError) -> str:

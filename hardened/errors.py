@@ -19,6 +19,7 @@ __all__ = [
     "ClientOrderIdConflict",
     "ClientOrderIdInUse",
     "DataQualityError",
+    "DeadlineExceeded",
     "ErrorKind",
     "OrderStateUnknown",
     "RateLimitBackoff",
@@ -62,15 +63,33 @@ class RateLimitBackoff(ccxt.RateLimitExceeded):
         super().__init__(f"{exchange} {endpoint}: {why}, call not sent; next call allowed in {retry_in:.1f}s")
 
 
+class DeadlineExceeded(ccxt.RequestTimeout):
+    """The call ran out of its ``call_deadline`` (retries, waits and slow answers included)."""
+
+    def __init__(self, endpoint: str, deadline: float, detail: str = "", *, sent: bool = True) -> None:
+        self.endpoint = endpoint
+        self.deadline = deadline
+        self.sent = sent  # False: refused before the request went out (nothing reached the exchange)
+        extra = f": {detail}" if detail else ""
+        super().__init__(f"{endpoint}: call deadline of {deadline:g}s exceeded{extra}")
+
+
 class DataQualityError(ccxt.BadResponse):
-    """The answer arrived but scored below ``min_quality_score``; ``report`` says what was wrong."""
+    """The answer arrived but scored below ``min_quality_score`` or held impossible values (high <
+    low, a negative price, a crossed book...); ``report`` says what was wrong."""
 
     def __init__(self, endpoint: str, score: float, report: Any, detail: str | None = None) -> None:
         self.endpoint = endpoint
         self.score = score
         self.report = report
-        why = f" ({detail})" if detail else ""
-        super().__init__(f"{endpoint}: data quality score {score:.0f} below the minimum: {report}{why}")
+        impossible = getattr(report, "impossible", ())
+        if impossible:
+            codes = ", ".join(sorted({i.code for i in impossible}))
+            why = f"impossible values ({codes}), data quality score {score:.0f}"
+        else:
+            why = f"data quality score {score:.0f} below the minimum"
+        extra = f" ({detail})" if detail else ""
+        super().__init__(f"{endpoint}: {why}: {report}{extra}")
 
 
 class OrderStateUnknown(ccxt.NetworkError):

@@ -289,6 +289,16 @@ class RateLimitBudget:
                 pool.inflight += units
         return start - now
 
+    def release(self, endpoint: str, weight: float | None = None) -> None:
+        """Undo ``delay_before``'s booking for a call that was never sent (a ban or the deadline
+        refused it, or it failed before the request went out): it must not spend the budget."""
+        charges = self._charges_for(endpoint, weight)
+        with self._lock:
+            for pool, units in charges:
+                inflight, used = pool.inflight - units, pool.used - units
+                pool.inflight = inflight if inflight > 0.0 else 0.0
+                pool.used = used if used > 0.0 else 0.0
+
     # -- after a call -----------------------------------------------------------------------------
 
     def observe(

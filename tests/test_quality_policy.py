@@ -101,10 +101,18 @@ def test_raise_policy_raises_a_ccxt_bad_response_with_the_report(monitor: Qualit
 
 def test_raise_policy_passes_answers_above_the_minimum(monitor: QualityMonitor) -> None:
     rows = candles()
-    rows[5][2] = rows[5][3] * 0.5  # one bad candle of 30: an error, but a small one
+    del rows[5]  # one missing candle of 30: a soft defect, judged by the score
     result, report = monitor.check("ohlcv", rows, policy="raise", min_score=50, timeframe="1m", now_ms=NOW)
     assert result is rows
-    assert report is not None and 50 <= report.score < 100 and report.has("ohlc_inconsistent")
+    assert report is not None and 50 <= report.score < 100 and report.has("gap")
+
+
+def test_raise_policy_never_passes_an_impossible_candle(monitor: QualityMonitor) -> None:
+    rows = candles()
+    rows[5][2] = rows[5][3] * 0.5  # one candle of 30 with high < low: scores 77, but cannot exist
+    with pytest.raises(DataQualityError) as caught:
+        monitor.check("ohlcv", rows, policy="raise", min_score=50, timeframe="1m", now_ms=NOW)
+    assert caught.value.score >= 50 and caught.value.report.has("ohlc_inconsistent")
 
 
 def test_html_ticker_raises_under_every_minimum(monitor: QualityMonitor) -> None:
@@ -583,7 +591,7 @@ def test_garbage_never_raises_anything_but_data_quality_errors(
                 symbol="BTC/USDT",
             )
         except DataQualityError as exc:
-            assert exc.report.score < 50
+            assert exc.report.score < 50 or exc.report.impossible  # impossible values fail at any score
         else:
             assert report is not None and 0 <= report.score <= 100
 

@@ -24,7 +24,9 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from hardened.errors import ErrorKind, classify
+import ccxt
+
+from hardened.errors import DeadlineExceeded, ErrorKind, classify
 from hardened.pipeline.context import CallContext
 from hardened.pipeline.stage import HOOKS, Shortcut, Stage
 from hardened.pipeline.validate import parser_failure
@@ -73,7 +75,10 @@ def _shortcut(pipe: Pipeline, ctx: CallContext) -> Shortcut | None:
 
 def _finish(pipe: Pipeline, ctx: CallContext, result: Any, error: BaseException | None) -> Any:
     for hook in pipe.on_done:
-        result, error = hook(ctx, result, error)
+        try:
+            result, error = hook(ctx, result, error)
+        except Exception as failed:  # the outer stages still run: the cache lands, record counts
+            result, error = None, failed
     if error is not None:
         raise error
     return result
@@ -118,6 +123,43 @@ def _replay(first: BaseException, attempt: Callable[[], Any]) -> Callable[[], An
 # --- the sync driver ------------------------------------------------------------------------
 
 
+def _time_left(ctx: CallContext) -> float:
+    """Seconds left before the call's deadline (``call_deadline`` after it started)."""
+    return ctx.started + ctx.rt.policy.call_deadline - time.perf_counter()
+
+
+def _pace(ctx: CallContext, wait: float) -> None:
+    """Refuse a wait (rate-limit pacing) that would end after the call's deadline."""
+    if wait > _time_left(ctx):
+        raise DeadlineExceeded(
+            ctx.endpoint.name,
+            ctx.rt.policy.call_deadline,
+            f"a {wait:.1f}s rate-limit wait would pass it",
+            sent=False,
+        )
+
+
+def _request_bound(call: Callable[..., Any]) -> float:
+    """Seconds after which a ccxt method's own request gives up (its exchange's total ``timeout``,
+    which ccxt's async client hands to aiohttp); infinite for anything else."""
+    ms = getattr(getattr(call, "__self__", None), "timeout", None)
+    return ms / 1000.0 if type(ms) is int or type(ms) is float else float("inf")
+
+
+def _overdue(ctx: CallContext, error: BaseException) -> BaseException:
+    """A request timeout past the deadline is the deadline's doing (the sync client's watchdog cuts
+    a request off as a timeout). Orders keep their own errors: ``OrderStateUnknown`` carries the
+    client order id a caller needs."""
+    if (
+        isinstance(error, ccxt.RequestTimeout)
+        and not isinstance(error, DeadlineExceeded)
+        and ctx.endpoint.idempotent
+        and _time_left(ctx) <= 0.0
+    ):
+        return DeadlineExceeded(ctx.endpoint.name, ctx.rt.policy.call_deadline, str(error)[:200])
+    return error
+
+
 def _attempt_sync(
     pipe: Pipeline, ctx: CallContext, call: Callable[..., Any], resync: Callable[[], Any]
 ) -> Any:
@@ -126,13 +168,15 @@ def _attempt_sync(
         for hook in pipe.on_attempt:  # a refusal here still reaches on_attempt_error (probe slots)
             wait = hook(ctx)
             if wait:
+                _pace(ctx, wait)
                 time.sleep(wait)
         if ctx.resync_clock:
             ctx.resync_clock = None
             resync()
         return _answered(pipe, ctx, call(*ctx.args, **ctx.kwargs))
     except BaseException as error:
-        failed = parser_failure(ctx, error)  # a parser crash on a 2xx answer is a bad answer
+        # a parser crash on a 2xx answer is a bad answer; a timeout past the deadline, the deadline's
+        failed = _overdue(ctx, parser_failure(ctx, error))
         _attempt_failed(pipe, ctx, failed)
         if failed is error:
             raise
@@ -145,12 +189,9 @@ def run_sync(pipe: Pipeline, ctx: CallContext, call: Callable[..., Any], resync:
     try:
         try:
             shortcut = _shortcut(pipe, ctx)
-            if shortcut is None:
-                result = _attempts_sync(pipe, ctx, call, resync)
-            elif shortcut.pending is not None:
-                result = shortcut.pending.wait()  # an identical call is in flight: share its answer
-            else:
-                result = shortcut.value
+            while shortcut is not None and shortcut.pending is not None:
+                shortcut = shortcut.pending.wait(ctx)  # an identical call is in flight: share its answer
+            result = _attempts_sync(pipe, ctx, call, resync) if shortcut is None else shortcut.value
         except BaseException as error:
             _attach_attempts(error, ctx)
             return _finish(pipe, ctx, None, error)
@@ -182,17 +223,31 @@ async def _attempt_async(
     resync: Callable[[], Awaitable[Any]],
 ) -> Any:
     _begin_attempt(ctx)
+    deadline = None
     try:
         for hook in pipe.on_attempt:
             wait = hook(ctx)
             if wait:
+                _pace(ctx, wait)
                 await asyncio.sleep(wait)
         if ctx.resync_clock:
             ctx.resync_clock = None
             await resync()
-        return _answered(pipe, ctx, await call(*ctx.args, **ctx.kwargs))
+        left = _time_left(ctx)
+        if left > _request_bound(call):  # ccxt's own total timeout ends the request first
+            answer = await call(*ctx.args, **ctx.kwargs)
+        else:  # the call's deadline comes first: bound the request by it (a few us, only then)
+            deadline = asyncio.timeout(left)
+            async with deadline:
+                answer = await call(*ctx.args, **ctx.kwargs)
+        return _answered(pipe, ctx, answer)
     except BaseException as error:
-        failed = parser_failure(ctx, error)
+        if deadline is not None and deadline.expired():
+            failed: BaseException = DeadlineExceeded(
+                ctx.endpoint.name, ctx.rt.policy.call_deadline, "no answer in time"
+            )
+        else:
+            failed = _overdue(ctx, parser_failure(ctx, error))
         _attempt_failed(pipe, ctx, failed)
         if failed is error:
             raise
@@ -210,12 +265,9 @@ async def run_async(
     try:
         try:
             shortcut = _shortcut(pipe, ctx)
-            if shortcut is None:
-                result = await _attempts_async(pipe, ctx, call, resync)
-            elif shortcut.pending is not None:
-                result = await shortcut.pending.wait_async()
-            else:
-                result = shortcut.value
+            while shortcut is not None and shortcut.pending is not None:
+                shortcut = await shortcut.pending.wait_async(ctx)
+            result = await _attempts_async(pipe, ctx, call, resync) if shortcut is None else shortcut.value
         except BaseException as error:
             _attach_attempts(error, ctx)
             return _finish(pipe, ctx, None, error)

@@ -1,9 +1,11 @@
 """The cache stage: answers reused within a TTL, identical calls coalesced, stale-if-error.
 
 - TTL per endpoint (markets long, tickers short; orders and balances never unless configured),
-  keyed by endpoint and arguments; a bound on entries with LRU eviction.
+  keyed by endpoint and arguments; bounded by entries and by approximate bytes, LRU eviction.
 - Coalescing: while a call is in flight, identical calls wait for its answer instead of sending
   their own (threads wait on an event, tasks on a future; nobody holds a lock while waiting).
+  Whatever ends the leader, its waiters hear of it: its answer, its error, or (cancelled) the news
+  that it gave up, and then one of them leads the request in its place.
 - Stale-if-error: when the breaker is open or retries are exhausted, an endpoint may answer with
   its last good result if it is younger than ``stale_if_error`` seconds; marked stale in the stats
   and published on the event bus. Never for orders or balances.
@@ -27,12 +29,21 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-from hardened.errors import CircuitOpenError, ErrorKind
+import ccxt
+
+from hardened.errors import CircuitOpenError, DeadlineExceeded, ErrorKind
 from hardened.pipeline.context import CallContext
 from hardened.pipeline.stage import Shortcut, Stage
 from hardened.telemetry.events import bus
 
-__all__ = ["DEFAULT_STALE_IF_ERROR", "DEFAULT_TTL", "CacheStage", "Flight", "fresh_copy"]
+__all__ = [
+    "DEFAULT_STALE_IF_ERROR",
+    "DEFAULT_TTL",
+    "CacheStage",
+    "Flight",
+    "approx_size",
+    "fresh_copy",
+]
 
 # Seconds an answer is reused, by endpoint, when the configuration does not say.
 DEFAULT_TTL: dict[str, float] = {
@@ -77,50 +88,129 @@ def fresh_copy(value: Any) -> Any:
 
 
 class Flight:
-    """One request in flight that identical calls wait for."""
+    """Identical calls waiting for one leader's request.
 
-    __slots__ = ("error", "event", "future", "result")
+    Made only when a second identical call arrives (until then the cache marks the key with the
+    leader's own context), so a call nobody joins allocates no event or future. Threads wait on an
+    event, tasks on a future; nobody holds a lock while waiting.
+    """
 
-    def __init__(self, asynchronous: bool) -> None:
+    __slots__ = ("abandoned", "error", "event", "future", "rejoin", "result", "waiters")
+
+    def __init__(self, asynchronous: bool, rejoin: Any) -> None:
         self.result: Any = None
         self.error: BaseException | None = None
+        self.abandoned = False
+        self.waiters = 0
+        self.rejoin = rejoin  # (ctx) -> Shortcut | None: ask the cache again when the leader is gone
         self.event = None if asynchronous else threading.Event()
         self.future: asyncio.Future[Any] | None = (
             asyncio.get_running_loop().create_future() if asynchronous else None
         )
 
-    def land(self, result: Any, error: BaseException | None) -> None:
-        """Hand the leader's outcome to every waiting call."""
-        self.result, self.error = result, error
+    def land(self, result: Any, error: BaseException | None, abandoned: bool = False) -> None:
+        """Hand the leader's outcome (or the news that it gave up) to every waiting call."""
+        self.result, self.error, self.abandoned = result, error, abandoned
         if self.event is not None:
             self.event.set()
         elif self.future is not None and not self.future.done():
-            self.future.set_result(None)
+            loop = self.future.get_loop()
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is loop:
+                self.future.set_result(None)
+            else:  # landed from another thread (a sync stage used by an async client)
+                loop.call_soon_threadsafe(_settle, self.future)
 
-    def wait(self) -> Any:
-        """Block until the leader lands (sync clients)."""
+    def wait(self, ctx: CallContext) -> Shortcut | None:
+        """Block until the leader lands, at most until this call's deadline (sync clients).
+
+        Returns the answer as a ``Shortcut``, or what the cache says now if the leader gave up
+        (``None``: this call leads the request itself).
+        """
         assert self.event is not None
-        self.event.wait()
-        return self._outcome()
+        left = _time_left(ctx)
+        if not self.event.wait(left if left > 0.0 else 0.0):
+            raise DeadlineExceeded(
+                ctx.endpoint.name, ctx.rt.policy.call_deadline, "waiting for an identical call"
+            )
+        return self._outcome(ctx)
 
-    async def wait_async(self) -> Any:
-        """Await the leader's outcome (async clients); cancelling a follower leaves the leader be."""
+    async def wait_async(self, ctx: CallContext) -> Shortcut | None:
+        """Await the leader's outcome (async clients); cancelling a waiter leaves the leader be."""
         assert self.future is not None
-        await asyncio.shield(self.future)
-        return self._outcome()
+        left = _time_left(ctx)
+        try:
+            await asyncio.wait_for(asyncio.shield(self.future), left if left > 0.0 else 0.0)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                ctx.endpoint.name, ctx.rt.policy.call_deadline, "waiting for an identical call"
+            ) from None
+        return self._outcome(ctx)
 
-    def _outcome(self) -> Any:
+    def _outcome(self, ctx: CallContext) -> Shortcut | None:
+        if self.abandoned:  # the leader was cancelled: one waiter takes over, the others join it
+            ctx.cache_hit = False
+            ctx.cache_flight = None
+            return self.rejoin(ctx)
         if self.error is not None:
             raise self.error
-        return fresh_copy(self.result)
+        return Shortcut(fresh_copy(self.result))
+
+
+def _settle(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _time_left(ctx: CallContext) -> float:
+    """Seconds left before this call's deadline."""
+    return ctx.started + ctx.rt.policy.call_deadline - time.perf_counter()
+
+
+# Rough sizes (CPython, 64-bit) for ``approx_size``: a float or small int with its slot in a
+# container, a list header, a dict header and the cost of one more key with its value slot.
+_NUMBER = 32
+_LIST = 56
+_DICT = 64
+_DICT_KEY = 104
+_SAMPLE = 8  # containers longer than this are estimated from their first few elements
+
+
+def approx_size(value: Any) -> int:
+    """A rough byte size of an answer (nested dicts, lists, strings, numbers), computed once when it
+    is stored: long containers are estimated from a sample of their first elements (a thousand
+    candles cost one candle's estimate times a thousand), so it stays cheap on big answers."""
+    kind = type(value)
+    if kind is list or kind is tuple:
+        n = len(value)
+        if n == 0:
+            return _LIST
+        if n <= _SAMPLE:
+            return _LIST + 8 * n + sum(approx_size(v) for v in value)
+        sample = sum(approx_size(value[i]) for i in range(_SAMPLE // 2))
+        return _LIST + 8 * n + n * sample // (_SAMPLE // 2)
+    if kind is dict:
+        n = len(value)
+        if n <= 4 * _SAMPLE:
+            return _DICT + _DICT_KEY * n + sum(approx_size(v) for v in value.values())
+        it = iter(value.values())
+        sample = sum(approx_size(next(it)) for _ in range(_SAMPLE))
+        return _DICT + _DICT_KEY * n + n * sample // _SAMPLE
+    if kind is str:
+        return 49 + len(value)
+    return _NUMBER
 
 
 class _Entry:
-    __slots__ = ("stored", "value")
+    __slots__ = ("size", "stored", "value")
 
-    def __init__(self, value: Any, stored: float) -> None:
+    def __init__(self, value: Any, stored: float, size: int) -> None:
         self.value = value
         self.stored = stored
+        self.size = size
 
 
 class CacheStage(Stage):
@@ -128,14 +218,19 @@ class CacheStage(Stage):
 
     name = "cache"
 
-    def __init__(self, exchange_id: str, max_entries: int, asynchronous: bool) -> None:
+    def __init__(
+        self, exchange_id: str, max_entries: int, asynchronous: bool, max_bytes: int = 64 * 1024 * 1024
+    ) -> None:
         self.exchange_id = exchange_id
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
         self.asynchronous = asynchronous
         self._lock = threading.Lock()
         self._entries: OrderedDict[Any, _Entry] = OrderedDict()
-        self._flights: dict[Any, Flight] = {}
+        # key -> the leading call's context (nobody waits yet) or the Flight its waiters share
+        self._flights: dict[Any, Any] = {}
         self.evictions = 0
+        self.bytes = 0
         self.shared: Any = None  # the cache shared with other processes, if any (see module doc)
 
     # --- keys and policies ------------------------------------------------------------------
@@ -166,18 +261,20 @@ class CacheStage(Stage):
             entry = self._entries.get(key)
             if ohlcv and entry is not None and isinstance(limit, int) and len(entry.value) < limit:
                 entry = None  # the series held is shorter than asked: fetch it whole
-            if entry is not None and now - entry.stored <= rt.ttl:
+            if entry is not None and now - entry.stored < rt.ttl:
                 self._entries.move_to_end(key)
                 ctx.cache_hit = True
                 value = entry.value
             else:
-                flight = self._flights.get(key)
-                if flight is not None:
+                held = self._flights.get(key)
+                if held is not None:  # an identical call is in flight: wait for it
+                    flight = held if type(held) is Flight else self._open_flight(key)
+                    flight.waiters += 1
                     ctx.cache_hit = True
                     ctx.cache_flight = flight
                     return Shortcut(None, flight)
                 ctx.cache_key = key
-                ctx.cache_flight = self._flights[key] = Flight(self.asynchronous)
+                self._flights[key] = ctx  # a mark, not an object: a Flight only if someone joins
                 if ohlcv and entry is not None and entry.value and now - entry.stored <= rt.stale_if_error:
                     _ask_since_last(ctx, entry.value)
                 if self.shared is None or ohlcv or self.asynchronous or rt.ttl <= 0:
@@ -189,38 +286,72 @@ class CacheStage(Stage):
             value = _last(value, _limit_of(ctx))
         return Shortcut(fresh_copy(value))
 
+    def _open_flight(self, key: Any) -> Flight:
+        """Replace the leader's mark by a Flight the second identical call can wait on (locked)."""
+        flight = self._flights[key] = Flight(self.asynchronous, self.on_call)
+        return flight
+
     def on_done(
         self, ctx: CallContext, result: Any, error: BaseException | None
     ) -> tuple[Any, BaseException | None]:
         key = ctx.cache_key
         if key is None:
+            if error is not None and ctx.cache_flight is not None:
+                ctx.cache_hit = False  # handed the leader's error: a failed call, not a hit
             return result, error
         ohlcv = ctx.endpoint.name == "ohlcv"
         now = time.monotonic()
+        copy = False  # whether the caller must get a copy (the object is also held by the cache)
+        served_stale_age: float | None = None
+        share: Any = None
         with self._lock:
-            entry = self._entries.get(key)
-            flight = self._flights.pop(key, None)
-            if error is None:
-                stored = (
-                    _merge_candles(entry.value if entry is not None else None, result) if ohlcv else result
-                )
-                self._store(key, stored, now)
-                if self.shared is not None and not ohlcv and not ctx.cache_hit:
-                    self.shared.put(key, stored, ctx.rt.ttl)
-                if ohlcv:
-                    result = _last(stored, _limit_of(ctx))
-            elif entry is not None and self._may_serve_stale(ctx, error, now - entry.stored):
-                ctx.stale = True
-                ctx.cache_hit = True
-                result, error = entry.value, None
-                if ohlcv:
-                    result = _last(result, _limit_of(ctx))
+            held = self._flights.pop(key, None)
+            flight = held if type(held) is Flight else None
+            try:  # whatever happens here, the flight lands below: its waiters never hang
+                entry = self._entries.get(key)
+                if error is None:
+                    if ohlcv:
+                        stored = _merge_candles(entry.value if entry is not None else None, result)
+                        self._store(key, stored, now)
+                        result, copy = _last(stored, _limit_of(ctx)), True
+                    elif ctx.rt.ttl > 0.0 or entry is None or now - entry.stored >= _stale_refresh(ctx):
+                        copy = self._store(key, result, now)
+                        if self.shared is not None and not ctx.cache_hit:
+                            share = result  # written by the shared cache's own thread, not under this lock
+                    # else: kept only for stale-if-error and the copy held is recent: nothing stored
+                elif not isinstance(error, Exception):
+                    pass  # cancelled (or interrupted): not an answer; waiters take over below
+                elif entry is not None and self._may_serve_stale(ctx, error, now - entry.stored):
+                    ctx.stale = ctx.cache_hit = True
+                    served_stale_age = now - entry.stored
+                    result, error, copy = entry.value, None, True
+                    if ohlcv:
+                        result = _last(result, _limit_of(ctx))
+            except Exception as failure:  # e.g. candles that cannot be merged: forget the series
+                self._forget(key)
+                result, error, copy = None, _as_ccxt_error(ctx, failure), False
+        if share is not None:
+            self.shared.put(key, share, ctx.rt.ttl)  # type: ignore[union-attr]
         if flight is not None:
-            flight.land(result, error)
-        if ctx.stale:
-            age = round(now - entry.stored, 3) if entry is not None else None
-            bus.publish("stale_served", exchange=self.exchange_id, endpoint=ctx.endpoint.name, age_s=age)
-        if error is None and (ctx.stale or ohlcv or flight is not None):
+            if error is not None and not isinstance(error, Exception):
+                flight.land(None, None, abandoned=True)
+            elif copy or error is not None:
+                flight.land(result, error)  # the held object, or the error: waiters copy from it
+            else:  # nothing held: the waiters share one copy, the leader keeps the original
+                try:
+                    shared = fresh_copy(result)
+                except Exception as failure:
+                    flight.land(None, _as_ccxt_error(ctx, failure))
+                    raise
+                flight.land(shared, None)
+        if served_stale_age is not None:
+            bus.publish(
+                "stale_served",
+                exchange=self.exchange_id,
+                endpoint=ctx.endpoint.name,
+                age_s=round(served_stale_age, 3),
+            )
+        if copy:
             result = fresh_copy(result)  # the stored object never leaves the cache itself
         return result, error
 
@@ -252,7 +383,8 @@ class CacheStage(Stage):
         value, age = found
         with self._lock:
             self._store(key, value, now - age)
-            flight = self._flights.pop(key, None)
+            held = self._flights.pop(key, None)
+            flight = held if type(held) is Flight else None
         ctx.cache_key = None
         ctx.cache_flight = None  # a hit, not a call that waited for another
         ctx.cache_hit = True
@@ -266,22 +398,66 @@ class CacheStage(Stage):
             return False
         return isinstance(error, CircuitOpenError) or ctx.kind_of(error) in _STALE_ON
 
-    def _store(self, key: Any, value: Any, now: float) -> None:
+    def _store(self, key: Any, value: Any, now: float, size: int | None = None) -> bool:
+        """Hold ``value`` under ``key``, evicting the least recently used answers beyond the entry
+        and byte bounds; False (nothing held) when it alone is larger than the byte bound."""
+        if size is None:
+            size = approx_size(value)
         entries = self._entries
-        entries[key] = _Entry(value, now)
-        entries.move_to_end(key)
-        while len(entries) > self.max_entries:
-            entries.popitem(last=False)
+        if size > self.max_bytes:
+            return False
+        old = entries.pop(key, None)
+        if old is not None:
+            self.bytes -= old.size
+        entries[key] = _Entry(value, now, size)
+        self.bytes += size
+        while len(entries) > self.max_entries or self.bytes > self.max_bytes:
+            _, evicted = entries.popitem(last=False)
+            self.bytes -= evicted.size
             self.evictions += 1
+        return key in entries
+
+    def _forget(self, key: Any) -> None:
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self.bytes -= old.size
 
     def clear(self) -> None:
         """Forget every cached answer (in-flight calls still land for their waiters)."""
         with self._lock:
             self._entries.clear()
+            self.bytes = 0
 
     def size(self) -> int:
         """How many answers are held."""
         return len(self._entries)
+
+    def waiting(self) -> int:
+        """How many calls wait for an identical one in flight."""
+        with self._lock:
+            return sum(f.waiters for f in self._flights.values() if type(f) is Flight)
+
+    def usage(self) -> dict[str, int]:
+        """Entries and approximate bytes held, and evictions so far (for ``stats()``)."""
+        return {"entries": len(self._entries), "bytes": self.bytes, "evictions": self.evictions}
+
+
+def _as_ccxt_error(ctx: CallContext, failure: Exception) -> Exception:
+    """A failure of the cache itself, as the ccxt error a caller already catches (drop-in)."""
+    if isinstance(failure, ccxt.BaseError):
+        return failure
+    error = ccxt.BadResponse(
+        f"{ctx.endpoint.name}: the answer could not be cached ({type(failure).__name__}: {failure}); "
+        "a null timestamp in candles is a likely cause (quality_policy 'off' lets it through)"
+    )
+    error.__cause__ = failure
+    return error
+
+
+def _stale_refresh(ctx: CallContext) -> float:
+    """How old the copy held only for stale-if-error (TTL 0) may get before a new answer replaces
+    it: a tight loop then copies an answer at most about once a second, not on every call."""
+    return min(1.0, ctx.rt.stale_if_error / 10.0)
 
 
 def _freeze(value: Any) -> Any:

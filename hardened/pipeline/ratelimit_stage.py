@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from hardened.errors import CircuitOpenError, ErrorKind, RateLimitBackoff, RequestSkipped
+from hardened.errors import CircuitOpenError, DeadlineExceeded, ErrorKind, RateLimitBackoff, RequestSkipped
 from hardened.pipeline.context import CallContext
 from hardened.pipeline.stage import Stage
 from hardened.ratelimit import RateLimitBudget
@@ -48,19 +48,20 @@ class RateLimitStage(Stage):
         weight = _weight(self.budget, endpoint, ctx) if endpoint in _ARGUMENT_WEIGHTS else None
         wait = self.budget.delay_before(endpoint, now, weight)
         if wait > ctx.rt.policy.max_delay:
-            self._refuse(ctx, endpoint, now, wait)
+            self._refuse(ctx, endpoint, now, wait, weight)
         if self.shared is not None:  # asked only for a call this client would send
             shared_wait, booked = self.shared.delay_before(self.budget.charges(endpoint, weight), now)
             if not booked or shared_wait > ctx.rt.policy.max_delay:
-                self._refuse(ctx, endpoint, now, shared_wait)
+                self._refuse(ctx, endpoint, now, shared_wait, weight)
             if shared_wait > wait:
                 wait = shared_wait
         return wait if wait > 0.0 else None
 
-    def _refuse(self, ctx: CallContext, endpoint: str, now: float, wait: float) -> None:
-        """Fail the attempt without sending it, releasing what ``delay_before`` booked; the
-        refusal is published once per ban or spent window (``rate_limit_ban``)."""
-        self.budget.observe(endpoint, 0, None, now)
+    def _refuse(self, ctx: CallContext, endpoint: str, now: float, wait: float, weight: float | None) -> None:
+        """Fail the attempt without sending it, giving back what ``delay_before`` booked (a call
+        not sent spends no budget); the refusal is published once per ban or spent window
+        (``rate_limit_ban``)."""
+        self.budget.release(endpoint, weight)
         banned = self.budget.banned_until > now
         self._announce(ctx.endpoint.name, banned, now + wait, now, None)
         raise RateLimitBackoff(self.exchange_id, ctx.endpoint.name, wait, banned)
@@ -74,6 +75,10 @@ class RateLimitStage(Stage):
         if isinstance(error, (CircuitOpenError, RateLimitBackoff, RequestSkipped)):
             return  # refused before this stage booked anything (or it released it already)
         endpoint = _PROFILE_NAME.get(ctx.endpoint.name, ctx.endpoint.name)
+        if not _sent(ctx, error, kind):  # e.g. ccxt's argument checks: nothing reached the exchange
+            weight = _weight(self.budget, endpoint, ctx) if endpoint in _ARGUMENT_WEIGHTS else None
+            self.budget.release(endpoint, weight)
+            return
         body = str(error) if kind is ErrorKind.RATE_LIMIT else None
         banned_before = self.budget.banned_until
         now = time.time()
@@ -94,6 +99,19 @@ class RateLimitStage(Stage):
             retry_in=round(until - now, 1),
             status=status,
         )
+
+
+def _sent(ctx: CallContext, error: BaseException, kind: ErrorKind) -> bool:
+    """Whether a failed attempt's request may have reached the exchange.
+
+    An HTTP answer says it did; without one, a permanent error (ccxt's argument and market checks)
+    was raised before sending, and a deadline says itself; a network failure may have gone out.
+    """
+    if ctx.http_status is not None:
+        return True
+    if isinstance(error, DeadlineExceeded):
+        return error.sent
+    return kind is not ErrorKind.PERMANENT
 
 
 def _weight(budget: RateLimitBudget, endpoint: str, ctx: CallContext) -> float | None:

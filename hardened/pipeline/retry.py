@@ -9,7 +9,8 @@ retry decision is tenacity's, with our strategies plugged in:
   (``create_order`` is never retried blindly), and only while the retry budget allows;
 - ``wait_for_exchange``: exponential back-off with jitter, at least ``Retry-After`` and the
   rate-limit floor after a 429/418, no wait after a clock resync;
-- ``stop_after_attempt(max_retries + 1)``.
+- ``stop_after_attempt(max_retries + 1)``, or ``stop_before_delay`` the time left before the call's
+  deadline (``call_deadline``): no retry starts whose wait would end past it.
 """
 
 from __future__ import annotations
@@ -108,6 +109,8 @@ class retry_transient(retry_base):
             return False
         if retry_state.attempt_number > self.policy.max_retries:
             return False  # tenacity asks before it checks stop: spend no budget on a retry never made
+        if self.ctx.started + self.policy.call_deadline <= time.perf_counter():
+            return False  # the call's deadline has passed: no budget for a retry never made
         exc = outcome.exception()
         kind = self.ctx.kind_of(exc)
         if kind not in RETRYABLE or not self.ctx.endpoint.idempotent:
@@ -176,7 +179,11 @@ class RetryPolicy:
         return {
             "retry": retry_transient(ctx, self.policy, self.budget),
             "wait": wait_for_exchange(ctx, self.policy),
-            "stop": tenacity.stop_after_attempt(self.policy.max_retries + 1),
+            # The attempts, or the call's deadline: no retry whose wait would end past it.
+            "stop": tenacity.stop_after_attempt(self.policy.max_retries + 1)
+            | tenacity.stop_before_delay(
+                max(0.0, ctx.started + self.policy.call_deadline - time.perf_counter())
+            ),
             "before_sleep": before_sleep,
             "reraise": True,
         }

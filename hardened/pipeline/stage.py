@@ -32,7 +32,9 @@ class Shortcut:
     """An answer produced without calling the exchange (``on_call`` returns it).
 
     ``pending`` is an in-flight request to wait for instead (coalescing): the driver waits on it
-    with ``pending.wait()`` or ``await pending.wait_async()``, and its outcome is the answer.
+    with ``pending.wait(ctx)`` or ``await pending.wait_async(ctx)``, which return the answer as a
+    ``Shortcut``, raise the leader's error, or (the leader gave up) return what ``on_call`` says now:
+    another ``Shortcut`` or None, and then this call leads the request itself.
     """
 
     __slots__ = ("pending", "value")

@@ -163,7 +163,7 @@ class ValidateStage(Stage):
             raise
         if report is not None:
             ctx.quality = report.score
-            if report.issues:
+            if report.issues or report.repaired:  # a repair drops data: say so
                 self._publish(ctx, report.score, report, raised=False)
         return result
 

@@ -4,14 +4,17 @@
 issues and then acts on the endpoint's policy:
 
 - ``raise``: return the answer unchanged, or raise ``DataQualityError`` when the score is below
-  ``min_score``;
+  ``min_score`` or when it holds an impossible value (high < low, a negative price, a crossed book,
+  a null timestamp, an infinite number...: see ``hardened.quality.report``), whatever the score;
 - ``repair``: when something repairable was found, return a repaired *copy* (the caller's object is
   never modified) and a report of the repaired answer; raise ``DataQualityError`` if even the
-  repaired answer scores below ``min_score`` (an all-None ticker cannot be repaired into data). A
-  repair that would drop more than ``max_repair_drop`` of the entries is abandoned and the
+  repaired answer scores below ``min_score`` or still holds an impossible value (an all-None
+  ticker cannot be repaired into data); a repair is logged as a warning (``data_quality_repaired``).
+  A repair that would drop more than ``max_repair_drop`` of the entries is abandoned and the
   original verdict stands (an HTML body is garbage, not a damaged answer);
 - ``warn``: return the answer unchanged and log a structlog warning
-  (``data_quality_below_minimum``) where ``raise`` would have raised;
+  (``data_quality_below_minimum`` or ``data_quality_impossible_values``) where ``raise`` would
+  have raised;
 - ``off``: return ``(result, None)`` at once.
 
 Endpoints without a validator or custom check pass through as ``(result, None)``.
@@ -94,7 +97,7 @@ def _r_trades(r: Any, tf: Any, now: Any, sym: Any, th: Any) -> tuple[Any, tuple[
 
 
 _TICKER_FIXES = frozenset(
-    ("malformed", "nonpositive_price", "crossed", "range_inconsistent", "negative_volume")
+    ("malformed", "nonpositive_price", "non_finite", "crossed", "range_inconsistent", "negative_volume")
 )
 _BOOK_FIXES = frozenset(
     ("malformed", "nonpositive_price", "nonpositive_amount", "unsorted_bids", "unsorted_asks", "crossed")
@@ -108,6 +111,7 @@ _ENDPOINTS: dict[str, tuple[_Validate, _Repair, frozenset[str]]] = {
             (
                 "malformed",
                 "nonpositive_price",
+                "non_finite",
                 "ohlc_inconsistent",
                 "negative_volume",
                 "absurd_timestamp",
@@ -132,6 +136,7 @@ _ENDPOINTS: dict[str, tuple[_Validate, _Repair, frozenset[str]]] = {
                 "nonpositive_price",
                 "nonpositive_amount",
                 "invalid_side",
+                "missing_timestamp",
                 "absurd_timestamp",
                 "future_timestamp",
                 "duplicate_id",
@@ -373,10 +378,24 @@ class QualityMonitor:
             report = QualityReport(
                 endpoint, report.score, report.issues, True, repairs, score_before, symbol=symbol
             )
-        if report.score < min_score:
+        if repairs:  # what was dropped or cleared is said, not hidden
+            _log.warning(
+                "data_quality_repaired",
+                endpoint=endpoint,
+                exchange=exchange,
+                symbol=symbol,
+                score_before=round(score_before or 0.0, 1),
+                score=round(report.score, 1),
+                repairs=list(repairs),
+            )
+        # Impossible values fail the answer whatever its score; the score judges soft defects.
+        impossible = report.impossible
+        if impossible or report.score < min_score:
             if policy == "warn":
                 _log.warning(
-                    "data_quality_below_minimum",
+                    "data_quality_below_minimum"
+                    if report.score < min_score
+                    else "data_quality_impossible_values",
                     endpoint=endpoint,
                     exchange=exchange,
                     symbol=symbol,

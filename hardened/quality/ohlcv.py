@@ -167,12 +167,21 @@ def validate_ohlcv(
     th = thresholds
     issues: list[Issue] = []
 
-    def add(code: str, severity: Severity, message: str, mask_or_idx: np.ndarray, extent: float = -1) -> None:
+    def add(
+        code: str,
+        severity: Severity,
+        message: str,
+        mask_or_idx: np.ndarray,
+        extent: float = -1,
+        impossible: bool = False,
+    ) -> None:
         idx = np.flatnonzero(mask_or_idx) if mask_or_idx.dtype == bool else mask_or_idx
         if orig is not None:
             idx = orig[idx]
         k = len(idx)
-        issues.append(Issue(code, severity, message, k, _where(idx), k / n if extent < 0 else extent))
+        issues.append(
+            Issue(code, severity, message, k, _where(idx), k / n if extent < 0 else extent, impossible)
+        )
 
     if malformed:
         k = len(malformed)
@@ -180,10 +189,11 @@ def validate_ohlcv(
             Issue(
                 "malformed",
                 _ERROR,
-                f"{k} of {n} rows are not [ts, o, h, l, c, v] numbers",
+                f"{k} of {n} rows are not [ts, o, h, l, c, v] numbers (or have no timestamp)",
                 k,
                 _where(malformed),
                 k / n,
+                True,
             )
         )
     m = len(arr)
@@ -192,12 +202,29 @@ def validate_ohlcv(
     tf = parse_timeframe(timeframe) if timeframe else None
     ts, o, h, low, c, v = arr.T
 
-    # Prices and candle shape.
+    # Prices and candle shape. Zero prices are a defect the score weighs; a negative, missing or
+    # infinite number and a candle whose open or close lies outside [low, high] are impossible.
     price_ok: np.ndarray | None = None  # None: every price is positive
-    positive = arr[:, 1:5] > 0
+    prices = arr[:, 1:5]
+    positive = prices > 0
     if not positive.all():
         price_ok = positive.all(axis=1)
-        add("nonpositive_price", _ERROR, "candles with a zero, negative or missing price", ~price_ok)
+        bad_prices = prices[~price_ok]
+        add(
+            "nonpositive_price",
+            _ERROR,
+            "candles with a zero, negative or missing price",
+            ~price_ok,
+            impossible=bool(((bad_prices < 0) | np.isnan(bad_prices)).any()),
+        )
+    if np.isinf(arr[:, 1:]).any():
+        add(
+            "non_finite",
+            _ERROR,
+            "candles with an infinite price or volume",
+            np.isinf(arr[:, 1:]).any(axis=1),
+            impossible=True,
+        )
     shape_ok = (h >= np.maximum(o, c)) & (low <= np.minimum(o, c))
     if not shape_ok.all():
         bad = ~shape_ok if price_ok is None else ~shape_ok & price_ok
@@ -207,11 +234,12 @@ def validate_ohlcv(
                 _ERROR,
                 "candles with high < max(open, close) or low > min(open, close)",
                 bad,
+                impossible=True,
             )
     if not (v >= 0).all():
         neg = v < 0
         if neg.any():
-            add("negative_volume", _ERROR, "candles with a negative volume", neg)
+            add("negative_volume", _ERROR, "candles with a negative volume", neg, impossible=True)
         missing = np.isnan(v)
         if missing.any():
             add("missing_volume", _WARNING, "candles without a volume", missing)
@@ -315,7 +343,7 @@ def repair_ohlcv(
 ) -> tuple[list[list[Any]], tuple[str, ...]]:
     """A new, repaired candle list and what was done to it; ``rows`` is never modified.
 
-    Drops malformed candles, non-positive prices, inconsistent OHLC, negative volumes, absurd,
+    Drops malformed candles, non-positive or infinite numbers, inconsistent OHLC, negative volumes, absurd,
     future and off-grid timestamps; sorts by open time; keeps the last of duplicated open times;
     drops isolated spikes. Gaps and staleness cannot be repaired (inventing candles would be worse).
     Each kept row is a copy of the original row.
@@ -344,6 +372,7 @@ def repair_ohlcv(
     if m:
         ts, o, h, low, c, v = arr.T
         drop(~(arr[:, 1:5] > 0).all(axis=1), "nonpositive_price")
+        drop(np.isinf(arr[:, 1:]).any(axis=1), "non_finite")
         drop(~((h >= np.maximum(o, c)) & (low <= np.minimum(o, c))), "ohlc_inconsistent")
         drop(v < 0, "negative_volume")
         drop(ts < th.min_timestamp_ms, "absurd_timestamp")

@@ -18,6 +18,7 @@ from hardened.quality.thresholds import DEFAULT_THRESHOLDS, QualityThresholds
 __all__ = ["repair_order_book", "validate_order_book"]
 
 _ZEROS = repeat(0.0)  # endless, stateless: safe to share between calls and threads
+_INF = float("inf")
 _STALE_SPAN = 10
 _ERROR = Severity.ERROR
 _WARNING = Severity.WARNING
@@ -52,8 +53,8 @@ class _Side:
             except (TypeError, IndexError, KeyError):
                 self.malformed.append(i)
                 continue
-            if not (_is_number(price) and _is_number(amount)):
-                self.malformed.append(i)
+            if not (_is_number(price) and _is_number(amount)) or price == _INF or amount == _INF:
+                self.malformed.append(i)  # not a number, or an infinite one
                 continue
             if not price > 0:
                 self.nonpositive_price.append(i)
@@ -94,13 +95,17 @@ def validate_order_book(
         try:
             bp = [level[0] for level in bids]
             ap = [level[0] for level in asks]
+            ba = [level[1] for level in bids]
+            aa = [level[1] for level in asks]
             clean = (
                 all(map(gt, bp, bp[1:]))
                 and all(map(lt, ap, ap[1:]))
-                and (not bp or bp[-1] > 0)
-                and (not ap or ap[0] > 0)
-                and all(map(gt, [level[1] for level in bids], _ZEROS))
-                and all(map(gt, [level[1] for level in asks], _ZEROS))
+                and (not bp or (bp[-1] > 0 and bp[0] < _INF))
+                and (not ap or (ap[0] > 0 and ap[-1] < _INF))
+                and all(map(gt, ba, _ZEROS))
+                and all(map(gt, aa, _ZEROS))
+                and max(ba, default=0.0) < _INF
+                and max(aa, default=0.0) < _INF
                 and (not bp or not ap or bp[0] < ap[0])
             )
         except (TypeError, IndexError, KeyError):
@@ -155,26 +160,39 @@ def _level_issues(bids: list[Any], asks: list[Any], total: int) -> list[Issue]:
     bid_side, ask_side = _Side(bids, True), _Side(asks, False)
     issues: list[Issue] = []
 
-    def add(code: str, message: str, bid_idx: list[int], ask_idx: list[int], extent: float = -1) -> None:
+    def add(
+        code: str, message: str, bid_idx: list[int], ask_idx: list[int], impossible: bool = False
+    ) -> None:
         k = len(bid_idx) + len(ask_idx)
         if k:
             where = [f"bids[{i}]" for i in bid_idx[:MAX_WHERE]] + [f"asks[{i}]" for i in ask_idx[:MAX_WHERE]]
-            issues.append(
-                Issue(code, _ERROR, message, k, tuple(where[:MAX_WHERE]), k / total if extent < 0 else extent)
-            )
+            issues.append(Issue(code, _ERROR, message, k, tuple(where[:MAX_WHERE]), k / total, impossible))
 
-    add("malformed", "levels that are not [price, amount] numbers", bid_side.malformed, ask_side.malformed)
+    def below_zero(column: int, bid_idx: list[int], ask_idx: list[int]) -> bool:
+        """Whether a flagged level holds a negative or NaN number (a zero is only a defect)."""
+        values = [bids[i][column] for i in bid_idx] + [asks[i][column] for i in ask_idx]
+        return any(not x >= 0 for x in values)
+
+    add(
+        "malformed",
+        "levels that are not [price, amount] finite numbers",
+        bid_side.malformed,
+        ask_side.malformed,
+        True,
+    )
     add(
         "nonpositive_price",
         "levels with a zero or negative price",
         bid_side.nonpositive_price,
         ask_side.nonpositive_price,
+        below_zero(0, bid_side.nonpositive_price, ask_side.nonpositive_price),
     )
     add(
         "nonpositive_amount",
         "levels with a zero or negative amount",
         bid_side.nonpositive_amount,
         ask_side.nonpositive_amount,
+        below_zero(1, bid_side.nonpositive_amount, ask_side.nonpositive_amount),
     )
     add("unsorted_bids", "bid prices not strictly descending", bid_side.unsorted, [])
     add("unsorted_asks", "ask prices not strictly ascending", [], ask_side.unsorted)
@@ -192,6 +210,7 @@ def _level_issues(bids: list[Any], asks: list[Any], total: int) -> list[Issue]:
                     crossing,
                     (),
                     max(0.5, crossing / total),
+                    True,
                 )
             )
     return issues
@@ -205,7 +224,7 @@ def _clean_side(levels: list[Any], descending: bool) -> tuple[list[list[Any]], i
             price, amount = level[0], level[1]
         except (TypeError, IndexError, KeyError):
             continue
-        if _is_number(price) and _is_number(amount) and price > 0 and amount > 0:
+        if _is_number(price) and _is_number(amount) and 0 < price < _INF and 0 < amount < _INF:
             valid.append(list(level))
     ordered = sorted(valid, key=lambda lv: -lv[0] if descending else lv[0])
     resorted = ordered != valid

@@ -17,6 +17,11 @@ times the allowed age). The issue costs a penalty ``p = base + span * extent``:
 and ``score = 100 * prod(1 - p_i)``. A clean answer (no issue) scores exactly 100; one more issue,
 a larger extent or a higher severity can only lower the score; any critical issue, or an error
 affecting the whole answer, scores 0.
+
+Some issues are ``impossible``: values no market can produce (high < low, open or close outside
+[low, high], a negative price or volume, a crossed book, a null timestamp, an infinite or NaN
+number). The score does not excuse them: under ``raise`` they always raise, under ``repair`` they
+are dropped (see ``hardened.quality.monitor``). The score governs the soft defects only.
 """
 
 from __future__ import annotations
@@ -100,6 +105,7 @@ CODES: dict[str, str] = {
     "negative_balance": "a currency's total balance is negative",
     "balance_inconsistent": "a currency's total differs from free + used",
     # custom checks
+    "non_finite": "a number is infinite or NaN where a market value must be",
     "custom_check_error": "a user check raised or returned something it should not",
 }
 """Every issue code the built-in checks emit, with what it means. Custom checks add their own."""
@@ -107,7 +113,8 @@ CODES: dict[str, str] = {
 
 @dataclass(frozen=True, slots=True)
 class Issue:
-    """One defect: its code, severity, a message, how many entries and where, and its extent."""
+    """One defect: its code, severity, a message, how many entries and where, and its extent;
+    ``impossible`` when no market can produce it (never passed on under ``raise``, whatever the score)."""
 
     code: str
     severity: Severity
@@ -115,6 +122,7 @@ class Issue:
     count: int = 1
     where: tuple[int | str, ...] = ()
     extent: float = 1.0
+    impossible: bool = False
 
     @property
     def penalty(self) -> float:
@@ -123,8 +131,8 @@ class Issue:
         return _BASE[self.severity] + _SPAN[self.severity] * extent
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-friendly view for events, logs and the status stream."""
-        return {
+        """A JSON-friendly view for events, logs and the status stream (``impossible`` when set)."""
+        data: dict[str, Any] = {
             "code": self.code,
             "severity": self.severity.label,
             "message": self.message,
@@ -132,6 +140,9 @@ class Issue:
             "where": list(self.where),
             "extent": round(self.extent, 4),
         }
+        if self.impossible:
+            data["impossible"] = True
+        return data
 
 
 def score_of(issues: Iterable[Issue]) -> float:
@@ -174,6 +185,11 @@ class QualityReport:
         """The issue codes present, for quick membership tests."""
         return frozenset(i.code for i in self.issues)
 
+    @property
+    def impossible(self) -> tuple[Issue, ...]:
+        """The issues no market can produce: they fail the answer whatever its score."""
+        return tuple(i for i in self.issues if i.impossible)
+
     def has(self, code: str) -> bool:
         """Whether an issue with ``code`` is present."""
         return any(i.code == code for i in self.issues)
@@ -194,9 +210,8 @@ class QualityReport:
         head = f"{self.endpoint}{f' {self.symbol}' if self.symbol else ''} quality {self.score:.0f}/100"
         if self.issues:
             named = ", ".join(
-                f"{i.code} x{i.count} ({i.severity.label})"
-                if i.count != 1
-                else f"{i.code} ({i.severity.label})"
+                f"{i.code}{f' x{i.count}' if i.count != 1 else ''} "
+                f"({i.severity.label}{', impossible' if i.impossible else ''})"
                 for i in self.issues
             )
             head = f"{head}: {named}"

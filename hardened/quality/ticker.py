@@ -36,7 +36,8 @@ _EMPTY = Issue(
     "empty_ticker", Severity.CRITICAL, "every market field is None (HTML or empty body?)", 1, (), 1.0
 )
 _NOT_A_DICT = Issue("malformed", Severity.CRITICAL, "the ticker is not a dict", 1, (), 1.0)
-_NOT_NUMBERS = Issue("malformed", Severity.ERROR, "ticker fields are not numbers", 1, (), 1.0)
+_NOT_NUMBERS = Issue("malformed", Severity.ERROR, "ticker fields are not numbers", 1, (), 1.0, True)
+_INF = float("inf")
 
 
 def _base_symbol(symbol: str) -> str:
@@ -68,23 +69,33 @@ def validate_ticker(
             x = get(field)
             if x is not None:
                 present += 1
-                if not x > 0:
+                if not 0 < x < _INF:  # zero, negative, NaN or infinite
                     bad = [field] if bad is None else [*bad, field]
         if not present and all(get(f) is None for f in _DATA_FIELDS):
             return [_EMPTY]
         if get("bid") is None and get("ask") is None and get("last") is None and get("close") is None:
             issues.append(Issue("missing_price", _ERROR, "no bid, ask, last or close", 1, (), 1.0))
         if bad is not None:
-            issues.append(
-                Issue(
-                    "nonpositive_price",
-                    _ERROR,
-                    f"non-positive {', '.join(bad)}",
-                    len(bad),
-                    (),
-                    len(bad) / present,
+            infinite = [f for f in bad if get(f) in (_INF, -_INF)]
+            nonpositive = [f for f in bad if f not in infinite]
+            if nonpositive:  # a zero (no trade yet: vwap, open) is weighed; below zero or NaN is impossible
+                issues.append(
+                    Issue(
+                        "nonpositive_price",
+                        _ERROR,
+                        f"non-positive {', '.join(nonpositive)}",
+                        len(nonpositive),
+                        (),
+                        len(nonpositive) / present,
+                        any(not get(f) >= 0 for f in nonpositive),
+                    )
                 )
-            )
+            if infinite:
+                issues.append(
+                    Issue(
+                        "non_finite", _ERROR, f"infinite {', '.join(infinite)}", len(infinite), (), 1.0, True
+                    )
+                )
             bad_set = set(bad)
         else:
             bad_set = ()
@@ -99,7 +110,13 @@ def validate_ticker(
                 cross = (bid - ask) / ask
                 issues.append(
                     Issue(
-                        "crossed", _ERROR, f"bid {bid} above ask {ask}", 1, (), min(1.0, cross / _FULL_CROSS)
+                        "crossed",
+                        _ERROR,
+                        f"bid {bid} above ask {ask}",
+                        1,
+                        (),
+                        min(1.0, cross / _FULL_CROSS),
+                        True,
                     )
                 )
             elif last is not None:
@@ -120,12 +137,17 @@ def validate_ticker(
         high, low = value("high"), value("low")
         if high is not None and low is not None and high < low:
             issues.append(
-                Issue("range_inconsistent", _ERROR, f"24h high {high} below low {low}", 1, (), 0.25)
+                Issue("range_inconsistent", _ERROR, f"24h high {high} below low {low}", 1, (), 0.25, True)
             )
         for field in _VOLUME_FIELDS:
             x = get(field)
-            if x is not None and x < 0:
-                issues.append(Issue("negative_volume", _ERROR, f"negative {field} {x}", 1, (), 0.25))
+            if x is not None and not 0 <= x < _INF:
+                if x < 0:
+                    issues.append(
+                        Issue("negative_volume", _ERROR, f"negative {field} {x}", 1, (), 0.25, True)
+                    )
+                else:
+                    issues.append(Issue("non_finite", _ERROR, f"{field} is {x}", 1, (), 0.25, True))
         ts = get("timestamp")
         if ts is not None:
             if ts < th.min_timestamp_ms:
@@ -183,19 +205,28 @@ def validate_tickers(
         for issue in found:
             entry = merged.get(issue.code)
             if entry is None:
-                merged[issue.code] = [issue.severity, 1, [key], issue.extent, issue.message]
+                merged[issue.code] = [issue.severity, 1, [key], issue.extent, issue.message, issue.impossible]
             else:
                 entry[0] = max(entry[0], issue.severity)
                 entry[1] += 1
                 if len(entry[2]) < MAX_WHERE:
                     entry[2].append(key)
                 entry[3] += issue.extent
+                entry[5] = entry[5] or issue.impossible
     issues = []
-    for code, (severity, count, where, extent, message) in merged.items():
+    for code, (severity, count, where, extent, message, impossible) in merged.items():
         if severity == Severity.CRITICAL and count < n:
             severity = _ERROR
         issues.append(
-            Issue(code, severity, f"{count} of {n} tickers, e.g. {message}", count, tuple(where), extent / n)
+            Issue(
+                code,
+                severity,
+                f"{count} of {n} tickers, e.g. {message}",
+                count,
+                tuple(where),
+                extent / n,
+                impossible,
+            )
         )
     return issues
 
@@ -226,7 +257,9 @@ def repair_ticker(
 
     for field in _DATA_FIELDS:
         x = fixed.get(field)
-        if x is not None and (not isinstance(x, (int, float)) or isinstance(x, bool) or x != x):
+        if x is not None and (
+            not isinstance(x, (int, float)) or isinstance(x, bool) or x != x or x in (_INF, -_INF)
+        ):
             clear(field)
     for field in _PRICE_FIELDS:
         x = fixed.get(field)

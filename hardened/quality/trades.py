@@ -25,6 +25,7 @@ _GETTERS = tuple(itemgetter(key) for key in _KEYS)
 _ERROR = Severity.ERROR
 _WARNING = Severity.WARNING
 _NOT_A_LIST = Issue("malformed", Severity.CRITICAL, "the answer is not a list of trades", 1, (), 1.0)
+_INF = float("inf")
 
 
 def _where(idx: np.ndarray) -> tuple[int, ...]:
@@ -99,31 +100,43 @@ def validate_trades(
                 k,
                 tuple(malformed[:MAX_WHERE]),
                 k / n,
+                True,
             )
         )
     if not columns:
         return issues
     keep = None if not malformed else np.setdiff1d(np.arange(n), malformed)
 
-    def add(code: str, severity: Severity, message: str, mask: np.ndarray) -> None:
+    def add(code: str, severity: Severity, message: str, mask: np.ndarray, impossible: bool = False) -> None:
         idx = np.flatnonzero(mask)
         if keep is not None:
             idx = keep[idx]
         k = len(idx)
-        issues.append(Issue(code, severity, message, k, _where(idx), k / n))
+        issues.append(Issue(code, severity, message, k, _where(idx), k / n, impossible))
 
     prices, amounts, stamps, sides, ids = columns
     for name, values in (("price", prices), ("amount", amounts)):
         arr = _floats(values)
         if arr is None:
             bad = np.array(
-                [not (isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0) for x in values]
+                [
+                    not (isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x < np.inf)
+                    for x in values
+                ]
             )
-        elif (arr > 0).all():
+            impossible = True  # not numbers at all
+        elif ((arr > 0) & (arr < np.inf)).all():
             continue
         else:
-            bad = ~(arr > 0)
-        add(f"nonpositive_{name}", _ERROR, f"trades with a zero, negative or missing {name}", bad)
+            bad = ~((arr > 0) & (arr < np.inf))
+            impossible = bool((~(arr[bad] >= 0) | np.isinf(arr[bad])).any())  # a zero is only a defect
+        add(
+            f"nonpositive_{name}",
+            _ERROR,
+            f"trades with a zero, negative, infinite or missing {name}",
+            bad,
+            impossible,
+        )
     ts = _floats(stamps)
     if ts is None:
         ts = np.array(
@@ -131,7 +144,7 @@ def validate_trades(
         )
     missing = np.isnan(ts)
     if missing.any():
-        add("missing_timestamp", _WARNING, "trades without a timestamp", missing)
+        add("missing_timestamp", _WARNING, "trades without a timestamp", missing, impossible=True)
     if ts.size and not missing.all():
         low = np.nanmin(ts)
         if low < th.min_timestamp_ms:
@@ -188,9 +201,9 @@ def repair_trades(
 ) -> tuple[Any, tuple[str, ...]]:
     """A new trade list and what was done; ``trades`` and its dicts are never modified.
 
-    Drops entries that are not trades, trades with a non-positive or missing price or amount, an
-    unknown side, an absurd or future timestamp, and repeats of an earlier trade id; then sorts by
-    timestamp (stable; trades without one keep their place at the end). Kept trade dicts are shared.
+    Drops entries that are not trades, trades with a non-positive, infinite or missing price or
+    amount, an unknown side, no timestamp, an absurd or future one, and repeats of an earlier trade
+    id; then sorts by timestamp (stable). Kept trade dicts are shared.
     """
     if not isinstance(trades, (list, tuple)):
         return trades, ()
@@ -200,7 +213,7 @@ def repair_trades(
     seen: set[Any] = set()
 
     def positive(x: Any) -> bool:
-        return isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x < _INF
 
     for trade in trades:
         if not isinstance(trade, dict):
@@ -214,9 +227,11 @@ def repair_trades(
         else:
             ts = trade.get("timestamp")
             trade_id = _hashable(trade.get("id"))
-            if isinstance(ts, (int, float)) and ts < th.min_timestamp_ms:
+            if not isinstance(ts, (int, float)) or ts != ts:
+                code = "missing_timestamp"
+            elif ts < th.min_timestamp_ms:
                 code = "absurd_timestamp"
-            elif isinstance(ts, (int, float)) and now_ms is not None and ts > now_ms + th.future_tolerance_ms:
+            elif now_ms is not None and ts > now_ms + th.future_tolerance_ms:
                 code = "future_timestamp"
             elif trade_id is not None and trade_id in seen:
                 code = "duplicate_id"

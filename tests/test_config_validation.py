@@ -1,0 +1,83 @@
+"""Construction fails early and clearly: wrong client kind, unknown endpoints, bad delays, bools, env."""
+
+from __future__ import annotations
+
+import ccxt
+import ccxt.async_support as accxt
+import pytest
+
+from hardened import AsyncHardenedClient, ConfigError, HardenedClient, HardenedConfig
+
+
+def test_sync_client_refuses_an_async_exchange_and_says_what_to_use() -> None:
+    with pytest.raises(TypeError) as caught:
+        HardenedClient(accxt.binance())
+    message = str(caught.value)
+    assert "HardenedClient" in message and "AsyncHardenedClient" in message
+    assert "ccxt.async_support.binance" in message and "ccxt.binance" in message
+
+
+async def test_async_client_refuses_a_sync_exchange_and_says_what_to_use() -> None:
+    with pytest.raises(TypeError) as caught:
+        AsyncHardenedClient(ccxt.binance())
+    message = str(caught.value)
+    assert "AsyncHardenedClient" in message and "HardenedClient(" in message
+    assert "ccxt.binance" in message and "ccxt.async_support.binance" in message
+
+
+@pytest.mark.parametrize(
+    ("given", "meant"), [("fetch_ohlcv", "ohlcv"), ("fetchOrderBook", "order_book"), ("tiker", "ticker")]
+)
+def test_an_unknown_endpoint_name_is_refused_with_a_suggestion(given: str, meant: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        HardenedConfig(endpoints={given: {"max_retries": 5}})
+    message = str(caught.value)
+    assert f"'{given}'" in message and f"did you mean '{meant}'" in message
+    assert "balance" in message and "create_order" in message  # the known names are listed
+
+
+def test_known_endpoint_names_are_accepted() -> None:
+    config = HardenedConfig(endpoints={"ohlcv": {"max_retries": 5}, "markets": {}, "l2_order_book": {}})
+    assert config.for_endpoint("ohlcv").max_retries == 5
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"initial_delay": 5.0, "max_delay": 1.0}, "initial_delay"),
+        ({"endpoints": {"ohlcv": {"initial_delay": 40.0}}}, "endpoints.ohlcv"),  # above the client's 30
+        ({"initial_delay": 2.0, "endpoints": {"ticker": {"max_delay": 1.0}}}, "endpoints.ticker"),
+    ],
+)
+def test_initial_delay_above_max_delay_is_refused_also_per_endpoint(settings: dict, named: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        HardenedConfig(**settings)
+    assert named in str(caught.value) and "max_delay" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"max_retries": True},
+        {"failure_threshold": False},
+        {"initial_delay": True},
+        {"endpoints": {"ohlcv": {"max_retries": True}}},
+    ],
+)
+def test_bools_do_not_pass_as_numbers(settings: dict) -> None:
+    with pytest.raises(ConfigError, match="bool"):
+        HardenedConfig(**settings)
+
+
+def test_numbers_from_the_environment_still_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HARDENED_MAX_RETRIES", "7")
+    monkeypatch.setenv("HARDENED_INITIAL_DELAY", "0.25")
+    config = HardenedConfig()
+    assert (config.max_retries, config.initial_delay) == (7, 0.25)
+
+
+def test_bad_json_in_an_environment_variable_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HARDENED_ENDPOINTS", "{bad")
+    with pytest.raises(ConfigError) as caught:
+        HardenedConfig()
+    assert "HARDENED_ENDPOINTS" in str(caught.value) and "JSON" in str(caught.value)

@@ -1,0 +1,182 @@
+"""The call deadline: a server that trickles its answer cannot hold a call, sync or async, past it."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import ccxt
+import ccxt.async_support as accxt
+import pytest
+
+from hardened import AsyncHardenedClient, ConfigError, DeadlineExceeded, HardenedClient, HardenedConfig
+from hardened.sim.server import attach_url
+
+BYTE_EVERY = 0.2  # seconds between two bytes: each read succeeds, so requests' timeout never fires
+DEADLINE = 1.0
+
+
+class TrickleServer:
+    """A raw HTTP server on 127.0.0.1 that sends its answer, status line first, one byte at a time."""
+
+    ANSWER = (
+        b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{"serverTime": 1}'
+    )
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.stop = threading.Event()
+        self.connections = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        self.sock.settimeout(0.1)
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
+
+    def _trickle(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5)
+            try:
+                conn.recv(65536)  # the request
+                for byte in self.ANSWER + b" " * 200:
+                    if self.stop.wait(BYTE_EVERY):
+                        return
+                    conn.sendall(bytes([byte]))
+            except OSError:
+                return  # the client gave up: what the deadline is for
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+
+
+@pytest.fixture
+def trickle() -> Iterator[TrickleServer]:
+    server = TrickleServer()
+    yield server
+    server.close()
+
+
+SETTINGS = {
+    "call_deadline": DEADLINE,
+    "max_retries": 3,
+    "initial_delay": 0.0,
+    "jitter": 0.0,
+    "quality_policy": "off",
+}
+
+
+def _finishes(fn: Any, within: float = 15.0) -> Any:
+    """Run ``fn`` in a thread; fail (instead of hanging the suite) when it does not return."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(fn())
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(within)
+    assert outcome, "the call did not stop at its deadline"
+    return outcome[0]
+
+
+def test_sync_call_stops_at_its_deadline_against_a_trickling_server(trickle: TrickleServer) -> None:
+    raw = attach_url(ccxt.binance({"timeout": 5000}), f"http://127.0.0.1:{trickle.port}", credentials=False)
+    ex = HardenedClient(raw, **SETTINGS)
+    started = time.perf_counter()
+    outcome = _finishes(ex.fetch_time)
+    elapsed = time.perf_counter() - started
+    assert isinstance(outcome, DeadlineExceeded), outcome
+    assert isinstance(outcome, ccxt.RequestTimeout)  # drop-in: what a caller already catches
+    assert elapsed >= DEADLINE * 0.9  # it ran until the deadline (it did not fail for another reason)
+    failures = ex.stats()["endpoints"]["time"]["failures"]
+    assert failures == {"DeadlineExceeded": 1}
+
+
+async def test_async_call_stops_at_its_deadline_against_a_trickling_server(trickle: TrickleServer) -> None:
+    raw = attach_url(accxt.binance({"timeout": 5000}), f"http://127.0.0.1:{trickle.port}", credentials=False)
+    async with AsyncHardenedClient(raw, **SETTINGS) as ex:
+        with pytest.raises(DeadlineExceeded):
+            await asyncio.wait_for(ex.fetch_time(), 15)
+
+
+def test_retries_stop_when_the_next_wait_would_pass_the_deadline() -> None:
+    raw = ccxt.binance()
+    calls: list[float] = []
+
+    def fetch_ticker(symbol: str, params: Any = None) -> Any:
+        calls.append(time.perf_counter())
+        raise ccxt.RequestTimeout("slow")
+
+    raw.fetch_ticker = fetch_ticker
+    ex = HardenedClient(
+        raw,
+        call_deadline=0.3,
+        max_retries=10,
+        initial_delay=0.2,
+        exponential_base=1.0,
+        jitter=0.0,
+        quality_policy="off",
+        cache_ttl=0,
+        stale_if_error=0,
+    )
+    with pytest.raises(ccxt.RequestTimeout):
+        ex.fetch_ticker("BTC/USDT")
+    assert len(calls) == 2  # 0 s, 0.2 s; a third at 0.4 s would start past the 0.3 s deadline
+
+
+def test_the_session_works_as_before_outside_a_call(binance_sim: Any) -> None:
+    raw = binance_sim.attach(ccxt.binance())
+    ex = HardenedClient(raw, **SETTINGS)  # mounts the deadline adapter on the exchange's session
+    assert isinstance(raw.fetch_time(), int)  # the raw exchange, outside any call: plain requests
+    assert ex.fetch_ticker("BTC/USDT")["symbol"] == "BTC/USDT"
+
+
+def test_call_deadline_is_validated() -> None:
+    with pytest.raises(ConfigError, match="call_deadline"):
+        HardenedConfig(call_deadline=0)
+    with pytest.raises(ConfigError, match="call_deadline"):
+        HardenedConfig(endpoints={"markets": {"call_deadline": -1}})
+    assert HardenedConfig().call_deadline == 60.0
+
+
+def test_an_adapter_of_the_users_own_is_left_alone() -> None:
+    import requests
+
+    class Mine(requests.adapters.HTTPAdapter):
+        pass
+
+    raw = ccxt.binance()
+    mine = Mine()
+    raw.session.mount("https://", mine)
+    HardenedClient(raw, **SETTINGS)
+    assert raw.session.get_adapter("https://x") is mine
+    assert type(raw.session.get_adapter("http://x")).__name__ == "DeadlineAdapter"
+
+
+def test_the_watchdog_forgets_answered_requests() -> None:
+    from hardened.deadline import Watchdog
+
+    dog = Watchdog()
+    for _ in range(5000):
+        dog.watch(time.perf_counter() + 60).done = True
+    assert len(dog._heap) <= 2 * Watchdog._PRUNE_FROM
+    alive = dog.watch(time.perf_counter() + 0.05)
+    _finishes(lambda: time.sleep(0.2))
+    assert alive.fired  # a request still running at its deadline is cut off
