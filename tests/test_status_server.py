@@ -30,6 +30,7 @@ from hardened import AsyncHardenedClient, HardenedClient
 from hardened.status import StatusServer, ensure_status_server, serve_status, start_status_server
 from hardened.status.auth import host_allowed, is_loopback, token_from
 from hardened.telemetry.events import bus
+from hardened.telemetry.health import HealthGate
 
 
 def fresh_ticker(*_a: Any, **_k: Any) -> dict[str, Any]:
@@ -313,19 +314,31 @@ def test_without_token_foreign_origins_and_hosts_are_refused(client: HardenedCli
     assert token_from("/", {"Authorization": "Basic xyz"}) is None
 
 
-def test_health_endpoint_is_200_when_fair_and_503_when_not(client: HardenedClient) -> None:
+def test_health_endpoint_turns_503_on_a_sustained_outage_not_on_one_bad_reading(
+    client: HardenedClient,
+) -> None:
+    clock = {"now": 1000.0}
+    gate = HealthGate(lambda: clock["now"])
     client.fetch_ticker("BTC/USDT")
-    with start_status_server(port=0, http_port=0, stats_source=only(client)) as h:
+    with start_status_server(port=0, http_port=0, stats_source=only(client), health_gate=gate) as h:
         status, body = http_get(h.http_url + "/health")
-        report = json.loads(body)
-        assert status == 200 and report["status"] in {"excellent", "good", "fair"}
+        first = json.loads(body)
+        assert status == 200 and first["healthy"] is True and first["status"] == "excellent"
         trip(client)
-        status, body = http_get(h.http_url + "/health")
-        report = json.loads(body)
-    assert status == 503
-    assert report["score"] < 60
-    assert any("breaker open" in r for r in report["reasons"])
-    assert report["clients"][client.client_name]["status"] == report["status"]
+        for _ in range(30):  # the open breaker refuses every call: all the traffic fails
+            with contextlib.suppress(ccxt.NetworkError):
+                client.fetch_ticker("BTC/USDT")
+        clock["now"] += 1.0
+        status_soon, body = http_get(h.http_url + "/health")
+        soon = json.loads(body)
+        clock["now"] += 120.0  # the outage lasts
+        status_later, body = http_get(h.http_url + "/health")
+        later = json.loads(body)
+    assert soon["status"] == "critical" and status_soon == 200  # one bad reading does not flip it
+    assert soon["smoothed_score"] > 50
+    assert status_later == 503 and later["healthy"] is False and later["smoothed_score"] < 50
+    assert any("breaker open" in r for r in later["reasons"])
+    assert later["clients"][client.client_name]["status"] == later["status"]
 
 
 def test_page_and_config_are_served(client: HardenedClient) -> None:

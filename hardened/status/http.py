@@ -1,10 +1,11 @@
 """The HTTP side of the status server (aiohttp.web): the live page, ``/health`` and ``/metrics``.
 
 Routes: ``/`` the status page (static HTML and vanilla JS, no CDN), ``/config.json`` what the
-page needs to reach the websocket, ``/health`` (JSON; 200 when the overall status is at least
-fair, 503 otherwise), ``/metrics`` (Prometheus text, read at scrape time) and ``/snapshot.json``
-(the websocket's snapshot, for scripts). With a token every route requires it; without one only
-loopback ``Host`` headers are served (no DNS rebinding from a web page).
+page needs to reach the websocket, ``/health`` (JSON; 200 or 503 as the server's ``HealthGate``
+decides: a smoothed score with hysteresis, see ``hardened.telemetry.health``), ``/metrics``
+(Prometheus text, read at scrape time) and ``/snapshot.json`` (the websocket's snapshot, for
+scripts). With a token every route requires it; without one only loopback ``Host`` headers are
+served (no DNS rebinding from a web page).
 
 Bounds, so that a client holding connections open cannot starve the process (a slowloris once held
 19,900 of them): a connection must finish its first request's headers within ``header_timeout``
@@ -25,15 +26,13 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from hardened.status.auth import host_allowed, token_from, token_matches
-from hardened.telemetry.health import LEVELS, overall_health
+from hardened.telemetry.health import overall_health
 from hardened.telemetry.metrics import metrics_text
 
 if TYPE_CHECKING:
     from hardened.status.server import StatusServer
 
-__all__ = ["HEALTHY_SCORE", "ConnectionBounds", "build_app", "start_http"]
-
-HEALTHY_SCORE = next(floor for floor, name in LEVELS if name == "fair")  # /health is 200 from here up
+__all__ = ["ConnectionBounds", "build_app", "start_http"]
 _PAGE_HEADERS = {
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
@@ -227,8 +226,8 @@ def build_app(server: StatusServer, bounds: ConnectionBounds | None = None) -> w
         )
 
     async def health(_request: web.Request) -> web.Response:
-        report = overall_health(server.client_stats())
-        status = 200 if report["score"] >= HEALTHY_SCORE else 503
+        report = server.health_gate.report(overall_health(server.client_stats()))
+        status = 200 if report["healthy"] else 503
         return web.json_response(report, status=status, headers={"Cache-Control": "no-store"})
 
     async def metrics(_request: web.Request) -> web.Response:

@@ -40,7 +40,7 @@ from websockets.protocol import State
 
 from hardened.status.auth import is_loopback, token_from, token_matches
 from hardened.telemetry.events import Event, EventBus, bus
-from hardened.telemetry.health import overall_health
+from hardened.telemetry.health import HealthGate, overall_health
 from hardened.telemetry.metrics import HardenedCollector, registry_stats
 from hardened.telemetry.tracker import ErrorTracker
 from hardened.telemetry.tracker import tracker as default_tracker
@@ -208,6 +208,7 @@ class StatusServer:
         write_limit: bytes buffered for a peer's socket beyond which it counts as slow.
         allowed_origins: browser origins accepted besides the page's own loopback origins.
         event_bus, stats_source, tracker: what to read (the process-wide ones by default).
+        health_gate: decides ``/health``'s 200/503 from the smoothed score (a fresh one by default).
     """
 
     def __init__(
@@ -232,6 +233,7 @@ class StatusServer:
         event_bus: EventBus | None = None,
         stats_source: StatsSource | None = None,
         tracker: ErrorTracker | None = None,
+        health_gate: HealthGate | None = None,
     ) -> None:
         if token is not None and not token:
             raise ValueError("token must be a non-empty string (or None on loopback)")
@@ -271,6 +273,7 @@ class StatusServer:
         self._bus = event_bus or bus
         self._stats_source = stats_source or registry_stats
         self._tracker = tracker or default_tracker
+        self.health_gate = health_gate or HealthGate()
         self._recent: deque[Event] = deque(maxlen=recent_events)
         self._alerts: deque[Event] = deque(maxlen=50)
         self._inbox: deque[Event] = deque()
@@ -599,7 +602,7 @@ class StatusServer:
     def state(self, recent_errors: int = 10) -> dict[str, Any]:
         """Clients (endpoints, breakers, health), overall health, tracker and server counters."""
         all_stats = self.client_stats()
-        health = overall_health(all_stats)
+        health = self.health_gate.report(overall_health(all_stats))
         clients: dict[str, Any] = {}
         for name, stats in all_stats.items():
             endpoints: dict[str, Any] = {}
