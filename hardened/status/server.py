@@ -325,6 +325,7 @@ class StatusServer:
                 compression=None,  # per-peer compression would compress every message once per peer
                 ping_interval=20,
                 ping_timeout=20,
+                close_timeout=1,  # stopping (Ctrl-C) must not wait 10 s for a peer that does not answer
                 write_limit=self.write_limit,
                 server_header=None,
             )
