@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import ccxt
@@ -159,9 +159,7 @@ class _Core:
         "stats_by_endpoint",
     )
 
-    def __init__(
-        self, exchange: Any, config: HardenedConfig, stages: Sequence[Stage] | None, asynchronous: bool
-    ) -> None:
+    def __init__(self, exchange: Any, config: HardenedConfig, stages: StagesArg, asynchronous: bool) -> None:
         self.exchange = exchange
         self.exchange_id = str(exchange.id)
         self.config = config
@@ -179,7 +177,7 @@ class _Core:
         )
         self.record = RecordStage(self.exchange_id, self.stats_by_endpoint, lambda: secrets_of(exchange))
         self.cache = CacheStage(self.exchange_id, config.cache_max_entries, asynchronous)
-        self.pipeline = Pipeline(stages if stages is not None else default_stages(self), self.classify)
+        self.pipeline = Pipeline(_chosen_stages(self, stages), self.classify)
         self.name = ""
 
     def known_endpoints(self) -> set[str]:
@@ -266,6 +264,23 @@ def default_stages(core: _Core) -> list[Stage]:
     return stages
 
 
+# ``stages=``: None for the defaults, a list to replace them, or a function given the defaults
+# (built for this client, outermost first) that returns the list to use.
+StagesArg = Sequence[Stage] | Callable[[list[Stage]], Sequence[Stage]] | None
+
+
+def _chosen_stages(core: _Core, stages: StagesArg) -> list[Stage]:
+    """The stages a client runs: the defaults, the caller's list, or what their function made of
+    the defaults; anything that is not a ``Stage`` is refused, naming what it is."""
+    if stages is None:
+        return default_stages(core)
+    chosen = list(stages(default_stages(core)) if callable(stages) else stages)
+    for stage in chosen:
+        if not isinstance(stage, Stage):
+            raise TypeError(f"stages must be hardened.pipeline.Stage instances, got {type(stage).__name__}")
+    return chosen
+
+
 def profile_classifier(profile: ExchangeProfile) -> Any:
     """Classify errors by the exchange's own codes first (its profile), then by ccxt class.
 
@@ -301,7 +316,7 @@ class _HardenedBase:
         exchange: Any,
         config: HardenedConfig | None = None,
         *,
-        stages: Sequence[Stage] | None = None,
+        stages: StagesArg = None,
         **overrides: Any,
     ) -> None:
         if not hasattr(exchange, "id") or not hasattr(exchange, "has"):
