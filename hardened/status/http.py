@@ -72,11 +72,6 @@ class ConnectionBounds:
         self._open: dict[Any, _Tracked] = {}  # request handler -> its connection, oldest first
         self._waiting: dict[Any, asyncio.TimerHandle] = {}  # not yet a whole request, oldest first
 
-    @property
-    def open(self) -> int:
-        """Connections open now."""
-        return len(self._open)
-
     def protocol(self, factory: Any) -> asyncio.Protocol:
         """A new connection's protocol: aiohttp's request handler, watched by these bounds."""
         if self._loop is None:
