@@ -9,6 +9,7 @@ working directory, with ``HARDENED_SIM_URL`` pointing at a simulator started for
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,15 +60,9 @@ def _repository_text_files() -> list[Path]:
     skip = {".venv", ".git", "artifacts", "build", "dist", "__pycache__", ".pytest_cache", ".ruff_cache"}
     suffixes = {".py", ".toml", ".md", ".json", ".html", ".txt", ".cfg", ".ini"}
     found = []
-    for path in ROOT.rglob("*"):
-        parts = set(path.relative_to(ROOT).parts)
-        if (
-            path.is_file()
-            and path.suffix in suffixes
-            and not parts & skip
-            and not path.name.endswith(".egg-info")
-        ):
-            found.append(path)
+    for folder, dirs, files in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if d not in skip and not d.endswith(".egg-info")]  # prune, not walk
+        found += [Path(folder, name) for name in files if Path(name).suffix in suffixes]
     return found
 
 
