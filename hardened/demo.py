@@ -66,8 +66,9 @@ class _Bot:
         self.errors: dict[str, int] = {}
 
     def run(self) -> None:
-        symbols = list(self.client.symbols or [])
+        symbols: list[str] = []
         while not self.stop.is_set():
+            symbols = symbols or list(self.client.symbols or [])  # none until markets have loaded
             symbol = self.random.choice(symbols) if symbols else None
             try:
                 self._step(symbol)
