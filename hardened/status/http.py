@@ -10,7 +10,7 @@ served (no DNS rebinding from a web page).
 Bounds, so that a client holding connections open cannot starve the process (a slowloris once held
 19,900 of them): a connection must finish its first request's headers within ``header_timeout``
 seconds; a keep-alive connection idle for ``idle_timeout`` seconds is closed (aiohttp's
-``keepalive_timeout``); at most ``max_connections`` are open at once. At the cap the oldest
+``keepalive_timeout``); at most ``max_http_connections`` are open at once. At the cap the oldest
 connection still waiting for its headers is closed to make room, so ``/health`` keeps answering a
 load balancer during such an attack; when every open connection has been served (none is merely
 waiting), the newcomer gets ``503`` and is closed.
