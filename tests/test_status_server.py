@@ -469,7 +469,7 @@ def test_partial_headers_are_closed_after_the_header_timeout_and_health_still_an
 ) -> None:
     client.fetch_ticker("BTC/USDT")
     with start_status_server(
-        port=0, http_port=0, stats_source=only(client), header_timeout=0.5, max_http_connections=16
+        port=0, http_port=0, stats_source=only(client), header_timeout=1.0, max_http_connections=16
     ) as h:
         assert h.http_port is not None
         slow = [partial_request(h.http_port) for _ in range(40)]  # more than the cap
@@ -482,7 +482,8 @@ def test_partial_headers_are_closed_after_the_header_timeout_and_health_still_an
             for s in slow:
                 s.close()
     assert counters["http_header_timeouts"] + counters["http_evicted"] >= 40
-    assert counters["http_evicted"] >= 40 - 16  # the cap made room for /health by closing the oldest
+    assert counters["http_header_timeouts"] >= 1  # the deadline closed some...
+    assert counters["http_evicted"] >= 1  # ...and the cap made room by closing the oldest waiting
 
 
 def test_idle_keep_alive_connections_are_closed(client: HardenedClient) -> None:
