@@ -547,3 +547,15 @@ def test_malformed_messages_get_an_error_reply_naming_the_problem(client: Harden
     assert "not JSON" in replies[0]
     assert "'unknown'" in replies[1]
     assert "object" in replies[2]
+
+
+def test_a_websocket_handshake_that_never_finishes_is_closed_after_the_header_timeout(
+    client: HardenedClient,
+) -> None:
+    with start_status_server(port=0, http_port=None, stats_source=only(client), header_timeout=0.5) as h:
+        sock = socket.create_connection(("127.0.0.1", h.port), timeout=5)
+        with sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n")  # and no more
+            assert closed_by_server(sock)
+        with connect(h.url) as ws:  # others are served as before
+            assert recv_json(ws)["type"] == "snapshot"

@@ -199,7 +199,8 @@ class StatusServer:
         queue_size: events queued per peer before the oldest is dropped.
         max_message_size: largest message a peer may send, in bytes (larger ones close it, 1009).
         max_connections: websocket peers served at once; more are refused with HTTP 503.
-        header_timeout: seconds an HTTP connection has to send its first request's headers.
+        header_timeout: seconds a connection (HTTP, or a websocket handshake) has to send its
+            first request's headers.
         idle_timeout: seconds an idle keep-alive HTTP connection is kept open.
         max_http_connections: HTTP connections open at once (see ``hardened.status.http``).
         recent_events: events kept for the snapshot of a newly connected peer.
@@ -326,6 +327,7 @@ class StatusServer:
                 ping_interval=20,
                 ping_timeout=20,
                 close_timeout=1,  # stopping (Ctrl-C) must not wait 10 s for a peer that does not answer
+                open_timeout=self.header_timeout,  # a handshake that never finishes is closed, as on HTTP
                 write_limit=self.write_limit,
                 server_header=None,
             )
