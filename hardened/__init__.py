@@ -14,10 +14,13 @@ from typing import Any
 import ccxt
 
 from hardened import quality
+from hardened.alerts import start_alerts, stop_alerts
 from hardened.client import AsyncHardenedClient, HardenedClient
 from hardened.config import ConfigError, HardenedConfig
 from hardened.errors import (
     CircuitOpenError,
+    ClientOrderIdConflict,
+    ClientOrderIdInUse,
     DataQualityError,
     OrderStateUnknown,
     RateLimitBackoff,
@@ -31,6 +34,8 @@ from hardened.telemetry.tracker import tracker
 __all__ = [
     "AsyncHardenedClient",
     "CircuitOpenError",
+    "ClientOrderIdConflict",
+    "ClientOrderIdInUse",
     "ConfigError",
     "DataQualityError",
     "HardenedClient",
@@ -44,7 +49,9 @@ __all__ = [
     "overall_health",
     "quality",
     "serve_status",
+    "start_alerts",
     "start_status_server",
+    "stop_alerts",
     "tracker",
 ]
 

@@ -18,6 +18,7 @@ COMMANDS = {
     "sim": ("hardened.sim", "run the exchange simulator as a server"),
     "monitor": ("hardened.monitor", "live dashboard of a running status server"),
     "bench": ("hardened.bench", "endpoint benchmarks against raw ccxt, in the same run"),
+    "alerts": ("hardened.alerts.cli", "show the alert configuration, send a test alert to every channel"),
 }
 
 

@@ -19,10 +19,13 @@ import structlog
 import tenacity
 
 from hardened.adapters import ExchangeProfile, load_profile
+from hardened.alerts import start_alerts
 from hardened.config import EndpointPolicy, HardenedConfig
 from hardened.endpoints import Endpoint, endpoint_for
 from hardened.errors import (
     CircuitOpenError,
+    ClientOrderIdConflict,
+    ClientOrderIdInUse,
     DataQualityError,
     ErrorKind,
     OrderStateUnknown,
@@ -38,7 +41,7 @@ from hardened.pipeline.cache import DEFAULT_STALE_IF_ERROR, DEFAULT_TTL, NEVER_S
 from hardened.pipeline.ratelimit_stage import RateLimitStage
 from hardened.pipeline.record import AttemptLogStage, EndpointStats, RecordStage
 from hardened.pipeline.retry import RetryBudget, RetryPolicy
-from hardened.pipeline.validate import ValidateStage
+from hardened.pipeline.validate import ValidateStage, reject_garbled_answer
 from hardened.placement import cancel_plan, create_plan, run_plan_async, run_plan_sync
 from hardened.ratelimit import RateLimitBudget
 from hardened.status import ensure_status_server
@@ -156,6 +159,7 @@ class _Core:
         "record",
         "recovery",
         "runtimes",
+        "shared",
         "stats_by_endpoint",
     )
 
@@ -171,12 +175,25 @@ class _Core:
         )
         self.profile = load_profile(self.exchange_id)  # error codes, budgets, client order ids, clock
         self.classify = profile_classifier(self.profile)
-        self.rate_limits = RateLimitBudget(self.profile)
+        self.shared: Any = None  # hardened.shared.SharedState when redis_url is set
+        if config.redis_url is not None:  # imported here: the in-memory default never loads redis
+            from hardened.shared import shared_state_for
+
+            self.shared = shared_state_for(
+                config.redis_url,
+                config.redis_timeout_ms,
+                self.exchange_id,
+                getattr(exchange, "apiKey", None),
+                config.shared_cache,
+            )
+        self.rate_limits = RateLimitBudget(self.profile, headroom=config.rate_limit_headroom)
         self.recovery = OrderRecovery(
             self.profile, config.order_lookups, config.order_lookup_lag_ms, max_resends=config.order_resends
         )
         self.record = RecordStage(self.exchange_id, self.stats_by_endpoint, lambda: secrets_of(exchange))
         self.cache = CacheStage(self.exchange_id, config.cache_max_entries, asynchronous)
+        if self.shared is not None:
+            self.cache.shared = self.shared.cache
         self.pipeline = Pipeline(_chosen_stages(self, stages), self.classify)
         self.name = ""
 
@@ -193,6 +210,8 @@ class _Core:
             if rt is None:
                 policy = self.config.for_endpoint(endpoint)
                 breaker = EndpointBreaker(f"{self.exchange_id}_{endpoint}", policy, self._breaker_moved)
+                if self.shared is not None:
+                    self.shared.breakers.register(breaker)
                 stats = self.record.stats_for(endpoint)
                 override = self.config.endpoints.get(endpoint)
                 rt = EndpointRuntime(
@@ -215,6 +234,8 @@ class _Core:
             "old": old,
             "new": new,
         }
+        if breaker.shared:  # another process's transition, taken from the shared state
+            fields["source"] = "shared"
         if new == "open":
             log.warning("breaker_opened", **fields)
         elif new == "closed":
@@ -250,6 +271,7 @@ class _Core:
             "retry_budget": self.budget.usage(),
             "cache": {"entries": self.cache.size(), "evictions": self.cache.evictions},
             "pipeline": self.pipeline.names(),
+            **({"shared": self.shared.status()} if self.shared is not None else {}),
         }
 
 
@@ -257,7 +279,8 @@ def default_stages(core: _Core) -> list[Stage]:
     """The stages in order, outermost first (see ``hardened.pipeline`` for what each does)."""
     stages: list[Stage] = [core.record, core.cache, BreakerStage()]
     if core.config.rate_limit_pacing:
-        stages.append(RateLimitStage(core.exchange_id, core.rate_limits))
+        shared_budget = core.shared.budget if core.shared is not None else None
+        stages.append(RateLimitStage(core.exchange_id, core.rate_limits, shared_budget))
     stages.append(ValidateStage(core.exchange))
     if core.config.log_attempts:
         stages.append(AttemptLogStage(core.exchange_id))
@@ -301,7 +324,15 @@ def profile_classifier(profile: ExchangeProfile) -> Any:
 
 _OWN = frozenset({"inner", "_hd"})
 # Errors this library raises itself: classified by class, never by an exchange's codes.
-_OWN_ERRORS = (CircuitOpenError, RequestSkipped, RateLimitBackoff, DataQualityError, OrderStateUnknown)
+_OWN_ERRORS = (
+    CircuitOpenError,
+    RequestSkipped,
+    RateLimitBackoff,
+    DataQualityError,
+    OrderStateUnknown,
+    ClientOrderIdConflict,
+    ClientOrderIdInUse,
+)
 
 
 class _HardenedBase:
@@ -336,6 +367,8 @@ class _HardenedBase:
         core.record.client = core.name
         if config.status_port is not None:  # one status server per process, started by the first
             ensure_status_server(config.status_port, token=config.status_token)
+        if config.alerts:  # one dispatcher per process; channels from the ALERT_* environment
+            start_alerts()
 
     # --- write-through --------------------------------------------------------------------
 
@@ -423,12 +456,17 @@ def _observe_http_answers(exchange: Any) -> None:
     if getattr(original, "_hardened_observer", False):
         return
 
+    exchange_id = str(exchange.id)
+
     def handle_errors(code: Any, reason: Any, url: Any, method: Any, headers: Any, *rest: Any) -> Any:
         ctx = current_call.get()
         if ctx is not None:
             ctx.http_status = code
             ctx.http_headers = headers
-        return original(code, reason, url, method, headers, *rest)
+        handled = original(code, reason, url, method, headers, *rest)
+        if ctx is not None and len(rest) >= 2:  # rest: body, parsed JSON, request headers, request body
+            reject_garbled_answer(ctx, exchange_id, code, rest[0], rest[1])  # before any parser sees it
+        return handled
 
     handle_errors._hardened_observer = True  # type: ignore[attr-defined]
     exchange.handle_errors = handle_errors

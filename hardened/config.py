@@ -17,9 +17,11 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from hardened.shared.url import check_redis_url, redact_url
 
 __all__ = ["ConfigError", "EndpointOverrides", "EndpointPolicy", "HardenedConfig", "QualityPolicy"]
 
@@ -156,11 +158,24 @@ class HardenedConfig(BaseSettings):
     order_resends: int = Field(3, ge=0, le=20, description="resends with the same id, refused if duplicate")
     # Rate-limit budgets read from the exchange's headers (hardened/ratelimit.py).
     rate_limit_pacing: bool = True
+    rate_limit_headroom: float = Field(
+        0.95, gt=0, le=1, description="share of each published limit the client (or group) may use"
+    )
+    # Shared state across processes and hosts (hardened/shared/): None keeps everything in memory.
+    redis_url: str | None = Field(None, repr=False, description="redis://[:password@]host:port/db")
+    redis_timeout_ms: int = Field(100, ge=1, le=5000, description="Redis connect and read timeout, ms")
+    shared_cache: bool = False  # with redis_url: processes also share cached answers
     # Observability.
     log_attempts: bool = False  # a debug event for every attempt, not only failures and retries
     status_port: int | None = Field(None, ge=1, le=65_535, description="start the status server here")
     status_token: str | None = Field(None, min_length=8, repr=False, description="token for the stream")
+    alerts: bool = False  # start the process's alert dispatcher (hardened.start_alerts) with the client
     endpoints: dict[str, EndpointOverrides] = Field(default_factory=dict)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_usable(cls, value: str | None) -> str | None:
+        return None if value is None else check_redis_url(value)
 
     @model_validator(mode="after")
     def _delays_ordered(self) -> HardenedConfig:
@@ -236,6 +251,8 @@ def _describe(exc: ValidationError) -> str:
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"]) or "configuration"
         given = err.get("input")
+        if err["loc"] == ("redis_url",) and isinstance(given, str):
+            given = redact_url(given)  # a Redis URL may carry a password
         shown = "" if isinstance(given, dict) else f" = {given!r}"
         lines.append(f"{field}{shown}: {err['msg']}{_allowed(err['loc'])}")
     return "invalid hardened configuration: " + "; ".join(lines)

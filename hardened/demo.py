@@ -3,8 +3,9 @@
 It starts the status server (websocket on 8765, /health and /metrics on 8766), then the simulator
 with the ``lively`` fault profile (mostly calm, with bursts of latency and 429s, a degraded spell
 and a short outage every ~100 s; ``--profile storm`` for heavy weather throughout), wraps ccxt
-clients for Binance, KuCoin and Bitvavo, runs a loop of realistic calls from a few bot threads,
-and prints a live summary per endpoint until Ctrl-C or ``--duration`` seconds.
+clients for Binance, KuCoin and Bitvavo, starts the alerts with the log channel (breakers
+opening, error rates, bans, health), runs a loop of realistic calls from a few bot threads, and
+prints a live summary per endpoint, with the latest alerts, until Ctrl-C or ``--duration`` seconds.
 
 Ctrl-C stops it within about a second: bots still inside a call (a retry back-off, an order
 lookup) are not waited for beyond ``STOP_GRACE_S``; they are daemon threads and end with the
@@ -31,6 +32,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from hardened import alerts as alerting
 from hardened.client import HardenedClient
 from hardened.sim import Simulator
 
@@ -51,6 +53,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--status-port", type=int, default=8765, help="websocket status port (0: pick one)")
     parser.add_argument("--http-port", type=int, default=8766, help="/health, /metrics and the status page")
     parser.add_argument("--no-status", action="store_true", help="do not start the status server")
+    parser.add_argument("--no-alerts", action="store_true", help="do not start the alerts (log channel)")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between summary refreshes")
     parser.add_argument("--bots", type=int, default=2, help="bot threads per exchange")
     return parser
@@ -112,7 +115,38 @@ class _Bot:
             self.client.cancel_order(order["id"], symbol)
 
 
-def _summary(clients: dict[str, HardenedClient], started: float, status_line: str) -> Group:
+_LEVEL_STYLE = {"INFO": "cyan", "WARNING": "yellow", "ERROR": "bold red", "CRITICAL": "bold white on red"}
+
+
+def _alert_lines(dispatcher: alerting.AlertDispatcher | None) -> list[Text]:
+    """The latest alerts and the delivery counters, for the summary."""
+    if dispatcher is None:
+        return []
+    stats = dispatcher.stats()
+    sent = sum(c["sent"] for c in stats["channels"].values())
+    lines = [
+        Text(
+            f"alerts  {stats['fired']} fired, {stats['suppressed']} held back by cooldowns and rate limits, "
+            f"{stats['summaries']} summaries, {sent} delivered (log channel)",
+            style="bold",
+        )
+    ]
+    for alert in dispatcher.recent(5):
+        first_line = str(alert["message"]).splitlines()[0][:110]
+        lines.append(
+            Text(
+                f"  {alert['level']:<8} {alert['type']:<20} {first_line}", style=_LEVEL_STYLE[alert["level"]]
+            )
+        )
+    return lines
+
+
+def _summary(
+    clients: dict[str, HardenedClient],
+    started: float,
+    status_line: str,
+    dispatcher: alerting.AlertDispatcher | None = None,
+) -> Group:
     table = Table(title=f"hardened demo — {time.monotonic() - started:,.0f}s", expand=False)
     for column in ("endpoint", "calls", "ok", "failed", "retries", "breaker", "skips", "cache", "quality"):
         table.add_column(column, justify="right" if column not in ("endpoint", "breaker") else "left")
@@ -142,7 +176,12 @@ def _summary(clients: dict[str, HardenedClient], started: float, status_line: st
             )
         health = client.health()
         health_parts.append(f"{name}: {health['score']:.0f} {health['status']}")
-    return Group(table, Text("health  " + "   ".join(health_parts)), Text(status_line, style="dim"))
+    return Group(
+        table,
+        Text("health  " + "   ".join(health_parts)),
+        *_alert_lines(dispatcher),
+        Text(status_line, style="dim"),
+    )
 
 
 class PortInUse(Exception):
@@ -201,6 +240,8 @@ def run_demo(args: argparse.Namespace, console: Console | None = None) -> int:
         return 2
     stop = threading.Event()
     sim: Simulator | None = None
+    dispatcher: alerting.AlertDispatcher | None = None
+    own_alerts = False
     threads: list[threading.Thread] = []
     clients: dict[str, HardenedClient] = {}
     bots: list[_Bot] = []
@@ -212,6 +253,10 @@ def run_demo(args: argparse.Namespace, console: Console | None = None) -> int:
             raw = getattr(ccxt, eid)({"enableRateLimit": False, "timeout": 3000})
             sim.attach(raw)
             clients[eid] = HardenedClient(raw, initial_delay=0.05, max_delay=2.0, recovery_timeout=5.0)
+        if not args.no_alerts:
+            own_alerts = alerting.current() is None
+            # The log channel only: the demo's faults must not page anyone configured in the environment.
+            dispatcher = alerting.start_alerts(alert_channels=["log"], health_interval=5.0)
         status_line = f"simulator: {sim.url} profile={args.profile}   {status_line}"
         if in_main:  # from here Ctrl-C asks the loop below to stop, and the summary is printed
             signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -231,19 +276,21 @@ def run_demo(args: argparse.Namespace, console: Console | None = None) -> int:
         started = time.monotonic()
         deadline = started + args.duration if args.duration > 0 else float("inf")
         if console.is_terminal:
-            with Live(_summary(clients, started, status_line), console=console, auto_refresh=False) as live:
+            with Live(
+                _summary(clients, started, status_line, dispatcher), console=console, auto_refresh=False
+            ) as live:
                 while not stop.wait(args.interval) and time.monotonic() < deadline:
-                    live.update(_summary(clients, started, status_line), refresh=True)
+                    live.update(_summary(clients, started, status_line, dispatcher), refresh=True)
         else:
             while not stop.wait(args.interval) and time.monotonic() < deadline:
-                console.print(_summary(clients, started, status_line))
+                console.print(_summary(clients, started, status_line, dispatcher))
         stop.set()
         # One grace period for all bots, not one per bot: a bot inside a retry back-off or an
         # order lookup may need seconds more, and Ctrl-C must not wait for it.
         grace_ends = time.monotonic() + STOP_GRACE_S
         for thread in threads:
             thread.join(max(0.0, grace_ends - time.monotonic()))
-        console.print(_summary(clients, started, status_line))
+        console.print(_summary(clients, started, status_line, dispatcher))
         truth = sim.ground_truth_counts()
         console.print(
             f"simulator ground truth: {truth['requests']} requests, {truth['faulted']} faulted "
@@ -256,6 +303,8 @@ def run_demo(args: argparse.Namespace, console: Console | None = None) -> int:
             signal.signal(signal.SIGINT, previous)
         if status is not None:
             status.stop()
+        if own_alerts:
+            alerting.stop_alerts()
         for client in clients.values():
             client.close()
         if sim is not None:

@@ -16,6 +16,8 @@ import ccxt
 
 __all__ = [
     "CircuitOpenError",
+    "ClientOrderIdConflict",
+    "ClientOrderIdInUse",
     "DataQualityError",
     "ErrorKind",
     "OrderStateUnknown",
@@ -63,11 +65,12 @@ class RateLimitBackoff(ccxt.RateLimitExceeded):
 class DataQualityError(ccxt.BadResponse):
     """The answer arrived but scored below ``min_quality_score``; ``report`` says what was wrong."""
 
-    def __init__(self, endpoint: str, score: float, report: Any) -> None:
+    def __init__(self, endpoint: str, score: float, report: Any, detail: str | None = None) -> None:
         self.endpoint = endpoint
         self.score = score
         self.report = report
-        super().__init__(f"{endpoint}: data quality score {score:.0f} below the minimum: {report}")
+        why = f" ({detail})" if detail else ""
+        super().__init__(f"{endpoint}: data quality score {score:.0f} below the minimum: {report}{why}")
 
 
 class OrderStateUnknown(ccxt.NetworkError):
@@ -79,6 +82,40 @@ class OrderStateUnknown(ccxt.NetworkError):
         self.reason = reason
         super().__init__(
             f"state of order with client order id {client_order_id} ({symbol}) unknown: {reason}"
+        )
+
+
+class ClientOrderIdConflict(ccxt.DuplicateOrderId):
+    """The order the exchange holds under this client order id is not the order asked for.
+
+    Found while recovering a lost answer (or after the exchange refused a resend as a repeat of an
+    id): its symbol, side, amount or price differ, so it belongs to another request and is never
+    returned as this one. ``mismatched`` maps each differing field to ``(asked, found)``.
+    """
+
+    def __init__(self, client_order_id: str, order_id: Any, mismatched: dict[str, tuple[Any, Any]]) -> None:
+        self.client_order_id = client_order_id
+        self.order_id = order_id
+        self.mismatched = mismatched
+        fields = ", ".join(
+            f"{name} asked {asked!r} found {found!r}" for name, (asked, found) in mismatched.items()
+        )
+        super().__init__(
+            f"client order id {client_order_id} is held by another order ({order_id}): {fields}; "
+            "this create_order was not placed under it"
+        )
+
+
+class ClientOrderIdInUse(ccxt.DuplicateOrderId):
+    """Another create_order of this client with the same client order id is still in flight: the
+    second is refused before it is sent, so neither can be handed the other's order."""
+
+    def __init__(self, exchange: str, client_order_id: str) -> None:
+        self.exchange = exchange
+        self.client_order_id = client_order_id
+        super().__init__(
+            f"{exchange}: client order id {client_order_id} is already in use by a create_order in flight "
+            "on this client; wait for it to finish or use another id"
         )
 
 

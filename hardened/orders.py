@@ -11,8 +11,10 @@ makes the calls and the waits.
 from __future__ import annotations
 
 import enum
+import math
 import os
 import secrets
+import threading
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,16 +23,18 @@ from typing import Any
 import ccxt
 
 from hardened.adapters import ExchangeProfile, FailureKind, LookupCall, load_profile
-from hardened.errors import OrderStateUnknown, http_status_of
+from hardened.errors import ClientOrderIdConflict, ClientOrderIdInUse, OrderStateUnknown, http_status_of
 
 __all__ = [
     "OrderRecovery",
+    "OrderRequest",
     "RecoveryAction",
     "RecoveryState",
     "RecoveryStep",
     "client_order_id_param",
     "is_ambiguous_failure",
     "new_client_order_id",
+    "order_mismatch",
     "with_client_order_id",
 ]
 
@@ -125,6 +129,96 @@ def is_ambiguous_failure(profile: ExchangeProfile, exc: BaseException) -> bool:
     return isinstance(exc, (ccxt.RequestTimeout, ccxt.NetworkError, ccxt.BadResponse))
 
 
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    """What a create_order asked for, and the market's steps to compare amounts and prices with.
+
+    ``amount_step``/``price_step`` are the market's precision as a step size (an exchange may round
+    the amount or price it books to them); None compares with a relative tolerance of 1e-9.
+    """
+
+    symbol: str | None
+    type: str | None
+    side: str | None
+    amount: float | None
+    price: float | None
+    amount_step: float | None = None
+    price_step: float | None = None
+
+    @classmethod
+    def of(cls, exchange: Any, symbol: Any, type: Any, side: Any, amount: Any, price: Any) -> OrderRequest:
+        """The request as sent, with the steps of ``symbol``'s market if the markets are loaded."""
+        market = (getattr(exchange, "markets", None) or {}).get(symbol) if isinstance(symbol, str) else None
+        precision = market.get("precision") if isinstance(market, Mapping) else None
+        mode = getattr(exchange, "precisionMode", ccxt.TICK_SIZE)
+        return cls(
+            symbol if isinstance(symbol, str) else None,
+            type.lower() if isinstance(type, str) else None,
+            side.lower() if isinstance(side, str) else None,
+            _number(amount),
+            _number(price),
+            _step(precision, "amount", mode),
+            _step(precision, "price", mode),
+        )
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _step(precision: Any, key: str, mode: Any) -> float | None:
+    """A market precision as a step size: ccxt gives a tick size, or a number of decimal places."""
+    value = _number(precision.get(key)) if isinstance(precision, Mapping) else None
+    if value is None or value <= 0:
+        return None
+    if mode == ccxt.DECIMAL_PLACES:
+        return 10.0**-value
+    if mode == ccxt.TICK_SIZE:
+        return value
+    return None  # significant digits: no fixed step, compare relatively
+
+
+def _close(asked: float, found: float, step: float | None) -> bool:
+    """Equal within one step of the market's precision (rounding), else within 1e-9 relative."""
+    tolerance = 1e-9 * max(abs(asked), abs(found))
+    if step is not None:
+        tolerance = max(tolerance, step * (1 + 1e-9))
+    return abs(asked - found) <= tolerance
+
+
+def order_mismatch(request: OrderRequest, order: Any) -> dict[str, tuple[Any, Any]]:
+    """The fields in which ``order`` (unified) differs from ``request``: field -> (asked, found).
+
+    Symbol, side and amount always; price for limit orders. A field the order leaves empty cannot
+    disagree (some lookups answer sparsely); an order that is not a mapping differs in everything.
+    """
+    if not isinstance(order, Mapping):
+        return {"order": (request.symbol, order)}
+    mismatched: dict[str, tuple[Any, Any]] = {}
+    found_symbol = order.get("symbol")
+    if request.symbol is not None and found_symbol is not None and found_symbol != request.symbol:
+        mismatched["symbol"] = (request.symbol, found_symbol)
+    found_side = order.get("side")
+    if request.side is not None and isinstance(found_side, str) and found_side.lower() != request.side:
+        mismatched["side"] = (request.side, found_side)
+    found_amount = _number(order.get("amount"))
+    if (
+        request.amount is not None
+        and found_amount is not None
+        and not _close(request.amount, found_amount, request.amount_step)
+    ):
+        mismatched["amount"] = (request.amount, found_amount)
+    if request.type == "limit" and request.price is not None:
+        found_price = _number(order.get("price"))
+        if found_price is not None and not _close(request.price, found_price, request.price_step):
+            mismatched["price"] = (request.price, found_price)
+    return mismatched
+
+
 class RecoveryAction(enum.Enum):
     """The next move after an ambiguous failure."""
 
@@ -142,20 +236,37 @@ class RecoveryStep:
     action: RecoveryAction
     delay_s: float = 0.0
     order: Any = None
-    error: OrderStateUnknown | None = None
+    error: ccxt.BaseError | None = None  # OrderStateUnknown, or ClientOrderIdConflict
     reason: str = ""
 
 
 class RecoveryState:
     """What one recovery has seen so far; created by ``OrderRecovery.start_create/start_cancel``."""
 
-    __slots__ = ("client_order_id", "failures", "lookups", "operation", "resends", "sent_at", "symbol")
+    __slots__ = (
+        "client_order_id",
+        "failures",
+        "lookups",
+        "operation",
+        "request",
+        "resends",
+        "sent_at",
+        "symbol",
+    )
 
-    def __init__(self, operation: str, client_order_id: str, symbol: str | None, sent_at: float) -> None:
+    def __init__(
+        self,
+        operation: str,
+        client_order_id: str,
+        symbol: str | None,
+        sent_at: float,
+        request: OrderRequest | None = None,
+    ) -> None:
         self.operation = operation
         self.client_order_id = client_order_id
         self.symbol = symbol
         self.sent_at = sent_at
+        self.request = request  # create: what was asked, to check the order found is ours
         self.lookups = 0
         self.failures = 0
         self.resends = 0
@@ -185,7 +296,7 @@ class OrderRecovery:
         max_backoff_s: cap on the wait between failed lookups.
     """
 
-    __slots__ = ("lag_s", "max_backoff_s", "max_lookups", "max_resends", "profile")
+    __slots__ = ("_in_flight", "_lock", "lag_s", "max_backoff_s", "max_lookups", "max_resends", "profile")
 
     def __init__(
         self,
@@ -208,12 +319,43 @@ class OrderRecovery:
         self.lag_s = lag / 1000.0
         self.max_resends = max_resends
         self.max_backoff_s = max_backoff_s
+        self._in_flight: set[str] = set()  # client order ids of this client's create_orders in flight
+        self._lock = threading.Lock()  # held for a set operation only, never across a call
+
+    # -- ids in flight --------------------------------------------------------------------------------
+
+    def claim(self, client_order_id: str) -> None:
+        """Mark ``client_order_id`` in flight; refuse it while another create_order holds it.
+
+        Two overlapping calls with one id would each look up "their" order after a lost answer and
+        both find the first; refusing the second before it is sent keeps every order with its call.
+
+        Raises:
+            ClientOrderIdInUse: another call of this client holds the id (a ``ccxt.InvalidOrder``).
+        """
+        with self._lock:
+            if client_order_id in self._in_flight:
+                raise ClientOrderIdInUse(self.profile.exchange, client_order_id)
+            self._in_flight.add(client_order_id)
+
+    def release(self, client_order_id: str) -> None:
+        """The call holding ``client_order_id`` has ended (placed, refused, failed or cancelled)."""
+        with self._lock:
+            self._in_flight.discard(client_order_id)
+
+    def in_flight(self) -> frozenset[str]:
+        """Client order ids held by calls in flight right now."""
+        with self._lock:
+            return frozenset(self._in_flight)
 
     # -- starting -----------------------------------------------------------------------------------
 
-    def start_create(self, client_order_id: str, symbol: str | None, sent_at: float) -> RecoveryState:
-        """Begin recovering a create_order sent at ``sent_at`` (epoch s) whose answer was lost."""
-        return RecoveryState("create", client_order_id, symbol, sent_at)
+    def start_create(
+        self, client_order_id: str, symbol: str | None, sent_at: float, request: OrderRequest | None = None
+    ) -> RecoveryState:
+        """Begin recovering a create_order sent at ``sent_at`` (epoch s) whose answer was lost;
+        with ``request``, an order found by the id must match it to be returned."""
+        return RecoveryState("create", client_order_id, symbol, sent_at, request)
 
     def start_cancel(self, client_order_id: str, symbol: str | None, sent_at: float) -> RecoveryState:
         """Begin recovering a cancel_order that timed out, or answered "order not found" after a timeout."""
@@ -236,8 +378,17 @@ class OrderRecovery:
     # -- what a lookup returned ---------------------------------------------------------------------
 
     def on_found(self, state: RecoveryState, order: Any, now: float) -> RecoveryStep:
-        """The lookup returned the order."""
+        """The lookup returned the order; for a create, only ours (same symbol, side, amount, price)
+        is returned, another request's order under the same id ends the recovery with a conflict."""
         if state.operation == "create":
+            if state.request is not None:
+                mismatched = order_mismatch(state.request, order)
+                if mismatched:
+                    order_id = order.get("id") if isinstance(order, Mapping) else None
+                    error = ClientOrderIdConflict(state.client_order_id, order_id, mismatched)
+                    return RecoveryStep(
+                        RecoveryAction.GIVE_UP, order=order, error=error, reason="the id holds another order"
+                    )
             return RecoveryStep(RecoveryAction.RETURN, order=order, reason="the exchange has the order")
         status = order.get("status") if isinstance(order, Mapping) else None
         if status in _FINISHED:

@@ -5,6 +5,10 @@ answer is lost (a timeout, a dropped connection, an answer the exchange marks "e
 unknown"), the order is looked up by that id before anything else: found, it is returned as if
 the call had answered; still absent after the exchange's visibility lag, it is sent again with
 the same id (a duplicate would be refused); unknowable, ``OrderStateUnknown`` carries the id.
+An answer that is not an order (garbage, no order id) is a lost answer too. The order found must
+be the one asked for (symbol, side, amount, price): another request's order under the same id
+ends the call with ``ClientOrderIdConflict``, and two calls of one client never hold the same id
+at once (the second gets ``ClientOrderIdInUse`` before anything is sent).
 ``cancel_order`` is treated the same careful way: after a lost answer the order is looked up,
 and a finished order means the cancel is done.
 
@@ -20,10 +24,23 @@ import time
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
+import ccxt
 import structlog
 
 from hardened.adapters import ExchangeProfile, FailureKind
-from hardened.orders import OrderRecovery, RecoveryAction, is_ambiguous_failure, with_client_order_id
+from hardened.errors import DataQualityError
+from hardened.orders import (
+    OrderRecovery,
+    OrderRequest,
+    RecoveryAction,
+    is_ambiguous_failure,
+    with_client_order_id,
+)
+from hardened.pipeline import current_call
+from hardened.pipeline.validate import parser_failure
+from hardened.quality.private import validate_order
+from hardened.quality.report import QualityReport
+from hardened.telemetry.events import bus
 
 __all__ = ["Call", "Wait", "cancel_plan", "create_plan", "run_plan_async", "run_plan_sync"]
 
@@ -85,11 +102,30 @@ def create_plan(
     params, client_order_id = with_client_order_id(exchange.id, bound.get("params"))
     symbol = bound.get("symbol")
     send = (symbol, bound.get("type"), bound.get("side"), bound.get("amount"), bound.get("price"), params)
+    request = OrderRequest.of(exchange, *send[:5])
+    recovery.claim(client_order_id)  # raises ClientOrderIdInUse while another call holds the id
+    try:
+        return (yield from _place(exchange, profile, recovery, send, request, client_order_id))
+    finally:
+        recovery.release(client_order_id)
+
+
+def _place(
+    exchange: Any,
+    profile: ExchangeProfile,
+    recovery: OrderRecovery,
+    send: tuple[Any, ...],
+    request: OrderRequest,
+    client_order_id: str,
+) -> Plan:
+    symbol = send[0]
     sent_at = time.time()
     order, first = yield Call(exchange.create_order, *send)
     if first is None:
-        return _with_id(order, client_order_id)
-    if not is_ambiguous_failure(profile, first):
+        first = _not_an_order("create_order", order, require_status=False)
+        if first is None:
+            return _with_id(order, client_order_id)
+    if not (is_ambiguous_failure(profile, first) or _no_verdict(profile, first)):
         raise first
     log.warning(
         "order_answer_lost",
@@ -98,7 +134,7 @@ def create_plan(
         symbol=symbol,
         error=type(first).__name__,
     )
-    state = recovery.start_create(client_order_id, symbol, sent_at)
+    state = recovery.start_create(client_order_id, symbol, sent_at, request)
     step = recovery.first_step(state, time.time())
     while True:
         if step.action is RecoveryAction.RETURN:
@@ -110,6 +146,7 @@ def create_plan(
             )
             return _with_id(step.order, client_order_id)
         if step.action is RecoveryAction.GIVE_UP:
+            _publish_unknown(exchange.id, "create_order", step.error)
             raise step.error from first  # type: ignore[misc]
         if step.delay_s > 0:
             yield Wait(step.delay_s)
@@ -123,13 +160,32 @@ def create_plan(
             order, error = yield Call(exchange.create_order, *send)
             now = time.time()
             if error is None:
-                return _with_id(order, client_order_id)
+                error = _not_an_order("create_order", order, require_status=False)
+                if error is None:
+                    return _with_id(order, client_order_id)
             if _is_duplicate(profile, error):
+                # The id is taken: look up whose order holds it (on_found refuses another's).
                 step = recovery.on_resend_duplicate(state, now)
-            elif is_ambiguous_failure(profile, error):
+            elif is_ambiguous_failure(profile, error) or _no_verdict(profile, error):
                 step = recovery.on_resend_failed(state, now)
             else:
                 raise error
+
+
+def _no_verdict(profile: ExchangeProfile, error: BaseException) -> bool:
+    """ccxt's catch-all ``ExchangeError`` for a 2xx answer whose JSON carries no error code at all
+    (KuCoin raises it for any answer without its "200000"): garbage, not a refusal, so the order
+    may exist and must be looked up. A 2xx answer with a code of its own is the exchange's word."""
+    ctx = current_call.get()
+    if type(error) is not ccxt.ExchangeError or ctx is None:
+        return False
+    status = ctx.http_status
+    if not isinstance(status, int) or not 200 <= status < 300:
+        return False
+    parsed = ctx.http_json
+    return not isinstance(parsed, dict) or all(
+        parsed.get(key) is None for key in profile.error_payload.code_keys
+    )
 
 
 def cancel_plan(
@@ -159,6 +215,7 @@ def cancel_plan(
                 else {"id": order_id, "symbol": symbol, "status": "canceled"}
             )
         if step.action is RecoveryAction.GIVE_UP:
+            _publish_unknown(exchange.id, "cancel_order", step.error)
             raise step.error from first  # type: ignore[misc]
         if step.delay_s > 0:
             yield Wait(step.delay_s)
@@ -176,14 +233,47 @@ def cancel_plan(
                 step = recovery.on_lookup_failed(state, error, now)  # "not found" now means done
 
 
+def _publish_unknown(exchange_id: str, operation: str, error: Any) -> None:
+    """``order_state_unknown`` on the event bus, for the alerts (the caller gets the error itself)."""
+    bus.publish(
+        "order_state_unknown",
+        exchange=exchange_id,
+        endpoint=operation,
+        operation=operation,
+        client_order_id=getattr(error, "client_order_id", None),
+        symbol=getattr(error, "symbol", None),
+        reason=getattr(error, "reason", str(error)),
+    )
+
+
 def _after_lookup(recovery: OrderRecovery, state: Any, found: Any, error: BaseException | None) -> Any:
-    """The next step once a lookup answered: failed, found the order, or found nothing."""
+    """The next step once a lookup answered: failed, found the order, or found nothing.
+
+    An answer that is no order (no id, no status) is a failed lookup, not a found order; one with
+    neither an id nor anything from the exchange (``{"data": null}`` parsed) found nothing.
+    """
     now = time.time()
+    if error is None and found:
+        if isinstance(found, dict) and found.get("id") is None and not found.get("info"):
+            found = None
+        else:
+            error = _not_an_order(state.operation + "_lookup", found, require_status=True)
     if error is not None:
         return recovery.on_lookup_failed(state, error, now)
     if found:
         return recovery.on_found(state, found, now)
     return recovery.on_not_found(state, now)
+
+
+def _not_an_order(endpoint: str, order: Any, require_status: bool) -> DataQualityError | None:
+    """A ``DataQualityError`` (a ``ccxt.BadResponse``: ambiguous, so looked up) when ``order`` is
+    not an order a caller can use: no id, a status that is no word (or, for lookups, none), parsed
+    from text."""
+    issues = validate_order(order, require_status=require_status)
+    if not issues:
+        return None
+    report = QualityReport.of(endpoint, issues)
+    return DataQualityError(endpoint, report.score, report, issues[0].message)
 
 
 def _with_id(order: Any, client_order_id: str) -> Any:
@@ -194,37 +284,51 @@ def _with_id(order: Any, client_order_id: str) -> Any:
 
 
 def run_plan_sync(plan: Plan) -> Any:
-    """Drive a plan, blocking: make its calls, sleep its waits."""
+    """Drive a plan, blocking: make its calls, sleep its waits; the plan is closed however it ends
+    (its ``finally`` frees the client order id even when the caller is interrupted)."""
+    ctx = current_call.get()
     outcome: Outcome | None = None
-    while True:
-        try:
-            op = plan.send(outcome)
-        except StopIteration as done:
-            return done.value
-        if isinstance(op, Wait):
-            time.sleep(op.seconds)
-            outcome = None
-            continue
-        try:
-            outcome = (op.fn(*op.args, **op.kwargs), None)
-        except Exception as error:
-            outcome = (None, error)
+    try:
+        while True:
+            try:
+                op = plan.send(outcome)
+            except StopIteration as done:
+                return done.value
+            if isinstance(op, Wait):
+                time.sleep(op.seconds)
+                outcome = None
+                continue
+            if ctx is not None:
+                ctx.http_status = None  # this call's answer, not the previous one's
+            try:
+                outcome = (op.fn(*op.args, **op.kwargs), None)
+            except Exception as error:
+                outcome = (None, parser_failure(ctx, error))
+    finally:
+        plan.close()
 
 
 async def run_plan_async(plan: Plan) -> Any:
-    """Drive a plan in the current task: await its calls and its waits."""
+    """Drive a plan in the current task: await its calls and its waits; closed however it ends
+    (a cancelled task frees its client order id at once)."""
+    ctx = current_call.get()
     outcome: Outcome | None = None
-    while True:
-        try:
-            op = plan.send(outcome)
-        except StopIteration as done:
-            return done.value
-        if isinstance(op, Wait):
-            await asyncio.sleep(op.seconds)
-            outcome = None
-            continue
-        try:
-            result = op.fn(*op.args, **op.kwargs)
-            outcome = (await result if isinstance(result, Awaitable) else result, None)
-        except Exception as error:
-            outcome = (None, error)
+    try:
+        while True:
+            try:
+                op = plan.send(outcome)
+            except StopIteration as done:
+                return done.value
+            if isinstance(op, Wait):
+                await asyncio.sleep(op.seconds)
+                outcome = None
+                continue
+            if ctx is not None:
+                ctx.http_status = None
+            try:
+                result = op.fn(*op.args, **op.kwargs)
+                outcome = (await result if isinstance(result, Awaitable) else result, None)
+            except Exception as error:
+                outcome = (None, parser_failure(ctx, error))
+    finally:
+        plan.close()

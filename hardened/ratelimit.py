@@ -210,6 +210,14 @@ class RateLimitBudget:
             return self.profile.rate_limit.default_weight
         return cost.weight_for(limit=limit, has_symbol=has_symbol)
 
+    def charges(
+        self, endpoint: str, weight: float | None = None
+    ) -> tuple[tuple[str, float, float, float], ...]:
+        """What a call of ``endpoint`` costs, per pool: ``(pool, usable cap, window seconds, units)``
+        (for the budget shared across processes, ``hardened.shared.budget``)."""
+        charges = self._charges_for(endpoint, weight)
+        return tuple((pool.name, pool.cap, pool.interval, units) for pool, units in charges)
+
     def usage(self, now: float) -> dict[str, PoolUsage]:
         """A snapshot of every pool, for stats and health."""
         with self._lock:
@@ -238,6 +246,21 @@ class RateLimitBudget:
         """
         charges = self._charges_for(endpoint, weight)
         with self._lock:
+            if now >= self._banned_until:
+                # The common case, decided in one pass: every pool is in its current window, held
+                # by nothing and below the pacing line, so the call goes now and is only booked.
+                for pool, units in charges:
+                    if not (
+                        pool.hold_until <= now < pool.reset_at
+                        and pool.blocked_until <= now
+                        and pool.used + units < pool.pace_from
+                    ):
+                        break
+                else:
+                    for pool, units in charges:
+                        pool.used += units
+                        pool.inflight += units
+                    return 0.0
             start = now if now > self._banned_until else self._banned_until
             for _ in range(3):  # a later start can move another pool's constraint; settle in a few passes
                 moved = False

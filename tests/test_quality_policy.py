@@ -208,9 +208,15 @@ def test_clean_answers_share_one_report(monitor: QualityMonitor) -> None:
 
 
 def test_unknown_endpoints_pass_through(monitor: QualityMonitor) -> None:
-    balance = {"free": {"BTC": -1}}
-    assert monitor.check("balance", balance, policy="raise", min_score=100) == (balance, None)
-    assert monitor.validate("balance", balance) is None
+    address = {"address": None}
+    assert monitor.check("deposit_address", address, policy="raise", min_score=100) == (address, None)
+    assert monitor.validate("deposit_address", address) is None
+
+
+def test_balances_are_checked_for_structure(monitor: QualityMonitor) -> None:
+    # Private answers are checked since issue 13: a balance without its maps is not a balance.
+    report = monitor.validate("balance", {"free": {"BTC": -1}})
+    assert report is not None and report.score == 0 and "malformed" in report.codes
 
 
 def test_unknown_policy_is_refused(monitor: QualityMonitor) -> None:
@@ -275,13 +281,23 @@ def test_custom_check_returning_nonsense_is_reported(monitor: QualityMonitor) ->
     assert report is not None and report.has("custom_check_error")
 
 
-def test_custom_check_on_an_endpoint_without_built_in_checks(monitor: QualityMonitor) -> None:
+def balance(free: float, used: float) -> dict[str, Any]:
+    return {
+        "info": {},
+        "free": {"BTC": free},
+        "used": {"BTC": used},
+        "total": {"BTC": free + used},
+    }
+
+
+def test_custom_check_on_a_private_endpoint(monitor: QualityMonitor) -> None:
     monitor.add_custom_check(
         "no_negative", lambda b: all(v >= 0 for v in b["free"].values()), endpoints="balance"
     )
+    assert monitor.validate("balance", balance(-1.0, 1.0)).codes == {"no_negative"}  # type: ignore[union-attr]
     with pytest.raises(DataQualityError):
-        monitor.check("balance", {"free": {"BTC": -1.0}}, policy="raise", min_score=50)
-    assert monitor.check("balance", {"free": {"BTC": 1.0}}, policy="raise", min_score=50)[1].score == 100
+        monitor.check("balance", balance(-1.0, 1.0), policy="raise", min_score=50)
+    assert monitor.check("balance", balance(1.0, 0.0), policy="raise", min_score=50)[1].score == 100
 
 
 def test_custom_checks_run_on_the_repaired_answer(monitor: QualityMonitor) -> None:

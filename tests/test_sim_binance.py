@@ -31,7 +31,7 @@ def test_attach_points_every_api_family_at_the_simulator(
         assert url.startswith(base + "/"), key
         assert url.endswith(reference[key].split(".com", 1)[1]), key
     assert binance.options["fetchMarkets"]["types"] == ["spot"]
-    assert binance.options["fetchCurrencies"] is False
+    assert binance.options["fetchCurrencies"] is True  # served by /sapi/v1/capital/config/getall
     assert binance.apiKey and binance.secret
 
 

@@ -30,6 +30,7 @@ from typing import Any
 from hardened.errors import ErrorKind, classify
 from hardened.pipeline.context import CallContext
 from hardened.pipeline.stage import HOOKS, Shortcut, Stage
+from hardened.pipeline.validate import parser_failure
 
 __all__ = [
     "CallContext",
@@ -117,6 +118,7 @@ def _begin_attempt(ctx: CallContext) -> None:
     ctx.attempt += 1
     ctx.http_status = None
     ctx.http_headers = None
+    ctx.http_json = None
     ctx.breaker_probe = False
 
 
@@ -164,8 +166,11 @@ def _attempt_sync(
             resync()
         return _answered(pipe, ctx, call(*ctx.args, **ctx.kwargs))
     except BaseException as error:
-        _attempt_failed(pipe, ctx, error)
-        raise
+        failed = parser_failure(ctx, error)  # a parser crash on a 2xx answer is a bad answer
+        _attempt_failed(pipe, ctx, failed)
+        if failed is error:
+            raise
+        raise failed from error
 
 
 def run_sync(pipe: Pipeline, ctx: CallContext, call: Callable[..., Any], resync: Callable[[], Any]) -> Any:
@@ -221,8 +226,11 @@ async def _attempt_async(
             await resync()
         return _answered(pipe, ctx, await call(*ctx.args, **ctx.kwargs))
     except BaseException as error:
-        _attempt_failed(pipe, ctx, error)
-        raise
+        failed = parser_failure(ctx, error)
+        _attempt_failed(pipe, ctx, failed)
+        if failed is error:
+            raise
+        raise failed from error
 
 
 async def run_async(

@@ -10,6 +10,11 @@ Two ways to trip, as resilience4j and Polly offer: ``failure_threshold`` consecu
 a failure share of at least ``failure_rate_threshold`` over the last ``window_seconds`` once
 ``minimum_calls`` calls were seen. Half-open admits at most ``half_open_max_calls`` probes at once
 and closes after ``success_threshold`` successes; one failed probe opens it again.
+
+With a shared-state backend (``redis_url``, ``hardened.shared.breaker_state``) the breaker keeps its
+state here, in memory, and hears of other processes' trips and recoveries through ``apply_shared``;
+its own transitions go out through ``share(...)``'s publisher. Neither touches the network on the
+caller's thread, so the success path of a closed breaker stays a memory read.
 """
 
 from __future__ import annotations
@@ -46,12 +51,17 @@ class EndpointBreaker:
     """The breaker of one exchange x endpoint, named like ``binance_ohlcv``."""
 
     __slots__ = (
+        "__weakref__",  # the shared state holds breakers weakly (hardened.shared.breaker_state)
+        "_applying",
         "_breaker",
         "_lock",
         "_on_transition",
         "_probes",
+        "_shared",
         "_storage",
         "_window",
+        "changed_at",
+        "changed_to",
         "failure_rate_threshold",
         "half_open_max_calls",
         "minimum_calls",
@@ -90,6 +100,11 @@ class EndpointBreaker:
         self.trips = 0
         self.transitions = 0
         self.tripped_since: float | None = None  # monotonic time it last left "closed" (an outage's start)
+        self.changed_at = 0.0  # epoch seconds of the last transition, here or (shared) elsewhere
+        self.changed_to = "closed"  # the state that transition led to (pybreaker's listener runs
+        # before its storage holds the new state, so ``state`` may still show the old one then)
+        self._shared: Any = None
+        self._applying = False
 
     # --- decisions -------------------------------------------------------------------------
 
@@ -97,6 +112,15 @@ class EndpointBreaker:
         """Let a call through or raise ``CircuitOpenError``; returns True when the call is a probe."""
         if self._storage.state == CLOSED:
             return False
+        shared = self._shared
+        if shared is not None and self._storage.state == OPEN and self._open_remaining() <= 0:
+            # Time to probe: with shared state one process probes for all (asked before the lock:
+            # it may be a Redis round trip). The others stay open until they hear the outcome.
+            blocked_for = shared.probe_elsewhere(self)
+            if blocked_for is not None:
+                with self._lock:
+                    self.rejected += 1
+                raise CircuitOpenError(self.name, retry_in=blocked_for)
         with self._lock:
             state = self._storage.state
             if state == OPEN:
@@ -172,6 +196,11 @@ class EndpointBreaker:
 
     def _transitioned(self, old: str | None, new: str) -> None:
         self.transitions += 1
+        if not self._applying:
+            self.changed_at = time.time()
+            self.changed_to = new
+            if self._shared is not None and new != "half_open":  # each process half-opens on its own
+                self._shared.publish(self, new)
         if new == "closed":
             self._window.clear()
             self.tripped_since = None
@@ -179,6 +208,60 @@ class EndpointBreaker:
             self.tripped_since = time.monotonic()
         if self._on_transition is not None:
             self._on_transition(self, old, new)
+
+    # --- shared state (hardened.shared.breaker_state) ------------------------------------------
+
+    def share(self, publisher: Any) -> None:
+        """Publish this breaker's open/closed transitions through ``publisher.publish(breaker, state)``."""
+        self._shared = publisher
+
+    @property
+    def recovery_timeout(self) -> float:
+        """Seconds the circuit stays open before a probe."""
+        return float(self._breaker.reset_timeout)
+
+    @property
+    def shared(self) -> bool:
+        """Whether the transition being reported came from another process (read by listeners)."""
+        return self._applying
+
+    @property
+    def opened_at(self) -> float | None:
+        """Epoch seconds when the circuit last opened (None if it never did)."""
+        opened_at = self._storage.opened_at
+        return opened_at.timestamp() if opened_at is not None else None
+
+    def apply_shared(self, state: str, changed_at: float, opened_at: float | None) -> bool:
+        """Take another process's transition if it is newer than ours; True when it was taken.
+
+        ``open`` opens this circuit as of ``opened_at`` (so every process probes at the same time);
+        ``closed`` closes it (a probe succeeded elsewhere, or an operator reset it).
+        """
+        with self._lock:
+            if changed_at <= self.changed_at:
+                return False
+            current = self._storage.state
+            self._applying = True
+            try:
+                if state == "open":
+                    if current != OPEN:
+                        self._window.clear()
+                        self._probes = 0
+                        self._breaker.open()
+                    if opened_at is not None:
+                        self._storage.opened_at = datetime.fromtimestamp(opened_at, UTC)
+                elif state == "closed":
+                    if current != CLOSED:
+                        self._probes = 0
+                        self._breaker.close()
+                    self._storage.reset_counter()
+                else:
+                    return False
+            finally:
+                self._applying = False
+            self.changed_at = changed_at
+            self.changed_to = state
+            return True
 
     # --- inspection and control -------------------------------------------------------------
 

@@ -10,6 +10,11 @@
 - OHLCV is cached incrementally: once a series is held, a refresh asks the exchange only for the
   candles since the last one held, and merges them.
 
+- Shared (optional, ``shared_cache`` with ``redis_url``): ``shared`` is an object with
+  ``get(key) -> (answer, age) | None`` and ``put(key, answer, ttl)`` (``hardened.shared.cache``);
+  a local miss of a sync client asks it before calling the exchange, and every answer stored here
+  is offered to it. OHLCV series stay local (they are merged incrementally).
+
 Results are handed out as fresh copies (dicts and lists rebuilt, leaves shared) so a bot that
 edits what it got cannot corrupt what the next caller gets.
 """
@@ -58,6 +63,7 @@ NEVER_STALE = frozenset(
     {"balance", "order", "orders", "open_orders", "closed_orders", "my_trades", "positions"}
 )
 _STALE_ON = frozenset({ErrorKind.TRANSIENT, ErrorKind.RATE_LIMIT})
+_ASK_SHARED = object()  # on_call's marker: a local miss the shared cache may answer
 
 
 def fresh_copy(value: Any) -> Any:
@@ -130,6 +136,7 @@ class CacheStage(Stage):
         self._entries: OrderedDict[Any, _Entry] = OrderedDict()
         self._flights: dict[Any, Flight] = {}
         self.evictions = 0
+        self.shared: Any = None  # the cache shared with other processes, if any (see module doc)
 
     # --- keys and policies ------------------------------------------------------------------
 
@@ -173,7 +180,11 @@ class CacheStage(Stage):
                 ctx.cache_flight = self._flights[key] = Flight(self.asynchronous)
                 if ohlcv and entry is not None and entry.value and now - entry.stored <= rt.stale_if_error:
                     _ask_since_last(ctx, entry.value)
-                return None
+                if self.shared is None or ohlcv or self.asynchronous or rt.ttl <= 0:
+                    return None
+                value = _ASK_SHARED
+        if value is _ASK_SHARED:  # leading a local miss: ask the shared cache, without the lock
+            return self._from_shared(ctx, key, now)
         if ohlcv:
             value = _last(value, _limit_of(ctx))
         return Shortcut(fresh_copy(value))
@@ -194,6 +205,8 @@ class CacheStage(Stage):
                     _merge_candles(entry.value if entry is not None else None, result) if ohlcv else result
                 )
                 self._store(key, stored, now)
+                if self.shared is not None and not ohlcv and not ctx.cache_hit:
+                    self.shared.put(key, stored, ctx.rt.ttl)
                 if ohlcv:
                     result = _last(stored, _limit_of(ctx))
             elif entry is not None and self._may_serve_stale(ctx, error, now - entry.stored):
@@ -212,6 +225,22 @@ class CacheStage(Stage):
         return result, error
 
     # --- internals --------------------------------------------------------------------------
+
+    def _from_shared(self, ctx: CallContext, key: Any, now: float) -> Shortcut | None:
+        """As the leader of a local miss, ask the shared cache (no lock held during the read)."""
+        found = self.shared.get(key)
+        if found is None or found[1] > ctx.rt.ttl:
+            return None
+        value, age = found
+        with self._lock:
+            self._store(key, value, now - age)
+            flight = self._flights.pop(key, None)
+        ctx.cache_key = None
+        ctx.cache_flight = None  # a hit, not a call that waited for another
+        ctx.cache_hit = True
+        if flight is not None:
+            flight.land(value, None)
+        return Shortcut(fresh_copy(value))
 
     def _may_serve_stale(self, ctx: CallContext, error: BaseException, age: float) -> bool:
         rt = ctx.rt

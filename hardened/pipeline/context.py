@@ -27,6 +27,7 @@ class CallContext:
         "error",
         "error_kind",
         "http_headers",
+        "http_json",
         "http_status",
         "kwargs",
         "latency",
@@ -61,6 +62,7 @@ class CallContext:
         self.quality: Any = None
         self.http_status: int | None = None
         self.http_headers: Any = None
+        self.http_json: Any = None  # the last answer's parsed JSON (a list endpoint's "[]" check)
 
     def kind_of(self, error: BaseException) -> ErrorKind:
         """The kind of ``error``: as the client's classifier decided for the last attempt's error,

@@ -4,7 +4,12 @@ Decisions live in ``hardened.ratelimit.RateLimitBudget`` (one per client, fed by
 usage headers, Retry-After and ban answers); this stage asks it how long to wait before each
 attempt and hands it every answer. A wait longer than the endpoint's ``max_delay`` (a ban, a spent
 daily order budget) is not slept through: the call fails at once with ``RateLimitBackoff`` and
-nothing is sent, so the client never extends its own ban.
+nothing is sent, so the client never extends its own ban. A ban, or a budget spent for longer
+than that, is published once on the event bus as ``rate_limit_ban`` (the alerts read it).
+
+With ``redis_url`` set, ``shared`` (``hardened.shared.budget.SharedBudget``) also books each
+attempt against the budget of the API key shared by every process: the wait is the longer of the
+two, and a group-wide spent budget fails the call with ``RateLimitBackoff`` without sending it.
 """
 
 from __future__ import annotations
@@ -16,11 +21,14 @@ from hardened.errors import CircuitOpenError, ErrorKind, RateLimitBackoff, Reque
 from hardened.pipeline.context import CallContext
 from hardened.pipeline.stage import Stage
 from hardened.ratelimit import RateLimitBudget
+from hardened.telemetry.events import bus
 
 __all__ = ["RateLimitStage"]
 
 # The endpoint names of the profiles where they differ from ours (fetch_order -> "order").
 _PROFILE_NAME = {"order": "fetch_order", "l2_order_book": "order_book"}
+# Endpoints whose weight depends on the call's arguments (see ``_weight``); the rest skip it.
+_ARGUMENT_WEIGHTS = frozenset({"order_book", "open_orders"})
 
 
 class RateLimitStage(Stage):
@@ -28,20 +36,34 @@ class RateLimitStage(Stage):
 
     name = "rate_limit"
 
-    def __init__(self, exchange_id: str, budget: RateLimitBudget) -> None:
+    def __init__(self, exchange_id: str, budget: RateLimitBudget, shared: Any = None) -> None:
         self.exchange_id = exchange_id
         self.budget = budget
+        self.shared = shared
+        self._announced_until = 0.0  # end of the last refusal published (once per ban or spent window)
 
     def on_attempt(self, ctx: CallContext) -> float | None:
         endpoint = _PROFILE_NAME.get(ctx.endpoint.name, ctx.endpoint.name)
         now = time.time()
-        wait = self.budget.delay_before(endpoint, now, _weight(self.budget, endpoint, ctx))
-        if wait <= 0.0:
-            return None
+        weight = _weight(self.budget, endpoint, ctx) if endpoint in _ARGUMENT_WEIGHTS else None
+        wait = self.budget.delay_before(endpoint, now, weight)
         if wait > ctx.rt.policy.max_delay:
-            self.budget.observe(endpoint, 0, None, now)  # release what delay_before booked
-            raise RateLimitBackoff(self.exchange_id, ctx.endpoint.name, wait, self.budget.banned_until > now)
-        return wait
+            self._refuse(ctx, endpoint, now, wait)
+        if self.shared is not None:  # asked only for a call this client would send
+            shared_wait, booked = self.shared.delay_before(self.budget.charges(endpoint, weight), now)
+            if not booked or shared_wait > ctx.rt.policy.max_delay:
+                self._refuse(ctx, endpoint, now, shared_wait)
+            if shared_wait > wait:
+                wait = shared_wait
+        return wait if wait > 0.0 else None
+
+    def _refuse(self, ctx: CallContext, endpoint: str, now: float, wait: float) -> None:
+        """Fail the attempt without sending it, releasing what ``delay_before`` booked; the
+        refusal is published once per ban or spent window (``rate_limit_ban``)."""
+        self.budget.observe(endpoint, 0, None, now)
+        banned = self.budget.banned_until > now
+        self._announce(ctx.endpoint.name, banned, now + wait, now, None)
+        raise RateLimitBackoff(self.exchange_id, ctx.endpoint.name, wait, banned)
 
     def on_result(self, ctx: CallContext, result: Any) -> Any:
         endpoint = _PROFILE_NAME.get(ctx.endpoint.name, ctx.endpoint.name)
@@ -53,7 +75,25 @@ class RateLimitStage(Stage):
             return  # refused before this stage booked anything (or it released it already)
         endpoint = _PROFILE_NAME.get(ctx.endpoint.name, ctx.endpoint.name)
         body = str(error) if kind is ErrorKind.RATE_LIMIT else None
-        self.budget.observe(endpoint, ctx.http_status or 0, ctx.http_headers, time.time(), body)
+        banned_before = self.budget.banned_until
+        now = time.time()
+        self.budget.observe(endpoint, ctx.http_status or 0, ctx.http_headers, now, body)
+        if self.budget.banned_until > max(banned_before, now):
+            self._announce(ctx.endpoint.name, True, self.budget.banned_until, now, ctx.http_status)
+
+    def _announce(self, endpoint: str, banned: bool, until: float, now: float, status: int | None) -> None:
+        """Publish ``rate_limit_ban`` once per new or extended refusal (not once per refused call)."""
+        if until <= self._announced_until + 1.0:
+            return
+        self._announced_until = until
+        bus.publish(
+            "rate_limit_ban",
+            exchange=self.exchange_id,
+            endpoint=endpoint,
+            banned=banned,
+            retry_in=round(until - now, 1),
+            status=status,
+        )
 
 
 def _weight(budget: RateLimitBudget, endpoint: str, ctx: CallContext) -> float | None:

@@ -5,22 +5,111 @@ exchange can send candles with high < low: no exception tells the bot. ``hardene
 scores each answer 0-100; under the endpoint's ``quality_policy`` this stage raises
 ``DataQualityError`` (a ``ccxt.BadResponse``: retried like any bad answer and counted by the
 breaker), hands back a repaired copy, logs, or does nothing.
+
+Private answers (orders, balances) are checked for structure (an order has an id and a status, a
+balance its maps), and an empty list only passes when the exchange's JSON held a list.
+``reject_garbled_answer`` runs on every HTTP answer, before ccxt's parser: for any endpoint
+without market-data scoring, an HTML page or JSON cut short raises ``DataQualityError`` there,
+so no parser turns it into an order with ``id=None``, empty balances, ``[]`` or an
+``AttributeError``; ``create_order``'s plan treats it as a lost answer and looks the order up.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import ccxt
+import structlog
+
 from hardened import quality
 from hardened.errors import DataQualityError
 from hardened.pipeline.context import CallContext
 from hardened.pipeline.stage import Stage
+from hardened.quality.private import garbled_body, list_answer_issue
+from hardened.quality.report import Issue, QualityReport, Severity
 from hardened.telemetry.events import bus
 
-__all__ = ["ValidateStage"]
+__all__ = ["PARSER_ERRORS", "ValidateStage", "parser_failure", "reject_garbled_answer"]
+
+log = structlog.get_logger("hardened.quality")
 
 # fetch_ohlcv(symbol, timeframe="1m", since=None, limit=None, params={})
 _OHLCV_ARGS = ("symbol", "timeframe", "since", "limit", "params")
+# Private endpoints whose answer is a list: "[]" must come from a JSON list, not from garbage.
+_LIST_ENDPOINTS = frozenset(
+    ("open_orders", "closed_orders", "orders", "canceled_orders", "my_trades", "canceled_and_closed_orders")
+)
+# Endpoints whose first argument is not a symbol (an order id).
+_BY_ID = frozenset(("order", "cancel_order", "edit_order"))
+
+
+PARSER_ERRORS = (AttributeError, TypeError, KeyError, IndexError, ValueError)
+"""What ccxt's parsers raise on an answer of the wrong shape (``'str' object has no attribute
+'keys'`` from Binance's open orders on an HTML body, ``TypeError`` on ``{"data": null}``)."""
+
+
+def _raised_in_a_parser(error: BaseException) -> bool:
+    """Whether ``error`` passed through one of ccxt's answer parsers (``parse_orders``,
+    ``safe_order``, ...): a bad argument fails elsewhere (``market()``, ``amount_to_precision``)
+    and must reach the caller as it is."""
+    tb = error.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_name.startswith(("parse_", "safe_")) and "ccxt" in code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def parser_failure(ctx: CallContext | None, error: BaseException) -> BaseException:
+    """``error`` as the caller should see it: a parser crash on a 2xx answer becomes a
+    ``DataQualityError`` (a ``ccxt.BadResponse``, retried and counted like any bad answer) that
+    names the crash; anything else is returned unchanged."""
+    if (
+        ctx is None
+        or not isinstance(error, PARSER_ERRORS)
+        or isinstance(error, ccxt.BaseError)
+        or not isinstance(ctx.http_status, int)
+        or not 200 <= ctx.http_status < 300
+        or not _raised_in_a_parser(error)
+    ):
+        return error
+    endpoint = ctx.endpoint.name
+    why = f"ccxt's parser failed on the exchange's answer ({type(error).__name__}: {error})"
+    report = QualityReport.of(endpoint, [Issue("wrong_shape", Severity.CRITICAL, why[:300])])
+    ctx.quality = 0.0
+    bad = DataQualityError(endpoint, 0.0, report, why[:300])
+    bad.__cause__ = error
+    return bad
+
+
+def reject_garbled_answer(ctx: CallContext, exchange_id: str, status: Any, body: Any, parsed: Any) -> None:
+    """Called with every HTTP answer (status, raw body, parsed JSON) of the call in flight.
+
+    Remembers the parsed JSON for the list check, and raises ``DataQualityError`` for a 2xx answer
+    whose body is an HTML page or unparseable JSON, unless the endpoint is market data (those are
+    scored by the quality checks and follow their policy). Costs one comparison on a good answer.
+    """
+    ctx.http_json = parsed
+    if parsed is not None or not isinstance(status, int) or not 200 <= status < 300:
+        return
+    endpoint = ctx.endpoint.name
+    if endpoint in quality.DATA_ENDPOINTS:
+        return
+    why = garbled_body(body, parsed)
+    if why is None:
+        return
+    report = QualityReport.of(endpoint, [Issue("garbled_body", Severity.CRITICAL, why)])
+    bus.publish(
+        "quality_failed",
+        exchange=exchange_id,
+        endpoint=endpoint,
+        score=0.0,
+        policy="raise",
+        report=str(report)[:300],
+    )
+    ctx.quality = 0.0
+    raise DataQualityError(endpoint, 0.0, report, why)
 
 
 class ValidateStage(Stage):
@@ -38,6 +127,8 @@ class ValidateStage(Stage):
             return result
         endpoint = ctx.endpoint.name
         args = ctx.args
+        if not result and endpoint in _LIST_ENDPOINTS:
+            self._check_empty_list(ctx, endpoint, result)
         now_ms: int | None = self.exchange.milliseconds()
         timeframe = since = limit = None
         if endpoint == "ohlcv":
@@ -49,6 +140,8 @@ class ValidateStage(Stage):
             if "until" in params or "endTime" in params:
                 now_ms = None  # a window that ends in the past is old on purpose
             symbol = bound.get("symbol")
+        elif endpoint in _BY_ID:
+            symbol = args[1] if len(args) > 1 else ctx.kwargs.get("symbol")
         else:
             symbol = args[0] if args else ctx.kwargs.get("symbol")
         try:
@@ -73,6 +166,23 @@ class ValidateStage(Stage):
             if report.issues:
                 self._publish(ctx, report.score, report, raised=False)
         return result
+
+    def _check_empty_list(self, ctx: CallContext, endpoint: str, result: Any) -> None:
+        """An empty list parsed from JSON that held no list is garbage, not "nothing there"."""
+        status = ctx.http_status
+        answered = isinstance(status, int) and 200 <= status < 300
+        issue = list_answer_issue(endpoint, result, ctx.http_json, answered)
+        if issue is None:
+            return
+        report = QualityReport.of(endpoint, [issue])
+        ctx.quality = report.score
+        self._publish(ctx, report.score, report, raised=ctx.rt.policy.quality_policy != "warn")
+        if ctx.rt.policy.quality_policy == "warn":
+            log.warning(
+                "data_quality_below_minimum", endpoint=endpoint, exchange=self.exchange_id, report=str(report)
+            )
+            return
+        raise DataQualityError(endpoint, report.score, report, issue.message)
 
     def _publish(self, ctx: CallContext, score: float, report: Any, raised: bool) -> None:
         bus.publish(

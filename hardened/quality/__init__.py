@@ -1,4 +1,5 @@
-"""Data-quality validation of exchange answers: OHLCV, tickers, order books and trades.
+"""Data-quality validation of exchange answers: OHLCV, tickers, order books and trades, and the
+structure of private answers (orders, balances).
 
 The pipeline calls ``check(endpoint, result, policy=..., min_score=..., ...)`` once per successful
 call; it returns ``(result, report)`` and, under the ``raise`` policy, raises
@@ -16,9 +17,16 @@ process-wide ``QualityMonitor``; a client may hold its own for separate custom c
 from __future__ import annotations
 
 from hardened.quality.custom import CheckContext, CustomCheck
-from hardened.quality.monitor import DATA_ENDPOINTS, POLICIES, QualityMonitor
+from hardened.quality.monitor import DATA_ENDPOINTS, POLICIES, PRIVATE_ENDPOINTS, QualityMonitor
 from hardened.quality.ohlcv import repair_ohlcv, validate_ohlcv
 from hardened.quality.order_book import repair_order_book, validate_order_book
+from hardened.quality.private import (
+    garbled_body,
+    list_answer_issue,
+    validate_balance,
+    validate_order,
+    validate_orders,
+)
 from hardened.quality.report import CODES, Issue, QualityReport, Severity, score_of
 from hardened.quality.thresholds import DEFAULT_THRESHOLDS, QualityThresholds, Timeframe, parse_timeframe
 from hardened.quality.ticker import repair_ticker, repair_tickers, validate_ticker, validate_tickers
@@ -29,6 +37,7 @@ __all__ = [
     "DATA_ENDPOINTS",
     "DEFAULT_THRESHOLDS",
     "POLICIES",
+    "PRIVATE_ENDPOINTS",
     "CheckContext",
     "CustomCheck",
     "Issue",
@@ -40,6 +49,8 @@ __all__ = [
     "add_custom_check",
     "check",
     "custom_checks",
+    "garbled_body",
+    "list_answer_issue",
     "parse_timeframe",
     "quality_monitor",
     "remove_custom_check",
@@ -50,8 +61,11 @@ __all__ = [
     "repair_trades",
     "score_of",
     "validate",
+    "validate_balance",
     "validate_ohlcv",
+    "validate_order",
     "validate_order_book",
+    "validate_orders",
     "validate_ticker",
     "validate_tickers",
     "validate_trades",

@@ -28,12 +28,13 @@ from hardened.errors import DataQualityError
 from hardened.quality.custom import CheckContext, CustomCheck, run_custom_checks
 from hardened.quality.ohlcv import repair_ohlcv, validate_ohlcv
 from hardened.quality.order_book import repair_order_book, validate_order_book
+from hardened.quality.private import validate_balance, validate_order, validate_orders
 from hardened.quality.report import Issue, QualityReport, Severity, score_of
 from hardened.quality.thresholds import DEFAULT_THRESHOLDS, QualityThresholds
 from hardened.quality.ticker import repair_ticker, repair_tickers, validate_ticker, validate_tickers
 from hardened.quality.trades import repair_trades, validate_trades
 
-__all__ = ["DATA_ENDPOINTS", "POLICIES", "QualityMonitor"]
+__all__ = ["DATA_ENDPOINTS", "POLICIES", "PRIVATE_ENDPOINTS", "QualityMonitor"]
 
 POLICIES = frozenset(("raise", "repair", "warn", "off"))
 _log = structlog.get_logger("hardened.quality")
@@ -143,6 +144,49 @@ DATA_ENDPOINTS = frozenset(_ENDPOINTS)
 """Endpoints with built-in checks (``l2_order_book`` shares the order book's)."""
 
 
+def _v_order(r: Any, tf: Any, now: Any, since: Any, limit: Any, sym: Any, nonce: Any, th: Any) -> list[Issue]:
+    return validate_order(r)
+
+
+def _v_cancel(
+    r: Any, tf: Any, now: Any, since: Any, limit: Any, sym: Any, nonce: Any, th: Any
+) -> list[Issue]:
+    return validate_order(r, require_status=False)  # KuCoin's and Bitvavo's cancel answers: the id only
+
+
+def _v_orders(
+    r: Any, tf: Any, now: Any, since: Any, limit: Any, sym: Any, nonce: Any, th: Any
+) -> list[Issue]:
+    return validate_orders(r)
+
+
+def _v_balance(
+    r: Any, tf: Any, now: Any, since: Any, limit: Any, sym: Any, nonce: Any, th: Any
+) -> list[Issue]:
+    return validate_balance(r)
+
+
+def _no_repair(r: Any, tf: Any, now: Any, sym: Any, th: Any) -> tuple[Any, tuple[str, ...]]:
+    return r, ()  # a private answer is the account's truth: never patched, only accepted or refused
+
+
+_NOTHING: frozenset[str] = frozenset()
+_PRIVATE: dict[str, tuple[_Validate, _Repair, frozenset[str]]] = {
+    "order": (_v_order, _no_repair, _NOTHING),
+    "cancel_order": (_v_cancel, _no_repair, _NOTHING),
+    "orders": (_v_orders, _no_repair, _NOTHING),
+    "open_orders": (_v_orders, _no_repair, _NOTHING),
+    "closed_orders": (_v_orders, _no_repair, _NOTHING),
+    "canceled_orders": (_v_orders, _no_repair, _NOTHING),
+    "balance": (_v_balance, _no_repair, _NOTHING),
+    "my_trades": (_v_trades, _no_repair, _NOTHING),
+}
+PRIVATE_ENDPOINTS = frozenset(_PRIVATE)
+"""Private endpoints whose answers get structure checks (ids, statuses, balance maps), never repairs.
+``create_order`` is checked inside its exactly-once plan (``hardened.placement``)."""
+_CHECKS = {**_ENDPOINTS, **_PRIVATE}
+
+
 def _size(endpoint: str, result: Any) -> int:
     """Entries in an answer: candles, trades, tickers or book levels; a single ticker counts 1."""
     if endpoint in ("order_book", "l2_order_book") and isinstance(result, dict):
@@ -168,7 +212,7 @@ class QualityMonitor:
         self.thresholds = thresholds or DEFAULT_THRESHOLDS
         self._custom: dict[str, CustomCheck] = {}
         self._customs: dict[str, tuple[CustomCheck, ...]] = {}  # endpoint -> checks, rebuilt on change
-        self._clean = {name: QualityReport(name, 100.0) for name in _ENDPOINTS}
+        self._clean = {name: QualityReport(name, 100.0) for name in _CHECKS}
         self._nonces: dict[tuple[str | None, str], int] = {}
 
     # -- custom checks -------------------------------------------------------------------------
@@ -237,7 +281,7 @@ class QualityMonitor:
         thresholds: QualityThresholds | None = None,
     ) -> QualityReport | None:
         """Score ``result`` without acting on it; None for an endpoint nothing checks."""
-        entry = _ENDPOINTS.get(endpoint)
+        entry = _CHECKS.get(endpoint)
         customs = self._customs.get(endpoint)
         if entry is None and customs is None:
             return None
@@ -291,7 +335,7 @@ class QualityMonitor:
         """
         if policy == "off":
             return result, None
-        entry = _ENDPOINTS.get(endpoint)
+        entry = _CHECKS.get(endpoint)
         customs = self._customs.get(endpoint)
         if entry is None and customs is None:
             return result, None
@@ -341,8 +385,8 @@ class QualityMonitor:
                     issues=sorted(report.codes),
                     report=str(report),
                 )
-            else:
-                raise DataQualityError(endpoint, report.score, report)
+            else:  # the worst issue's words say what is wrong, not only its code
+                raise DataQualityError(endpoint, report.score, report, report.issues[0].message[:200])
         elif nonce_key is not None:  # only a book that passed may move the nonce memory forward
             self._remember_nonce(nonce_key, result, last_nonce)
         return result, report

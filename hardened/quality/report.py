@@ -93,6 +93,12 @@ CODES: dict[str, str] = {
     "missing_timestamp": "a trade has no timestamp",
     "duplicate_id": "two trades share an id",
     "invalid_side": "a trade's side is not 'buy', 'sell' or None",
+    # private answers (orders, balances) and raw bodies
+    "garbled_body": "a 200 answer whose body is an HTML page or JSON that does not parse",
+    "wrong_shape": "the exchange's JSON is not the shape of this answer (no list, no balance)",
+    "malformed_order": "an order without an id or a status, or parsed from text",
+    "negative_balance": "a currency's total balance is negative",
+    "balance_inconsistent": "a currency's total differs from free + used",
     # custom checks
     "custom_check_error": "a user check raised or returned something it should not",
 }

@@ -7,6 +7,10 @@ Typical use::
         ex = sim.attach(ccxt.binance())
         ex.fetch_ticker("BTC/USDT")
         sim.ground_truth_counts()
+
+Which unified ccxt methods each exchange's simulator serves, and why the others are left out
+(derivatives, wallet, conditional orders, batch endpoints), is listed and checked against ccxt's
+``has`` in ``tests/test_sim_unified.py``.
 """
 
 from hardened.sim.dialect import (

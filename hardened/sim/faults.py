@@ -599,32 +599,35 @@ class BadData:
 
     def _candles(self, candles: list[Candle]) -> list[Candle]:
         variant = self._variant("candles")
-        self.applied = variant
         n = len(candles)
         mid = n // 2
-        if variant == "high_low":
+        changed = n > 0
+        if variant == "high_low" and n:
             for c in candles[mid:]:
                 c.high, c.low = min(c.low, c.high) * 0.99, max(c.high, c.low) * 1.01
         elif variant == "gaps" and n >= 3:
             del candles[max(1, mid - max(1, n // 10)) : mid + 1]
-        elif variant == "duplicates":
+        elif variant == "duplicates" and n:
             candles.insert(mid, Candle(*(getattr(candles[mid], f) for f in Candle.__slots__)))
         elif variant == "out_of_order" and n >= 2:
             candles[mid - 1 if mid else 0], candles[-1] = candles[-1], candles[mid - 1 if mid else 0]
-        elif variant == "stale":
+        elif variant == "stale" and n:
             step = (candles[1].ts - candles[0].ts) if n >= 2 else 60_000
             for c in candles:
                 c.ts -= step * 10
                 c.close_ts -= step * 10
-        elif variant in ("zero_price", "negative_price"):
+        elif variant in ("zero_price", "negative_price") and n:
             c = candles[-1]
             c.low = 0.0 if variant == "zero_price" else -abs(c.low)
             c.close = c.low if variant == "zero_price" else c.close
+        else:
+            changed = False  # too few candles for this variant: the answer goes out unharmed
+        self.applied = variant if changed else None
         return candles
 
     def _ticker(self, t: Ticker) -> Ticker:
         variant = self._variant("ticker")
-        self.applied = variant
+        changed = True
         if variant == "null_ticker":
             for name in Ticker.__slots__:
                 if name != "symbol":
@@ -640,11 +643,14 @@ class BadData:
             t.bid = 0.0
         elif variant == "negative_price" and t.last is not None:
             t.last = -t.last
+        else:
+            changed = False  # the fields this variant corrupts are absent
+        self.applied = variant if changed else None
         return t
 
     def _book(self, book: OrderBook) -> OrderBook:
         variant = self._variant("book")
-        self.applied = variant
+        changed = True
         if variant == "crossed_book" and book.asks and book.bids:
             book.bids.insert(0, [round(book.asks[0][0] * 1.001, 8), book.bids[0][1]])
         elif variant == "duplicates" and book.bids:
@@ -659,25 +665,31 @@ class BadData:
             book.bids[-1][0] = 0.0
         elif variant == "negative_price" and book.bids:
             book.bids[-1][0] = -abs(book.bids[-1][0])
+        else:
+            changed = False
+        self.applied = variant if changed else None
         return book
 
     def _trades(self, trades: list[Trade]) -> list[Trade]:
         variant = self._variant("trades")
-        self.applied = variant
         n = len(trades)
         mid = n // 2
+        changed = True
         if variant == "gaps" and n >= 3:
             del trades[max(1, mid - max(1, n // 10)) : mid + 1]
-        elif variant == "duplicates":
+        elif variant == "duplicates" and n:
             t = trades[mid]
             trades.insert(mid, Trade(t.id, t.ts, t.price, t.qty, t.buyer_is_maker))
         elif variant == "out_of_order" and n >= 2:
             trades.reverse()
-        elif variant == "stale":
+        elif variant == "stale" and n:
             for t in trades:
                 t.ts -= _STALE_MS
-        elif variant == "zero_price":
+        elif variant == "zero_price" and n:
             trades[-1].price = 0.0
-        elif variant == "negative_price":
+        elif variant == "negative_price" and n:
             trades[-1].price = -abs(trades[-1].price)
+        else:
+            changed = False
+        self.applied = variant if changed else None
         return trades

@@ -38,6 +38,7 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
+from hardened.alerts import delivery_stats
 from hardened.status.auth import is_loopback, token_from, token_matches
 from hardened.telemetry.events import Event, EventBus, bus
 from hardened.telemetry.health import HealthGate, overall_health
@@ -632,6 +633,7 @@ class StatusServer:
             "health": {k: v for k, v in health.items() if k != "clients"},
             "clients": clients,
             "tracker": self._tracker.summary(recent=recent_errors),
+            "alert_delivery": delivery_stats(),
         }
 
     def server_info(self) -> dict[str, Any]:
@@ -702,6 +704,15 @@ class StatusServer:
             ("sent", "Status messages written to peers."),
         ):
             yield CounterMetricFamily(f"hardened_status_{key}", doc, value=self.counters[key])
+        delivery = delivery_stats()
+        if delivery.get("running"):
+            alerts = CounterMetricFamily(
+                "hardened_alerts", "Alerts per channel and outcome.", labels=["channel", "outcome"]
+            )
+            for name, counts in delivery["channels"].items():
+                for outcome in ("sent", "failed", "dropped", "suppressed"):
+                    alerts.add_metric([name, outcome], counts[outcome])
+            yield alerts
 
 
 def _url_host(host: str) -> str:

@@ -140,8 +140,17 @@ class HardenedCollector(Collector):
         overall = overall_health(all_stats)
         for name, h in overall["clients"].items():
             health.add_metric([name, str(all_stats[name].get("exchange", ""))], float(h["score"]))
+        shared = GaugeMetricFamily(
+            "hardened_shared_state_up",
+            "1 while a client with redis_url shares its state through Redis, 0 while on local state.",
+            labels=["client", "exchange"],
+        )
+        for name, stats in all_stats.items():
+            if "shared" in stats:
+                up = 1.0 if stats["shared"].get("state") == "shared" else 0.0
+                shared.add_metric([name, str(stats.get("exchange", ""))], up)
         yield from counters.values()
-        yield from (failures, breaker_state, trips, rejected, latency, quality, health)
+        yield from (failures, breaker_state, trips, rejected, latency, quality, health, shared)
         yield GaugeMetricFamily(
             "hardened_health_overall_score", "Health score of the process (0-100).", value=overall["score"]
         )

@@ -126,6 +126,7 @@ class ErrorTracker:
         "_endpoint_window",
         "_history",
         "_lock",
+        "_shared",
         "_since",
         "_total",
         "_type_window",
@@ -148,6 +149,7 @@ class ErrorTracker:
         self._total = 0
         self._since = time.time()
         self._unsubscribe: Any = None
+        self._shared: Any = None
 
     # --- recording --------------------------------------------------------------------------
 
@@ -183,6 +185,9 @@ class ErrorTracker:
             self._type_window.add(now, error_type)
             self._endpoint_window.add(now, endpoint_key)
             self._history.append(entry)
+        shared = self._shared
+        if shared is not None:
+            shared.add(error_type, endpoint_key)
 
     def record_error(
         self,
@@ -276,6 +281,21 @@ class ErrorTracker:
             "max_history": self.max_history,
             "recent": [_with_time(e) for e in tail],
         }
+
+    def share(self, counters: Any) -> None:
+        """Also add every error to ``counters`` (``hardened.shared.counters.SharedCounters``), which
+        sums them over every process on one Redis; set by a client with ``redis_url``."""
+        self._shared = counters
+
+    def group_counts(self) -> dict[str, dict[str, int]]:
+        """Lifetime counts summed over every process sharing this tracker's Redis (``redis_url``);
+        this process's own counts when there is none or it is unreachable."""
+        shared = self._shared
+        if shared is not None:
+            totals = shared.totals()
+            if totals is not None:
+                return totals
+        return self.counts()
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Lifetime counts ``{"by_type": {...}, "by_endpoint": {...}}`` (for metrics)."""

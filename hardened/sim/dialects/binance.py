@@ -3,7 +3,8 @@ error codes and the ``x-mbx-used-weight`` / ``x-mbx-order-count`` headers.
 
 Served under ``/binance``: ``/api/v3/{time,ping,exchangeInfo,ticker/24hr,ticker,
 ticker/bookTicker,ticker/price,avgPrice,klines,uiKlines,depth,trades,aggTrades,historicalTrades,
-account,order,order/test,openOrders,allOrders,myTrades}`` and ``/sapi/v1/system/status``.
+account,order,order/test,openOrders,allOrders,myTrades}``, ``/sapi/v1/system/status`` and
+``/sapi/v1/capital/config/getall`` (currencies).
 """
 
 from __future__ import annotations
@@ -128,6 +129,7 @@ class BinanceDialect(Dialect):
             r("GET", "/api/v3/allOrders", "orders", self.all_orders),
             r("GET", "/api/v3/myTrades", "my_trades", self.my_trades),
             r("GET", "/sapi/v1/system/status", "status", self.system_status),
+            r("GET", "/sapi/v1/capital/config/getall", "markets", self.coins),
         )
 
     def api_urls(self, base: str) -> dict[str, str]:
@@ -135,12 +137,13 @@ class BinanceDialect(Dialect):
         return {key: base + path for key, path in API_PATHS.items()}
 
     def configure(self, exchange: Any) -> None:
-        """Spot markets only, no currencies (sapi capital/config), no margin pair lists."""
+        """Spot markets only, currencies from sapi capital/config (ccxt asks only with a key),
+        no margin pair lists."""
         options = exchange.options
         fetch_markets = dict(options.get("fetchMarkets") or {})
         fetch_markets["types"] = ["spot"]
         options["fetchMarkets"] = fetch_markets
-        options["fetchCurrencies"] = False
+        options["fetchCurrencies"] = True
         options["fetchMargins"] = False
         options["defaultType"] = "spot"
 
@@ -861,15 +864,75 @@ class BinanceDialect(Dialect):
         ]
         return [self._order_json(o, spec) for o in orders[-limit:]]
 
+    def coins(self, req: SimRequest) -> Any:
+        """GET /sapi/v1/capital/config/getall: every asset of the listed markets with the account's
+        holdings and one deposit/withdraw network each (Binance's "all coins' information")."""
+        key = self._signed(req)
+        balances = self.venue.balances(key, req.now_ms)
+        assets = sorted(
+            {a for spec in self.venue.markets.values() for a in (spec.base, spec.quote)} | set(balances)
+        )
+        out = []
+        for asset in assets:
+            network = _NETWORKS.get(asset, asset)
+            held = balances.get(asset)
+            out.append(
+                {
+                    "coin": asset,
+                    "depositAllEnable": True,
+                    "withdrawAllEnable": True,
+                    "name": _COIN_NAMES.get(asset, asset),
+                    "free": _f8(held.free if held else Decimal(0)),
+                    "locked": _f8(held.locked if held else Decimal(0)),
+                    "freeze": "0",
+                    "withdrawing": "0",
+                    "ipoing": "0",
+                    "ipoable": "0",
+                    "storage": "0",
+                    "isLegalMoney": asset in ("EUR", "USD"),
+                    "trading": True,
+                    "networkList": [
+                        {
+                            "network": network,
+                            "coin": asset,
+                            "withdrawIntegerMultiple": "0.00000001",
+                            "isDefault": True,
+                            "depositEnable": True,
+                            "withdrawEnable": True,
+                            "depositDesc": "",
+                            "withdrawDesc": "",
+                            "specialTips": "",
+                            "name": _COIN_NAMES.get(asset, asset),
+                            "resetAddressStatus": False,
+                            "addressRegex": "^[0-9A-Za-z]{20,64}$",
+                            "memoRegex": "",
+                            "withdrawFee": _WITHDRAW_FEES.get(asset, "0.1"),
+                            "withdrawMin": _WITHDRAW_MINS.get(asset, "1"),
+                            "withdrawMax": "9999999999",
+                            "depositDust": "0.00000001",
+                            "minConfirm": 1,
+                            "unLockConfirm": 0,
+                            "sameAddress": False,
+                            "estimatedArrivalTime": 5,
+                            "busy": False,
+                            "contractAddressUrl": "",
+                            "contractAddress": "",
+                        }
+                    ],
+                }
+            )
+        return out
+
     def my_trades(self, req: SimRequest) -> Any:
-        """GET /api/v3/myTrades: the account's fills in a symbol."""
+        """GET /api/v3/myTrades[?orderId=]: the account's fills in a symbol (of one order)."""
         key = self._signed(req)
         spec = self._spec(req)
         limit = _int(req.param("limit"), 500)
+        order_id = req.param("orderId")
         self.venue.balances(key, req.now_ms)
         rows = []
         for o in self.venue.orders(key):
-            if o.symbol != spec.symbol:
+            if o.symbol != spec.symbol or (order_id and o.id != order_id):
                 continue
             for f in o.fills:
                 rows.append(
@@ -892,6 +955,20 @@ class BinanceDialect(Dialect):
         rows.sort(key=lambda r: r["id"])
         return rows[-limit:]
 
+
+# Deposit/withdraw networks, names and fees of the simulated coins (the shapes of Binance's answer;
+# the numbers are plausible, not Binance's).
+_NETWORKS = {"USDT": "ETH", "EUR": "SEPA"}
+_COIN_NAMES = {
+    "BTC": "Bitcoin",
+    "ETH": "Ethereum",
+    "SOL": "Solana",
+    "XRP": "Ripple",
+    "USDT": "TetherUS",
+    "EUR": "Euro",
+}
+_WITHDRAW_FEES = {"BTC": "0.0002", "ETH": "0.0012", "SOL": "0.01", "XRP": "0.2", "USDT": "4", "EUR": "0"}
+_WITHDRAW_MINS = {"BTC": "0.001", "ETH": "0.005", "SOL": "0.1", "XRP": "20", "USDT": "10", "EUR": "10"}
 
 _KNOWN_TYPES = ("STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT")
 

@@ -2,7 +2,8 @@
 signatures, ``{"errorCode": n, "error": "..."}`` errors and ``bitvavo-ratelimit-*`` headers.
 
 Served under ``/bitvavo``: ``/v2/{time,markets,assets,ticker/24h,ticker/book,ticker/price,
-{market}/candles,{market}/book,{market}/trades,balance,order,orders,ordersOpen}``.
+{market}/candles,{market}/book,{market}/trades,balance,order,orders (GET, DELETE),ordersOpen,
+trades}``.
 
 Error words (each checked against ccxt 4.5.90 ``bitvavo.py`` ``describe()["exceptions"]`` so that
 ccxt raises what it raises live; sources: docs.bitvavo.com/docs/errors, the error texts quoted in
@@ -166,6 +167,8 @@ class BitvavoDialect(Dialect):
             r("DELETE", "/v2/order", "cancel_order", self.cancel_order, 1),
             r("GET", "/v2/ordersOpen", "open_orders", self.orders_open, 5),
             r("GET", "/v2/orders", "orders", self.orders, 5),
+            r("DELETE", "/v2/orders", "cancel_order", self.cancel_all, 1),
+            r("GET", "/v2/trades", "my_trades", self.my_trades, 5),
         )
 
     def api_urls(self, base: str) -> dict[str, str]:
@@ -752,6 +755,19 @@ class BitvavoDialect(Dialect):
         out["operatorId"] = operator_id
         return out
 
+    def cancel_all(self, req: SimRequest) -> Any:
+        """DELETE /v2/orders[?market=]&operatorId=: cancel every open order (of a market); answers
+        ``[{"orderId": ..., "operatorId": ...}]``."""
+        key = self._signed(req)
+        market_id = req.query.get("market")
+        symbol = self._spec(market_id).symbol if market_id else None
+        operator_id = self._operator_id(req.query.get("operatorId"))
+        out = []
+        for order in self.venue.open_orders(key, req.now_ms, symbol):
+            canceled = self.venue.cancel_order(key, req.now_ms, symbol=order.symbol, order_id=order.id)
+            out.append({"orderId": canceled.id, "operatorId": operator_id})
+        return out
+
     def orders_open(self, req: SimRequest) -> Any:
         """GET /v2/ordersOpen[?market=][&base=]: open orders, newest first."""
         key = self._signed(req)
@@ -784,6 +800,45 @@ class BitvavoDialect(Dialect):
         ]
         orders.sort(key=lambda o: o.seq, reverse=True)
         return [self._order_json(o) for o in orders[:limit]]
+
+    def my_trades(self, req: SimRequest) -> Any:
+        """GET /v2/trades?market=[&limit=][&start=][&end=]: the account's fills in a market,
+        newest first (each fill's id is the one its order's ``fills`` carry)."""
+        key = self._signed(req)
+        market_id = req.query.get("market")
+        if not market_id:
+            raise _required("market")
+        spec = self._spec(market_id)
+        limit = _int(req, "limit", 500)
+        if limit is None or not 1 <= limit <= 1000:
+            raise _invalid("limit")
+        start = _int(req, "start", None)
+        end = _int(req, "end", None)
+        self.venue.open_orders(key, req.now_ms, spec.symbol)  # fills resting orders crossed by now
+        fills = [
+            (f, o)
+            for o in self.venue.orders(key)
+            if o.symbol == spec.symbol
+            for f in o.fills
+            if (start is None or f.ts >= start) and (end is None or f.ts <= end)
+        ]
+        fills.sort(key=lambda pair: pair[0].trade_id, reverse=True)
+        return [
+            {
+                "id": _uuid(_FILL_UUID_TAG, f.trade_id),
+                "orderId": o.id,
+                "timestamp": f.ts,
+                "market": _market_id(spec),
+                "side": o.side,
+                "amount": _plain(f.qty),
+                "price": _plain(f.price),
+                "taker": not f.maker,
+                "fee": _plain(f.fee),
+                "feeCurrency": f.fee_asset,
+                "settled": True,
+            }
+            for f, o in fills[:limit]
+        ]
 
 
 def _market_id(spec: MarketSpec) -> str:

@@ -3,8 +3,8 @@ envelope, KC-API-* signatures (key version 2), KuCoin's error codes and ``gw-rat
 
 Served under ``/kucoin``: ``/api/v1/{timestamp,status,market/orderbook/level1,market/stats,
 market/allTickers,market/candles,market/orderbook/level2_20,market/orderbook/level2_100,
-market/histories,accounts,orders,orders/{id},order/client-order/{clientOid},isolated/symbols,
-hf/accounts/opened}``, ``/api/v2/symbols``, ``/api/v3/{currencies,margin/symbols,
+market/histories,accounts,orders (GET, DELETE),orders/{id},order/client-order/{clientOid},fills,
+isolated/symbols,hf/accounts/opened}``, ``/api/v2/symbols``, ``/api/v3/{currencies,margin/symbols,
 market/orderbook/level2}`` and ``/api/ua/v1/account/mode`` (what ``load_markets`` asks when the
 exchange has credentials). The account is "classic" (not unified) and not high-frequency, so ccxt
 stays on the classic ``/api/v1/orders`` endpoints.
@@ -216,6 +216,8 @@ class KucoinDialect(Dialect):
                 5,
             ),
             r("GET", "/api/v1/orders", "open_orders", self.list_orders, 2),
+            r("DELETE", "/api/v1/orders", "cancel_order", self.cancel_all, 20),
+            r("GET", "/api/v1/fills", "my_trades", self.fills, 10),
         )
 
     def api_urls(self, base: str) -> dict[str, str]:
@@ -784,6 +786,17 @@ class KucoinDialect(Dialect):
         order = self.venue.cancel_order(key, req.now_ms, client_order_id=client_oid)
         return _ok({"cancelledOrderId": order.id, "clientOid": client_oid, "cancelledOcoOrderIds": None})
 
+    def cancel_all(self, req: SimRequest) -> Any:
+        """DELETE /api/v1/orders[?symbol=]: cancel every open order (of a symbol); answers the ids."""
+        key = self._signed(req)
+        symbol_id = req.query.get("symbol")
+        symbol = self._spec(symbol_id).symbol if symbol_id else None
+        ids = [
+            self.venue.cancel_order(key, req.now_ms, symbol=o.symbol, order_id=o.id).id
+            for o in self.venue.open_orders(key, req.now_ms, symbol)
+        ]
+        return _ok({"cancelledOrderIds": ids})
+
     def list_orders(self, req: SimRequest) -> Any:
         """GET /api/v1/orders?status=active|done[&symbol=][&side=][&type=][&currentPage=][&pageSize=]:
         a page of orders, newest first."""
@@ -826,6 +839,72 @@ class KucoinDialect(Dialect):
                 "items": [self._order_json(o) for o in items],
             }
         )
+
+    def fills(self, req: SimRequest) -> Any:
+        """GET /api/v1/fills[?symbol=][&orderId=][&side=][&type=][&startAt=][&endAt=][&currentPage=]
+        [&pageSize=]: a page of the account's fills, newest first (KuCoin's classic trade history)."""
+        key = self._signed(req)
+        symbol_id = req.query.get("symbol")
+        spec = self._spec(symbol_id) if symbol_id else None
+        order_id = req.query.get("orderId")
+        side = req.query.get("side")
+        kind = req.query.get("type")
+        start = _int(req.query.get("startAt"), None)
+        end = _int(req.query.get("endAt"), None)
+        self.venue.balances(key, req.now_ms)  # settle the matching up to now first
+        rows: list[tuple[int, dict[str, Any]]] = []
+        for o in self.venue.orders(key):
+            if spec is not None and o.symbol != spec.symbol:
+                continue
+            if (order_id and o.id != order_id) or (side and o.side != side) or (kind and o.type != kind):
+                continue
+            market = self.venue.markets[o.symbol]
+            for f in o.fills:
+                if (start is not None and f.ts < start) or (end is not None and f.ts > end):
+                    continue
+                rows.append(
+                    (
+                        f.trade_id,
+                        {
+                            "symbol": _market_id(market),
+                            "tradeId": _hex_id(f.trade_id, "fill"),
+                            "orderId": o.id,
+                            "counterOrderId": _hex_id(f.trade_id, "counter"),
+                            "side": o.side,
+                            "liquidity": "maker" if f.maker else "taker",
+                            "forceTaker": False,
+                            "price": _plain(f.price),
+                            "size": _plain(f.qty),
+                            "funds": _plain(f.price * f.qty),
+                            "fee": _plain(f.fee),
+                            "feeRate": _plain(_fee_rate(f.fee, f.fee_asset, market, f.price, f.qty)),
+                            "feeCurrency": f.fee_asset,
+                            "stop": "",
+                            "tradeType": "TRADE",
+                            "type": o.type,
+                            "createdAt": f.ts,
+                        },
+                    )
+                )
+        rows.sort(key=lambda row: row[0], reverse=True)
+        page_size = min(500, max(10, _int(req.query.get("pageSize"), 50) or 50))
+        page = max(1, _int(req.query.get("currentPage"), 1) or 1)
+        total = len(rows)
+        return _ok(
+            {
+                "currentPage": page,
+                "pageSize": page_size,
+                "totalNum": total,
+                "totalPage": (total + page_size - 1) // page_size,
+                "items": [row for _, row in rows[(page - 1) * page_size : page * page_size]],
+            }
+        )
+
+
+def _fee_rate(fee: Decimal, asset: str, spec: MarketSpec, price: Decimal, qty: Decimal) -> Decimal:
+    """The fee as a share of what it was charged on: the base amount or the quote amount."""
+    basis = qty if asset == spec.base else price * qty
+    return (fee / basis).quantize(Decimal("0.00000001")) if basis else Decimal(0)
 
 
 def _market_id(spec: MarketSpec) -> str:

@@ -1,0 +1,107 @@
+"""The e-mail channel: stdlib ``smtplib`` with STARTTLS (or implicit TLS) and login; text + HTML parts.
+
+Blocking, in its sender thread, with a timeout. One message per alert to every recipient.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+from collections.abc import Sequence
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from typing import Literal
+
+from hardened.alerts.alert import Alert
+from hardened.alerts.channels.base import Channel, DeliveryError, render_html, render_text
+
+__all__ = ["EmailChannel"]
+
+Security = Literal["starttls", "ssl", "none"]
+
+
+class EmailChannel(Channel):
+    """Mails each alert (subject = its title) with a plain-text and an HTML alternative.
+
+    Args:
+        security: ``starttls`` (port 587: upgrade, then log in), ``ssl`` (port 465: TLS from the
+            start) or ``none`` (no encryption; login is then refused unless the server allows it).
+        ssl_context: how to verify the server (default: the system's CAs, hostname checked).
+    """
+
+    kind = "email"
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        from_addr: str,
+        to_addrs: Sequence[str],
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        security: Security = "starttls",
+        ssl_context: ssl.SSLContext | None = None,
+        timeout: float = 10.0,
+        subject_prefix: str = "[hardened]",
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name)
+        if not host:
+            raise ValueError(f"{self.name} needs an SMTP server")
+        if not to_addrs:
+            raise ValueError(f"{self.name} needs at least one recipient")
+        if security not in ("starttls", "ssl", "none"):
+            raise ValueError(f"{self.name} security must be starttls, ssl or none, got {security!r}")
+        self.host = host
+        self.port = port
+        self.from_addr = from_addr
+        self.to_addrs = tuple(to_addrs)
+        self.username = username
+        self._password = password
+        self.security = security
+        self.ssl_context = ssl_context or ssl.create_default_context()
+        self.timeout = timeout
+        self.subject_prefix = subject_prefix
+
+    def message(self, alert: Alert) -> EmailMessage:
+        """The mail for ``alert``: multipart/alternative, text first, HTML second."""
+        msg = EmailMessage()
+        msg["Subject"] = f"{self.subject_prefix} {alert.title}".strip()
+        msg["From"] = self.from_addr
+        msg["To"] = ", ".join(self.to_addrs)
+        msg["Date"] = formatdate(alert.ts, localtime=False)
+        msg["Message-ID"] = make_msgid(domain="hardened.alerts")
+        msg.set_content(render_text(alert))
+        msg.add_alternative(render_html(alert), subtype="html")
+        return msg
+
+    def send(self, alert: Alert) -> None:
+        msg = self.message(alert)
+        try:
+            if self.security == "ssl":
+                smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+                    self.host, self.port, timeout=self.timeout, context=self.ssl_context
+                )
+            else:
+                smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+            with smtp:
+                if self.security == "starttls":
+                    smtp.starttls(context=self.ssl_context)
+                if self.username:
+                    smtp.login(self.username, self._password or "")
+                smtp.send_message(msg)
+        except smtplib.SMTPAuthenticationError as exc:
+            raise DeliveryError(f"{self.name}: login refused ({exc.smtp_code})", retryable=False) from None
+        except smtplib.SMTPNotSupportedError as exc:
+            raise DeliveryError(f"{self.name}: server does not support {exc}", retryable=False) from None
+        except smtplib.SMTPRecipientsRefused:
+            raise DeliveryError(f"{self.name}: every recipient refused", retryable=False) from None
+        except (smtplib.SMTPException, ssl.SSLError, OSError) as exc:
+            raise DeliveryError(f"{self.name}: {type(exc).__name__}: {exc}", retryable=True) from None
+
+    def secrets(self) -> tuple[str, ...]:
+        return (self._password,) if self._password else ()
+
+    def __repr__(self) -> str:
+        return f"<EmailChannel {self.name} {self.host}:{self.port} to={len(self.to_addrs)}>"

@@ -1,0 +1,218 @@
+"""``hardened bench``: raw ccxt, ccxt's own retries, a tenacity loop and hardened, side by side.
+
+Parts of a run (``--parts``, default ``success,micro,concurrency``; ``faults`` joins them with
+``--profile`` or ``--all``):
+- success: the success path of each endpoint, every contender interleaved call by call against
+  the simulator in its own process; p50/p95/p99, calls/s, the ratio to raw ccxt with a bootstrap
+  interval (target: hardened at most 1.02x).
+- micro: a cache hit against a raw call (target: 50x faster) and a call refused by an open breaker.
+- concurrency: 1, 10 and 100 callers through one async client, raw and hardened.
+- faults: a simulator fault profile (``--profile NAME``; ``--all`` runs transient,
+  ratelimit_storm, outage60 and baddata): success rate, goodput, requests sent, time to the first
+  fresh answer after an outage, wrong answers that reached the caller.
+
+``--live`` runs the success path against the exchange's real public API instead (paced to its
+published rate; never run by the tests). ``--json`` prints the figures as JSON; ``--plot PATH``
+saves the latency distributions as a PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import platform
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import psutil
+import structlog
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from hardened.benchmark.concurrency import LEVELS, run_concurrency
+from hardened.benchmark.contenders import CONTENDERS, ENDPOINTS, EXCHANGES
+from hardened.benchmark.micro import run_micro
+from hardened.benchmark.report import print_report, to_json
+from hardened.benchmark.scenarios import SCENARIOS, run_scenario
+from hardened.benchmark.simproc import simulator_process
+from hardened.benchmark.success import run_success
+from hardened.telemetry.logging import configure_logging
+
+__all__ = ["build_parser", "main_argv", "run"]
+
+PARTS = ("success", "micro", "concurrency", "faults")
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """The options of ``hardened bench``."""
+    parser = parser or argparse.ArgumentParser(
+        prog="hardened bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--exchange", default="binance", choices=EXCHANGES)
+    parser.add_argument("--endpoint", default="fetch_ticker", choices=sorted(ENDPOINTS))
+    parser.add_argument("--calls", type=int, default=2000, help="success-path calls per contender (2000)")
+    parser.add_argument(
+        "--profile",
+        help="fault profile(s) for the faults part: built-in names or .toml/.json files, comma-separated "
+        f"(built in for the benchmark: {', '.join(SCENARIOS)})",
+    )
+    parser.add_argument(
+        "--all", action="store_true", help="every exchange and endpoint, every fault scenario"
+    )
+    parser.add_argument("--live", action="store_true", help="the real public API instead of the simulator")
+    parser.add_argument("--parts", default=None, help=f"comma-separated, of {', '.join(PARTS)}")
+    parser.add_argument("--fault-calls", type=int, default=400, help="calls per contender, faults part (400)")
+    parser.add_argument("--interval", type=float, default=0.05, help="seconds between a bot's calls (0.05)")
+    parser.add_argument(
+        "--concurrency-calls", type=int, default=1000, help="calls per contender and level (1000)"
+    )
+    parser.add_argument("--micro-calls", type=int, default=1000, help="calls for cache hit and fail-fast")
+    parser.add_argument("--seed", type=int, default=7, help="simulator seed for the faults part")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of tables")
+    parser.add_argument("--plot", metavar="PATH", help="save the latency distributions as a PNG")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--verbose", action="store_true", help="let the clients' log lines through")
+    return parser
+
+
+def _parts(args: argparse.Namespace) -> list[str]:
+    if args.parts:
+        parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+        unknown = sorted(set(parts) - set(PARTS))
+        if unknown:
+            raise ValueError(f"unknown part(s) {', '.join(unknown)}; use {', '.join(PARTS)}")
+    else:
+        parts = ["success", "micro", "concurrency"]
+        if args.all or (args.profile and args.profile != "calm"):
+            parts.append("faults")
+    if args.live:  # a live run sends only the paced success path; no faults, no load test
+        parts = [p for p in parts if p == "success"]
+    return parts
+
+
+def machine() -> dict[str, Any]:
+    """Where the figures were measured."""
+    return {
+        "date_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
+        "cpus": psutil.cpu_count(logical=True),
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+    }
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool) -> Iterator[Callable[[str, int | None], Callable[[int], None]]]:
+    """Yields ``start(description, total) -> advance(n)``: one bar per part, on standard error."""
+    if not enabled:
+        yield lambda description, total: lambda n: None
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
+
+        def start(description: str, total: int | None) -> Callable[[int], None]:
+            task = progress.add_task(description, total=total)
+            return lambda n: progress.advance(task, n)
+
+        yield start
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the parts ``args`` ask for; returns every figure (with the samples, for the plot)."""
+    parts = _parts(args)
+    exchanges = list(EXCHANGES) if args.all else [args.exchange]
+    endpoints = sorted(ENDPOINTS) if args.all else [args.endpoint]
+    if args.profile:
+        scenarios = [p.strip() for p in args.profile.split(",") if p.strip()]
+    else:
+        scenarios = list(SCENARIOS) if args.all else ["transient"]
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "target": "live" if args.live else "simulator",
+        "parts": parts,
+        "contenders": list(CONTENDERS),
+    }
+    with _progress(not args.no_progress) as start:
+        for exchange in exchanges:
+            needs_server = not args.live and any(p in parts for p in ("success", "micro", "concurrency"))
+            server = simulator_process(exchange) if needs_server else contextlib.nullcontext(None)
+            with server as base_url:
+                if "success" in parts:
+                    total = args.calls * len(CONTENDERS) * len(endpoints)
+                    advance = start(f"{exchange} success path", total)
+                    results.setdefault("success", {})[exchange] = run_success(
+                        exchange, endpoints, args.calls, base_url, advance=advance
+                    )
+                if "micro" in parts:
+                    start(f"{exchange} cache hit and fail-fast", None)
+                    results.setdefault("micro", {})[exchange] = run_micro(
+                        exchange, base_url, args.micro_calls
+                    )
+                if "concurrency" in parts:
+                    endpoint = endpoints[0] if not args.all else "fetch_ticker"
+                    total = args.concurrency_calls * 3 * len(LEVELS)
+                    advance = start(f"{exchange} concurrency 1/10/100", total)
+                    results.setdefault("concurrency", {})[exchange] = run_concurrency(
+                        exchange, base_url, endpoint, calls=args.concurrency_calls, advance=advance
+                    )
+            if "faults" in parts:
+                for profile in scenarios:
+                    advance = start(f"{exchange} under {profile}", None)
+                    results.setdefault("scenarios", []).append(
+                        run_scenario(
+                            profile,
+                            exchange,
+                            endpoints[0] if not args.all else "fetch_ticker",
+                            args.fault_calls,
+                            interval=args.interval,
+                            seed=args.seed,
+                            advance=advance,
+                        )
+                    )
+    return results
+
+
+def main_argv(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``hardened bench``: 0 when the run finished (targets missed are reported, not
+    turned into an exit code), 2 on bad options."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        _parts(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    for name in ("calls", "fault_calls", "concurrency_calls", "micro_calls"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.interval < 0:
+        parser.error(f"--interval must not be negative, got {args.interval}")
+    saved = structlog.get_config()
+    configure_logging("INFO" if args.verbose else "CRITICAL")  # fault runs log every retry otherwise
+    started = time.monotonic()
+    try:
+        results = run(args)
+    finally:
+        structlog.configure(**saved)  # a caller in the same process (a test, a bot) keeps its logging
+    results["seconds"] = round(time.monotonic() - started, 1)
+    if args.plot:
+        from hardened.benchmark.plot import save_plot
+
+        if "success" in results:
+            results["plot"] = str(save_plot(results, args.plot))
+        else:
+            print("hardened bench: no success-path samples to plot; --plot ignored", file=sys.stderr)
+    if args.json:
+        print(json.dumps(to_json(results), indent=2))
+    else:
+        print_report(results)
+        if "plot" in results:
+            print(f"latency distributions saved to {results['plot']}")
+    return 0

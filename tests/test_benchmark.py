@@ -1,0 +1,160 @@
+"""``hardened bench`` and its runners, on tiny runs against the simulator (no timed assertions)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hardened.benchmark import run_concurrency, run_scenario, wrong_answer
+from hardened.benchmark.command import main_argv
+from hardened.benchmark.stats import paired_ratio, summarize
+from hardened.sim import FaultEngine, Simulator, load_profile
+
+
+def test_cli_tiny_run_writes_json_and_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plot = tmp_path / "latency.png"
+    argv = [
+        "--calls",
+        "20",
+        "--micro-calls",
+        "20",
+        "--parts",
+        "success,micro",  # concurrency has its own test below
+        "--json",
+        "--no-progress",
+        "--plot",
+        str(plot),
+    ]
+    assert main_argv(argv) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["target"] == "simulator"
+    assert doc["parts"] == ["success", "micro"]
+    assert {"date_utc", "cpus", "python"} <= set(doc["machine"])
+    ticker = doc["success"]["binance"]["fetch_ticker"]
+    assert set(ticker["contenders"]) == {"raw", "ccxt_retry", "tenacity", "hardened"}
+    for name, fig in ticker["contenders"].items():
+        assert fig["samples"] == 20
+        assert {"p50_us", "p95_us", "p99_us", "per_s"} <= set(fig)
+        assert "samples_s" not in fig  # raw samples feed the plot, not the JSON
+        if name != "raw":
+            assert fig["ratio_low"] <= fig["ratio"] <= fig["ratio_high"]
+    micro = doc["micro"]["binance"]
+    assert micro["open_breaker_refusals"] == 20
+    assert micro["cache_hits"] >= 1 and micro["cache_speedup"] > 0
+    assert "concurrency" not in doc and "scenarios" not in doc
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert doc["plot"] == str(plot)
+
+
+def test_cli_refuses_unknown_parts_and_bad_counts() -> None:
+    with pytest.raises(SystemExit) as exc:
+        main_argv(["--parts", "success,speed"])
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
+        main_argv(["--calls", "0"])
+    assert exc.value.code == 2
+
+
+def test_wrong_answer_reads_the_ground_truth_record() -> None:
+    assert wrong_answer({"fault_kind": "bad_data", "fault": "bad_data:crossed_book"})
+    assert not wrong_answer({"fault_kind": "bad_data", "fault": "bad_data"})  # no variant applied
+    assert wrong_answer({"fault_kind": "html_200", "fault": "html_200"})
+    assert wrong_answer({"fault_kind": "malformed_json", "fault": "malformed_json"})
+    assert not wrong_answer({"fault_kind": "http_5xx", "fault": "http_5xx"})
+    assert not wrong_answer({"fault_kind": None, "fault": None})
+
+
+def _corrupted_tickers(profile: dict[str, object], seed: int, n: int) -> int:
+    """How many of the first ``n`` ticker answers the simulator corrupts (its own decisions)."""
+    engine = FaultEngine(load_profile(profile), seed)
+    actions = [engine.decide("binance", "ticker") for _ in range(n)]
+    return sum(1 for d in actions if d is not None and d.action in ("bad_data", "html_200"))
+
+
+# The baddata profile without zero_price: ccxt turns a zero price into None (its omit_zero), and
+# a ticker with a None last and bid but an ask passes validation; the full profile's figures in
+# README.md count those as the wrong answers they are.
+CAUGHT_BAD_DATA = {
+    "name": "baddata_caught",
+    "faults": [
+        {
+            "kind": "bad_data",
+            "endpoints": ["ticker"],
+            "probability": 0.2,
+            "variants": ["high_low", "stale", "crossed_book", "negative_price", "null_ticker"],
+        },
+        {"kind": "html_200", "endpoints": ["ticker"], "probability": 0.05},
+    ],
+}
+
+
+def test_fault_runner_counts_wrong_answers_on_bad_data() -> None:
+    calls, seed = 30, 7
+    result = run_scenario(
+        load_profile(CAUGHT_BAD_DATA),
+        "binance",
+        "fetch_ticker",
+        calls,
+        interval=0.0,
+        seed=seed,
+        contenders=["raw", "hardened"],
+        # policy raise at its strictest (any issue found raises), quick retries for a fast test
+        hardened_overrides={"min_quality_score": 100, "initial_delay": 0.01, "jitter": 0.0},
+    )
+    raw, ours = result["contenders"]["raw"], result["contenders"]["hardened"]
+    expected = _corrupted_tickers(CAUGHT_BAD_DATA, seed, calls)
+    assert expected > 0
+    assert raw["wrong"] == expected  # one request per call: every corrupted answer reached raw ccxt
+    assert raw["right"] == calls - expected and raw["requests_sent"] == calls
+    assert raw["untraced"] == 0 and ours["untraced"] == 0
+    assert ours["wrong"] == 0
+    assert ours["requests_sent"] > calls  # it asked again after each bad answer
+    assert ours["right"] + ours["failed"] == calls
+
+
+def test_fault_runner_times_recovery_after_an_outage_window() -> None:
+    profile = {
+        "name": "short_outage",
+        "faults": [{"kind": "http_5xx", "status": [503], "window": {"start": 0.3, "end": 0.8}}],
+    }
+    import hardened.benchmark.scenarios as scenarios
+
+    old_tail = scenarios.TAIL_S
+    scenarios.TAIL_S = 0.7
+    try:
+        result = run_scenario(
+            load_profile(profile), calls=0, interval=0.02, contenders=["raw"], hardened_overrides=None
+        )
+    finally:
+        scenarios.TAIL_S = old_tail
+    raw = result["contenders"]["raw"]
+    assert result["windows_s"] == [(0.3, 0.8)]
+    assert raw["failed"] > 0 and raw["right"] > 0
+    assert raw["first_fresh_after_outage_s"] is not None and raw["first_fresh_after_outage_s"] >= 0
+
+
+def test_concurrency_runner_counts_calls_and_requests() -> None:
+    with Simulator("binance") as sim:
+        result = run_concurrency("binance", sim.url, levels=(1, 10), calls=20, rounds=2)
+    assert set(result["levels"]) == {"1", "10"}
+    for level in result["levels"].values():
+        assert set(level) == {"raw", "hardened", "hardened_uncoalesced"}
+        assert level["raw"]["samples"] == 20 and level["raw"]["requests_sent"] == 20
+        assert level["hardened_uncoalesced"]["requests_sent"] == 20  # nothing cacheable, nothing shared
+        assert 1 <= level["hardened"]["requests_sent"] <= 20  # identical calls in flight share one
+        assert level["hardened"]["throughput_per_s"] > 0
+
+
+def test_paired_ratio_and_summary() -> None:
+    base = [0.001 * (1 + (i % 7) / 10) for i in range(200)]
+    same = paired_ratio(base, base)
+    assert same["ratio"] == 1.0 and same["ratio_low"] <= 1.0 <= same["ratio_high"]
+    assert same["added_us"] == 0.0
+    double = paired_ratio([2 * x for x in base], base)
+    assert double["ratio"] == pytest.approx(2.0)
+    summary = summarize(base)
+    assert summary["samples"] == 200
+    assert summary["p50_us"] <= summary["p95_us"] <= summary["p99_us"]
+    assert summarize([])["p50_us"] is None

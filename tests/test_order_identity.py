@@ -1,0 +1,320 @@
+"""Recovery checks that the order found by client order id is the order asked for, and one client
+never has two create_order calls in flight with the same id."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import ccxt
+import ccxt.async_support as accxt
+import pytest
+
+from hardened import AsyncHardenedClient, ClientOrderIdConflict, ClientOrderIdInUse, HardenedClient
+from hardened.adapters import load_profile
+from hardened.orders import OrderRecovery
+from hardened.placement import create_plan, run_plan_async, run_plan_sync
+from hardened.sim import Simulator
+
+FAST = {
+    "initial_delay": 0.01,
+    "jitter": 0.0,
+    "rate_limit_delay": 0.0,
+    "cache_ttl": 0.0,
+    "stale_if_error": 0.0,
+    "order_lookup_lag_ms": 0,
+}
+
+
+# --- the plan against a scripted exchange (no network) ----------------------------------------
+
+
+class Scripted:
+    """A stand-in exchange: each method pops its next outcome (a value, or an exception to raise)."""
+
+    id = "binance"
+    precisionMode = ccxt.TICK_SIZE
+
+    def __init__(self, **script: list[Any]) -> None:
+        self.script = script
+        self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+        self.markets = {"BTC/USDT": {"precision": {"amount": 0.00001, "price": 0.01}}}
+
+    def _next(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        self.calls.append((name, args, kwargs))
+        outcome = self.script[name].pop(0)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def create_order(self, *args: Any, **kwargs: Any) -> Any:
+        return self._next("create_order", args, kwargs)
+
+    def fetch_order(self, *args: Any, **kwargs: Any) -> Any:
+        return self._next("fetch_order", args, kwargs)
+
+
+def order(**fields: Any) -> dict[str, Any]:
+    base = {
+        "id": "42",
+        "symbol": "BTC/USDT",
+        "type": "limit",
+        "side": "buy",
+        "amount": 0.01,
+        "price": 10_000.0,
+        "status": "open",
+        "clientOrderId": "mine-1",
+        "info": {"orderId": 42},
+    }
+    return {**base, **fields}
+
+
+def place(exchange: Scripted, *args: Any, cid: str = "mine-1") -> Any:
+    recovery = OrderRecovery(load_profile("binance"), lag_ms=0)
+    params = {"newClientOrderId": cid}
+    return run_plan_sync(create_plan(exchange, load_profile("binance"), recovery, (*args, params), {}))
+
+
+LIMIT_BUY = ("BTC/USDT", "limit", "buy", 0.01, 10_000.0)
+
+
+def test_a_found_order_that_matches_is_returned() -> None:
+    ex = Scripted(create_order=[ccxt.RequestTimeout("lost")], fetch_order=[order(amount=0.0100000001)])
+    assert place(ex, *LIMIT_BUY)["id"] == "42"
+
+
+@pytest.mark.parametrize(
+    ("found", "fields"),
+    [
+        (order(side="sell"), {"side"}),
+        (order(amount=0.02), {"amount"}),
+        (order(price=10_500.0), {"price"}),
+        (order(symbol="ETH/USDT"), {"symbol"}),
+        (order(side="sell", price=9_000.0), {"side", "price"}),
+    ],
+)
+def test_a_found_order_of_another_request_is_a_conflict_naming_the_fields(
+    found: dict[str, Any], fields: set[str]
+) -> None:
+    ex = Scripted(create_order=[ccxt.RequestTimeout("lost")], fetch_order=[found])
+    with pytest.raises(ClientOrderIdConflict) as info:
+        place(ex, *LIMIT_BUY)
+    assert isinstance(info.value, ccxt.InvalidOrder)
+    assert set(info.value.mismatched) == fields
+    for name in fields:
+        assert name in str(info.value)
+
+
+def test_amounts_are_compared_within_the_markets_precision() -> None:
+    within = Scripted(create_order=[ccxt.RequestTimeout("lost")], fetch_order=[order(amount=0.012345)])
+    assert place(within, "BTC/USDT", "limit", "buy", 0.0123456, 10_000.0)["id"] == "42"
+    beyond = Scripted(create_order=[ccxt.RequestTimeout("lost")], fetch_order=[order(amount=0.01232)])
+    with pytest.raises(ClientOrderIdConflict, match="amount"):
+        place(beyond, "BTC/USDT", "limit", "buy", 0.0123456, 10_000.0)
+
+
+def test_the_price_of_a_market_order_is_not_compared() -> None:
+    ex = Scripted(
+        create_order=[ccxt.RequestTimeout("lost")],
+        fetch_order=[order(type="market", price=10_123.0, status="closed")],
+    )
+    assert place(ex, "BTC/USDT", "market", "buy", 0.01, None)["id"] == "42"
+
+
+def test_a_resend_refused_as_a_repeated_id_never_returns_another_requests_order() -> None:
+    ex = Scripted(
+        create_order=[
+            ccxt.RequestTimeout("lost"),
+            ccxt.InvalidOrder('binance {"code":-2010,"msg":"Duplicate order sent."}'),
+        ],
+        fetch_order=[ccxt.OrderNotFound("binance -2013 Order does not exist."), order(price=12_000.0)],
+    )
+    with pytest.raises(ClientOrderIdConflict, match="price"):
+        place(ex, *LIMIT_BUY)
+    assert [name for name, _, _ in ex.calls] == ["create_order", "fetch_order", "create_order", "fetch_order"]
+
+
+def test_a_create_answer_without_an_order_id_is_a_lost_answer() -> None:
+    ex = Scripted(create_order=[order(id=None, status=None, info={})], fetch_order=[order()])
+    assert place(ex, *LIMIT_BUY)["id"] == "42"
+    assert [name for name, _, _ in ex.calls] == ["create_order", "fetch_order"]
+
+
+def test_a_lookup_answer_without_an_order_id_is_not_an_order() -> None:
+    ex = Scripted(
+        create_order=[ccxt.RequestTimeout("lost")],
+        fetch_order=[order(id=None, info="<html>"), order()],
+    )
+    assert place(ex, *LIMIT_BUY)["id"] == "42"
+    assert [name for name, _, _ in ex.calls] == ["create_order", "fetch_order", "fetch_order"]
+
+
+# --- two calls with the same id in flight ---------------------------------------------------
+
+
+class Blocking(Scripted):
+    """create_order blocks until released, so a second call surely overlaps the first."""
+
+    def __init__(self) -> None:
+        super().__init__(create_order=[order()])
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def create_order(self, *args: Any, **kwargs: Any) -> Any:
+        self.entered.set()
+        assert self.release.wait(5)
+        return super().create_order(*args, **kwargs)
+
+
+def test_a_second_call_with_an_id_in_flight_is_refused_and_the_id_freed_after() -> None:
+    ex = Blocking()
+    recovery = OrderRecovery(load_profile("binance"), lag_ms=0)
+    profile = load_profile("binance")
+
+    def send() -> Any:
+        return run_plan_sync(create_plan(ex, profile, recovery, (*LIMIT_BUY, {"clientOrderId": "same"}), {}))
+
+    results: list[Any] = []
+    first = threading.Thread(target=lambda: results.append(send()))
+    first.start()
+    assert ex.entered.wait(5)
+    with pytest.raises(ClientOrderIdInUse, match="same") as info:
+        send()
+    assert isinstance(info.value, ccxt.InvalidOrder)
+    ex.release.set()
+    first.join(5)
+    assert results[0]["id"] == "42"
+    ex.script["create_order"].append(order(id="43"))
+    assert send()["id"] == "43"  # released when the first call ended
+
+
+def test_an_id_is_freed_when_the_call_fails() -> None:
+    recovery = OrderRecovery(load_profile("binance"), lag_ms=0)
+    profile = load_profile("binance")
+    ex = Scripted(create_order=[ccxt.InsufficientFunds("no money"), order()])
+    args = (*LIMIT_BUY, {"clientOrderId": "again"})
+    with pytest.raises(ccxt.InsufficientFunds):
+        run_plan_sync(create_plan(ex, profile, recovery, args, {}))
+    assert run_plan_sync(create_plan(ex, profile, recovery, args, {}))["id"] == "42"
+
+
+async def test_async_tasks_with_the_same_id_do_not_share_an_order() -> None:
+    recovery = OrderRecovery(load_profile("binance"), lag_ms=0)
+    profile = load_profile("binance")
+    release = asyncio.Event()
+
+    class Slow(Scripted):
+        async def create_order(self, *args: Any, **kwargs: Any) -> Any:
+            await release.wait()
+            return Scripted.create_order(self, *args, **kwargs)
+
+    ex = Slow(create_order=[order()])
+    args = (*LIMIT_BUY, {"clientOrderId": "same"})
+    first = asyncio.create_task(run_plan_async(create_plan(ex, profile, recovery, args, {})))
+    await asyncio.sleep(0)
+    with pytest.raises(ClientOrderIdInUse):
+        await run_plan_async(create_plan(ex, profile, recovery, args, {}))
+    release.set()
+    assert (await first)["id"] == "42"
+
+
+async def test_a_cancelled_task_frees_its_id() -> None:
+    recovery = OrderRecovery(load_profile("binance"), lag_ms=0)
+    profile = load_profile("binance")
+
+    class Never(Scripted):
+        async def create_order(self, *args: Any, **kwargs: Any) -> Any:
+            await asyncio.Event().wait()
+
+    args = (*LIMIT_BUY, {"clientOrderId": "same"})
+    task = asyncio.create_task(run_plan_async(create_plan(Never(), profile, recovery, args, {})))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    ex = Scripted(create_order=[order()])
+    assert (await run_plan_async(create_plan(ex, profile, recovery, args, {})))["id"] == "42"
+
+
+# --- against the simulator --------------------------------------------------------------------
+
+SYMBOL = {"binance": "BTC/USDT", "kucoin": "BTC/USDT", "bitvavo": "BTC/EUR"}
+USER_ID = {
+    "binance": "user-order-7",
+    "kucoin": "user-order-7",
+    "bitvavo": "a1b2c3d4-0000-4000-8000-00000000abcd",
+}
+
+
+@pytest.mark.usefixtures("calm")
+@pytest.mark.parametrize("exchange_id", ("binance", "kucoin", "bitvavo"))
+def test_a_lost_answer_never_returns_the_order_another_request_placed_under_the_id(
+    sim: Simulator, exchange_id: str
+) -> None:
+    raw = sim.attach(getattr(ccxt, exchange_id)({"enableRateLimit": False, "timeout": 3000}))
+    ex = HardenedClient(raw, **FAST)
+    ex.load_markets()
+    symbol = SYMBOL[exchange_id]
+    cid = USER_ID[exchange_id]
+    first = ex.create_order(symbol, "limit", "buy", 0.01, 10_000, {"clientOrderId": cid})
+    try:
+        # The same id again for another price, and its answer lost: the lookup finds the first order.
+        sim.set_profile(
+            {"name": "drop", "faults": [{"kind": "accept_then_drop", "endpoints": ["create_order"]}]}
+        )
+        with pytest.raises(ClientOrderIdConflict, match="price") as info:
+            ex.create_order(symbol, "limit", "buy", 0.01, 10_500, {"clientOrderId": cid})
+        assert info.value.order_id == first["id"]
+        assert len([o for o in sim.orders(exchange_id) if o.client_order_id == cid]) == 1
+    finally:
+        sim.set_profile("calm")
+        ex.cancel_order(first["id"], symbol)
+
+
+@pytest.mark.usefixtures("calm")
+def test_threads_of_one_client_never_share_an_order(sim: Simulator) -> None:
+    raw = sim.attach(ccxt.binance({"enableRateLimit": False, "timeout": 3000}))
+    ex = HardenedClient(raw, **FAST)
+    ex.load_markets()
+    inner_create: Callable[..., Any] = raw.create_order
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_create(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        release.wait(5)
+        return inner_create(*args, **kwargs)
+
+    raw.create_order = slow_create
+    got: list[Any] = []
+    worker = threading.Thread(
+        target=lambda: got.append(
+            ex.create_order("BTC/USDT", "limit", "buy", 0.01, 10_000, {"clientOrderId": "thread-shared"})
+        )
+    )
+    worker.start()
+    assert entered.wait(5)
+    with pytest.raises(ClientOrderIdInUse):
+        ex.create_order("BTC/USDT", "limit", "sell", 0.02, 90_000, {"clientOrderId": "thread-shared"})
+    release.set()
+    worker.join(5)
+    assert got and got[0]["side"] == "buy"
+    ex.cancel_order(got[0]["id"], "BTC/USDT")
+
+
+@pytest.mark.usefixtures("calm")
+async def test_async_tasks_of_one_client_never_share_an_order(sim: Simulator) -> None:
+    inner = sim.attach(accxt.kucoin({"enableRateLimit": False, "timeout": 3000}))
+    async with AsyncHardenedClient(inner, **FAST) as ex:
+        await ex.load_markets()
+        results = await asyncio.gather(
+            ex.create_order("BTC/USDT", "limit", "buy", 0.01, 10_000, {"clientOid": "task-shared"}),
+            ex.create_order("BTC/USDT", "limit", "buy", 0.01, 10_001, {"clientOid": "task-shared"}),
+            return_exceptions=True,
+        )
+        placed = [r for r in results if isinstance(r, dict)]
+        refused = [r for r in results if isinstance(r, BaseException)]
+        assert len(placed) == 1 and len(refused) == 1
+        assert isinstance(refused[0], ClientOrderIdInUse), refused[0]
+        await ex.cancel_order(placed[0]["id"], "BTC/USDT")
