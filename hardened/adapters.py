@@ -50,7 +50,8 @@ __all__ = [
     "profile_dir",
 ]
 
-# The endpoint names of DESIGN.md: a unified ccxt method without its ``fetch_`` prefix.
+# Endpoint names: a unified ccxt method without its ``fetch_`` prefix (``fetch_ohlcv`` -> ``ohlcv``),
+# the names breakers (``binance_ohlcv``), stats and per-endpoint settings use.
 ENDPOINTS = (
     "markets",
     "ticker",

@@ -6,11 +6,12 @@ so ``hardened --help`` lists what is there and every subcommand's ``--help`` is 
 
 from __future__ import annotations
 
+import gc
 import importlib
 import sys
 from collections.abc import Sequence
 
-__all__ = ["main"]
+__all__ = ["main", "run"]
 
 COMMANDS = {
     "demo": ("hardened.demo", "hardened clients against the simulator, status server on, live summary"),
@@ -47,5 +48,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def run() -> None:
+    """The ``hardened`` console script: run the command and exit with its code.
+
+    The command has closed what it opened by then; freezing the garbage collector spares the
+    interpreter a last collection of ccxt's large object graph at exit (about a second of the
+    time Ctrl-C takes to end ``hardened demo``).
+    """
+    code = main()
+    gc.freeze()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

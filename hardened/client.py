@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import ccxt
@@ -168,9 +168,7 @@ class _Core:
         "stats_by_endpoint",
     )
 
-    def __init__(
-        self, exchange: Any, config: HardenedConfig, stages: Sequence[Stage] | None, asynchronous: bool
-    ) -> None:
+    def __init__(self, exchange: Any, config: HardenedConfig, stages: StagesArg, asynchronous: bool) -> None:
         self.exchange = exchange
         self.exchange_id = str(exchange.id)
         self.config = config
@@ -203,7 +201,7 @@ class _Core:
         )
         if self.shared is not None:
             self.cache.shared = self.shared.cache
-        self.pipeline = Pipeline(stages if stages is not None else default_stages(self), self.classify)
+        self.pipeline = Pipeline(_chosen_stages(self, stages), self.classify)
         self.name = ""
 
     def known_endpoints(self) -> set[str]:
@@ -301,6 +299,23 @@ def default_stages(core: _Core) -> list[Stage]:
     return stages
 
 
+# ``stages=``: None for the defaults, a list to replace them, or a function given the defaults
+# (built for this client, outermost first) that returns the list to use.
+StagesArg = Sequence[Stage] | Callable[[list[Stage]], Sequence[Stage]] | None
+
+
+def _chosen_stages(core: _Core, stages: StagesArg) -> list[Stage]:
+    """The stages a client runs: the defaults, the caller's list, or what their function made of
+    the defaults; anything that is not a ``Stage`` is refused, naming what it is."""
+    if stages is None:
+        return default_stages(core)
+    chosen = list(stages(default_stages(core)) if callable(stages) else stages)
+    for stage in chosen:
+        if not isinstance(stage, Stage):
+            raise TypeError(f"stages must be hardened.pipeline.Stage instances, got {type(stage).__name__}")
+    return chosen
+
+
 def profile_classifier(profile: ExchangeProfile) -> Any:
     """Classify errors by the exchange's own codes first (its profile), then by ccxt class.
 
@@ -345,7 +360,7 @@ class _HardenedBase:
         exchange: Any,
         config: HardenedConfig | None = None,
         *,
-        stages: Sequence[Stage] | None = None,
+        stages: StagesArg = None,
         **overrides: Any,
     ) -> None:
         if not hasattr(exchange, "id") or not hasattr(exchange, "has"):

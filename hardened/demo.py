@@ -1,18 +1,27 @@
-"""``hardened demo``: the main job. Hardened clients trade against the simulator in a storm.
+"""``hardened demo``: the main job. Hardened clients trade against the simulator in changing weather.
 
-It starts the simulator with a lively fault profile, wraps ccxt clients for Binance, KuCoin and
-Bitvavo, starts the status server (websocket on 8765, /health and /metrics on 8766) when it is
-available, starts the alerts with the log channel (breakers opening, error rates, bans, health),
-runs a loop of realistic calls from a few bot threads, and prints a live summary per endpoint, with
-the latest alerts, until Ctrl-C or ``--duration`` seconds.
+It starts the status server (websocket on 8765, /health and /metrics on 8766), then the simulator
+with the ``lively`` fault profile (mostly calm, with bursts of latency and 429s, a degraded spell
+and a short outage every ~100 s; ``--profile storm`` for heavy weather throughout), wraps ccxt
+clients for Binance, KuCoin and Bitvavo, starts the alerts with the log channel (breakers
+opening, error rates, bans, health), runs a loop of realistic calls from a few bot threads, and
+prints a live summary per endpoint, with the latest alerts, until Ctrl-C or ``--duration`` seconds.
+
+Ctrl-C stops it within about a second: bots still inside a call (a retry back-off, an order
+lookup) are not waited for beyond ``STOP_GRACE_S``; they are daemon threads and end with the
+process. A port already in use (a demo already running) is one line naming the flag to change,
+and exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import random
 import signal
+import socket
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -31,6 +40,7 @@ from hardened.sim import Simulator
 __all__ = ["build_parser", "main_argv", "run_demo"]
 
 EXCHANGES = ("binance", "kucoin", "bitvavo")
+STOP_GRACE_S = 1.0  # how long Ctrl-C waits, in all, for bots to finish the call they are in
 _STATE_STYLE = {"closed": "green", "half_open": "yellow", "open": "bold red"}
 
 
@@ -60,14 +70,19 @@ class _Bot:
         self.errors: dict[str, int] = {}
 
     def run(self) -> None:
-        symbols = list(self.client.symbols or [])
+        symbols: list[str] = []
         while not self.stop.is_set():
+            symbols = symbols or list(self.client.symbols or [])  # none until markets have loaded
             symbol = self.random.choice(symbols) if symbols else None
             try:
                 self._step(symbol)
             except ccxt.BaseError as exc:  # what a bot sees after the pipeline did its best
                 name = type(exc).__name__
                 self.errors[name] = self.errors.get(name, 0) + 1
+            except Exception:
+                if self.stop.is_set():  # the demo closed the exchange under a call in flight
+                    return
+                raise
             self.stop.wait(self.random.uniform(0.02, 0.12))
 
     def _step(self, symbol: str | None) -> None:
@@ -170,15 +185,42 @@ def _summary(
     )
 
 
+class PortInUse(Exception):
+    """A port the demo needs is taken; ``str()`` is the one line to print."""
+
+
+def _port_taken(port: int) -> bool:
+    """True when ``port`` cannot be bound on loopback (another process listens there)."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
 def _start_status(args: argparse.Namespace) -> tuple[Any, str]:
-    """Start the status server if this installation has it; returns (handle, line to print)."""
+    """Start the status server unless ``--no-status``; returns (handle, line to print).
+
+    Raises ``PortInUse`` naming the flag to change when a port is taken.
+    """
     if args.no_status:
         return None, "status server off (--no-status)"
+    from hardened.status import start_status_server
+
     try:
-        from hardened.status import start_status_server
-    except ImportError:
-        return None, "status server not available in this build"
-    handle = start_status_server(port=args.status_port, http_port=args.http_port)
+        handle = start_status_server(port=args.status_port, http_port=args.http_port)
+    except OSError as exc:
+        if exc.errno not in (errno.EADDRINUSE, errno.EACCES) and "in use" not in str(exc):
+            raise
+        if args.http_port and _port_taken(args.http_port) and not _port_taken(args.status_port):
+            port, flag, what = args.http_port, "--http-port", "the status page, /health and /metrics"
+        else:
+            port, flag, what = args.status_port, "--status-port", "the status websocket"
+        raise PortInUse(
+            f"hardened demo: port {port} ({what}) is in use, perhaps by another demo; "
+            f"choose another with {flag} PORT (0 picks a free one) or run with --no-status"
+        ) from exc
     return handle, f"status: {handle.url}  health/metrics/page: http://127.0.0.1:{handle.http_port}/"
 
 
@@ -192,9 +234,13 @@ def run_demo(args: argparse.Namespace, console: Console | None = None) -> int:
             f"[red]unknown exchange(s) {', '.join(unknown)}; the simulator speaks {', '.join(EXCHANGES)}"
         )
         return 2
+    try:
+        status, status_line = _start_status(args)  # first: a busy port fails before anything starts
+    except PortInUse as exc:
+        print(exc, file=sys.stderr)
+        return 2
     stop = threading.Event()
-    sim = Simulator(exchanges=exchanges, profile=args.profile, seed=args.seed).start()
-    status, status_line = None, ""
+    sim: Simulator | None = None
     dispatcher: alerting.AlertDispatcher | None = None
     own_alerts = False
     threads: list[threading.Thread] = []
@@ -203,17 +249,21 @@ def run_demo(args: argparse.Namespace, console: Console | None = None) -> int:
     previous = signal.getsignal(signal.SIGINT)
     in_main = threading.current_thread() is threading.main_thread()
     try:
+        sim = Simulator(exchanges=exchanges, profile=args.profile, seed=args.seed).start()
         for eid in exchanges:
             raw = getattr(ccxt, eid)({"enableRateLimit": False, "timeout": 3000})
             sim.attach(raw)
             clients[eid] = HardenedClient(raw, initial_delay=0.05, max_delay=2.0, recovery_timeout=5.0)
-        status, status_line = _start_status(args)
         if not args.no_alerts:
             own_alerts = alerting.current() is None
-            # The log channel only: a demo storm must not page anyone configured in the environment.
+            # The log channel only: the demo's faults must not page anyone configured in the environment.
             dispatcher = alerting.start_alerts(alert_channels=["log"], health_interval=5.0)
         status_line = f"simulator: {sim.url} profile={args.profile}   {status_line}"
+        if in_main:  # from here Ctrl-C asks the loop below to stop, and the summary is printed
+            signal.signal(signal.SIGINT, lambda *_: stop.set())
         for eid, client in clients.items():
+            if stop.is_set():
+                break
             try:
                 client.load_markets()
             except ccxt.BaseError as exc:
@@ -224,8 +274,6 @@ def run_demo(args: argparse.Namespace, console: Console | None = None) -> int:
                 thread = threading.Thread(target=bot.run, name=f"bot-{eid}-{i}", daemon=True)
                 threads.append(thread)
                 thread.start()
-        if in_main:
-            signal.signal(signal.SIGINT, lambda *_: stop.set())
         started = time.monotonic()
         deadline = started + args.duration if args.duration > 0 else float("inf")
         if console.is_terminal:
@@ -238,8 +286,11 @@ def run_demo(args: argparse.Namespace, console: Console | None = None) -> int:
             while not stop.wait(args.interval) and time.monotonic() < deadline:
                 console.print(_summary(clients, started, status_line, dispatcher))
         stop.set()
+        # One grace period for all bots, not one per bot: a bot inside a retry back-off or an
+        # order lookup may need seconds more, and Ctrl-C must not wait for it.
+        grace_ends = time.monotonic() + STOP_GRACE_S
         for thread in threads:
-            thread.join(5)
+            thread.join(max(0.0, grace_ends - time.monotonic()))
         console.print(_summary(clients, started, status_line, dispatcher))
         truth = sim.ground_truth_counts()
         console.print(
@@ -257,7 +308,8 @@ def run_demo(args: argparse.Namespace, console: Console | None = None) -> int:
             alerting.stop_alerts()
         for client in clients.values():
             client.close()
-        sim.stop()
+        if sim is not None:
+            sim.stop()
 
 
 def _bot_errors(bots: list[_Bot]) -> dict[str, int]:

@@ -465,7 +465,7 @@ def test_stats_and_health_shape() -> None:
 
 def test_health_drops_with_open_breakers_and_failures() -> None:
     ex = client("fetch_ticker", Script(ccxt.NetworkError("x")), max_retries=0, failure_threshold=2)
-    for _ in range(4):
+    for _ in range(30):  # enough calls for the error rate to count in full (health.min_calls)
         with pytest.raises(ccxt.NetworkError):
             ex.fetch_ticker("X/Y")
     health = ex.health()

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import io
+import signal
+import socket
 import subprocess
 import sys
+import time
+from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from hardened.cli import main
@@ -46,3 +51,91 @@ def test_cli_entry_point_runs_the_demo() -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "binance" in result.stdout
+
+
+def busy_port() -> socket.socket:
+    """A listening socket on a free loopback port: what a first demo holds."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock
+
+
+def test_a_second_demo_on_a_busy_status_port_names_the_flag_and_exits_2() -> None:
+    with busy_port() as taken:
+        port = taken.getsockname()[1]
+        command = [sys.executable, "-m", "hardened.cli", "demo", "--duration", "1", "--bots", "1"]
+        result = subprocess.run(
+            [*command, "--status-port", str(port), "--http-port", "0"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert str(port) in lines[0] and "--status-port" in lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_a_busy_http_port_names_its_own_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    with busy_port() as taken:
+        port = taken.getsockname()[1]
+        args = build_parser().parse_args(["--status-port", "0", "--http-port", str(port), "--bots", "1"])
+        assert run_demo(args, Console(file=io.StringIO())) == 2
+    err = capsys.readouterr().err
+    assert f"port {port}" in err and "--http-port" in err
+
+
+def test_the_demo_says_which_weather_it_runs() -> None:
+    out = io.StringIO()
+    args = build_parser().parse_args(["--duration", "1", "--interval", "1", "--no-status", "--bots", "1"])
+    assert run_demo(args, Console(file=out, width=200)) == 0
+    assert build_parser().get_default("profile") == "lively"
+    assert "profile=lively" in out.getvalue()
+    import hardened.demo
+
+    doc = hardened.demo.__doc__ or ""
+    assert "lively" in doc and "storm" not in doc.split("\n", 1)[0]
+
+
+HANGING_CALLS = """
+name = "hanging_calls"
+description = "Every market-data and balance request hangs past the client's timeout."
+
+[[faults]]
+kind = "timeout"
+endpoints = ["ticker", "ohlcv", "order_book", "trades", "balance"]
+probability = 1.0
+hold = 30
+"""
+
+
+def test_ctrl_c_stops_the_demo_within_seconds_even_with_calls_in_flight(tmp_path: Path) -> None:
+    """Bots stuck in retries of hanging calls must not hold up Ctrl-C (they once took 15 s)."""
+    profile = tmp_path / "hanging.toml"
+    profile.write_text(HANGING_CALLS, encoding="utf-8")
+    command = [sys.executable, "-m", "hardened.cli", "demo", "--profile", str(profile), "--no-status"]
+    proc = subprocess.Popen(
+        [*command, "--exchanges", "binance,kucoin", "--bots", "2", "--interval", "0.5"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the first summary: the bots run and Ctrl-C is handled
+            if "hardened demo" in line:
+                break
+        time.sleep(1.0)  # every bot is now inside a call that hangs, retried with back-off
+        proc.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        rest, _ = proc.communicate(timeout=5)  # the failure guard: far more than it needs
+        took = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, rest[-2000:]
+    assert "simulator ground truth" in rest  # it stopped cleanly, with its final summary
+    assert took < 5

@@ -57,7 +57,9 @@ def server(client: HardenedClient) -> Iterator[StatusServerHandle]:
         yield h
 
 
-def test_once_prints_the_dashboard(server: StatusServerHandle, capsys: pytest.CaptureFixture[str]) -> None:
+def test_once_prints_the_dashboard(
+    server: StatusServerHandle, client: HardenedClient, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main_argv(["--url", server.url, "--once"]) == 0
     out = capsys.readouterr().out
     assert "HARDENED MONITOR" in out
@@ -65,7 +67,8 @@ def test_once_prints_the_dashboard(server: StatusServerHandle, capsys: pytest.Ca
     assert "binance_ticker" in out and "CLOSED" in out
     assert "ExchangeNotAvailable" in out  # error types from the tracker
     assert "breaker open" in out  # health reasons
-    assert "CRITICAL" in out or "POOR" in out or "FAIR" in out
+    status = client.health()["status"]  # an open breaker on 3 of 8 calls costs points, not all
+    assert status != "excellent" and status.upper() in out
 
 
 def test_export_writes_the_snapshot(

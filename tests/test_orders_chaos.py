@@ -1,4 +1,9 @@
-"""Orders placed exactly once under chaos: 1,000 orders per exchange, zero duplicates, zero lost.
+"""Orders placed exactly once under chaos: zero duplicates, zero lost, on every exchange.
+
+200 orders per exchange by default, which meets every fault kind of the profile dozens of times
+(the test checks that each one was injected) in ~20 s an exchange; for a soak, set
+``HARDENED_CHAOS_ORDERS=1000`` (or more): the same assertions, scaled, over ~2 minutes an exchange
+(``HARDENED_CHAOS_ORDERS=1000 .venv/bin/python -m pytest tests/test_orders_chaos.py -o timeout=1200``).
 
 The simulator's chaos profile drops connections after accepting orders, times out,
 resets, answers 5xx and rate-limits order endpoints. A bot places orders from several threads,
@@ -10,6 +15,7 @@ and every order returned to the bot exists.
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 from collections import Counter
@@ -22,7 +28,7 @@ from hardened import CircuitOpenError, HardenedClient, OrderStateUnknown
 from hardened.orders import new_client_order_id
 from hardened.sim import Simulator
 
-ORDERS = 1000
+ORDERS = int(os.environ.get("HARDENED_CHAOS_ORDERS", "200"))
 THREADS = 3  # more threads only fight the in-process simulator for the GIL, and time out more
 # The simulator's chaos_orders profile without its latency rule: the faults that make an order's
 # fate unknown are all here, and the test runs in seconds rather than minutes.
@@ -104,7 +110,7 @@ def cancel_one(ex: HardenedClient, order: Any, symbol: str, ledger: Ledger) -> N
 
 
 @pytest.mark.parametrize("exchange_id", ["binance", "kucoin", "bitvavo"])
-def test_a_thousand_orders_under_chaos(exchange_id: str) -> None:
+def test_orders_under_chaos_are_placed_exactly_once(exchange_id: str) -> None:
     with Simulator(exchange=exchange_id, seed=2024) as sim:
         raw = sim.attach(getattr(ccxt, exchange_id)({"enableRateLimit": False, "timeout": 200}))
         ex = HardenedClient(
@@ -168,7 +174,9 @@ def test_a_thousand_orders_under_chaos(exchange_id: str) -> None:
     by_cid = {o.client_order_id: o.id for o in book}
     assert all(by_cid[cid] == oid for cid, oid in ledger.returned.items())
     assert len(ledger.returned) + len(ledger.unknown & held) == len(book)
-    # the storm really happened: answers were lost and recovered
-    assert truth["faults"].get("accept_then_drop", 0) >= 50
+    # the storm really happened: every kind of fault was injected, answers were lost and recovered
+    injected = truth["faults"]
+    assert all(injected.get(rule["kind"], 0) > 0 for rule in CHAOS["faults"]), injected
+    assert injected.get("accept_then_drop", 0) >= 0.05 * ORDERS
     assert len(ledger.returned) >= 0.97 * ORDERS  # few fates stay unknown, and those are reconciled above
     assert ledger.cancel_done + ledger.cancel_unknown > 0

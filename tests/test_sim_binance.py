@@ -268,9 +268,12 @@ def test_request_weight_limit_when_enforced() -> None:
     with Simulator(exchange="binance", profile={"enforce_rate_limits": True}) as sim:
         ex = sim.attach(ccxt.binance({"enableRateLimit": False}))
         ex.load_markets()
+        used = int(ex.last_response_headers["x-mbx-used-weight-1m"])
+        ex.fetch_order_book("BTC/USDT", 5000)  # the deepest book weighs 250
+        assert int(ex.last_response_headers["x-mbx-used-weight-1m"]) == used + 250
         with pytest.raises(ccxt.DDoSProtection, match="-1003"):
-            for _ in range(30):  # 250 weight each: the 6000 budget runs out
-                ex.fetch_order_book("BTC/USDT", 5000)
+            for _ in range(100):  # every ticker: 80 weight each, small answers; 6000 runs out at 75
+                ex.fetch_tickers()
         assert int(ex.last_response_headers["Retry-After"]) >= 1
 
 

@@ -168,6 +168,19 @@ def breaker_state(name: str) -> str:
     return f"(document.querySelector('tr[data-breaker=\"{name}\"]') || {{dataset: {{}}}}).dataset.state"
 
 
+def empty_balance(*_a: Any, **_k: Any) -> dict[str, Any]:
+    return {"free": {}, "used": {}, "total": {}, "info": {}}
+
+
+def patched(exchange_id: str) -> Any:
+    """A ccxt exchange whose ticker, OHLCV and balance answer at once with clean data."""
+    ex = getattr(ccxt, exchange_id)()
+    ex.fetch_ticker = fresh_ticker
+    ex.fetch_ohlcv = fresh_ohlcv
+    ex.fetch_balance = empty_balance
+    return ex
+
+
 def test_status_page_shows_live_data(browser: Browser) -> None:
     ex = ccxt.binance()
     failing = {"on": False}
@@ -180,19 +193,26 @@ def test_status_page_shows_live_data(browser: Browser) -> None:
 
     ex.fetch_ticker = ticker
     ex.fetch_ohlcv = fresh_ohlcv
-    client = HardenedClient(ex, max_retries=0, failure_threshold=2, cache_ttl=0, stale_if_error=0)
+    ex.fetch_balance = empty_balance
+    options = {"max_retries": 0, "failure_threshold": 2, "cache_ttl": 0, "stale_if_error": 0}
+    client = HardenedClient(ex, **options)
+    # Two more exchanges, so the chart must show series beyond the first eight (all binance's once).
+    others = [HardenedClient(patched(eid), **options) for eid in ("kucoin", "bitvavo")]
+    clients = [client, *others]
     try:
-        for _ in range(10):
-            client.fetch_ticker("BTC/USDT")
-            client.fetch_ohlcv("BTC/USDT", "1m")
-        source = {"stats_source": lambda: {client.client_name: client.stats()}}
+        for c in clients:  # three endpoints on three clients: nine series, more than eight colours
+            for _ in range(10):
+                c.fetch_ticker("BTC/USDT")
+                c.fetch_ohlcv("BTC/USDT", "1m")
+                c.fetch_balance()
+        source = {"stats_source": lambda: {c.client_name: c.stats() for c in clients}}
         with start_status_server(port=0, http_port=0, interval=0.25, **source) as server:
             browser.open(server.http_url + "/")
             browser.wait_for("document.body.dataset.ws === 'live'")
             assert browser.evaluate(breaker_state("binance_ticker")) == "closed"
 
             failing["on"] = True  # the page must follow the stream: the breaker opens live
-            for _ in range(3):
+            for _ in range(30):  # after two failures the open breaker refuses the rest
                 with contextlib.suppress(ccxt.NetworkError):
                     client.fetch_ticker("BTC/USDT")
             assert client.breakers["binance_ticker"].state == "open"
@@ -201,11 +221,13 @@ def test_status_page_shows_live_data(browser: Browser) -> None:
                 "document.querySelector('#events li[data-kind=\"breaker_transition\"]') !== null"
             )
             browser.wait_for("document.querySelector('tr[data-error-type=\"NetworkError\"]') !== null")
-            browser.wait_for("document.querySelectorAll('#chart polyline').length >= 2")
+            browser.wait_for("document.querySelectorAll('#charts polyline').length >= 9")
             browser.wait_for(  # the next stats message carries the health the trip cost
-                "['fair', 'poor', 'critical'].includes(document.getElementById('health-status').textContent)"
+                "document.getElementById('health-status').textContent !== 'excellent' && "
+                "Array.from(document.querySelectorAll('#health-reasons li'))"
+                ".some(li => li.textContent.includes('breaker open'))"
             )
-            first_line = "document.querySelectorAll('#chart polyline')[0]"
+            first_line = "document.querySelectorAll('#charts polyline')[0]"
             browser.wait_for(f"{first_line}.getAttribute('points').split(' ').length >= 2")
             page = browser.evaluate(
                 """({
@@ -216,8 +238,10 @@ def test_status_page_shows_live_data(browser: Browser) -> None:
                   errors: document.getElementById('recent-errors').textContent,
                   injected: document.querySelectorAll('#recent-errors img, #events img').length,
                   title: document.title,
-                  series: Array.from(document.querySelectorAll('#chart polyline'))
+                  series: Array.from(document.querySelectorAll('#charts polyline'))
                     .map(p => p.dataset.series),
+                  charts: Array.from(document.querySelectorAll('#charts .chart-block'))
+                    .map(b => b.dataset.client),
                   state_text: document.querySelector('tr[data-breaker="binance_ticker"] .state')
                     .textContent,
                 })"""
@@ -225,13 +249,18 @@ def test_status_page_shows_live_data(browser: Browser) -> None:
             time.sleep(0.3)
             browser.screenshot(ARTIFACTS / "status_page.png")
     finally:
-        client.close()
+        for c in clients:
+            c.close()
     name = client.client_name
     assert page["state_text"] == "open"
-    assert page["health"] in {"fair", "poor", "critical"}
+    assert page["health"] != "excellent"
     assert float(page["score"]) < 90
     assert f"{name}/ticker" in page["endpoints"] and f"{name}/ohlcv" in page["endpoints"]
-    assert {f"{name}/ticker", f"{name}/ohlcv"} <= set(page["series"])
+    names = [c.client_name for c in clients]
+    assert sorted(page["charts"]) == sorted(names)  # one chart per client
+    for c in clients:  # every client's every endpoint with calls is a series, not just the first 8
+        assert {f"{c.client_name}/ticker", f"{c.client_name}/ohlcv"} <= set(page["series"]), page["series"]
+    assert f"{name}/balance" in page["series"] and f"{others[1].client_name}/balance" in page["series"]
     assert "NetworkError" in page["errors"] and "<img" in page["errors"]  # shown as text...
     assert page["injected"] == 0 and page["title"] == "hardened status"  # ...never as markup
     png = (ARTIFACTS / "status_page.png").read_bytes()

@@ -30,6 +30,7 @@ from hardened import AsyncHardenedClient, HardenedClient
 from hardened.status import StatusServer, ensure_status_server, serve_status, start_status_server
 from hardened.status.auth import host_allowed, is_loopback, token_from
 from hardened.telemetry.events import bus
+from hardened.telemetry.health import HealthGate
 
 
 def fresh_ticker(*_a: Any, **_k: Any) -> dict[str, Any]:
@@ -313,19 +314,31 @@ def test_without_token_foreign_origins_and_hosts_are_refused(client: HardenedCli
     assert token_from("/", {"Authorization": "Basic xyz"}) is None
 
 
-def test_health_endpoint_is_200_when_fair_and_503_when_not(client: HardenedClient) -> None:
+def test_health_endpoint_turns_503_on_a_sustained_outage_not_on_one_bad_reading(
+    client: HardenedClient,
+) -> None:
+    clock = {"now": 1000.0}
+    gate = HealthGate(lambda: clock["now"])
     client.fetch_ticker("BTC/USDT")
-    with start_status_server(port=0, http_port=0, stats_source=only(client)) as h:
+    with start_status_server(port=0, http_port=0, stats_source=only(client), health_gate=gate) as h:
         status, body = http_get(h.http_url + "/health")
-        report = json.loads(body)
-        assert status == 200 and report["status"] in {"excellent", "good", "fair"}
+        first = json.loads(body)
+        assert status == 200 and first["healthy"] is True and first["status"] == "excellent"
         trip(client)
-        status, body = http_get(h.http_url + "/health")
-        report = json.loads(body)
-    assert status == 503
-    assert report["score"] < 60
-    assert any("breaker open" in r for r in report["reasons"])
-    assert report["clients"][client.client_name]["status"] == report["status"]
+        for _ in range(30):  # the open breaker refuses every call: all the traffic fails
+            with contextlib.suppress(ccxt.NetworkError):
+                client.fetch_ticker("BTC/USDT")
+        clock["now"] += 1.0
+        status_soon, body = http_get(h.http_url + "/health")
+        soon = json.loads(body)
+        clock["now"] += 120.0  # the outage lasts
+        status_later, body = http_get(h.http_url + "/health")
+        later = json.loads(body)
+    assert soon["status"] == "critical" and status_soon == 200  # one bad reading does not flip it
+    assert soon["smoothed_score"] > 50
+    assert status_later == 503 and later["healthy"] is False and later["smoothed_score"] < 50
+    assert any("breaker open" in r for r in later["reasons"])
+    assert later["clients"][client.client_name]["status"] == later["status"]
 
 
 def test_page_and_config_are_served(client: HardenedClient) -> None:
@@ -428,3 +441,121 @@ async def test_serve_status_runs_as_a_task_in_an_async_bot() -> None:
             await task
         await client.close()
     assert server.connections == 0
+
+
+def closed_by_server(sock: socket.socket, within: float = 5.0) -> bool:
+    """True when the server closes ``sock`` (EOF or reset) within ``within`` seconds (a failure guard)."""
+    sock.settimeout(within)
+    try:
+        while True:
+            data = sock.recv(4096)
+            if not data:
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except TimeoutError:
+        return False
+
+
+def partial_request(port: int) -> socket.socket:
+    """A connection that starts a request and never finishes its headers (a slowloris)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+    return sock
+
+
+def test_partial_headers_are_closed_after_the_header_timeout_and_health_still_answers(
+    client: HardenedClient,
+) -> None:
+    client.fetch_ticker("BTC/USDT")
+    with start_status_server(
+        port=0, http_port=0, stats_source=only(client), header_timeout=1.0, max_http_connections=16
+    ) as h:
+        assert h.http_port is not None
+        slow = [partial_request(h.http_port) for _ in range(40)]  # more than the cap
+        try:
+            status, body = http_get(h.http_url + "/health")  # answered while they hang on
+            assert status == 200 and json.loads(body)["status"] in {"excellent", "good", "fair"}
+            assert all(closed_by_server(s) for s in slow)
+            counters = dict(h.server.counters)
+        finally:
+            for s in slow:
+                s.close()
+    assert counters["http_header_timeouts"] + counters["http_evicted"] >= 40
+    assert counters["http_header_timeouts"] >= 1  # the deadline closed some...
+    assert counters["http_evicted"] >= 1  # ...and the cap made room by closing the oldest waiting
+
+
+def test_idle_keep_alive_connections_are_closed(client: HardenedClient) -> None:
+    with start_status_server(port=0, http_port=0, stats_source=only(client), idle_timeout=0.5) as h:
+        assert h.http_port is not None
+        sock = socket.create_connection(("127.0.0.1", h.http_port), timeout=5)
+        with sock:
+            sock.sendall(b"GET /config.json HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")  # served, then kept alive
+            assert closed_by_server(sock)  # ...until idle for idle_timeout
+
+
+def test_the_http_connection_cap_refuses_when_every_connection_is_busy(client: HardenedClient) -> None:
+    with start_status_server(
+        port=0, http_port=0, stats_source=only(client), max_http_connections=2, idle_timeout=30
+    ) as h:
+        assert h.http_port is not None
+        kept = []
+        for _ in range(2):  # two keep-alive connections that completed a request: not evictable
+            sock = socket.create_connection(("127.0.0.1", h.http_port), timeout=5)
+            sock.sendall(b"GET /config.json HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+            kept.append(sock)
+        try:
+            status, _ = http_get(h.http_url + "/health")
+        finally:
+            for sock in kept:
+                sock.close()
+    assert status == 503
+
+
+@pytest.mark.parametrize("bad", ["[" * 4096, "{" * 4000, '{"type": ' * 400 + "1" + "}" * 400])
+def test_deeply_nested_messages_get_an_error_reply_and_the_peer_stays_usable(
+    client: HardenedClient, bad: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with (
+        start_status_server(port=0, http_port=None, stats_source=only(client)) as handle,
+        connect(handle.url) as ws,
+    ):
+        recv_json(ws)
+        ws.send(bad)
+        error = recv_until(ws, lambda m: m["type"] == "error")
+        ws.send(json.dumps({"type": "ping", "id": 1}))  # the connection survived
+        pong = recv_until(ws, lambda m: m["type"] == "pong")
+        malformed = handle.server.counters["malformed"]
+    assert "nested" in error["error"] and error["version"] == 1
+    assert pong["id"] == 1 and malformed == 1
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+def test_malformed_messages_get_an_error_reply_naming_the_problem(client: HardenedClient) -> None:
+    with (
+        start_status_server(port=0, http_port=None, stats_source=only(client)) as handle,
+        connect(handle.url) as ws,
+    ):
+        recv_json(ws)
+        replies = []
+        for bad in ("garbage", '{"type": "unknown"}', "[1]"):
+            ws.send(bad)
+            replies.append(recv_until(ws, lambda m: m["type"] == "error")["error"])
+    assert "not JSON" in replies[0]
+    assert "'unknown'" in replies[1]
+    assert "object" in replies[2]
+
+
+def test_a_websocket_handshake_that_never_finishes_is_closed_after_the_header_timeout(
+    client: HardenedClient,
+) -> None:
+    with start_status_server(port=0, http_port=None, stats_source=only(client), header_timeout=0.5) as h:
+        sock = socket.create_connection(("127.0.0.1", h.port), timeout=5)
+        with sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n")  # and no more
+            assert closed_by_server(sock)
+        with connect(h.url) as ws:  # others are served as before
+            assert recv_json(ws)["type"] == "snapshot"

@@ -12,8 +12,14 @@ goes through as probes);
 ``breaker`` admits each attempt; the retry loop lives in ``run_sync`` / ``run_async`` below (its
 decisions are tenacity strategies in ``pipeline/retry.py``); ``rate_limit`` paces each attempt
 from the exchange's published budget; ``validate`` scores each answer before the breaker counts
-it a success. Users may insert their own ``Stage`` anywhere in the list they pass as
-``stages=``.
+it a success.
+
+Users add a stage of their own by passing ``stages=`` a function that receives the client's
+default stages (built for that client, in order) and returns the list to use::
+
+    HardenedClient(ex, stages=lambda default: insert_stage(default, MyStage(), before="breaker"))
+
+or replace the pipeline with a list of their own (``stages=[...]``).
 """
 
 from __future__ import annotations
@@ -31,7 +37,16 @@ from hardened.pipeline.context import CallContext
 from hardened.pipeline.stage import HOOKS, Shortcut, Stage
 from hardened.pipeline.validate import parser_failure
 
-__all__ = ["CallContext", "Pipeline", "Shortcut", "Stage", "current_call", "run_async", "run_sync"]
+__all__ = [
+    "CallContext",
+    "Pipeline",
+    "Shortcut",
+    "Stage",
+    "current_call",
+    "insert_stage",
+    "run_async",
+    "run_sync",
+]
 
 # The call in flight in this thread or task, so the exchange's ``handle_errors`` hook can hand
 # each HTTP answer (status, headers: Retry-After, rate-limit usage) to it.
@@ -63,6 +78,28 @@ class Pipeline:
     def names(self) -> list[str]:
         """Stage names in order, outermost first."""
         return [s.name for s in self.stages]
+
+
+def insert_stage(
+    stages: Sequence[Stage], stage: Stage, *, before: str | None = None, after: str | None = None
+) -> list[Stage]:
+    """A new list: ``stages`` with ``stage`` placed before or after the stage of that name.
+
+    With neither ``before`` nor ``after`` the stage goes last (innermost). Raises ``ValueError``
+    naming the stages there are when no stage has the name given.
+    """
+    if before is not None and after is not None:
+        raise ValueError("insert_stage takes either before= or after=, not both")
+    result = list(stages)
+    anchor = before if before is not None else after
+    if anchor is None:
+        return [*result, stage]
+    names = [s.name for s in result]
+    if anchor not in names:
+        raise ValueError(f"no stage named {anchor!r}; stages: {', '.join(names)}")
+    index = names.index(anchor) + (0 if before is not None else 1)
+    result.insert(index, stage)
+    return result
 
 
 def _shortcut(pipe: Pipeline, ctx: CallContext) -> Shortcut | None:

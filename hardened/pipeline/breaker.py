@@ -68,6 +68,7 @@ class EndpointBreaker:
         "name",
         "rejected",
         "transitions",
+        "tripped_since",
         "trips",
     )
 
@@ -98,6 +99,7 @@ class EndpointBreaker:
         self.rejected = 0
         self.trips = 0
         self.transitions = 0
+        self.tripped_since: float | None = None  # monotonic time it last left "closed" (an outage's start)
         self.changed_at = 0.0  # epoch seconds of the last transition, here or (shared) elsewhere
         self.changed_to = "closed"  # the state that transition led to (pybreaker's listener runs
         # before its storage holds the new state, so ``state`` may still show the old one then)
@@ -201,6 +203,9 @@ class EndpointBreaker:
                 self._shared.publish(self, new)
         if new == "closed":
             self._window.clear()
+            self.tripped_since = None
+        elif self.tripped_since is None:  # open -> half-open -> open again is one outage
+            self.tripped_since = time.monotonic()
         if self._on_transition is not None:
             self._on_transition(self, old, new)
 
@@ -319,6 +324,14 @@ class BreakerView:
         return self._breaker.rejected
 
     @property
+    def tripped_for(self) -> float:
+        """Seconds since the breaker last left ``closed`` (0 when closed): how long the outage is."""
+        since = self._breaker.tripped_since
+        if since is None or self.state == "closed":
+            return 0.0
+        return time.monotonic() - since
+
+    @property
     def retry_in(self) -> float:
         """Seconds until an open breaker admits a probe (0 when not open)."""
         return self._breaker._open_remaining() if self.state == "open" else 0.0
@@ -336,6 +349,7 @@ class BreakerView:
             "trips": self.trips,
             "rejected": self.rejected,
             "retry_in": round(self.retry_in, 3),
+            "tripped_for": round(self.tripped_for, 1),
         }
 
     def __repr__(self) -> str:

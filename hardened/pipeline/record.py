@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from hardened.errors import CircuitOpenError, ErrorKind, RequestSkipped
+from hardened.errors import CircuitOpenError, ErrorKind, RateLimitBackoff, RequestSkipped
 from hardened.pipeline.context import CallContext
 from hardened.pipeline.stage import Stage
 from hardened.pipeline.window import SlidingCounts
@@ -27,15 +27,34 @@ log = structlog.get_logger("hardened")
 # transitions and the gate's aggregated request_skipped events say what happened.
 _REFUSALS = (CircuitOpenError, RequestSkipped)
 _RESERVOIR = 1024  # latencies kept per endpoint for percentiles (a ring: the most recent calls)
+# Calls refused before reaching the exchange: their latency says nothing about the exchange.
+_NOT_SENT = (CircuitOpenError, RateLimitBackoff, RequestSkipped)
+
+
+class _Ring:
+    """The last ``_RESERVOIR`` latencies (seconds), overwritten oldest first."""
+
+    __slots__ = ("next", "values")
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+        self.next = 0
+
+    def add(self, latency: float) -> None:
+        if len(self.values) < _RESERVOIR:
+            self.values.append(latency)
+        else:
+            self.values[self.next] = latency
+            self.next = (self.next + 1) % _RESERVOIR
 
 
 class EndpointStats:
     """Counters and recent latencies of one endpoint of one client."""
 
     __slots__ = (
+        "_exchange_latencies",
         "_latencies",
         "_lock",
-        "_next",
         "_recent",
         "cache_hits",
         "cache_misses",
@@ -55,8 +74,8 @@ class EndpointStats:
     def __init__(self, name: str) -> None:
         self.name = name
         self._lock = threading.Lock()
-        self._latencies: list[float] = []
-        self._next = 0
+        self._latencies = _Ring()  # every call, cache hits included: what the bot waits
+        self._exchange_latencies = _Ring()  # calls that reached the exchange: what health compares
         self._recent = SlidingCounts(60)  # (calls, failures) over the last minute, for health
         self.calls = 0
         self.successes = 0
@@ -94,16 +113,15 @@ class EndpointStats:
                 self.failures[name] = self.failures.get(name, 0) + 1
                 self.last_error = name
                 self.last_error_at = time.time()
-            if len(self._latencies) < _RESERVOIR:
-                self._latencies.append(latency)
-            else:
-                self._latencies[self._next] = latency
-                self._next = (self._next + 1) % _RESERVOIR
+            self._latencies.add(latency)
+            if not ctx.cache_hit and ctx.attempt and not isinstance(error, _NOT_SENT):
+                self._exchange_latencies.add(latency)
 
     def snapshot(self) -> dict[str, Any]:
         """Counters and latency percentiles (milliseconds) as a JSON-ready dict."""
         with self._lock:
-            latencies = list(self._latencies)  # copied under the lock, sorted outside it
+            latencies = list(self._latencies.values)  # copied under the lock, sorted outside it
+            exchange_latencies = list(self._exchange_latencies.values)
             recent_calls, recent_failures = self._recent.totals(time.monotonic())
             failures = dict(self.failures)
             data: dict[str, Any] = {
@@ -123,7 +141,9 @@ class EndpointStats:
                 "recent": {"window_s": 60, "calls": recent_calls, "failures": recent_failures},
             }
         latencies.sort()
+        exchange_latencies.sort()
         data["latency_ms"] = _percentiles(latencies)
+        data["exchange_latency_ms"] = _percentiles(exchange_latencies)
         return data
 
 

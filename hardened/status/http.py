@@ -1,14 +1,24 @@
 """The HTTP side of the status server (aiohttp.web): the live page, ``/health`` and ``/metrics``.
 
 Routes: ``/`` the status page (static HTML and vanilla JS, no CDN), ``/config.json`` what the
-page needs to reach the websocket, ``/health`` (JSON; 200 when the overall status is at least
-fair, 503 otherwise), ``/metrics`` (Prometheus text, read at scrape time) and ``/snapshot.json``
-(the websocket's snapshot, for scripts). With a token every route requires it; without one only
-loopback ``Host`` headers are served (no DNS rebinding from a web page).
+page needs to reach the websocket, ``/health`` (JSON; 200 or 503 as the server's ``HealthGate``
+decides: a smoothed score with hysteresis, see ``hardened.telemetry.health``), ``/metrics``
+(Prometheus text, read at scrape time) and ``/snapshot.json`` (the websocket's snapshot, for
+scripts). With a token every route requires it; without one only loopback ``Host`` headers are
+served (no DNS rebinding from a web page).
+
+Bounds, so that a client holding connections open cannot starve the process (a slowloris once held
+19,900 of them): a connection must finish its first request's headers within ``header_timeout``
+seconds; a keep-alive connection idle for ``idle_timeout`` seconds is closed (aiohttp's
+``keepalive_timeout``); at most ``max_http_connections`` are open at once. At the cap the oldest
+connection still waiting for its headers is closed to make room, so ``/health`` keeps answering a
+load balancer during such an attack; when every open connection has been served (none is merely
+waiting), the newcomer gets ``503`` and is closed.
 """
 
 from __future__ import annotations
 
+import asyncio
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -16,15 +26,13 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from hardened.status.auth import host_allowed, token_from, token_matches
-from hardened.telemetry.health import LEVELS, overall_health
+from hardened.telemetry.health import overall_health
 from hardened.telemetry.metrics import metrics_text
 
 if TYPE_CHECKING:
     from hardened.status.server import StatusServer
 
-__all__ = ["HEALTHY_SCORE", "build_app", "start_http"]
-
-HEALTHY_SCORE = next(floor for floor, name in LEVELS if name == "fair")  # /health is 200 from here up
+__all__ = ["ConnectionBounds", "build_app", "start_http"]
 _PAGE_HEADERS = {
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
@@ -41,12 +49,161 @@ def _page() -> bytes:
     return resources.files("hardened.status").joinpath("static/index.html").read_bytes()
 
 
-def build_app(server: StatusServer) -> web.Application:
+_REFUSAL = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 29\r\n"
+    b"Connection: close\r\n\r\ntoo many status connections\r\n"
+)
+
+
+class ConnectionBounds:
+    """The header deadline and the connection cap of the HTTP side (see the module docstring).
+
+    Hand-written because aiohttp closes idle keep-alive connections but has neither a deadline for
+    a request's headers nor a cap on connections. Runs in the server's loop only (no lock).
+    """
+
+    __slots__ = ("_loop", "_open", "_waiting", "counters", "header_timeout", "max_connections")
+
+    def __init__(self, header_timeout: float, max_connections: int, counters: dict[str, int]) -> None:
+        self.header_timeout = header_timeout
+        self.max_connections = max_connections
+        self.counters = counters
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._open: dict[Any, _Tracked] = {}  # request handler -> its connection, oldest first
+        self._waiting: dict[Any, asyncio.TimerHandle] = {}  # not yet a whole request, oldest first
+
+    def protocol(self, factory: Any) -> asyncio.Protocol:
+        """A new connection's protocol: aiohttp's request handler, watched by these bounds."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return _Tracked(factory(), self)
+
+    def opened(self, conn: _Tracked) -> bool:
+        """Admit a connection (evicting the oldest waiting one at the cap); False refuses it."""
+        while len(self._open) >= self.max_connections and self._waiting:
+            self._expire(next(iter(self._waiting)), "http_evicted")
+        if len(self._open) >= self.max_connections:
+            self.counters["http_refused"] += 1
+            return False
+        assert self._loop is not None
+        self._open[conn.handler] = conn
+        self._waiting[conn.handler] = self._loop.call_later(
+            self.header_timeout, self._expire, conn.handler, "http_header_timeouts"
+        )
+        return True
+
+    def served(self, handler: Any) -> None:
+        """The connection of ``handler`` sent a whole request: no header deadline any more."""
+        timer = self._waiting.pop(handler, None)
+        if timer is not None:
+            timer.cancel()
+
+    def closed(self, conn: _Tracked) -> None:
+        """Forget a connection that closed."""
+        self._open.pop(conn.handler, None)
+        self.served(conn.handler)
+
+    def _expire(self, handler: Any, counter: str) -> None:
+        if self._waiting.pop(handler, None) is None:
+            return
+        conn = self._open.pop(handler, None)
+        self.counters[counter] += 1
+        if conn is not None:
+            conn.abort()
+
+    def close_all(self) -> None:
+        """Cancel every deadline (the server is stopping; aiohttp closes the connections)."""
+        for timer in self._waiting.values():
+            timer.cancel()
+        self._waiting.clear()
+
+
+class _Tracked(asyncio.Protocol):
+    """One connection: aiohttp's request handler behind it, its opening and closing reported to
+    the bounds (a thin pass-through: the handler's slots leave no other place to hook)."""
+
+    __slots__ = ("bounds", "handler", "refused", "transport")
+
+    def __init__(self, handler: Any, bounds: ConnectionBounds) -> None:
+        self.handler = handler
+        self.bounds = bounds
+        self.refused = False
+        self.transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        if not self.bounds.opened(self):
+            self.refused = True
+            if isinstance(transport, asyncio.WriteTransport):
+                transport.write(_REFUSAL)
+            transport.close()
+            return
+        self.handler.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.refused:
+            self.handler.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return None if self.refused else self.handler.eof_received()
+
+    def pause_writing(self) -> None:
+        if not self.refused:
+            self.handler.pause_writing()
+
+    def resume_writing(self) -> None:
+        if not self.refused:
+            self.handler.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.refused:
+            return
+        self.bounds.closed(self)
+        self.handler.connection_lost(exc)
+
+    def abort(self) -> None:
+        """Close at once (a missed header deadline, or evicted at the cap)."""
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class _BoundedSite(web.BaseSite):
+    """A TCP site whose connections go through ``ConnectionBounds``."""
+
+    __slots__ = ("_bounds", "_host", "_port")
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, bounds: ConnectionBounds) -> None:
+        super().__init__(runner)
+        self._host = host
+        self._port = port
+        self._bounds = bounds
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        factory = self._runner.server
+        assert factory is not None
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: self._bounds.protocol(factory), self._host, self._port, backlog=self._backlog
+        )
+
+    async def stop(self) -> None:
+        self._bounds.close_all()
+        await super().stop()
+
+
+def build_app(server: StatusServer, bounds: ConnectionBounds | None = None) -> web.Application:
     """The aiohttp application serving ``server``'s page, health and metrics."""
     page = _page()
 
     @web.middleware
     async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+        if bounds is not None:
+            bounds.served(request.protocol)
         if server.token is not None:
             if not token_matches(token_from(request.path_qs, request.headers), server.token):
                 return web.json_response({"error": "missing or wrong token"}, status=401)
@@ -64,8 +221,8 @@ def build_app(server: StatusServer) -> web.Application:
         )
 
     async def health(_request: web.Request) -> web.Response:
-        report = overall_health(server.client_stats())
-        status = 200 if report["score"] >= HEALTHY_SCORE else 503
+        report = server.health_gate.report(overall_health(server.client_stats()))
+        status = 200 if report["healthy"] else 503
         return web.json_response(report, status=status, headers={"Cache-Control": "no-store"})
 
     async def metrics(_request: web.Request) -> web.Response:
@@ -90,9 +247,16 @@ def build_app(server: StatusServer) -> web.Application:
 
 async def start_http(server: StatusServer, host: str, port: int) -> tuple[web.AppRunner, int]:
     """Bind the HTTP server; returns the runner (for cleanup) and the port actually bound."""
-    runner = web.AppRunner(build_app(server), access_log=None, handle_signals=False, shutdown_timeout=1.0)
+    bounds = ConnectionBounds(server.header_timeout, server.max_http_connections, server.counters)
+    runner = web.AppRunner(
+        build_app(server, bounds),
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=1.0,
+        keepalive_timeout=server.idle_timeout,
+    )
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = _BoundedSite(runner, host, port, bounds)
     try:
         await site.start()
     except BaseException:

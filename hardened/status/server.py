@@ -41,7 +41,7 @@ from websockets.protocol import State
 from hardened.alerts import delivery_stats
 from hardened.status.auth import is_loopback, token_from, token_matches
 from hardened.telemetry.events import Event, EventBus, bus
-from hardened.telemetry.health import overall_health
+from hardened.telemetry.health import HealthGate, overall_health
 from hardened.telemetry.metrics import HardenedCollector, registry_stats
 from hardened.telemetry.tracker import ErrorTracker
 from hardened.telemetry.tracker import tracker as default_tracker
@@ -78,6 +78,54 @@ def dumps(message: Mapping[str, Any]) -> bytes:
     except ValueError:
         text = json.dumps(_finite(message), separators=(",", ":"), default=str)
     return text.encode("utf-8")
+
+
+MAX_MESSAGE_NESTING = 8  # peers send flat objects; a bound keeps json's recursion far from the limit
+
+
+def parse_peer_message(raw: str | bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """A peer's message as an object, or ``(None, problem)`` naming what is wrong with it.
+
+    Never raises: binary frames, text that is not JSON, JSON that is not an object and nesting
+    deeper than ``MAX_MESSAGE_NESTING`` (``"[" * 4096`` would otherwise exhaust the recursion
+    limit of the json parser) are all problems, not exceptions. The size is bounded before this
+    by the websocket's ``max_size``.
+    """
+    if isinstance(raw, bytes):
+        return None, "binary frames are not understood; send JSON text"
+    # Each nesting level opens a bracket, so fewer brackets than the bound means a shallow message;
+    # counting is a C-speed scan, and only a message with many brackets is walked in Python.
+    if raw.count("[") + raw.count("{") > MAX_MESSAGE_NESTING and _nesting(raw) > MAX_MESSAGE_NESTING:
+        return None, f"message nested deeper than {MAX_MESSAGE_NESTING} levels"
+    try:
+        message = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None, "message is not JSON"
+    if not isinstance(message, dict):
+        return None, f"message must be a JSON object with a 'type', got {type(message).__name__}"
+    return message, None
+
+
+def _nesting(text: str) -> int:
+    """The deepest bracket nesting of JSON ``text``, brackets inside strings not counted."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
 
 
 def _text_frame(message: bytes) -> bytes:
@@ -152,12 +200,17 @@ class StatusServer:
         queue_size: events queued per peer before the oldest is dropped.
         max_message_size: largest message a peer may send, in bytes (larger ones close it, 1009).
         max_connections: websocket peers served at once; more are refused with HTTP 503.
+        header_timeout: seconds a connection (HTTP, or a websocket handshake) has to send its
+            first request's headers.
+        idle_timeout: seconds an idle keep-alive HTTP connection is kept open.
+        max_http_connections: HTTP connections open at once (see ``hardened.status.http``).
         recent_events: events kept for the snapshot of a newly connected peer.
         aggregate_s: window in which repeated ``call_failed``/``stale_served`` events are merged.
         inbox_size: events waiting for the loop before new ones are dropped (counted).
         write_limit: bytes buffered for a peer's socket beyond which it counts as slow.
         allowed_origins: browser origins accepted besides the page's own loopback origins.
         event_bus, stats_source, tracker: what to read (the process-wide ones by default).
+        health_gate: decides ``/health``'s 200/503 from the smoothed score (a fresh one by default).
     """
 
     def __init__(
@@ -171,6 +224,9 @@ class StatusServer:
         queue_size: int = 100,
         max_message_size: int = 4096,
         max_connections: int = 1024,
+        header_timeout: float = 10.0,
+        idle_timeout: float = 30.0,
+        max_http_connections: int = 256,
         recent_events: int = 100,
         aggregate_s: float = 1.0,
         inbox_size: int = 10_000,
@@ -179,6 +235,7 @@ class StatusServer:
         event_bus: EventBus | None = None,
         stats_source: StatsSource | None = None,
         tracker: ErrorTracker | None = None,
+        health_gate: HealthGate | None = None,
     ) -> None:
         if token is not None and not token:
             raise ValueError("token must be a non-empty string (or None on loopback)")
@@ -194,6 +251,11 @@ class StatusServer:
             raise ValueError(
                 "interval must be > 0, queue_size >= 1, max_message_size >= 64 and max_connections >= 1"
             )
+        if header_timeout <= 0 or idle_timeout <= 0 or max_http_connections < 1:
+            raise ValueError(
+                f"header_timeout and idle_timeout must be > 0 and max_http_connections >= 1, got "
+                f"{header_timeout}, {idle_timeout} and {max_http_connections}"
+            )
         self.host = host
         self.port = port
         self.http_port = http_port
@@ -202,6 +264,9 @@ class StatusServer:
         self.queue_size = queue_size
         self.max_message_size = max_message_size
         self.max_connections = max_connections
+        self.header_timeout = header_timeout
+        self.idle_timeout = idle_timeout
+        self.max_http_connections = max_http_connections
         self.aggregate_s = aggregate_s
         self.inbox_size = inbox_size
         self.write_limit = write_limit
@@ -210,6 +275,7 @@ class StatusServer:
         self._bus = event_bus or bus
         self._stats_source = stats_source or registry_stats
         self._tracker = tracker or default_tracker
+        self.health_gate = health_gate or HealthGate()
         self._recent: deque[Event] = deque(maxlen=recent_events)
         self._alerts: deque[Event] = deque(maxlen=50)
         self._inbox: deque[Event] = deque()
@@ -233,6 +299,9 @@ class StatusServer:
             "malformed": 0,  # peer messages ignored
             "connections_total": 0,
             "refused": 0,  # handshakes refused (token, origin, too many peers)
+            "http_header_timeouts": 0,  # HTTP connections closed for not sending headers in time
+            "http_evicted": 0,  # HTTP connections still waiting for headers, closed at the cap
+            "http_refused": 0,  # HTTP connections refused at the cap (503)
         }
         self.collector = HardenedCollector(self._stats_source, self._tracker, extra=self._server_metrics)
 
@@ -258,6 +327,8 @@ class StatusServer:
                 compression=None,  # per-peer compression would compress every message once per peer
                 ping_interval=20,
                 ping_timeout=20,
+                close_timeout=1,  # stopping (Ctrl-C) must not wait 10 s for a peer that does not answer
+                open_timeout=self.header_timeout,  # a handshake that never finishes is closed, as on HTTP
                 write_limit=self.write_limit,
                 server_header=None,
             )
@@ -392,14 +463,19 @@ class StatusServer:
             peer.sent += 1
             self.counters["sent"] += 1
 
+    def _refuse_message(self, peer: _Peer, problem: str) -> None:
+        """Count a message that cannot be served and tell the peer what is wrong with it."""
+        self.counters["malformed"] += 1
+        peer.offer(dumps({"type": "error", "version": SCHEMA_VERSION, "error": problem}))
+
     def _on_peer_message(self, peer: _Peer, raw: str | bytes) -> None:
-        """Answer ``ping`` and ``snapshot`` requests; anything else is ignored and counted."""
-        try:
-            message = json.loads(raw)
-        except (ValueError, TypeError):
-            self.counters["malformed"] += 1
+        """Answer ``ping`` and ``snapshot`` requests; anything else gets an ``error`` reply."""
+        message, problem = parse_peer_message(raw)
+        if problem is not None:
+            self._refuse_message(peer, problem)
             return
-        kind = message.get("type") if isinstance(message, dict) else None
+        assert message is not None
+        kind = message.get("type")
         if kind == "ping":
             reply: dict[str, Any] = {"type": "pong", "version": SCHEMA_VERSION, "ts": time.time()}
             if "id" in message and isinstance(message["id"], str | int | float):
@@ -413,7 +489,7 @@ class StatusServer:
             peer.last_snapshot = now
             peer.offer(self.snapshot_bytes())
         else:
-            self.counters["malformed"] += 1
+            self._refuse_message(peer, f"unknown message type {str(kind)[:40]!r}; known: 'ping', 'snapshot'")
 
     # --- events -----------------------------------------------------------------------------------
 
@@ -530,7 +606,7 @@ class StatusServer:
     def state(self, recent_errors: int = 10) -> dict[str, Any]:
         """Clients (endpoints, breakers, health), overall health, tracker and server counters."""
         all_stats = self.client_stats()
-        health = overall_health(all_stats)
+        health = self.health_gate.report(overall_health(all_stats))
         clients: dict[str, Any] = {}
         for name, stats in all_stats.items():
             endpoints: dict[str, Any] = {}

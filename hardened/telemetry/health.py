@@ -1,20 +1,40 @@
 """Health score 0-100 of a client and of the whole process, with the reasons that cost it points.
 
 Levels as in the seed documents: excellent (>= 90), good (75-89), fair (60-74), poor (40-59),
-critical (< 40). Seven components, each deducting points with a reason naming the endpoint:
+critical (< 40). The score is 100 minus the points each component deducts, each with a reason
+naming the endpoint. "Now" is the last minute (each endpoint's ``recent`` window); ``N`` is the
+client's calls in it, ``n_e`` an endpoint's, ``E`` the number of endpoints listed:
 
-- error rate: failed share of the last minute's calls (up to 50 points);
-- breakers: an open breaker costs 25, a half-open one 10;
-- latency: an endpoint's p50 against its own baseline (a time-weighted EWMA of the p50 seen in
-  earlier snapshots, so a slow exchange is not "unhealthy" for being slow, only for getting
-  slower), and a p95 far above the p50 (erratic answers); differences under a floor never count;
-- skips: share of calls the gate skipped;
-- stale: share of calls answered with stale cached data (stale-if-error hides failures);
-- data quality: the last quality score under 80;
+- error rate (up to 50): ``min(50, 100 * F / N) * min(1, N / min_calls)`` when more than 1 % of
+  the last minute's ``N`` calls failed (``F``); with fewer than ``min_calls`` (20) calls the rate
+  is uncertain and counts only in proportion, so three failures of a quiet client are not an outage;
+- breakers (up to 50 together): each breaker not closed costs
+  ``50 * share * age * (1 if open else 0.5)``, where ``share = (n_e + 1) / (N + E)`` is the part of
+  the traffic it carries (an idle endpoint weighs little, never nothing) and
+  ``age = 0.3 + 0.7 * min(1, tripped_for / breaker_sustained_s)``: a breaker that just opened is
+  the pipeline doing its job, one open for minutes (120 s) is an outage. A few breakers open on
+  light endpoints at ~3 % failing calls cost a few points, not the whole score;
+- latency (up to 30): compares only answers that reached the exchange (``exchange_latency_ms``;
+  cache hits and refused calls would put the p50 at microseconds). An endpoint's p50 against its
+  own baseline (a time-weighted EWMA of the p50 seen in earlier readings, so a slow exchange is
+  not "unhealthy" for being slow, only for getting slower) costs up to 15; a p95 over 10x the p50
+  (erratic answers) 5; differences under ``latency_floor_ms`` (50 ms) never count;
+- skips: share of calls the gate skipped (up to 10 an endpoint);
+- stale: share of calls answered with stale cached data (up to 15 an endpoint);
+- data quality: the last quality score under 80 (up to 15 an endpoint);
 - process memory: resident set size (psutil) against ``memory_limit_mb``.
 
-The score says how the connection is now rather than since start-up. ``overall_health()`` is the
-mean of the registered clients' scores (each client's reasons prefixed with its name).
+``overall_health()`` is the mean of the registered clients' scores less the memory points (each
+client's reasons prefixed with its name).
+
+``/health`` must not flap under a load balancer, so its 200/503 decision (``HealthGate``) reads a
+smoothed score, an EWMA over time (``smoothing_tau_s``, 15 s), with hysteresis: it turns unhealthy
+when the smoothed score falls below ``unhealthy_below`` (50) and healthy again only once it is back
+at ``healthy_above`` (65) or more.
+
+Latency baselines are kept per client name and endpoint; they are dropped when the client closes
+or is garbage collected (``hardened.telemetry.registry`` tells this module), so short-lived
+clients do not leak them.
 """
 
 from __future__ import annotations
@@ -23,14 +43,17 @@ import math
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
 import psutil
 
+from hardened.telemetry import registry
+
 __all__ = [
     "LEVELS",
+    "HealthGate",
     "HealthPolicy",
     "LatencyBaselines",
     "client_health",
@@ -65,6 +88,11 @@ class HealthPolicy:
     latency_ratio: float = 2.0  # p50 at this multiple of its baseline starts to cost points
     tail_ratio: float = 10.0  # p95 at this multiple of p50 counts as erratic
     baseline_tau_s: float = 600.0  # time constant of the latency baseline (EWMA), seconds
+    min_calls: float = 20.0  # calls in the window below which the error rate counts only in part
+    breaker_sustained_s: float = 120.0  # a breaker not closed this long counts in full
+    smoothing_tau_s: float = 15.0  # time constant of the score /health decides on (EWMA), seconds
+    unhealthy_below: float = 50.0  # /health turns 503 when the smoothed score falls below this...
+    healthy_above: float = 65.0  # ...and back to 200 only once it is at least this
 
 
 policy = HealthPolicy()
@@ -78,8 +106,56 @@ def configure_health(**changes: Any) -> HealthPolicy:
             raise ValueError(f"unknown health setting {name!r}; known: {', '.join(sorted(known))}")
         if not isinstance(value, int | float) or value <= 0:
             raise ValueError(f"health setting {name} must be a positive number, got {value!r}")
+    merged = {**vars(policy), **{k: float(v) for k, v in changes.items()}}
+    if merged["healthy_above"] < merged["unhealthy_below"]:
+        raise ValueError(
+            f"health setting healthy_above ({merged['healthy_above']}) must be at least "
+            f"unhealthy_below ({merged['unhealthy_below']}), or /health would flap"
+        )
+    for name, value in changes.items():
         setattr(policy, name, float(value))
     return policy
+
+
+class HealthGate:
+    """The 200/503 decision of ``/health``: the score smoothed over time, with hysteresis.
+
+    ``observe(score)`` folds a reading into an EWMA weighted by the time since the previous one
+    (``policy.smoothing_tau_s``) and returns whether the process counts as healthy: it turns
+    unhealthy below ``policy.unhealthy_below`` and healthy again at ``policy.healthy_above``.
+    ``clock`` is injectable for tests.
+    """
+
+    __slots__ = ("_clock", "_lock", "_seen", "healthy", "smoothed")
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._seen: float | None = None
+        self.smoothed: float | None = None
+        self.healthy = True
+
+    def observe(self, score: float) -> bool:
+        """Fold ``score`` in; returns the decision (True: answer 200)."""
+        now = self._clock()
+        with self._lock:
+            if self.smoothed is None or self._seen is None:
+                self.smoothed = score
+            else:
+                alpha = 1.0 - math.exp(-max(0.0, now - self._seen) / policy.smoothing_tau_s)
+                self.smoothed += alpha * (score - self.smoothed)
+            self._seen = now
+            if self.healthy and self.smoothed < policy.unhealthy_below:
+                self.healthy = False
+            elif not self.healthy and self.smoothed >= policy.healthy_above:
+                self.healthy = True
+            return self.healthy
+
+    def report(self, health: dict[str, Any]) -> dict[str, Any]:
+        """``health`` (an ``overall_health()`` report) with this gate's reading of it added."""
+        healthy = self.observe(float(health["score"]))
+        assert self.smoothed is not None
+        return {**health, "healthy": healthy, "smoothed_score": round(self.smoothed, 1)}
 
 
 class LatencyBaselines:
@@ -112,13 +188,23 @@ class LatencyBaselines:
             found = self._values.get(key)
         return found[0] if found else None
 
+    def forget(self, client: str) -> None:
+        """Drop every baseline of ``client`` (it closed, or its name is about to be reused)."""
+        with self._lock:
+            for key in [key for key in self._values if key[0] == client]:
+                del self._values[key]
+
     def clear(self) -> None:
         """Forget every baseline."""
         with self._lock:
             self._values.clear()
 
+    def __len__(self) -> int:
+        return len(self._values)
+
 
 baselines = LatencyBaselines()
+registry.on_forget(baselines.forget)
 _process: psutil.Process | None = None
 
 
@@ -147,8 +233,23 @@ def _latency_points(
         tail = p95 / p50
         if tail >= policy.tail_ratio and p95 - p50 >= policy.latency_floor_ms:
             points += 5.0
-            reasons.append(f"{name}: p95 latency {p95:.0f} ms is {tail:.0f}x the p50 (erratic answers)")
+            reasons.append(
+                f"{name}: p95 latency {p95:.0f} ms is {tail:.0f}x the p50 of {p50:.0f} ms (erratic answers)"
+            )
     return min(15.0, points), reasons
+
+
+def _breaker_points(name: str, breaker: Mapping[str, Any], share: float) -> tuple[float, str | None]:
+    """Points for one breaker: by the share of traffic it carries and how long it has not been closed."""
+    state = breaker.get("state", "closed")
+    if state not in ("open", "half_open"):
+        return 0.0, None
+    tripped_for = float(breaker.get("tripped_for") or 0.0)
+    age = 0.3 + 0.7 * min(1.0, tripped_for / policy.breaker_sustained_s)
+    weight = 1.0 if state == "open" else 0.5
+    points = 50.0 * share * age * weight
+    what = "open" if state == "open" else "half-open, probing"
+    return points, f"{name}: breaker {what} for {tripped_for:.0f} s ({share:.0%} of traffic)"
 
 
 def _memory_points() -> tuple[float, list[str], dict[str, float]]:
@@ -174,7 +275,7 @@ def _memory_points() -> tuple[float, list[str], dict[str, float]]:
 def client_health(
     stats: dict[str, Any], *, memory: bool = True, store: LatencyBaselines | None = None
 ) -> dict[str, Any]:
-    """Score one client's ``stats()``: ``{score, status, reasons, components}``.
+    """Score one client's ``stats()``: ``{score, status, reasons, components}`` (formula above).
 
     ``components`` holds the points each component deducted. ``memory=False`` leaves the
     process-wide memory component out; ``store`` replaces the process-wide latency baselines.
@@ -183,18 +284,16 @@ def client_health(
     client = str(stats.get("client") or stats.get("exchange") or "")
     points = dict.fromkeys(COMPONENTS, 0.0)
     reasons: list[str] = []
-    total_calls = total_failures = 0
-    for name, data in stats.get("endpoints", {}).items():
-        recent = data.get("recent", {})
-        total_calls += recent.get("calls", 0)
-        total_failures += recent.get("failures", 0)
-        state = data.get("breaker", {}).get("state", "closed")
-        if state == "open":
-            points["breakers"] += 25.0
-            reasons.append(f"{name}: breaker open")
-        elif state == "half_open":
-            points["breakers"] += 10.0
-            reasons.append(f"{name}: breaker half-open, probing")
+    endpoints: dict[str, Any] = stats.get("endpoints", {})
+    recent_calls = {name: int((data.get("recent") or {}).get("calls", 0)) for name, data in endpoints.items()}
+    total_calls = sum(recent_calls.values())
+    total_failures = sum(int((data.get("recent") or {}).get("failures", 0)) for data in endpoints.values())
+    for name, data in endpoints.items():
+        share = (recent_calls[name] + 1) / (total_calls + len(endpoints))
+        breaker_points, breaker_reason = _breaker_points(name, data.get("breaker") or {}, share)
+        if breaker_reason is not None:
+            points["breakers"] += breaker_points
+            reasons.append(breaker_reason)
         quality = data.get("last_quality")
         if quality is not None and quality < 80:
             points["quality"] += min(15.0, (80 - quality) / 4)
@@ -211,14 +310,17 @@ def client_health(
             if share > 0.05:
                 points["stale"] += min(15.0, share * 20)
                 reasons.append(f"{name}: {share:.0%} of calls answered with stale data")
-        lat_points, lat_reasons = _latency_points(client, name, data.get("latency_ms") or {}, store)
+        latency = data.get("exchange_latency_ms") or data.get("latency_ms") or {}
+        lat_points, lat_reasons = _latency_points(client, name, latency, store)
         points["latency"] += lat_points
         reasons.extend(lat_reasons)
     if total_calls:
         rate = total_failures / total_calls
         if rate > 0.01:
-            points["error_rate"] = min(50.0, rate * 100)
+            confidence = min(1.0, total_calls / policy.min_calls)
+            points["error_rate"] = min(50.0, rate * 100) * confidence
             reasons.append(f"{rate:.1%} of calls failed in the last minute ({total_failures}/{total_calls})")
+    points["breakers"] = min(50.0, points["breakers"])
     points["latency"] = min(30.0, points["latency"])
     result: dict[str, Any] = {}
     if memory:
@@ -242,8 +344,6 @@ def overall_health(stats_by_client: Mapping[str, dict[str, Any]] | None = None) 
     ``stats_by_client`` (name -> ``stats()``) defaults to every client in the registry.
     """
     if stats_by_client is None:
-        from hardened.telemetry import registry
-
         stats_by_client = {}
         for name, client in registry.clients().items():
             try:

@@ -1,14 +1,42 @@
-"""Which hardened clients are alive in this process, for the status server and the CLI."""
+"""Which hardened clients are alive in this process, for the status server and the CLI.
+
+Modules that keep state per client name (the health module's latency baselines) subscribe with
+``on_forget(callback)``: the callback gets the name once the client is closed (``unregister``) or
+garbage collected without being closed, so short-lived clients leave nothing behind.
+"""
 
 from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
+
+__all__ = ["clients", "on_forget", "register", "unregister"]
 
 _lock = threading.Lock()
 _clients: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
 _counter = 0
+_forget_callbacks: list[Callable[[str], None]] = []
+
+
+def on_forget(callback: Callable[[str], None]) -> None:
+    """Call ``callback(name)`` whenever a registered client is closed or collected."""
+    _forget_callbacks.append(callback)
+
+
+def _forget(name: str) -> None:
+    for callback in list(_forget_callbacks):
+        callback(name)
+
+
+def _collected(name: str, ident: int) -> None:
+    """A registered client was garbage collected: forget it unless its name went to another."""
+    with _lock:
+        current = _clients.get(name)
+        if current is not None and id(current) != ident:
+            return
+    _forget(name)
 
 
 def register(client: Any, exchange_id: str) -> str:
@@ -23,13 +51,16 @@ def register(client: Any, exchange_id: str) -> str:
                 _counter += 1
                 name = f"{exchange_id}#{_counter + 1}"
         _clients[name] = client
-        return name
+    _forget(name)  # whatever an earlier client of this name left behind is not this one's
+    weakref.finalize(client, _collected, name, id(client))
+    return name
 
 
 def unregister(name: str) -> None:
     """Forget the client registered as ``name``."""
     with _lock:
         _clients.pop(name, None)
+    _forget(name)
 
 
 def clients() -> dict[str, Any]:
