@@ -55,7 +55,7 @@ def test_the_default_stages_are_handed_over_in_order(binance: ccxt.binance) -> N
     ex = HardenedClient(binance, stages=build)
     try:
         assert ex.pipeline.names() == [*seen[0], "counting"]
-        assert seen[0][:3] == ["record", "cache", "breaker"]  # outermost first
+        assert seen[0][:4] == ["record", "gate", "cache", "breaker"]  # outermost first
     finally:
         ex.close()
 
