@@ -7,6 +7,7 @@ URL (it may hold a bot token or be a secret webhook address).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import urllib.error
 import urllib.request
@@ -56,10 +57,8 @@ def post_json(url: str, payload: Any, timeout: float, what: str) -> tuple[int, b
 def _retry_after(header: str | None, body: bytes) -> float | None:
     """Seconds to wait from a Retry-After header or Telegram's ``parameters.retry_after``."""
     if header:
-        try:
+        with contextlib.suppress(ValueError):  # an HTTP-date form: fall back to the body
             return max(0.0, float(header))
-        except ValueError:
-            pass
     try:
         parsed = json.loads(body) if body else None
     except ValueError:
