@@ -293,12 +293,6 @@ def test_processes_sharing_a_budget_never_overspend_it(redis_server: RedisServer
     assert not any(api_key in key for key in keys)  # the budget's key is a hash of the API key
 
 
-def test_without_redis_the_same_group_overspends(sim: Simulator) -> None:
-    """The control: each process paces itself to the whole budget, so together they spend more."""
-    _budget_burst(sim, None, headroom=0.005)
-    assert max(_tickers_per_minute(sim).values()) > 15
-
-
 def test_leases_across_processes_never_exceed_a_window(redis_server: RedisServer) -> None:
     """Two links (as two processes) lease one pool of 40 units per 2 s window from threads."""
     links = [RedisLink(redis_server.url, 0.5), RedisLink(redis_server.url, 0.5)]
