@@ -80,7 +80,12 @@ BACKFILL_MINUTES = 5
 WEIGHT_LIMIT = 1200  # per minute
 BAN_AFTER = 20  # refusals in one window before a ban
 BAN_SECONDS = 120.0
-SCORE_EVERY = 1.0  # sim seconds between batches of the gate's bucket scorer
+# Sim seconds between batches of the gate's bucket scorer: a client's scorer runs every 50 ms
+# (``learner._SCORE_EVERY``), so the replay runs it as often on the sim clock.
+SCORE_EVERY = 0.05
+FLUSH_EVERY = 5_000  # calls between store flushes: the replay records far faster than a bot
+VALIDATION_SHARE = 0.25  # the last quarter of the training time chooses thresholds
+BREAKER_GRID = tuple((t, r) for t in (2, 3, 5, 8, 12) for r in (15.0, 30.0, 60.0, 120.0))
 
 PROFILE: dict[str, Any] = {
     "name": "gate_eval",
@@ -225,8 +230,12 @@ def run(
     seed: int,
     cut: float,
     learner: Any = None,
+    stop: float = float("inf"),
+    max_good_skipped: float | None = None,
 ) -> Score:
-    """Replay ``calls`` through ``policy``; score the calls at or after ``cut``."""
+    """Replay ``calls`` through ``policy``; score the calls at or after ``cut`` and before
+    ``stop``. With ``max_good_skipped``, the learned gate chooses its threshold at ``cut`` on the
+    last ``VALIDATION_SHARE`` of the time before it (``ErrorLearner.tune_threshold``)."""
     exchange = Exchange(seed)
     score = Score(policy.name)
     retrain_at = cut + 6 * 3600.0
@@ -234,9 +243,13 @@ def run(
     trained = False
     next_score = 0.0
     causes: dict[str, list[int]] = {}
-    for (now, index), fault in zip(calls, truth, strict=True):
+    for n, ((now, index), fault) in enumerate(zip(calls, truth, strict=True)):
+        if now >= stop:
+            break
         endpoint, symbol, timeframe, limit, weight = ROUND[index]
         scored = now >= cut
+        if learner is not None and n % FLUSH_EVERY == 0:
+            learner.store.flush(60.0)  # nothing dropped from a full queue: every call recorded
         key = call = None
         if learner is not None:
             learner.clock.t = now
@@ -245,6 +258,9 @@ def run(
             )
         group = ("exchange", EXCHANGE, endpoint)
         if gate and scored and not trained:  # the end of the training time: fit, then act
+            if max_good_skipped is not None:  # the threshold, chosen on the validation slice
+                choice = learner.tune_threshold(VALIDATION_SHARE, max_good_skipped)
+                policy.extra["threshold_choice"] = choice
             policy.extra["trained_on"] = (learner.train(force=True) or {}).get("samples", 0)
             trained = True
         elif gate and scored and now >= retrain_at:  # online: refit on the calls it made
@@ -263,7 +279,8 @@ def run(
             failed = outcome is not None
             policy.observe(group, key, call, now, failed)
             if learner is not None:
-                learner.finish(key, call, failed, 0.05, outcome, None, 1, False, None, now)
+                probe = gate and scored and policy.probe  # as the pipeline's stage records it
+                learner.finish(key, call, failed, 0.05, outcome, None, 1, probe, None, now)
         else:
             outcome = fault or (exchange.refusal_kind(now) if exchange.would_refuse(weight, now) else None)
             failed = outcome is not None
@@ -300,33 +317,69 @@ def make_learner(threshold: float, per_endpoint: bool, probe_share: float) -> Er
     )
 
 
+def tune_breaker(
+    calls: Sequence[tuple[float, int]], truth: Sequence[str | None], seed: int, start: float, stop: float
+) -> tuple[tuple[int, float], list[dict[str, Any]]]:
+    """The breaker's (threshold, recovery) of ``BREAKER_GRID`` with the best goodput on the
+    validation slice [start, stop): the breaker gets its own tuning, on the same slice as the gate."""
+    tried = []
+    for threshold, recovery in BREAKER_GRID:
+        score = run(ConsecutiveBreaker(threshold, recovery), calls, truth, seed, start, stop=stop)
+        score.seconds = stop - start
+        tried.append(((threshold, recovery), score.as_dict()))
+    best = max(tried, key=lambda item: item[1]["goodput_per_s"] or 0.0)
+    figures = [{"threshold": t, "recovery": r, **_figures(d)} for (t, r), d in tried]
+    return best[0], figures
+
+
+def _figures(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: row[k] for k in ("failing_avoided_share", "good_skipped_share", "goodput_per_s")}
+
+
 def evaluate(
-    days: float, seed: int, train_share: float, threshold: float, probe_share: float
+    days: float,
+    seed: int,
+    train_share: float,
+    threshold: float | None,
+    probe_share: float,
+    max_good_skipped: float = 0.01,
 ) -> dict[str, Any]:
+    """Every policy on the same replay; ``threshold`` None: the gate chooses it on validation."""
     calls = schedule(days)
     truth = fates(calls, seed)
     cut = days * 86_400.0 * train_share
+    validation = cut - days * 86_400.0 * train_share * VALIDATION_SHARE
+    (b_threshold, b_recovery), breaker_tuning = tune_breaker(calls, truth, seed, validation, cut)
     results = []
     timings = {}
+    tuned = ConsecutiveBreaker(threshold=b_threshold, recovery=b_recovery)
+    tuned.name = f"breaker tuned on validation ({b_threshold} in a row, {b_recovery:.0f} s)"
     for policy in (
         NoGate(),
         ConsecutiveBreaker(threshold=5, recovery=30.0),
+        tuned,
         SreThrottle(k=2.0, window=120.0),
     ):
         started = time.perf_counter()
         results.append(run(policy, calls, truth, seed, cut))
         timings[policy.name] = round(time.perf_counter() - started, 2)
     variants = [
-        ("learned gate (one model)", threshold, False),
-        ("learned gate (per endpoint)", threshold, True),
+        ("learned gate (one model)", False),
+        ("learned gate (per endpoint)", True),
     ]
-    for name, thr, per_endpoint in variants:
+    for name, per_endpoint in variants:
         started = time.perf_counter()
-        learner = make_learner(thr, per_endpoint, probe_share)
+        learner = make_learner(threshold or 0.8, per_endpoint, probe_share)
         gate = LearnedGate(learner, name)
         gate.extra = {}
-        score = run(gate, calls, truth, seed, cut, learner)
-        score.extra = {"threshold": thr, "probe_share": probe_share, **gate.extra, **score.extra}
+        budget = None if threshold is not None else max_good_skipped
+        score = run(gate, calls, truth, seed, cut, learner, max_good_skipped=budget)
+        score.extra = {
+            "threshold": learner.threshold,
+            "probe_share": probe_share,
+            **gate.extra,
+            **score.extra,
+        }
         score.extra["probes"] = learner.probes
         results.append(score)
         timings[name] = round(time.perf_counter() - started, 2)
@@ -341,6 +394,8 @@ def evaluate(
         "calls_scheduled": len(calls),
         "calls_scored": results[0].calls,
         "failing_share_scored": round(results[0].would_fail / max(1, results[0].calls), 4),
+        "validation_slice": [round(validation, 1), round(cut, 1)],
+        "breaker_tuning": breaker_tuning,
         "results": table,
         "seconds_per_policy": timings,
         "targets": targets(table),
@@ -377,7 +432,7 @@ def plot(report: dict[str, Any], path: Path) -> bool:
         return False
     rows = report["results"]
     names = [r["policy"].replace(" (", "\n(") for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
     series = (
         (
             "failing calls avoided (%)",
@@ -389,7 +444,8 @@ def plot(report: dict[str, Any], path: Path) -> bool:
         ("goodput (successful calls / s)", [r["goodput_per_s"] or 0 for r in rows], None, None),
     )
     for ax, (title, values, target, label) in zip(axes, series, strict=True):
-        ax.bar(range(len(values)), values, color=["#999", "#c77", "#7a7", "#36c", "#69c"][: len(values)])
+        colors = ["#36c" if r["policy"].startswith("learned") else "#999" for r in rows]
+        ax.bar(range(len(values)), values, color=colors)
         ax.set_xticks(range(len(values)), names, fontsize=7)
         ax.set_title(title)
         if target is not None:
@@ -413,7 +469,15 @@ def main_argv(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--days", type=float, default=2.0, help="simulated days to replay")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--train-share", type=float, default=0.6, help="share of the time to train on")
-    parser.add_argument("--threshold", type=float, default=0.8, help="the gate's skip threshold")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="fix the gate's skip threshold (default: chosen on validation)",
+    )
+    parser.add_argument(
+        "--max-good-skipped", type=float, default=0.01, help="validation budget of good calls skipped"
+    )
     parser.add_argument("--probe-share", type=float, default=0.05, help="share of would-be skips probed")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="folder for tables")
     parser.add_argument("--plot", type=Path, default=ROOT / "artifacts" / "gate_eval.png")
@@ -421,7 +485,9 @@ def main_argv(argv: Sequence[str] | None = None) -> int:
     if not 0.0 < args.train_share < 1.0:
         parser.error("--train-share must be between 0 and 1")
     started = time.perf_counter()
-    report = evaluate(args.days, args.seed, args.train_share, args.threshold, args.probe_share)
+    report = evaluate(
+        args.days, args.seed, args.train_share, args.threshold, args.probe_share, args.max_good_skipped
+    )
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
     table = format_table(report["results"])
     print(table)

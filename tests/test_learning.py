@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import sqlite3
 import subprocess
@@ -20,6 +21,7 @@ import hardened
 from hardened import ErrorLearner, HardenedClient, ModelVersionError, RequestSkipped
 from hardened.config import ConfigError, HardenedConfig
 from hardened.learning import GateModel, RecordStore, StoreError
+from hardened.learning.evaluate import choose_threshold
 from hardened.learning.features import ROW_COLUMNS, bucket_limit, generic_parts
 from hardened.pipeline.gate import call_arguments
 from hardened.sim import Simulator
@@ -259,6 +261,104 @@ def test_probes_go_through_and_a_recovery_is_seen() -> None:
         key, call = learner.call_key("exchange", "binance", "ticker", "BTC/USDT")
         assert learner.decide(key, call)[0] is False
         assert learner.probability(key) < learner.threshold
+    finally:
+        learner.close()
+
+
+def test_no_probe_while_the_rate_limit_budget_is_spent() -> None:
+    clock = Clock()
+    learner = _learner(clock=clock, probe_share=0.1)
+    try:
+        _feed_symbol_pattern(learner, clock)
+        learner.train()
+        for headroom, probes in ((0.0, 0), (0.5, 10)):
+            learner._would_skip.clear()
+            key, call = learner.call_key("exchange", "binance", "ticker", "BTC/USDT", headroom=headroom)
+            outcomes = [learner.decide(key, call) for _ in range(100)]
+            assert sum(o[2] for o in outcomes) == probes  # a probe at no headroom would earn a 429
+            assert sum(o[0] for o in outcomes) == 100 - probes
+    finally:
+        learner.close()
+
+
+def test_an_unscored_bucket_borrows_the_probability_of_the_same_headroom() -> None:
+    """BTC/USDT tickers fail only when the rate-limit budget is spent: a bucket not scored yet
+    (here: a new hour) takes the probability last scored for the call at the same headroom, not
+    the last one scored for the call at any headroom (the calm one, which would let it go)."""
+    clock = Clock(1_800_000_000.0)
+    learner = _learner(clock=clock, probe_share=0.0)
+    try:
+        for i in range(900):
+            symbol = ("BTC/USDT", "ETH/USDT")[i % 2]
+            headroom = 0.0 if i % 6 < 2 else 1.0
+            key, call = learner.call_key("exchange", "binance", "ticker", symbol, headroom=headroom)
+            learner.finish(key, call, symbol == "BTC/USDT" and headroom == 0.0, 0.02)
+            clock.t += 0.5
+        assert learner.train() is not None
+        clock.t += 3600.0  # another hour of the day: buckets never scored
+        calm, _ = learner.call_key("exchange", "binance", "ticker", "BTC/USDT", headroom=1.0)
+        assert learner.probability(calm) < learner.threshold  # the last scored for this call
+        key, call = learner.call_key("exchange", "binance", "ticker", "BTC/USDT", headroom=0.0)
+        assert key not in learner._cache
+        assert learner._last_p[call] < learner.threshold  # what the call alone would borrow
+        skip, p, _ = learner.decide(key, call)
+        assert skip is True and p is not None and p >= learner.threshold
+        assert learner.decide(calm, call)[0] is False
+        # successes the model expected (the budget came back) are no sign of a recovery: after
+        # them the spent-budget bucket is still skipped (only unexpected successes end a skip)
+        for _ in range(3):
+            learner.finish(calm, call, False, 0.02)
+            clock.t += 1.0
+        assert call not in learner._recovered
+        assert learner.decide(key, call)[0] is True
+    finally:
+        learner.close()
+
+
+def test_choose_threshold_takes_the_lowest_within_the_good_call_budget() -> None:
+    probs = [0.95, 0.9, 0.7, 0.6, 0.55, 0.1, 0.05, 0.6, 0.3, 0.2] * 10
+    labels = [1, 1, 1, 0, 1, 0, 0, 1, 0, 0] * 10
+    # good calls: 0.6, 0.1, 0.05, 0.3, 0.2 (per ten); at 0.6 or below the 0.6 one is skipped
+    threshold, figures = choose_threshold(probs, labels, max_good_skipped=0.1)
+    assert threshold == 0.65
+    by_t = {f["threshold"]: f for f in figures}
+    assert by_t[0.6]["good_skipped_share"] == 0.2 and by_t[0.65]["good_skipped_share"] == 0.0
+    assert by_t[0.65]["failing_avoided_share"] == 0.6
+    assert choose_threshold(probs, labels, max_good_skipped=0.2)[0] == 0.5
+    # no candidate meets the budget: the most cautious one
+    assert choose_threshold([0.99, 0.99], [0, 1], max_good_skipped=0.0)[0] == 0.95
+    with pytest.raises(ValueError, match="labels"):
+        choose_threshold([0.5], [1, 0])
+    with pytest.raises(ValueError, match="max_good_skipped"):
+        choose_threshold([0.5], [1], max_good_skipped=2.0)
+
+
+def test_tune_threshold_chooses_on_held_out_time() -> None:
+    """BTC/USDT always fails, SOL/USDT fails seven times in ten at random, ETH/USDT never: the
+    threshold chosen on the last quarter of the time skips BTC/USDT but not SOL/USDT's good calls."""
+    clock = Clock()
+    learner = _learner(clock=clock, probe_share=0.0)
+    rng = random.Random(3)
+    try:
+        for i in range(1_500):
+            symbol = ("BTC/USDT", "ETH/USDT", "SOL/USDT")[i % 3]
+            failed = symbol == "BTC/USDT" or (symbol == "SOL/USDT" and rng.random() < 0.7)
+            key, call = learner.call_key("exchange", "binance", "ticker", symbol)
+            learner.finish(key, call, failed, 0.02)
+            clock.t += 0.5
+        choice = learner.tune_threshold(validation_share=0.25, max_good_skipped=0.01)
+        assert choice is not None and learner.threshold == choice["threshold"]
+        assert choice["validated_on"] == pytest.approx(375, abs=3)
+        assert choice["fitted_on"] + choice["validated_on"] == 1_500
+        by_t = {f["threshold"]: f for f in choice["candidates"]}
+        assert by_t[learner.threshold]["good_skipped_share"] <= 0.01
+        lower = [t for t in by_t if t < learner.threshold]
+        assert all(by_t[t]["good_skipped_share"] > 0.01 for t in lower)  # the lowest that fits
+        learner.train()
+        key, call = learner.call_key("exchange", "binance", "ticker", "BTC/USDT")
+        assert learner.decide(key, call)[0] is True
+        with pytest.raises(ValueError, match="validation_share"):
+            learner.tune_threshold(validation_share=1.5)
     finally:
         learner.close()
 

@@ -33,8 +33,13 @@ __all__ = [
     "NoGate",
     "Score",
     "SreThrottle",
+    "choose_threshold",
     "evaluate_rows",
 ]
+
+# Candidate skip thresholds for ``choose_threshold``: below 0.5 a skip is more likely wrong than
+# right, so the search starts there.
+THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 
 _N = len(FEATURES)
 
@@ -182,13 +187,50 @@ class LearnedGate:
         self.learner = learner
         self.name = name
         self.extra: dict[str, Any] = {}
+        self.probe = False  # whether the call last admitted goes as a probe
 
     def admit(self, group: tuple[Any, ...], key: Any, call: Any, now: float) -> bool:
-        skip, _, _ = self.learner.decide(key, call)
+        skip, _, self.probe = self.learner.decide(key, call)
         return not skip
 
     def observe(self, group: tuple[Any, ...], key: Any, call: Any, now: float, failed: bool) -> None:
         return None  # the replay records outcomes into the learner itself
+
+
+def choose_threshold(
+    probs: Sequence[float],
+    labels: Sequence[int],
+    max_good_skipped: float = 0.01,
+    grid: Sequence[float] = THRESHOLDS,
+) -> tuple[float, list[dict[str, Any]]]:
+    """The lowest threshold of ``grid`` that would skip at most ``max_good_skipped`` of the good
+    calls in a validation slice (``probs``: the model's failure probabilities, ``labels``: 1 = the
+    call failed), and the figures of every candidate. None meets the budget: the highest.
+
+    Lowest, because a lower threshold avoids more failing calls; the budget on good calls is
+    what stops it. Chosen on calls the model was not fitted on, before the scored time."""
+    if len(probs) != len(labels):
+        raise ValueError(f"{len(probs)} probabilities but {len(labels)} labels")
+    if not grid:
+        raise ValueError("no candidate thresholds")
+    if not 0.0 <= max_good_skipped <= 1.0:
+        raise ValueError(f"max_good_skipped must be in [0, 1], got {max_good_skipped}")
+    failing = sum(1 for y in labels if y)
+    good = len(labels) - failing
+    figures = []
+    chosen = None
+    for t in sorted(grid):
+        avoided = sum(1 for p, y in zip(probs, labels, strict=True) if y and p >= t)
+        wrongly = sum(1 for p, y in zip(probs, labels, strict=True) if not y and p >= t)
+        row = {
+            "threshold": t,
+            "failing_avoided_share": _share(avoided, failing),
+            "good_skipped_share": _share(wrongly, good),
+        }
+        figures.append(row)
+        if chosen is None and wrongly <= max_good_skipped * good:
+            chosen = t
+    return (chosen if chosen is not None else max(grid)), figures
 
 
 def evaluate_rows(

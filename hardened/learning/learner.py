@@ -28,6 +28,7 @@ from typing import Any
 import structlog
 
 from hardened.learning.anomaly import find_anomalies
+from hardened.learning.evaluate import choose_threshold
 from hardened.learning.features import (
     BREAKER_CODES,
     FEATURES,
@@ -66,6 +67,13 @@ _MAX_PENDING = 10_000  # buckets waiting for the scorer
 _SCORE_EVERY = 0.05  # seconds between the background scorer's batches
 _WARM_ROWS = 50_000  # recent calls whose buckets are scored right after a training
 _CALL_FIELDS = 7  # a feature key starts with the call's identity (component ... limit bucket)
+_HEADROOM = FEATURES.index("headroom")
+# What a bucket not scored yet borrows from, first found wins: the last probability scored for
+# the same call in the same state (hour of day, headroom, recent failure shares, streak), then at
+# the same headroom, then the call's last. The full key has too many buckets for the cache to
+# hold every one the hot path meets (a call's streak, shares and headroom move with every call).
+_STATE = tuple(FEATURES.index(name) for name in ("hour", "headroom", "err_ep", "err_call", "streak_call"))
+_H, _R, _E, _C, _S = _STATE
 
 
 class ErrorLearner:
@@ -262,7 +270,10 @@ class ErrorLearner:
         for key, p in zip(keys, probs, strict=True):
             p = float(p)
             cache[key] = p
-            last[key[:n_call]] = p
+            call = key[:n_call]
+            last[call] = p
+            last[(call, key[_R])] = p
+            last[(call, key[_H], key[_R], key[_E], key[_C], key[_S])] = p
 
     def score_pending(self) -> int:
         """Score, in one batch, the buckets the hot path met without a cached probability;
@@ -275,25 +286,38 @@ class ErrorLearner:
         self._remember(keys, model.predict(keys), model)
         return len(keys)
 
+    def _borrowed(self, key: tuple[Any, ...], call: tuple[Any, ...]) -> float | None:
+        """The probability an unscored bucket borrows (see ``_STATE``), None when the call has none."""
+        last = self._last_p
+        p = last.get((call, key[_H], key[_R], key[_E], key[_C], key[_S]))
+        if p is None:
+            p = last.get((call, key[_R]))
+            if p is None:
+                p = last.get(call)
+        return p
+
     def decide(self, key: tuple[Any, ...], call: tuple[Any, ...]) -> tuple[bool, float | None, bool]:
         """(skip, probability, probe): whether to skip the call, and whether it goes as a probe.
 
-        Never calls scikit-learn: a bucket without a cached probability uses the last probability
-        scored for the same call (same market, size, ...) and is queued for the scorer."""
+        Never calls scikit-learn: a bucket without a cached probability borrows the last
+        probability scored for the same call in the same state (``_STATE``: a storm's first
+        refused bucket must not borrow the calm's low probability when an earlier storm's is
+        known) and is queued for the scorer. No probe goes while the rate-limit budget is spent:
+        the budget's own figures show its recovery, a probe would only earn a 429."""
         if self.model is None:
             return False, None, False
         p = self._cache.get(key)
         if p is None:
             if len(self._pending) < _MAX_PENDING:
                 self._pending[key] = None
-            p = self._last_p.get(call)
+            p = self._borrowed(key, call)
             if p is None:
                 return False, None, False
         if p < self.threshold or self._recovered.get(call, 0) >= _RECOVERED_AFTER:
             return False, p, False
         n = self._would_skip.get(call, 0) + 1
         self._would_skip[call] = n
-        if self._probe_every and n % self._probe_every == 0:
+        if self._probe_every and n % self._probe_every == 0 and key[_HEADROOM] != 0.0:
             self.probes += 1
             return False, p, True
         self.skipped += 1
@@ -345,8 +369,15 @@ class ErrorLearner:
         d.add(now, failed, tau)
         if failed:
             self._recovered.pop(call, None)
-        elif self._would_skip.pop(call, None) is not None or call in self._recovered:
-            self._recovered[call] = self._recovered.get(call, 0) + 1  # a probe, or after one
+        elif call in self._would_skip or call in self._recovered:
+            # a success the model did not expect (a probe, or a call after one) counts towards
+            # a recovery; one it expected (the rate-limit budget came back) does not
+            self._would_skip.pop(call, None)
+            p = self._cache.get(key)
+            if p is None:
+                p = self._borrowed(key, call)
+            if call in self._recovered or (p is not None and p >= self.threshold):
+                self._recovered[call] = self._recovered.get(call, 0) + 1
         pace_key = call[:2]
         d = self._pace.get(pace_key)
         if d is None:
@@ -489,6 +520,41 @@ class ErrorLearner:
             return self.last_training
         finally:
             self._training.release()
+
+    def tune_threshold(
+        self, validation_share: float = 0.25, max_good_skipped: float = 0.01
+    ) -> dict[str, Any] | None:
+        """Choose the skip threshold on held-out recorded time and start using it.
+
+        A model is fitted on the oldest ``1 - validation_share`` of the recorded time and scores
+        the rest; the threshold becomes the lowest candidate that would skip at most
+        ``max_good_skipped`` of the good calls there (``evaluate.choose_threshold``). Returns the
+        choice and every candidate's figures; None when too little is recorded to hold some out."""
+        if not 0.0 < validation_share < 1.0:
+            raise ValueError(f"validation_share must be between 0 and 1, got {validation_share}")
+        keys, labels, rows = self.training_data()
+        if len(rows) < max(20, self.min_samples):
+            return None
+        t0, t1 = float(rows[0][0]), float(rows[-1][0])
+        cut = t1 - (t1 - t0) * validation_share
+        n_fit = sum(1 for row in rows if float(row[0]) < cut)
+        fit_keys = [_floats(k) for k in keys[:n_fit]]
+        val_keys = [_floats(k) for k in keys[n_fit:]]
+        if not fit_keys or not val_keys or 0 in (sum(labels[:n_fit]), n_fit - sum(labels[:n_fit])):
+            return None  # one side empty, or nothing (or everything) failed before the cut
+        model = GateModel.fit(fit_keys, labels[:n_fit], per_endpoint=self.per_endpoint)
+        probs = [float(p) for p in model.predict(val_keys)]
+        threshold, figures = choose_threshold(probs, labels[n_fit:], max_good_skipped)
+        self.threshold = threshold
+        found = {
+            "threshold": threshold,
+            "max_good_skipped": max_good_skipped,
+            "fitted_on": n_fit,
+            "validated_on": len(val_keys),
+            "candidates": figures,
+        }
+        log.info("gate_threshold_tuned", threshold=threshold, validated_on=len(val_keys))
+        return found
 
     def use_model(self, model: GateModel, warm: list[tuple[Any, ...]] | None = None) -> None:
         """Start deciding with ``model`` (trained elsewhere, or loaded); the buckets of ``warm``
