@@ -22,7 +22,7 @@ from hardened import ErrorLearner, HardenedClient, ModelVersionError, RequestSki
 from hardened.config import ConfigError, HardenedConfig
 from hardened.learning import GateModel, RecordStore, StoreError
 from hardened.learning.evaluate import choose_threshold
-from hardened.learning.features import ROW_COLUMNS, bucket_limit, generic_parts
+from hardened.learning.features import ROW_COLUMNS, bucket_headroom, bucket_limit, generic_parts
 from hardened.pipeline.gate import call_arguments
 from hardened.sim import Simulator
 from hardened.sim.faults import FaultEngine, load_profile
@@ -160,6 +160,19 @@ def test_features_come_from_the_call_arguments() -> None:
     assert call_arguments("ticker", ("BTC/USDT",), {"params": {"type": "spot"}})[3] == "params:type"
     assert call_arguments("balance", (), {}) == (None, None, None, None)
     assert bucket_limit(500) == 9 and bucket_limit(1000) == 10 and bucket_limit(None) is None
+    # headroom: rounded down, fine near zero where a small request fits and a large one does not
+    assert [bucket_headroom(x) for x in (None, -0.1, 0.0, 0.004, 0.012, 0.0999, 0.1, 0.57, 1.0, 2.0)] == [
+        None,
+        0.0,
+        0.0,
+        0.0,
+        0.01,
+        0.095,
+        0.1,
+        0.5,
+        1.0,
+        1.0,
+    ]
     variant, numbers = generic_parts({"command": "start", "system_load": 0.5, "symbol": "BTC"})
     assert variant == "command=start" and numbers == (0.5, None, None, None)
 

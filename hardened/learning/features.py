@@ -28,6 +28,7 @@ __all__ = [
     "ROW_COLUMNS",
     "SCHEMA_VERSION",
     "Decayed",
+    "bucket_headroom",
     "bucket_limit",
     "bucket_log2",
     "bucket_share",
@@ -36,13 +37,13 @@ __all__ = [
 ]
 
 # Bump when a feature's meaning or bucketing changes: a saved model of another version is refused.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: headroom in fine steps near zero (bucket_headroom)
 
 CATEGORICAL = ("component", "exchange", "endpoint", "symbol", "timeframe", "variant")
 NUMERIC = (
     "limit_n",  # bit length of the limit asked for (500 -> 9, 1000 -> 10)
     "hour",  # UTC hour of day of the call
-    "headroom",  # share of the exchange's rate-limit budget left, 0.1 steps (None: unknown)
+    "headroom",  # share of the rate-limit budget left: 0.005 steps below 0.1, then 0.1 steps
     "breaker",  # 0 closed, 1 half-open, 2 open
     "pace",  # own calls per second to this exchange, log2 buckets
     "err_ep",  # recent failure share of the endpoint, 0.1 steps
@@ -76,6 +77,22 @@ def bucket_share(x: float | None) -> float | None:
 
 
 _TENTHS = tuple(i / 10 for i in range(11))
+_NEAR_ZERO = tuple(i / 200 for i in range(20))  # 0.005 steps below 0.1
+
+
+def bucket_headroom(x: float | None) -> float | None:
+    """The share of the rate-limit budget left, rounded down: in 0.005 steps below 0.1 (six
+    weight units of Binance's 1200 a minute: whether a small request still fits is decided
+    there, where tenths would lump "room for a ticker" with "none at all"), in tenths above."""
+    if x is None:
+        return None
+    if x >= 0.1:
+        return 1.0 if x >= 1.0 else _TENTHS[int(x * 10.0)]
+    if x <= 0.0:
+        return 0.0
+    return _NEAR_ZERO[int(x * 200.0)]
+
+
 _LOG2 = tuple(float(i) for i in range(64))
 
 
