@@ -21,6 +21,12 @@ of the time trains the learned gate (it records, never skips); every policy is s
 rest. The learned gate keeps learning online during the scored time (retrained every 6 sim
 hours from the calls it made, never from the ones it skipped).
 
+Nothing is tuned on the scored time. The last quarter of the training time is a validation
+slice: the gate's skip threshold is the lowest that skips at most ``--max-good-skipped`` of the
+good calls there, by a model fitted on the time before it (``ErrorLearner.tune_threshold``); the
+breaker gets the same chance (``BREAKER_GRID``, best goodput on that slice) and is shown beside
+its textbook setting (5 in a row, 30 s).
+
 Run: ``python benchmarks/eval_gate.py`` (options: ``--days``, ``--seed``, ``--out``). Prints the
 table; writes ``benchmarks/results/gate_eval.{json,md}`` and the plot ``artifacts/gate_eval.png``.
 """
@@ -253,8 +259,18 @@ def run(
         key = call = None
         if learner is not None:
             learner.clock.t = now
+            headroom = exchange.headroom(now)  # what the stage reads from the client's budget
             key, call = learner.call_key(
-                "exchange", EXCHANGE, endpoint, symbol, timeframe, None, limit, exchange.headroom(now), None
+                "exchange",
+                EXCHANGE,
+                endpoint,
+                symbol,
+                timeframe,
+                None,
+                limit,
+                headroom,
+                None,
+                room=headroom - weight / WEIGHT_LIMIT,
             )
         group = ("exchange", EXCHANGE, endpoint)
         if gate and scored and not trained:  # the end of the training time: fit, then act

@@ -19,11 +19,20 @@ import pytest
 
 import hardened
 from hardened import ErrorLearner, HardenedClient, ModelVersionError, RequestSkipped
+from hardened.adapters import load_profile as load_exchange_profile
 from hardened.config import ConfigError, HardenedConfig
 from hardened.learning import GateModel, RecordStore, StoreError
 from hardened.learning.evaluate import choose_threshold
-from hardened.learning.features import ROW_COLUMNS, bucket_headroom, bucket_limit, generic_parts
-from hardened.pipeline.gate import call_arguments
+from hardened.learning.features import (
+    FEATURES,
+    NO_ROOM,
+    ROW_COLUMNS,
+    bucket_limit,
+    bucket_room,
+    generic_parts,
+)
+from hardened.pipeline.gate import GateStage, call_arguments
+from hardened.ratelimit import RateLimitBudget
 from hardened.sim import Simulator
 from hardened.sim.faults import FaultEngine, load_profile
 from hardened.testing import capture_events
@@ -160,10 +169,10 @@ def test_features_come_from_the_call_arguments() -> None:
     assert call_arguments("ticker", ("BTC/USDT",), {"params": {"type": "spot"}})[3] == "params:type"
     assert call_arguments("balance", (), {}) == (None, None, None, None)
     assert bucket_limit(500) == 9 and bucket_limit(1000) == 10 and bucket_limit(None) is None
-    # headroom: rounded down, fine near zero where a small request fits and a large one does not
-    assert [bucket_headroom(x) for x in (None, -0.1, 0.0, 0.004, 0.012, 0.0999, 0.1, 0.57, 1.0, 2.0)] == [
+    # room after the call's weight: rounded down, fine near zero, its own bucket when it does not fit
+    assert [bucket_room(x) for x in (None, -0.1, 0.0, 0.004, 0.012, 0.0999, 0.1, 0.57, 1.0, 2.0)] == [
         None,
-        0.0,
+        NO_ROOM,
         0.0,
         0.0,
         0.01,
@@ -180,15 +189,16 @@ def test_features_come_from_the_call_arguments() -> None:
 def test_call_key_holds_symbol_limit_and_recent_errors() -> None:
     clock = Clock()
     learner = _learner(clock=clock)
+    ep, this = FEATURES.index("err_ep"), FEATURES.index("err_call")
     try:
         key, call = learner.call_key("exchange", "binance", "ohlcv", "BTC/USDT", "1m", None, 1000)
         assert key[:7] == ("exchange", "binance", "ohlcv", "BTC/USDT", "1m", None, 10.0)
-        assert key[12] is None  # no history yet for this call
+        assert key[this] is None  # no history yet for this call
         learner.finish(key, call, True, 0.1)
         key2, _ = learner.call_key("exchange", "binance", "ohlcv", "BTC/USDT", "1m", None, 1000)
-        assert key2[11] == 1.0 and key2[12] == 1.0  # endpoint and this call failed recently
+        assert key2[ep] == 1.0 and key2[this] == 1.0  # endpoint and this call failed recently
         other, _ = learner.call_key("exchange", "binance", "ohlcv", "ETH/USDT", "1m", None, 1000)
-        assert other[11] == 1.0 and other[12] is None  # the endpoint's share, not this market's
+        assert other[ep] == 1.0 and other[this] is None  # the endpoint's share, not this market's
     finally:
         learner.close()
 
@@ -284,9 +294,11 @@ def test_no_probe_while_the_rate_limit_budget_is_spent() -> None:
     try:
         _feed_symbol_pattern(learner, clock)
         learner.train()
-        for headroom, probes in ((0.0, 0), (0.5, 10)):
+        for headroom, room, probes in ((0.0, None, 0), (0.5, -0.01, 0), (0.5, 0.4, 10)):
             learner._would_skip.clear()
-            key, call = learner.call_key("exchange", "binance", "ticker", "BTC/USDT", headroom=headroom)
+            key, call = learner.call_key(
+                "exchange", "binance", "ticker", "BTC/USDT", headroom=headroom, room=room
+            )
             outcomes = [learner.decide(key, call) for _ in range(100)]
             assert sum(o[2] for o in outcomes) == probes  # a probe at no headroom would earn a 429
             assert sum(o[0] for o in outcomes) == 100 - probes
@@ -294,36 +306,56 @@ def test_no_probe_while_the_rate_limit_budget_is_spent() -> None:
         learner.close()
 
 
-def test_an_unscored_bucket_borrows_the_probability_of_the_same_headroom() -> None:
-    """BTC/USDT tickers fail only when the rate-limit budget is spent: a bucket not scored yet
-    (here: a new hour) takes the probability last scored for the call at the same headroom, not
-    the last one scored for the call at any headroom (the calm one, which would let it go)."""
+def test_an_unscored_bucket_borrows_the_probability_of_the_same_room() -> None:
+    """BTC/USDT tickers fail only when the rate-limit budget has no room for them: a bucket not
+    scored yet (here: a new hour) takes the probability last scored for the call with the same
+    room, not the last one scored for the call at all (the calm one, which would let it go)."""
     clock = Clock(1_800_000_000.0)
     learner = _learner(clock=clock, probe_share=0.0)
     try:
         for i in range(900):
             symbol = ("BTC/USDT", "ETH/USDT")[i % 2]
-            headroom = 0.0 if i % 6 < 2 else 1.0
-            key, call = learner.call_key("exchange", "binance", "ticker", symbol, headroom=headroom)
-            learner.finish(key, call, symbol == "BTC/USDT" and headroom == 0.0, 0.02)
+            room = -0.01 if i % 6 < 2 else 0.9
+            key, call = learner.call_key("exchange", "binance", "ticker", symbol, room=room)
+            learner.finish(key, call, symbol == "BTC/USDT" and room < 0, 0.02)
             clock.t += 0.5
         assert learner.train() is not None
         clock.t += 3600.0  # another hour of the day: buckets never scored
-        calm, _ = learner.call_key("exchange", "binance", "ticker", "BTC/USDT", headroom=1.0)
+        calm, _ = learner.call_key("exchange", "binance", "ticker", "BTC/USDT", room=0.9)
         assert learner.probability(calm) < learner.threshold  # the last scored for this call
-        key, call = learner.call_key("exchange", "binance", "ticker", "BTC/USDT", headroom=0.0)
+        key, call = learner.call_key("exchange", "binance", "ticker", "BTC/USDT", room=-0.01)
         assert key not in learner._cache
         assert learner._last_p[call] < learner.threshold  # what the call alone would borrow
         skip, p, _ = learner.decide(key, call)
         assert skip is True and p is not None and p >= learner.threshold
         assert learner.decide(calm, call)[0] is False
         # successes the model expected (the budget came back) are no sign of a recovery: after
-        # them the spent-budget bucket is still skipped (only unexpected successes end a skip)
+        # them the no-room bucket is still skipped (only unexpected successes end a skip)
         for _ in range(3):
             learner.finish(calm, call, False, 0.02)
             clock.t += 1.0
         assert call not in learner._recovered
         assert learner.decide(key, call)[0] is True
+    finally:
+        learner.close()
+
+
+def test_stage_reads_the_room_left_for_each_call_in_its_own_pool() -> None:
+    """Ten weight units left: a ticker fits, a 5000-deep order book does not."""
+    budget = RateLimitBudget(load_exchange_profile("binance"))
+    limit = budget.usage(time.time())["request_weight"].limit
+    budget.observe("ticker", 200, {"x-mbx-used-weight-1m": str(int(limit - 10))}, time.time())
+    learner = _learner()
+    try:
+        stage = GateStage("binance", learner, False, rate_limits=budget)
+        assert stage.headroom() == pytest.approx(10 / limit)
+        ticker = budget.weight_of("ticker")
+        book = budget.weight_of("order_book", limit=5000)
+        assert ticker < 10 < book
+        assert stage.room("ticker", None, "BTC/USDT") == pytest.approx((10 - ticker) / limit)
+        assert stage.room("order_book", 5000, "BTC/USDT") == pytest.approx((10 - book) / limit)
+        assert stage.room("order_book", [1], "BTC/USDT") is not None  # odd arguments: no crash
+        assert GateStage("binance", learner, False).room("ticker", None, "BTC/USDT") is None
     finally:
         learner.close()
 

@@ -24,26 +24,28 @@ __all__ = [
     "CATEGORICAL",
     "FEATURES",
     "KNOWN_KEYS",
+    "NO_ROOM",
     "NUMERIC",
     "ROW_COLUMNS",
     "SCHEMA_VERSION",
     "Decayed",
-    "bucket_headroom",
     "bucket_limit",
     "bucket_log2",
+    "bucket_room",
     "bucket_share",
     "encode",
     "generic_parts",
 ]
 
 # Bump when a feature's meaning or bucketing changes: a saved model of another version is refused.
-SCHEMA_VERSION = 2  # 2: headroom in fine steps near zero (bucket_headroom)
+SCHEMA_VERSION = 2  # 2: "room", the budget left after the call's own weight
 
 CATEGORICAL = ("component", "exchange", "endpoint", "symbol", "timeframe", "variant")
 NUMERIC = (
     "limit_n",  # bit length of the limit asked for (500 -> 9, 1000 -> 10)
     "hour",  # UTC hour of day of the call
-    "headroom",  # share of the rate-limit budget left: 0.005 steps below 0.1, then 0.1 steps
+    "headroom",  # share of the exchange's rate-limit budget left, 0.1 steps (None: unknown)
+    "room",  # share of the call's own pool left after its weight (bucket_room; None: unknown)
     "breaker",  # 0 closed, 1 half-open, 2 open
     "pace",  # own calls per second to this exchange, log2 buckets
     "err_ep",  # recent failure share of the endpoint, 0.1 steps
@@ -61,7 +63,9 @@ FEATURES = CATEGORICAL + NUMERIC
 # Outcome columns recorded after the call.
 OUTCOME = ("had_error", "error", "error_kind", "attempts", "latency", "probe", "details")
 ROW_COLUMNS = ("ts", *FEATURES, *OUTCOME)
-KNOWN_KEYS = frozenset({"exchange", "endpoint", "symbol", "timeframe", "limit", "headroom", "breaker"})
+KNOWN_KEYS = frozenset(
+    {"exchange", "endpoint", "symbol", "timeframe", "limit", "headroom", "room", "breaker"}
+)
 BREAKER_CODES = {"closed": 0, "half_open": 1, "half-open": 1, "open": 2}
 
 
@@ -78,18 +82,21 @@ def bucket_share(x: float | None) -> float | None:
 
 _TENTHS = tuple(i / 10 for i in range(11))
 _NEAR_ZERO = tuple(i / 200 for i in range(20))  # 0.005 steps below 0.1
+NO_ROOM = -0.005  # the room bucket of a call whose weight does not fit (-1 reads "unknown")
 
 
-def bucket_headroom(x: float | None) -> float | None:
-    """The share of the rate-limit budget left, rounded down: in 0.005 steps below 0.1 (six
-    weight units of Binance's 1200 a minute: whether a small request still fits is decided
-    there, where tenths would lump "room for a ticker" with "none at all"), in tenths above."""
+def bucket_room(x: float | None) -> float | None:
+    """The share of the call's own rate-limit pool left once its weight is counted, rounded
+    down: ``NO_ROOM`` when it does not fit (the exchange will refuse it), 0.005 steps below 0.1
+    (six weight units of Binance's 1200 a minute), tenths above. Whether a request is refused
+    depends on its weight against what is left, which a share of the budget alone cannot say:
+    with four units left a ticker (2) goes and a large order book (50) is refused."""
     if x is None:
         return None
+    if x < 0.0:
+        return NO_ROOM
     if x >= 0.1:
         return 1.0 if x >= 1.0 else _TENTHS[int(x * 10.0)]
-    if x <= 0.0:
-        return 0.0
     return _NEAR_ZERO[int(x * 200.0)]
 
 

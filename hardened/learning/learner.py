@@ -32,13 +32,14 @@ from hardened.learning.evaluate import choose_threshold
 from hardened.learning.features import (
     BREAKER_CODES,
     FEATURES,
+    NO_ROOM,
     NUMERIC,
     OUTCOME,
     ROW_COLUMNS,
     Decayed,
-    bucket_headroom,
     bucket_limit,
     bucket_log2,
+    bucket_room,
     bucket_share,
     generic_parts,
 )
@@ -69,11 +70,13 @@ _SCORE_EVERY = 0.05  # seconds between the background scorer's batches
 _WARM_ROWS = 50_000  # recent calls whose buckets are scored right after a training
 _CALL_FIELDS = 7  # a feature key starts with the call's identity (component ... limit bucket)
 _HEADROOM = FEATURES.index("headroom")
+_ROOM = FEATURES.index("room")
 # What a bucket not scored yet borrows from, first found wins: the last probability scored for
-# the same call in the same state (hour of day, headroom, recent failure shares, streak), then at
-# the same headroom, then the call's last. The full key has too many buckets for the cache to
-# hold every one the hot path meets (a call's streak, shares and headroom move with every call).
-_STATE = tuple(FEATURES.index(name) for name in ("hour", "headroom", "err_ep", "err_call", "streak_call"))
+# the same call in the same state (hour of day, room left for it in the rate-limit budget,
+# recent failure shares, streak), then with the same room, then the call's last. The full key
+# has too many buckets for the cache to hold every one the hot path meets (a call's streak,
+# shares and the budget move with every call).
+_STATE = tuple(FEATURES.index(name) for name in ("hour", "room", "err_ep", "err_call", "streak_call"))
 _H, _R, _E, _C, _S = _STATE
 
 
@@ -185,8 +188,10 @@ class ErrorLearner:
         breaker: str | int | None = None,
         numbers: tuple[float | None, ...] = (None, None, None, None),
         now: float | None = None,
+        room: float | None = None,
     ) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
-        """(feature key, call identity) of a call about to be made, from what is known now."""
+        """(feature key, call identity) of a call about to be made, from what is known now
+        (``room``: share of the call's own rate-limit pool left once its weight is counted)."""
         if now is None:
             now = self.clock()
         ep = (component, exchange, endpoint)
@@ -208,7 +213,8 @@ class ErrorLearner:
             variant,
             limit_n,
             float(int(now // 3600 % 24)),
-            bucket_headroom(headroom),
+            bucket_share(headroom),
+            bucket_room(room),
             breaker,
             bucket_log2(d_pace.rate(now, self.tau) * 4.0) if d_pace is not None else 0.0,
             bucket_share(d_ep.share()) if d_ep is not None else None,
@@ -240,6 +246,7 @@ class ErrorLearner:
             context.get("breaker"),
             numbers,
             now,
+            _number(context.get("room")),
         )
 
     # --- deciding -------------------------------------------------------------------------
@@ -318,7 +325,7 @@ class ErrorLearner:
             return False, p, False
         n = self._would_skip.get(call, 0) + 1
         self._would_skip[call] = n
-        if self._probe_every and n % self._probe_every == 0 and key[_HEADROOM] != 0.0:
+        if self._probe_every and n % self._probe_every == 0 and not _spent(key):
             self.probes += 1
             return False, p, True
         self.skipped += 1
@@ -635,6 +642,11 @@ class ErrorLearner:
         """Stop the scorer, write what is queued and close the store."""
         self._stop.set()
         self.store.close()
+
+
+def _spent(key: tuple[Any, ...]) -> bool:
+    """Whether the rate-limit budget has no room for this call (a probe would only earn a 429)."""
+    return key[_ROOM] == NO_ROOM or key[_HEADROOM] == 0.0
 
 
 def _text(value: Any) -> str | None:

@@ -38,6 +38,7 @@ _ARGS: dict[str, tuple[str, ...]] = {
 }
 _NOT_SENT = (CircuitOpenError, RateLimitBackoff, RequestSkipped)
 _HEADROOM_EVERY = 0.1  # seconds between reads of the rate-limit budget (it takes a lock)
+_MAX_COSTS = 1_000  # remembered (endpoint, limit, has symbol) -> weight in its own pool
 
 
 def call_arguments(
@@ -98,9 +99,12 @@ class GateStage(Stage):
         self.cache = cache
         self._headroom: float | None = None
         self._headroom_at = 0.0
+        self._left: dict[str, tuple[float, float]] = {}  # pool -> (units left, limit)
+        self._costs: dict[tuple[Any, ...], tuple[str | None, float]] = {}
 
     def headroom(self) -> float | None:
-        """Share of the tightest rate-limit pool left, read at most every 0.1 s."""
+        """Share of the tightest rate-limit pool left, read at most every 0.1 s (with what each
+        pool has left, for ``room``)."""
         budget = self.rate_limits
         if budget is None:
             return None
@@ -108,12 +112,46 @@ class GateStage(Stage):
         if now - self._headroom_at >= _HEADROOM_EVERY:
             self._headroom_at = now
             wall = time.time()
-            left = 0.0 if budget.banned_until > wall else 1.0  # banned: no budget at all
-            for pool in budget.usage(wall).values():
+            banned = budget.banned_until > wall
+            left = 0.0 if banned else 1.0  # banned: no budget at all
+            pools = {}
+            for name, pool in budget.usage(wall).items():
                 if pool.limit:
                     left = min(left, 1.0 - pool.used / pool.limit)
+                    pools[name] = (0.0 if banned else pool.limit - pool.used, pool.limit)
+            self._left = pools
             self._headroom = max(0.0, left)
         return self._headroom
+
+    def room(self, endpoint: str, limit: Any, symbol: str | None) -> float | None:
+        """Share of the call's own pool left once its weight is counted (negative: the exchange
+        would refuse it), from the pools ``headroom`` read last; None without a budget."""
+        if type(limit) is not int:
+            limit = None  # only an integer limit changes a weight (and a list is not hashable)
+        key = (endpoint, limit, symbol is not None)
+        cost = self._costs.get(key)
+        if cost is None:
+            cost = self._cost(key)
+        pool = self._left.get(cost[0]) if cost[0] is not None else None
+        if pool is None:
+            return None
+        return (pool[0] - cost[1]) / pool[1]
+
+    def _cost(self, key: tuple[str, int | None, bool]) -> tuple[str | None, float]:
+        """(own pool, weight) of a call, remembered: the weight depends on the endpoint, an
+        integer limit (an order book's depth) and whether a symbol is given."""
+        endpoint, limit, has_symbol = key
+        budget = self.rate_limits
+        found: tuple[str | None, float] = (None, 0.0)
+        if budget is not None:
+            weight = budget.weight_of(endpoint, limit=limit, has_symbol=has_symbol)
+            charges = budget.charges(endpoint, weight)
+            if charges:
+                found = (charges[0][0], float(charges[0][3]))
+        if len(self._costs) >= _MAX_COSTS:
+            self._costs = {}
+        self._costs[key] = found
+        return found
 
     def on_call(self, ctx: CallContext) -> Shortcut | None:
         learner = self.learner
@@ -129,6 +167,7 @@ class GateStage(Stage):
             limit,
             self.headroom(),
             ctx.rt.breaker.state,
+            room=self.room(endpoint, limit, symbol) if self.rate_limits is not None else None,
         )
         if not self.enabled:
             ctx.learning = (key, call, False)
