@@ -3,8 +3,9 @@
 Reads the recorded calls (``--store``, default the configuration's ``learning_store``), replays
 them on held-out time (the first ``--split`` of the time trains, the rest is scored) to compare
 the learned gate with no gate, a consecutive-failure breaker and the SRE client-side throttle,
-prints the table, then fits the model on every recorded call and saves it beside the store,
-where clients with ``gate_enabled`` load it.
+prints the table and a ``gate_threshold`` chosen on the most recent quarter of the time
+(``ErrorLearner.tune_threshold``), then fits the model on every recorded call and saves it
+beside the store, where clients with ``gate_enabled`` load it.
 """
 
 from __future__ import annotations
@@ -81,18 +82,32 @@ def main_argv(argv: Sequence[str] | None = None) -> int:
         # the command's stdout is its answer (--json): what the training logs goes to stderr
         with contextlib.redirect_stdout(sys.stderr):
             results, info = evaluate_rows(rows, learner, args.split)
+            # a threshold for gate_threshold, chosen on the most recent quarter of the time
+            choice = learner.tune_threshold(0.25, 0.01)
+            suggested = choice["threshold"] if choice is not None else None
             saved: str | None = None
             if not args.no_save:
                 learner.model_path = model_path_for(path)
                 learner.train(force=True)
                 saved = str(learner.model_path)
-        out: dict[str, Any] = {"store": path, "results": results, **info, "model_saved": saved}
+        out: dict[str, Any] = {
+            "store": path,
+            "results": results,
+            **info,
+            "threshold_suggested": suggested,
+            "model_saved": saved,
+        }
         if args.json:
             print(json.dumps(out, indent=1))
         else:
             print(f"record store {path}: {len(rows)} calls; trained on {info['train_rows']}, ", end="")
             print(f"scored on the {info['test_rows']} most recent (held-out time)\n")
             print(format_table(results))
+            if suggested is not None:
+                print(
+                    f"\nsuggested gate_threshold: {suggested} (the lowest that skipped at most 1 % of the "
+                    "good calls of the most recent quarter of the time, by a model fitted before it)"
+                )
             print(f"\nmodel saved: {saved}" if saved else "\nmodel not saved (--no-save)")
         return 0
     finally:

@@ -624,6 +624,7 @@ def test_train_and_report_commands(tmp_path: Path, capsys: pytest.CaptureFixture
     learned = policies["learned gate"]
     assert learned["failing_avoided_share"] > 0.9 and learned["good_skipped_share"] < 0.02
     assert Path(out["model_saved"]).exists() and Path(out["model_saved"] + ".json").exists()
+    assert out["threshold_suggested"] == 0.5  # BTC/USDT always fails, the others never: no doubt
     assert main(["report", "--store", str(store), "--hours", "2"]) == 0
     text = capsys.readouterr().out
     assert "binance:ticker" in text and "model trained" in text and "anomalies:" in text
