@@ -169,19 +169,9 @@ def test_features_come_from_the_call_arguments() -> None:
     assert call_arguments("ticker", ("BTC/USDT",), {"params": {"type": "spot"}})[3] == "params:type"
     assert call_arguments("balance", (), {}) == (None, None, None, None)
     assert bucket_limit(500) == 9 and bucket_limit(1000) == 10 and bucket_limit(None) is None
-    # room after the call's weight: rounded down, fine near zero, its own bucket when it does not fit
-    assert [bucket_room(x) for x in (None, -0.1, 0.0, 0.004, 0.012, 0.0999, 0.1, 0.57, 1.0, 2.0)] == [
-        None,
-        NO_ROOM,
-        0.0,
-        0.0,
-        0.01,
-        0.095,
-        0.1,
-        0.5,
-        1.0,
-        1.0,
-    ]
+    # room after the call's weight: tenths rounded down, its own bucket when it does not fit
+    rooms = [bucket_room(x) for x in (None, -0.1, -0.001, 0.0, 0.004, 0.0999, 0.1, 0.57, 1.0, 2.0)]
+    assert rooms == [None, NO_ROOM, NO_ROOM, 0.0, 0.0, 0.0, 0.1, 0.5, 1.0, 1.0]
     variant, numbers = generic_parts({"command": "start", "system_load": 0.5, "symbol": "BTC"})
     assert variant == "command=start" and numbers == (0.5, None, None, None)
 

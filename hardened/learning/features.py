@@ -38,14 +38,13 @@ __all__ = [
 ]
 
 # Bump when a feature's meaning or bucketing changes: a saved model of another version is refused.
-SCHEMA_VERSION = 2  # 2: "room", the budget left after the call's own weight
+SCHEMA_VERSION = 2  # 2: "room" (the call's own pool left once its weight is counted) for "headroom"
 
 CATEGORICAL = ("component", "exchange", "endpoint", "symbol", "timeframe", "variant")
 NUMERIC = (
     "limit_n",  # bit length of the limit asked for (500 -> 9, 1000 -> 10)
     "hour",  # UTC hour of day of the call
-    "headroom",  # share of the exchange's rate-limit budget left, 0.1 steps (None: unknown)
-    "room",  # share of the call's own pool left after its weight (bucket_room; None: unknown)
+    "room",  # share of the call's own rate-limit pool left once its weight is counted (bucket_room)
     "breaker",  # 0 closed, 1 half-open, 2 open
     "pace",  # own calls per second to this exchange, log2 buckets
     "err_ep",  # recent failure share of the endpoint, 0.1 steps
@@ -81,23 +80,22 @@ def bucket_share(x: float | None) -> float | None:
 
 
 _TENTHS = tuple(i / 10 for i in range(11))
-_NEAR_ZERO = tuple(i / 200 for i in range(20))  # 0.005 steps below 0.1
-NO_ROOM = -0.005  # the room bucket of a call whose weight does not fit (-1 reads "unknown")
+NO_ROOM = -0.5  # the room bucket of a call whose weight does not fit (-1 reads "unknown")
 
 
 def bucket_room(x: float | None) -> float | None:
-    """The share of the call's own rate-limit pool left once its weight is counted, rounded
-    down: ``NO_ROOM`` when it does not fit (the exchange will refuse it), 0.005 steps below 0.1
-    (six weight units of Binance's 1200 a minute), tenths above. Whether a request is refused
-    depends on its weight against what is left, which a share of the budget alone cannot say:
-    with four units left a ticker (2) goes and a large order book (50) is refused."""
+    """The share of the call's own rate-limit pool left once its weight is counted, in tenths
+    rounded down (0.0: it fits, with less than a tenth to spare), ``NO_ROOM`` when it does not
+    fit (the exchange will refuse it). Whether a request is refused depends on its weight
+    against what is left, which a share of the budget alone cannot say: with four units left a
+    ticker (2) goes and a large order book (50) is refused. The sign is what matters, and each
+    side of it has plenty of examples in tenths (finer steps near zero left the model too few
+    calls that fitted with a few units to spare, and it lumped them with the refused ones)."""
     if x is None:
         return None
     if x < 0.0:
         return NO_ROOM
-    if x >= 0.1:
-        return 1.0 if x >= 1.0 else _TENTHS[int(x * 10.0)]
-    return _NEAR_ZERO[int(x * 200.0)]
+    return 1.0 if x >= 1.0 else _TENTHS[int(x * 10.0)]
 
 
 _LOG2 = tuple(float(i) for i in range(64))

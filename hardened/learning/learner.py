@@ -69,7 +69,6 @@ _MAX_PENDING = 10_000  # buckets waiting for the scorer
 _SCORE_EVERY = 0.05  # seconds between the background scorer's batches
 _WARM_ROWS = 50_000  # recent calls whose buckets are scored right after a training
 _CALL_FIELDS = 7  # a feature key starts with the call's identity (component ... limit bucket)
-_HEADROOM = FEATURES.index("headroom")
 _ROOM = FEATURES.index("room")
 # What a bucket not scored yet borrows from, first found wins: the last probability scored for
 # the same call in the same state (hour of day, room left for it in the rate-limit budget,
@@ -190,8 +189,10 @@ class ErrorLearner:
         now: float | None = None,
         room: float | None = None,
     ) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
-        """(feature key, call identity) of a call about to be made, from what is known now
-        (``room``: share of the call's own rate-limit pool left once its weight is counted)."""
+        """(feature key, call identity) of a call about to be made, from what is known now.
+
+        ``room``: share of the call's own rate-limit pool left once its weight is counted; when
+        only ``headroom`` (the budget's share left) is known, it stands in (none left: no room)."""
         if now is None:
             now = self.clock()
         ep = (component, exchange, endpoint)
@@ -203,6 +204,8 @@ class ErrorLearner:
         latency = self._latency.get(ep)
         if isinstance(breaker, str):
             breaker = BREAKER_CODES.get(breaker)
+        if room is None and headroom is not None:  # the weight unknown: the budget's share stands in
+            room = headroom if headroom > 0.0 else -1.0
         last_fail = d_call.last_fail if d_call is not None else None
         key = (
             component,
@@ -213,7 +216,6 @@ class ErrorLearner:
             variant,
             limit_n,
             float(int(now // 3600 % 24)),
-            bucket_share(headroom),
             bucket_room(room),
             breaker,
             bucket_log2(d_pace.rate(now, self.tau) * 4.0) if d_pace is not None else 0.0,
@@ -646,7 +648,7 @@ class ErrorLearner:
 
 def _spent(key: tuple[Any, ...]) -> bool:
     """Whether the rate-limit budget has no room for this call (a probe would only earn a 429)."""
-    return key[_ROOM] == NO_ROOM or key[_HEADROOM] == 0.0
+    return key[_ROOM] == NO_ROOM
 
 
 def _text(value: Any) -> str | None:
