@@ -70,6 +70,7 @@ _SCORE_EVERY = 0.05  # seconds between the background scorer's batches
 _WARM_ROWS = 50_000  # recent calls whose buckets are scored right after a training
 _CALL_FIELDS = 7  # a feature key starts with the call's identity (component ... limit bucket)
 _ROOM = FEATURES.index("room")
+_HOURS = tuple(float(h) for h in range(24))  # the hour feature, without a float() per call
 # What a bucket not scored yet borrows from, first found wins: the last probability scored for
 # the same call in the same state (hour of day, room left for it in the rate-limit budget,
 # recent failure shares, streak), then with the same room, then the call's last. The full key
@@ -215,7 +216,7 @@ class ErrorLearner:
             timeframe,
             variant,
             limit_n,
-            float(int(now // 3600 % 24)),
+            _HOURS[int(now // 3600.0) % 24],
             bucket_room(room),
             breaker,
             bucket_log2(d_pace.rate(now, self.tau) * 4.0) if d_pace is not None else 0.0,

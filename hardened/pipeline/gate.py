@@ -53,9 +53,10 @@ def call_arguments(
             found[name] = value
     elif args and isinstance(args[0], str):
         found["symbol"] = args[0]
-    for name in ("symbol", "timeframe", "limit", "type", "side"):
-        if name in kwargs:
-            found[name] = kwargs[name]
+    if kwargs:
+        for name in ("symbol", "timeframe", "limit", "type", "side"):
+            if name in kwargs:
+                found[name] = kwargs[name]
     symbol = found.get("symbol")
     timeframe = found.get("timeframe")
     if endpoint == "ohlcv" and timeframe is None:
@@ -125,7 +126,10 @@ class GateStage(Stage):
 
     def room(self, endpoint: str, limit: Any, symbol: str | None) -> float | None:
         """Share of the call's own pool left once its weight is counted (negative: the exchange
-        would refuse it), from the pools ``headroom`` read last; None without a budget."""
+        would refuse it), from the pools read at most every 0.1 s (``headroom``); None without a
+        budget. An endpoint outside every pool gets the budget's share (none left: -1)."""
+        if time.monotonic() - self._headroom_at >= _HEADROOM_EVERY:
+            self.headroom()
         if type(limit) is not int:
             limit = None  # only an integer limit changes a weight (and a list is not hashable)
         key = (endpoint, limit, symbol is not None)
@@ -134,7 +138,8 @@ class GateStage(Stage):
             cost = self._cost(key)
         pool = self._left.get(cost[0]) if cost[0] is not None else None
         if pool is None:
-            return None
+            share = self._headroom
+            return share if share is None or share > 0.0 else -1.0
         return (pool[0] - cost[1]) / pool[1]
 
     def _cost(self, key: tuple[str, int | None, bool]) -> tuple[str | None, float]:
@@ -165,7 +170,7 @@ class GateStage(Stage):
             timeframe,
             variant,
             limit,
-            self.headroom(),
+            None,  # the budget's share: "room" says more (what is left for this very call)
             ctx.rt.breaker.state,
             room=self.room(endpoint, limit, symbol) if self.rate_limits is not None else None,
         )
