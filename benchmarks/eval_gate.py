@@ -28,7 +28,7 @@ breaker gets the same chance (``BREAKER_GRID``, best goodput on that slice) and 
 its textbook setting (5 in a row, 30 s).
 
 Run: ``python benchmarks/eval_gate.py`` (options: ``--days``, ``--seed``, ``--out``). Prints the
-table; writes ``benchmarks/results/gate_eval.{json,md}`` and the plot ``artifacts/gate_eval.png``.
+table; writes ``benchmarks/results/gate_eval.{json,md}`` and the plot ``benchmarks/results/gate_eval.png``.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -447,7 +448,7 @@ def plot(report: dict[str, Any], path: Path) -> bool:
     except ImportError:
         return False
     rows = report["results"]
-    names = [r["policy"].replace(" (", "\n(") for r in rows]
+    names = [textwrap.fill(r["policy"], 16) for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
     series = (
         (
@@ -468,7 +469,9 @@ def plot(report: dict[str, Any], path: Path) -> bool:
             ax.axhline(target, color="k", linestyle="--", linewidth=1, label=label)
             ax.legend(fontsize=8)
         for i, v in enumerate(values):
-            ax.text(i, v, f"{v:.1f}" if v >= 10 else f"{v:.3f}", ha="center", va="bottom", fontsize=7)
+            ax.text(
+                i, v, f"{v:.1f}" if target is not None else f"{v:.3f}", ha="center", va="bottom", fontsize=7
+            )
     fig.suptitle(
         f"Learning gate vs baselines, {report['days']} sim days, scored on the last "
         f"{(1 - report['train_share']) * 100:.0f} % (seed {report['seed']})"
@@ -496,7 +499,7 @@ def main_argv(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--probe-share", type=float, default=0.05, help="share of would-be skips probed")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="folder for tables")
-    parser.add_argument("--plot", type=Path, default=ROOT / "artifacts" / "gate_eval.png")
+    parser.add_argument("--plot", type=Path, default=ROOT / "benchmarks" / "results" / "gate_eval.png")
     args = parser.parse_args(argv)
     if not 0.0 < args.train_share < 1.0:
         parser.error("--train-share must be between 0 and 1")
