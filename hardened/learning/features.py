@@ -46,7 +46,7 @@ NUMERIC = (
     "hour",  # UTC hour of day of the call
     "room",  # share of the call's own rate-limit pool left once its weight is counted (bucket_room)
     "breaker",  # 0 closed, 1 half-open, 2 open
-    "pace",  # own calls per second to this exchange, log2 buckets
+    "pace",  # own calls per second to this exchange as of its last outcome, log2 buckets
     "err_ep",  # recent failure share of the endpoint, 0.1 steps
     "err_call",  # recent failure share of this very call (symbol, size, ...), 0.1 steps
     "lat_ep",  # recent latency of the endpoint, log2 of milliseconds

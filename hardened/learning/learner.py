@@ -145,6 +145,7 @@ class ErrorLearner:
         self._ep: dict[tuple[Any, ...], Decayed] = {}
         self._call: dict[tuple[Any, ...], Decayed] = {}
         self._pace: dict[tuple[Any, ...], Decayed] = {}
+        self._pace_bucket: dict[tuple[Any, ...], float] = {}  # bucketed at each outcome, read per call
         self._latency: dict[tuple[Any, ...], float] = {}
         self._would_skip: dict[tuple[Any, ...], int] = {}
         self._recovered: dict[tuple[Any, ...], int] = {}
@@ -201,7 +202,6 @@ class ErrorLearner:
         call = (component, exchange, endpoint, symbol, timeframe, variant, limit_n)
         d_ep = self._ep.get(ep)
         d_call = self._call.get(call)
-        d_pace = self._pace.get((component, exchange))
         latency = self._latency.get(ep)
         if isinstance(breaker, str):
             breaker = BREAKER_CODES.get(breaker)
@@ -219,7 +219,7 @@ class ErrorLearner:
             _HOURS[int(now // 3600.0) % 24],
             bucket_room(room),
             breaker,
-            bucket_log2(d_pace.rate(now, self.tau) * 4.0) if d_pace is not None else 0.0,
+            self._pace_bucket.get((component, exchange), 0.0),
             bucket_share(d_ep.share()) if d_ep is not None else None,
             bucket_share(d_call.share()) if d_call is not None else None,
             bucket_log2(latency * 1000.0) if latency is not None else None,
@@ -394,6 +394,9 @@ class ErrorLearner:
         if d is None:
             d = self._pace[pace_key] = Decayed()
         d.add(now, failed, tau)
+        # the pace as of this outcome (rate at now == last: calls / tau), bucketed here once
+        # rather than decayed to the present on every call_key (an exp per call on the hot path)
+        self._pace_bucket[pace_key] = bucket_log2(d.calls / tau * 4.0)
         if latency is not None:
             old = self._latency.get(ep)
             self._latency[ep] = latency if old is None else old + 0.1 * (latency - old)
