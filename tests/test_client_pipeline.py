@@ -265,6 +265,19 @@ def test_breaker_trips_after_consecutive_failures_and_fails_fast() -> None:
     assert ex.breakers["binance_ticker"].state == "closed"  # one breaker per endpoint
 
 
+def test_rate_limits_never_trip_the_breaker() -> None:
+    """429s are the rate_limit stage's to pace (Retry-After); a breaker opened by them would keep
+    the endpoint shut for its whole recovery_timeout after the exchange asked for two seconds."""
+    script = Script(*[ccxt.RateLimitExceeded("binance 429 Too Many Requests")] * 6, {"ok": True})
+    ex = client("fetch_ohlcv", script, max_retries=0, failure_threshold=3, minimum_calls=2)
+    for _ in range(6):
+        with pytest.raises(ccxt.RateLimitExceeded):
+            ex.fetch_ohlcv("BTC/USDT")
+    assert ex.breakers["binance_ohlcv"].state == "closed"
+    assert ex.fetch_ohlcv("BTC/USDT") == {"ok": True}
+    assert script.calls == 7
+
+
 def test_breaker_trips_on_failure_rate_over_window() -> None:
     ok, bad = {"ok": True}, ccxt.NetworkError("flaky")
     # alternate: never 3 failures in a row, but half the calls fail

@@ -156,7 +156,7 @@ class EndpointBreaker:
                 self._window.add(time.monotonic(), 1, 0)
 
     def record_failure(self, probe: bool) -> None:
-        """Feed a failure that counts (transient or rate limit): may trip the breaker."""
+        """Feed a failure that counts (transient: 5xx, timeout, reset): may trip the breaker."""
         with self._lock:
             if probe:
                 self._probes = max(0, self._probes - 1)
