@@ -184,6 +184,8 @@ class ErrorLearner:
             self._deferred.append((handler, item))
         else:  # the background thread is far behind: count it rather than grow without bound
             self.deferred_dropped += 1
+            if self.deferred_dropped == 1 or self.deferred_dropped % 10_000 == 0:
+                log.warning("learning_outcomes_dropped", dropped=self.deferred_dropped, waiting=_MAX_DEFERRED)
 
     def drain(self) -> int:
         """Run every deferred outcome now, in arrival order; returns how many."""
@@ -607,6 +609,8 @@ class ErrorLearner:
             "skipped": self.skipped,
             "probes": self.probes,
             "cached_buckets": len(self._cache),
+            "waiting": len(self._deferred),  # outcomes handed over, not yet turned into rows
+            "waiting_dropped": self.deferred_dropped,
             "store": self.store.stats(),
         }
 
