@@ -143,7 +143,7 @@ class ErrorLearner:
         # Outcomes handed over by the hot path, turned into features and rows on the scorer thread
         # (a deque append costs the caller ~0.1 us; the features cost tens of us after a request).
         self._deferred: deque[tuple[Callable[[Any], Any], Any]] = deque()
-        self._draining = threading.Lock()
+        self._draining = threading.RLock()  # reentrant: a handler that reads the store drains too
         self.deferred_dropped = 0
         # Background training serves decisions: it starts once something asks for them (an enabled
         # gate, ``predict_error_likelihood``); a recording-only process spends no CPU on fits.
