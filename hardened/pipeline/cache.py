@@ -101,19 +101,28 @@ def fresh_copy(value: Any) -> Any:
     return value
 
 
-def _frozen(value: Any, size: int) -> bytes | None:
-    """A ``marshal`` image of a large answer (order books, trades, markets), or None.
+def _frozen(value: Any) -> bytes | None:
+    """A ``marshal`` image of an answer made of long lists (books, candles, trades), or None.
 
-    Answers of thousands of numbers are copied for each hit; ``marshal.loads`` rebuilds them in C
-    several times faster than any Python walk (a 100-level book: ~12 us against ~100 us). Small
-    answers (a ticker) are cheaper to copy than to unmarshal; an answer holding anything marshal
-    does not know (a subclass, a Decimal) keeps the Python copy."""
-    if size < _MARSHAL_FROM:
+    Such answers are copied for each hit; ``marshal.loads`` rebuilds them in C several times faster
+    than any Python walk (a 100-level book: ~12 us against ~100 us). A flat dict (a ticker) is the
+    other way round (~4 us copied, ~11 us unmarshalled: every key is a new string), and so is a
+    dict of them (tickers, markets), so those keep the Python copy, as does an answer holding
+    anything marshal does not know (a subclass, a Decimal)."""
+    if not _has_long_list(value):
         return None
     try:
         return marshal.dumps(value)
     except ValueError:
         return None
+
+
+def _has_long_list(value: Any) -> bool:
+    """Whether ``value`` is, or directly holds, a list of more than ``_SAMPLE`` items."""
+    kind = type(value)
+    if kind is list:
+        return len(value) > _SAMPLE
+    return kind is dict and any(type(v) is list and len(v) > _SAMPLE for v in value.values())
 
 
 class Flight:
@@ -206,7 +215,6 @@ _LIST = 56
 _DICT = 64
 _DICT_KEY = 104
 _SAMPLE = 8  # containers longer than this are estimated from their first few elements
-_MARSHAL_FROM = 4096  # approximate bytes from which a held answer is copied by unmarshalling
 
 
 def approx_size(value: Any) -> int:
@@ -450,7 +458,7 @@ class CacheStage(Stage):
         old = entries.pop(key, None)
         if old is not None:
             self.bytes -= old.size
-        frozen = _frozen(value, size) if freeze else None
+        frozen = _frozen(value) if freeze else None
         if frozen is not None:
             size += len(frozen)
             if size > self.max_bytes:
