@@ -337,3 +337,14 @@ def test_large_answers_are_served_from_a_marshal_image_and_stay_private() -> Non
     ex2.fetch_order_book("BTC/USDT")
     assert next(iter(ex2._hd.cache._entries.values())).frozen is None
     assert ex2.fetch_order_book("BTC/USDT")["bids"][0][0] == Decimal("1.5")
+
+
+def test_cache_hits_are_not_requests_for_the_retry_budget() -> None:
+    """The retry budget is a share of the requests sent (Envoy's "active requests"): answers from
+    memory would make it generous exactly when the exchange is asked least."""
+    counter = Counter()
+    ex = wrap("fetch_ticker", counter, cache_ttl=60)
+    for _ in range(6):
+        ex.fetch_ticker("BTC/USDT")
+    assert len(counter.calls) == 1
+    assert ex.stats()["retry_budget"]["requests"] == 1
