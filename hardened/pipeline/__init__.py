@@ -241,6 +241,7 @@ def _attempts_sync(
     pipe: Pipeline, ctx: CallContext, call: Callable[..., Any], resync: Callable[[], Any]
 ) -> Any:
     """The first attempt bare; after a failure worth retrying, tenacity drives the rest."""
+    ctx.rt.retry.budget.record_request()  # a request for the retry budget (cache hits are not)
     try:
         return _attempt_sync(pipe, ctx, call, resync)
     except BaseException as first:
@@ -320,6 +321,7 @@ async def _attempts_async(
     resync: Callable[[], Awaitable[Any]],
 ) -> Any:
     """The first attempt bare; after a failure worth retrying, tenacity drives the rest."""
+    ctx.rt.retry.budget.record_request()
     try:
         return await _attempt_async(pipe, ctx, call, resync)
     except BaseException as first:

@@ -1,12 +1,16 @@
 """The gate stage: records every call for the learning gate, and skips calls predicted to fail.
 
 Right after ``record``: ``on_call`` describes the call (exchange, endpoint, symbol, timeframe,
-limit, other arguments, rate-limit headroom, breaker state) in feature buckets, and when the gate
-is enabled asks the learner for the bucket's cached failure probability. At or above the threshold
-the call is skipped: answered from the cache when an answer young enough is held, otherwise
-``RequestSkipped`` (a ``ccxt.ExchangeNotAvailable``). A share of would-be skips goes through as
-probes. ``on_done`` enqueues the outcome of every call that reached the exchange (cache hits and
-local refusals teach nothing about the exchange and are not recorded).
+limit, other arguments, the room the rate-limit budget has left for it, breaker state) in feature
+buckets, and when the gate is enabled asks the learner for the bucket's cached failure
+probability. At or above the threshold the call is skipped: answered from the cache when an
+answer young enough is held, otherwise ``RequestSkipped`` (a ``ccxt.ExchangeNotAvailable``). A
+share of would-be skips goes through as probes. ``on_done`` hands the outcome of every call that
+reached the exchange to the learner's background thread (cache hits and local refusals teach
+nothing about the exchange and are not recorded). With the gate off (recording only) the call's
+features are computed there too, from what ``on_call`` kept (the budget's pools as read, breaker
+state, the caller's arguments): the caller's thread pays a tuple and a deque append, not the
+features.
 """
 
 from __future__ import annotations
@@ -102,6 +106,8 @@ class GateStage(Stage):
         self._headroom_at = 0.0
         self._left: dict[str, tuple[float, float]] = {}  # pool -> (units left, limit)
         self._costs: dict[tuple[Any, ...], tuple[str | None, float]] = {}
+        if enabled:
+            learner.want_decisions()
 
     def headroom(self) -> float | None:
         """Share of the tightest rate-limit pool left, read at most every 0.1 s (with what each
@@ -128,18 +134,29 @@ class GateStage(Stage):
         """Share of the call's own pool left once its weight is counted (negative: the exchange
         would refuse it), from the pools read at most every 0.1 s (``headroom``); None without a
         budget. An endpoint outside every pool gets the budget's share (none left: -1)."""
-        if time.monotonic() - self._headroom_at >= _HEADROOM_EVERY:
-            self.headroom()
+        headroom = self.headroom()
+        return self._room_in(self._left, headroom, endpoint, limit, symbol)
+
+    def _room_in(
+        self,
+        left: dict[str, tuple[float, float]],
+        headroom: float | None,
+        endpoint: str,
+        limit: Any,
+        symbol: str | None,
+    ) -> float | None:
+        """``room`` from one reading of the pools (``left``: pool -> units left, limit)."""
+        if self.rate_limits is None:
+            return None
         if type(limit) is not int:
             limit = None  # only an integer limit changes a weight (and a list is not hashable)
         key = (endpoint, limit, symbol is not None)
         cost = self._costs.get(key)
         if cost is None:
             cost = self._cost(key)
-        pool = self._left.get(cost[0]) if cost[0] is not None else None
+        pool = left.get(cost[0]) if cost[0] is not None else None
         if pool is None:
-            share = self._headroom
-            return share if share is None or share > 0.0 else -1.0
+            return headroom if headroom is None or headroom > 0.0 else -1.0
         return (pool[0] - cost[1]) / pool[1]
 
     def _cost(self, key: tuple[str, int | None, bool]) -> tuple[str | None, float]:
@@ -159,24 +176,15 @@ class GateStage(Stage):
         return found
 
     def on_call(self, ctx: CallContext) -> Shortcut | None:
+        if not self.enabled:  # recording only: what the features need from before the call, no more
+            # the arguments as the caller gave them: the cache may rewrite ctx's (OHLCV since last)
+            headroom = self.headroom()  # and the pools it read, kept for the call's room
+            ctx.learning = (headroom, ctx.rt.breaker.state, ctx.args, ctx.kwargs, self._left)
+            return None
         learner = self.learner
         endpoint = ctx.endpoint.name
-        symbol, timeframe, limit, variant = call_arguments(endpoint, ctx.args, ctx.kwargs)
-        key, call = learner.call_key(
-            COMPONENT,
-            self.exchange_id,
-            endpoint,
-            symbol,
-            timeframe,
-            variant,
-            limit,
-            None,  # the budget's share: "room" says more (what is left for this very call)
-            ctx.rt.breaker.state,
-            room=self.room(endpoint, limit, symbol) if self.rate_limits is not None else None,
-        )
-        if not self.enabled:
-            ctx.learning = (key, call, False)
-            return None
+        headroom = self.headroom()  # re-reads the pools at most every 0.1 s
+        key, call = self._call_key(endpoint, ctx.args, ctx.kwargs, ctx.rt.breaker.state, self._left, headroom)
         skip, p, probe = learner.decide(key, call)
         ctx.learning = (key, call, probe)
         if not skip:
@@ -204,14 +212,47 @@ class GateStage(Stage):
             found = ctx.kind_of(error)
             kind = found.value
             failed = found is not ErrorKind.PERMANENT  # a bad request is the caller's, not a failure
-        self.learner.finish(
-            data[0],
-            data[1],
-            failed,
-            time.perf_counter() - ctx.started,
-            name,
-            kind,
-            ctx.attempt,
-            data[2],
-        )
+        learner = self.learner
+        outcome = (failed, time.perf_counter() - ctx.started, name, kind, ctx.attempt, learner.clock())
+        if len(data) == 3:  # enabled: the key was made before the call, to decide
+            learner.defer(self._finish_decided, (data, outcome))
+        else:  # the features are computed on the learner's thread, from what on_call kept
+            learner.defer(self._finish_recorded, (ctx.endpoint.name, data, outcome))
         return result, error
+
+    def _call_key(
+        self,
+        endpoint: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        breaker: Any,
+        left: dict[str, tuple[float, float]],
+        headroom: float | None,
+        now: float | None = None,
+    ) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        symbol, timeframe, limit, variant = call_arguments(endpoint, args, kwargs)
+        room = self._room_in(left, headroom, endpoint, limit, symbol)
+        # no headroom: "room" says more (what the budget has left for this very call)
+        return self.learner.call_key(
+            COMPONENT,
+            self.exchange_id,
+            endpoint,
+            symbol,
+            timeframe,
+            variant,
+            limit,
+            None,
+            breaker,
+            now=now,
+            room=room,
+        )
+
+    def _finish_decided(self, item: tuple[Any, ...]) -> None:
+        (key, call, probe), (failed, latency, name, kind, attempts, now) = item
+        self.learner.finish(key, call, failed, latency, name, kind, attempts, probe, now=now)
+
+    def _finish_recorded(self, item: tuple[Any, ...]) -> None:
+        endpoint, (headroom, breaker, args, kwargs, left), outcome = item
+        failed, latency, name, kind, attempts, now = outcome
+        key, call = self._call_key(endpoint, args, kwargs, breaker, left, headroom, now)
+        self.learner.finish(key, call, failed, latency, name, kind, attempts, False, now=now)
