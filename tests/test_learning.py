@@ -588,6 +588,7 @@ def test_recording_only_by_default(tmp_path: Path) -> None:
             row = dict(zip(ROW_COLUMNS, rows[-1], strict=True))
             assert row["symbol"] == "BTC/USDT" and row["timeframe"] == "5m" and row["limit_n"] == 7.0
             assert row["had_error"] == 0 and row["latency"] > 0 and row["breaker"] == 0
+            assert 0.0 <= row["room"] <= 1.0  # the budget's room for the call, read with the headroom
         finally:
             client.close()
         off = HardenedClient(ccxt.binance(), learning_record=False)

@@ -557,6 +557,8 @@ def _ask_since_last(ctx: CallContext, held: list[list[Any]]) -> None:
     bound = _ohlcv_args(ctx)
     symbol, timeframe = bound.get("symbol"), bound.get("timeframe", "1m")
     params = bound.get("params") or {}
+    if ctx.asked is None:
+        ctx.asked = (ctx.args, ctx.kwargs)
     ctx.args = (symbol, timeframe)
     ctx.kwargs = {"since": held[-1][0], "params": params}
 

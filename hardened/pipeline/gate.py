@@ -176,10 +176,7 @@ class GateStage(Stage):
         return found
 
     def on_call(self, ctx: CallContext) -> Shortcut | None:
-        if not self.enabled:  # recording only: what the features need from before the call, no more
-            # the arguments as the caller gave them: the cache may rewrite ctx's (OHLCV since last)
-            headroom = self.headroom()  # and the pools it read, kept for the call's room
-            ctx.learning = (headroom, ctx.rt.breaker.state, ctx.args, ctx.kwargs, self._left)
+        if not self.enabled:  # recording only: nothing to decide (cache hits cost nothing here)
             return None
         learner = self.learner
         endpoint = ctx.endpoint.name
@@ -202,9 +199,23 @@ class GateStage(Stage):
     def on_done(
         self, ctx: CallContext, result: Any, error: BaseException | None
     ) -> tuple[Any, BaseException | None]:
-        data = ctx.learning
-        if data is None or ctx.attempt == 0 or (ctx.attempt == 1 and isinstance(error, _NOT_SENT)):
+        if ctx.attempt == 0 or (ctx.attempt == 1 and isinstance(error, _NOT_SENT)):
             return result, error  # answered locally: nothing learned about the exchange
+        data = ctx.learning
+        if data is None:
+            if self.enabled:
+                return result, error  # skipped or answered before the gate decided
+            # Recording only: what the features need from before the call, read now. The breaker
+            # admitted the call, so it was closed, or half-open if the call was its probe; the
+            # headroom is the figure read at most 0.1 s ago; the arguments are the caller's (the
+            # cache may have rewritten ctx's: OHLCV since the last candle held). The pools behind
+            # that headroom go along for the room: a reading taken after this call was charged
+            # counts its weight twice, a room lower by one call's weight at most.
+            asked = ctx.asked
+            args, kwargs = asked if asked is not None else (ctx.args, ctx.kwargs)
+            headroom = self.headroom()
+            breaker = "half_open" if ctx.breaker_probe else "closed"
+            data = (headroom, breaker, args, kwargs, self._left)
         failed = False
         name = kind = None
         if error is not None:
@@ -216,7 +227,7 @@ class GateStage(Stage):
         outcome = (failed, time.perf_counter() - ctx.started, name, kind, ctx.attempt, learner.clock())
         if len(data) == 3:  # enabled: the key was made before the call, to decide
             learner.defer(self._finish_decided, (data, outcome))
-        else:  # the features are computed on the learner's thread, from what on_call kept
+        else:  # the features are computed on the learner's thread
             learner.defer(self._finish_recorded, (ctx.endpoint.name, data, outcome))
         return result, error
 
