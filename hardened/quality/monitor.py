@@ -23,6 +23,7 @@ Endpoints without a validator or custom check pass through as ``(result, None)``
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -314,6 +315,7 @@ class QualityMonitor:
         limit: int | None = None,
         exchange: str | None = None,
         thresholds: QualityThresholds | None = None,
+        venue: Any = None,
     ) -> tuple[Any, QualityReport | None]:
         """Validate one answer and apply ``policy``; returns ``(result to hand back, report)``.
 
@@ -328,7 +330,9 @@ class QualityMonitor:
             symbol: the symbol asked for (symbol mismatch, book nonce memory, report).
             since, limit: the OHLCV request's range; a ``since`` whose range cannot reach now
                 disables the staleness check (historical data is old on purpose).
-            exchange: the exchange id, keying the order book nonce memory.
+            exchange: the exchange id, keying the order book nonce memory (with ``symbol``).
+            venue: keys the nonce memory instead of ``exchange`` when given: a client passes its
+                own token, so two clients of one exchange id (testnet and live) never compare.
             thresholds: per-call limits instead of the monitor's.
 
         Returns the clean answer with a shared score-100 report when nothing was found.
@@ -350,7 +354,7 @@ class QualityMonitor:
         nonce_key = None
         last_nonce = None
         if symbol is not None and (endpoint == "order_book" or endpoint == "l2_order_book"):
-            nonce_key = (exchange, symbol)
+            nonce_key = (exchange if venue is None else venue, symbol)
             last_nonce = self._nonces.get(nonce_key)
         issues = entry[0](result, timeframe, now_ms, since, limit, symbol, last_nonce, th) if entry else []
         repairs: tuple[str, ...] = ()
@@ -362,7 +366,14 @@ class QualityMonitor:
             if repairs:
                 score_before = score_of(issues)
                 result = fixed
-                issues = entry[0](result, timeframe, now_ms, since, limit, symbol, last_nonce, th)
+                # What the repair cannot mend stands; a hole the repair itself made in candles
+                # that were continuous is said in ``repairs``, not refused.
+                kept = [i for i in issues if i.impossible and i.code not in entry[2]]
+                again = replace(th, continuous_candles=False) if th.continuous_candles else th
+                issues = entry[0](result, timeframe, now_ms, since, limit, symbol, last_nonce, again)
+                if kept:
+                    found = {i.code for i in issues}
+                    issues = [*issues, *(i for i in kept if i.code not in found)]
         if customs:
             context = CheckContext(endpoint, symbol, timeframe, now_ms, exchange, since, limit)
             issues = [*issues, *run_custom_checks(customs, result, context)]

@@ -87,6 +87,7 @@ CODES: dict[str, str] = {
     # ticker
     "empty_ticker": "every market field is None (typically a 200 answer with an HTML body)",
     "missing_price": "no bid, ask, last or close at all",
+    "missing_field": "a price the exchange always sends is absent or zero (ccxt's omit_zero makes it None)",
     "crossed": "bid above ask (ticker) or best bid at or above best ask (order book)",
     "last_outside_spread": "last is outside [bid, ask] by more than the tolerance",
     "range_inconsistent": "the 24h high is below the 24h low",

@@ -129,7 +129,8 @@ def validate_trades(
             continue
         else:
             bad = ~((arr > 0) & (arr < np.inf))
-            impossible = bool((~(arr[bad] >= 0) | np.isinf(arr[bad])).any())  # a zero is only a defect
+            # No trade happens at a price of 0; a zero amount is only a defect (dust rounded away).
+            impossible = name == "price" or bool((~(arr[bad] >= 0) | np.isinf(arr[bad])).any())
         add(
             f"nonpositive_{name}",
             _ERROR,
@@ -183,7 +184,7 @@ def validate_trades(
                 if key in seen:
                     dup[i] = True
                 seen.add(key)
-        add("duplicate_id", _WARNING, "trades repeating an earlier trade id", dup)
+        add("duplicate_id", _WARNING, "trades repeating an earlier trade id", dup, impossible=True)
     if symbol is not None:
         first = trades[0]
         got = first.get("symbol") if isinstance(first, dict) else None
