@@ -182,6 +182,8 @@ class ValidateStage(Stage):
             symbol = args[1] if len(args) > 1 else ctx.kwargs.get("symbol")
         else:
             symbol = args[0] if args else ctx.kwargs.get("symbol")
+            if endpoint == "trades":  # fetch_trades(symbol, since=None, ...): "latest" or a window
+                since = args[1] if len(args) > 1 else ctx.kwargs.get("since")
         try:
             result, report = quality.check(
                 endpoint,

@@ -74,7 +74,7 @@ def _v_book(r: Any, tf: Any, now: Any, since: Any, limit: Any, sym: Any, nonce: 
 def _v_trades(
     r: Any, tf: Any, now: Any, since: Any, limit: Any, sym: Any, nonce: Any, th: Any
 ) -> list[Issue]:
-    return validate_trades(r, now_ms=now, symbol=sym, thresholds=th)
+    return validate_trades(r, now_ms=now, symbol=sym, newest_seen=nonce, thresholds=th)
 
 
 def _r_ohlcv(r: Any, tf: Any, now: Any, sym: Any, th: Any) -> tuple[Any, tuple[str, ...]]:
@@ -292,7 +292,7 @@ class QualityMonitor:
         if entry is None and customs is None:
             return None
         th = thresholds or self.thresholds
-        nonce = self._last_nonce(endpoint, exchange, symbol)
+        nonce = self._last_nonce(endpoint, exchange, symbol, since)
         issues = entry[0](result, timeframe, now_ms, since, limit, symbol, nonce, th) if entry else []
         if customs:
             context = CheckContext(endpoint, symbol, timeframe, now_ms, exchange, since, limit)
@@ -353,9 +353,13 @@ class QualityMonitor:
         th = thresholds or self.thresholds
         nonce_key = None
         last_nonce = None
-        if symbol is not None and (endpoint == "order_book" or endpoint == "l2_order_book"):
-            nonce_key = (exchange if venue is None else venue, symbol)
-            last_nonce = self._nonces.get(nonce_key)
+        if symbol is not None:
+            if endpoint == "order_book" or endpoint == "l2_order_book":
+                nonce_key = (exchange if venue is None else venue, symbol)
+                last_nonce = self._nonces.get(nonce_key)
+            elif endpoint == "trades" and since is None:  # the latest trades: never older than before
+                nonce_key = (exchange if venue is None else venue, symbol, "trades")
+                last_nonce = self._nonces.get(nonce_key)
         issues = entry[0](result, timeframe, now_ms, since, limit, symbol, last_nonce, th) if entry else []
         repairs: tuple[str, ...] = ()
         score_before = None
@@ -372,8 +376,8 @@ class QualityMonitor:
                 again = replace(th, continuous_candles=False) if th.continuous_candles else th
                 issues = entry[0](result, timeframe, now_ms, since, limit, symbol, last_nonce, again)
                 if kept:
-                    found = {i.code for i in issues}
-                    issues = [*issues, *(i for i in kept if i.code not in found)]
+                    stands = {i.code for i in kept}
+                    issues = [*(i for i in issues if i.code not in stands), *kept]
         if customs:
             context = CheckContext(endpoint, symbol, timeframe, now_ms, exchange, since, limit)
             issues = [*issues, *run_custom_checks(customs, result, context)]
@@ -421,14 +425,25 @@ class QualityMonitor:
             self._remember_nonce(nonce_key, result, last_nonce)
         return result, report
 
-    # -- order book nonce memory ----------------------------------------------------------------
-    def _last_nonce(self, endpoint: str, exchange: str | None, symbol: str | None) -> int | None:
-        if symbol is None or endpoint not in ("order_book", "l2_order_book"):
+    # -- order book nonce and latest-trade memory ----------------------------------------------
+    def _last_nonce(
+        self, endpoint: str, exchange: str | None, symbol: str | None, since: int | None = None
+    ) -> int | None:
+        if symbol is None:
+            return None
+        if endpoint == "trades":
+            return None if since is not None else self._nonces.get((exchange, symbol, "trades"))
+        if endpoint not in ("order_book", "l2_order_book"):
             return None
         return self._nonces.get((exchange, symbol))
 
-    def _remember_nonce(self, key: tuple[str | None, str], book: Any, last: int | None) -> None:
-        nonce = book.get("nonce") if isinstance(book, dict) else None
+    def _remember_nonce(self, key: tuple[Any, ...], answer: Any, last: int | None) -> None:
+        """Move the memory forward: a book's nonce, or the newest timestamp of the latest trades."""
+        if isinstance(answer, dict):
+            nonce = answer.get("nonce")
+        else:
+            newest = answer[-1] if isinstance(answer, list) and answer else None
+            nonce = newest.get("timestamp") if isinstance(newest, dict) else None
         if isinstance(nonce, int) and not isinstance(nonce, bool) and (last is None or nonce > last):
             if len(self._nonces) >= _NONCE_MEMORY:
                 self._nonces.clear()

@@ -97,7 +97,8 @@ CODES: dict[str, str] = {
     "nonce_regressed": "the book's nonce is older than one already seen for this symbol",
     # trades
     "missing_timestamp": "a trade has no timestamp",
-    "duplicate_id": "two trades share an id",
+    "duplicate_id": "two trades share an id (or, without ids, the exchange's raw record)",
+    "trades_regressed": "the newest trade is older than the newest of an earlier answer (stale)",
     "invalid_side": "a trade's side is not 'buy', 'sell' or None",
     # private answers (orders, balances) and raw bodies
     "garbled_body": "a 200 answer whose body is an HTML page or JSON that does not parse",

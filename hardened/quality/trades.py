@@ -75,12 +75,16 @@ def validate_trades(
     *,
     now_ms: int | None = None,
     symbol: str | None = None,
+    newest_seen: int | None = None,
     thresholds: QualityThresholds = DEFAULT_THRESHOLDS,
 ) -> list[Issue]:
     """Check a unified ccxt trade list; an empty list means clean (an empty answer is clean too).
 
     Positive price and amount; a timestamp that exists, is after 2009 and not beyond ``now_ms`` plus
-    the clock tolerance; timestamps non-decreasing; side in buy/sell/None; no repeated trade id.
+    the clock tolerance; timestamps non-decreasing; side in buy/sell/None; no repeated trade id,
+    nor (for trades without an id) the exchange's raw record twice; and, given ``newest_seen`` (the
+    newest timestamp of an earlier answer to the same "latest trades" request), a newest trade
+    not older than it: trades that happened do not un-happen.
     """
     if not isinstance(trades, (list, tuple)):
         return [_NOT_A_LIST]
@@ -185,12 +189,39 @@ def validate_trades(
                     dup[i] = True
                 seen.add(key)
         add("duplicate_id", _WARNING, "trades repeating an earlier trade id", dup, impossible=True)
+    if None in distinct and not malformed:
+        _raw_repeats(trades, ids, ts, add)
+    if newest_seen is not None and ts.size and not missing.all() and np.nanmax(ts) < newest_seen:
+        add(
+            "trades_regressed",
+            _ERROR,
+            f"newest trade older than the newest ({newest_seen}) of an earlier answer",
+            ts < newest_seen,
+            impossible=True,
+        )
     if symbol is not None:
         first = trades[0]
         got = first.get("symbol") if isinstance(first, dict) else None
         if isinstance(got, str) and got.split(":", 1)[0] != symbol.split(":", 1)[0]:
             issues.append(Issue("symbol_mismatch", _WARNING, f"asked for {symbol}, got {got}", 1, (), 1.0))
     return issues
+
+
+def _raw_repeats(trades: Any, ids: list[Any], ts: np.ndarray, add: Any) -> None:
+    """Trades without an id (KuCoin's public trades carry only a sequence in ``info``) sent
+    twice: the same raw record at the same time, next to each other once sorted by time."""
+    same = np.flatnonzero(np.diff(ts) == 0) + 1
+    if not len(same):
+        return
+    dup = np.zeros(len(ts), dtype=bool)
+    for i in same.tolist():
+        a, b = trades[i - 1], trades[i]
+        if ids[i] is None and isinstance(a, dict) and isinstance(b, dict):
+            info = b.get("info")
+            if info and info == a.get("info"):
+                dup[i] = True
+    if dup.any():
+        add("duplicate_id", _WARNING, "trades repeating an earlier trade (the same raw record)", dup, True)
 
 
 def repair_trades(
