@@ -285,7 +285,9 @@ def sim() -> Any:
 
 
 @pytest.mark.parametrize(("exchange", "method", "kind"), CASES)
-def test_each_corruption_is_refused_under_raise(sim: Simulator, exchange: str, method: str, kind: str) -> None:
+def test_each_corruption_is_refused_under_raise(
+    sim: Simulator, exchange: str, method: str, kind: str
+) -> None:
     spec = ENDPOINTS[method]
     sim.set_profile(None)
     raw = sim.attach(getattr(ccxt, exchange)({"enableRateLimit": False}))
