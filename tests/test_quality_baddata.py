@@ -13,6 +13,7 @@ candles of an exchange that skips quiet intervals) is shown as such, not counted
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -33,6 +34,7 @@ from hardened.quality import (
     validate_tickers,
     validate_trades,
 )
+from hardened.quality.trades import TradeMark
 from hardened.sim import Simulator
 
 NOW = 1_750_000_020_000  # 20 s into a minute
@@ -195,6 +197,32 @@ def test_zero_price_and_repeated_trades_are_refused() -> None:
     assert not refused("trades", twins)
 
 
+def test_trades_that_vanish_from_a_later_answer_are_refused() -> None:
+    for ids in (True, False):
+        every = trades(45, ids=ids)
+        earlier, later = every[:40], every[5:]  # five newer trades, five older ones out
+        seen = TradeMark.of(earlier)
+        assert validate_trades(later, now_ms=NOW, seen=seen) == []
+        holed = later[:10] + later[21:]  # the simulator's "gaps": trades cut from the middle
+        issues = validate_trades(holed, now_ms=NOW, seen=seen)
+        assert [(i.code, i.count, i.impossible) for i in issues] == [("trades_vanished", 11, True)]
+
+
+def test_answers_in_flight_together_are_not_compared() -> None:
+    monitor = QualityMonitor()
+    kw: dict[str, Any] = {"policy": "raise", "symbol": "BTC/USDT", "now_ms": NOW, "venue": "v"}
+    shifted = [dict(t, timestamp=t["timestamp"] - 600_000) for t in trades()]
+    began = time.perf_counter()  # this call began before the newer answer below was remembered
+    monitor.check("trades", trades(), sent_at=time.perf_counter(), **kw)
+    monitor.check("trades", shifted, sent_at=began, **kw)  # landed late: may be older
+    with pytest.raises(DataQualityError, match="trades_regressed"):
+        monitor.check("trades", shifted, sent_at=time.perf_counter(), **kw)
+    monitor.check("order_book", book(nonce=900), sent_at=time.perf_counter(), **kw)
+    monitor.check("order_book", book(nonce=300), sent_at=began, **kw)
+    with pytest.raises(DataQualityError, match="nonce"):
+        monitor.check("order_book", book(nonce=300), sent_at=time.perf_counter(), **kw)
+
+
 def test_latest_trades_older_than_already_seen_are_refused() -> None:
     monitor = QualityMonitor()
     kw: dict[str, Any] = {"policy": "raise", "symbol": "BTC/USDT", "now_ms": NOW, "venue": "v"}
@@ -245,13 +273,22 @@ def test_full_quotes_pass_with_the_exchange_facts(
 
 
 @PROPERTY
-@given(n=st.integers(1, 50), later=st.integers(0, 10_000), same_ms=st.booleans(), ids=st.booleans())
-def test_later_trades_pass_the_memory(n: int, later: int, same_ms: bool, ids: bool) -> None:
+@given(
+    n=st.integers(2, 60),
+    cut=st.data(),
+    burst=st.booleans(),
+    ids=st.booleans(),
+)
+def test_later_trades_pass_the_memory(n: int, cut: st.DataObject, burst: bool, ids: bool) -> None:
     rows = trades(n, ids=ids)
-    if same_ms and n > 1:  # a burst: distinct trades sharing one millisecond
+    if burst:  # distinct trades sharing one millisecond
         rows[-1]["timestamp"] = rows[-2]["timestamp"]
-    seen = min(t["timestamp"] for t in rows) - later
-    assert validate_trades(rows, now_ms=NOW, newest_seen=max(seen, 0)) == []
+        rows[-1]["info"] = dict(rows[-1]["info"], time=rows[-2]["info"]["time"])
+    k = cut.draw(st.integers(1, n))  # the earlier answer: the first k trades
+    j = cut.draw(st.integers(0, k - 1))  # the later one: everything from trade j on
+    seen = TradeMark.of(rows[:k])
+    assert seen is not None
+    assert validate_trades(rows[j:], now_ms=NOW, seen=seen) == []
 
 
 # -- through the client, against the simulator ---------------------------------------------------------
@@ -262,7 +299,7 @@ CAUGHT = {
     "fetch_ticker": ("high_low", "stale", "crossed_book", "zero_price", "negative_price", "null_ticker"),
     "fetch_ohlcv": ("high_low", "duplicates", "zero_price", "negative_price"),
     "fetch_order_book": ("duplicates", "stale", "crossed_book", "zero_price", "negative_price"),
-    "fetch_trades": ("duplicates", "stale", "zero_price", "negative_price"),
+    "fetch_trades": ("gaps", "duplicates", "stale", "zero_price", "negative_price"),
 }
 CONTINUOUS_ONLY = {"fetch_ohlcv": ("gaps", "stale")}
 CASES = [

@@ -198,6 +198,7 @@ class ValidateStage(Stage):
                 exchange=self.exchange_id,
                 thresholds=self.thresholds(),
                 venue=self._venue,
+                sent_at=ctx.started,
             )
         except DataQualityError as error:
             ctx.quality = error.score

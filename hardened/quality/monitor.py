@@ -22,6 +22,7 @@ Endpoints without a validator or custom check pass through as ``(result, None)``
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
@@ -36,7 +37,7 @@ from hardened.quality.private import validate_balance, validate_order, validate_
 from hardened.quality.report import Issue, QualityReport, Severity, score_of
 from hardened.quality.thresholds import DEFAULT_THRESHOLDS, QualityThresholds
 from hardened.quality.ticker import repair_ticker, repair_tickers, validate_ticker, validate_tickers
-from hardened.quality.trades import repair_trades, validate_trades
+from hardened.quality.trades import TradeMark, repair_trades, validate_trades
 
 __all__ = ["DATA_ENDPOINTS", "POLICIES", "PRIVATE_ENDPOINTS", "QualityMonitor"]
 
@@ -74,7 +75,7 @@ def _v_book(r: Any, tf: Any, now: Any, since: Any, limit: Any, sym: Any, nonce: 
 def _v_trades(
     r: Any, tf: Any, now: Any, since: Any, limit: Any, sym: Any, nonce: Any, th: Any
 ) -> list[Issue]:
-    return validate_trades(r, now_ms=now, symbol=sym, newest_seen=nonce, thresholds=th)
+    return validate_trades(r, now_ms=now, symbol=sym, seen=nonce, thresholds=th)
 
 
 def _r_ohlcv(r: Any, tf: Any, now: Any, sym: Any, th: Any) -> tuple[Any, tuple[str, ...]]:
@@ -219,7 +220,8 @@ class QualityMonitor:
         self._custom: dict[str, CustomCheck] = {}
         self._customs: dict[str, tuple[CustomCheck, ...]] = {}  # endpoint -> checks, rebuilt on change
         self._clean = {name: QualityReport(name, 100.0) for name in _CHECKS}
-        self._nonces: dict[tuple[str | None, str], int] = {}
+        # (exchange or client, symbol[, "trades"]) -> (a book's nonce or a TradeMark, when kept)
+        self._nonces: dict[tuple[Any, ...], tuple[Any, float]] = {}
 
     # -- custom checks -------------------------------------------------------------------------
     def add_custom_check(
@@ -292,7 +294,7 @@ class QualityMonitor:
         if entry is None and customs is None:
             return None
         th = thresholds or self.thresholds
-        nonce = self._last_nonce(endpoint, exchange, symbol, since)
+        nonce = self._last_nonce(endpoint, exchange, symbol, since, None)
         issues = entry[0](result, timeframe, now_ms, since, limit, symbol, nonce, th) if entry else []
         if customs:
             context = CheckContext(endpoint, symbol, timeframe, now_ms, exchange, since, limit)
@@ -316,6 +318,7 @@ class QualityMonitor:
         exchange: str | None = None,
         thresholds: QualityThresholds | None = None,
         venue: Any = None,
+        sent_at: float | None = None,
     ) -> tuple[Any, QualityReport | None]:
         """Validate one answer and apply ``policy``; returns ``(result to hand back, report)``.
 
@@ -333,6 +336,8 @@ class QualityMonitor:
             exchange: the exchange id, keying the order book nonce memory (with ``symbol``).
             venue: keys the nonce memory instead of ``exchange`` when given: a client passes its
                 own token, so two clients of one exchange id (testnet and live) never compare.
+            sent_at: ``time.perf_counter()`` when the call began; the book or trades remembered
+                are only compared with answers to calls begun after they arrived (None: always).
             thresholds: per-call limits instead of the monitor's.
 
         Returns the clean answer with a shared score-100 report when nothing was found.
@@ -356,10 +361,14 @@ class QualityMonitor:
         if symbol is not None:
             if endpoint == "order_book" or endpoint == "l2_order_book":
                 nonce_key = (exchange if venue is None else venue, symbol)
-                last_nonce = self._nonces.get(nonce_key)
             elif endpoint == "trades" and since is None:  # the latest trades: never older than before
                 nonce_key = (exchange if venue is None else venue, symbol, "trades")
-                last_nonce = self._nonces.get(nonce_key)
+            if nonce_key is not None:
+                mark = self._nonces.get(nonce_key)
+                # Only an answer asked for after the remembered one arrived must be newer: two
+                # calls in flight at once may land in either order.
+                if mark is not None and (sent_at is None or sent_at > mark[1]):
+                    last_nonce = mark[0]
         issues = entry[0](result, timeframe, now_ms, since, limit, symbol, last_nonce, th) if entry else []
         repairs: tuple[str, ...] = ()
         score_before = None
@@ -383,7 +392,7 @@ class QualityMonitor:
             issues = [*issues, *run_custom_checks(customs, result, context)]
         if not issues and not repairs:
             if nonce_key is not None:
-                self._remember_nonce(nonce_key, result, last_nonce)
+                self._remember_nonce(nonce_key, result)
             clean = self._clean.get(endpoint)
             if clean is None:  # an endpoint only custom checks look at
                 clean = self._clean[endpoint] = QualityReport(endpoint, 100.0)
@@ -422,32 +431,47 @@ class QualityMonitor:
             else:  # the worst issue's words say what is wrong, not only its code
                 raise DataQualityError(endpoint, report.score, report, report.issues[0].message[:200])
         elif nonce_key is not None:  # only a book that passed may move the nonce memory forward
-            self._remember_nonce(nonce_key, result, last_nonce)
+            self._remember_nonce(nonce_key, result)
         return result, report
 
     # -- order book nonce and latest-trade memory ----------------------------------------------
     def _last_nonce(
-        self, endpoint: str, exchange: str | None, symbol: str | None, since: int | None = None
-    ) -> int | None:
+        self,
+        endpoint: str,
+        exchange: str | None,
+        symbol: str | None,
+        since: int | None = None,
+        sent_at: float | None = None,
+    ) -> Any:
         if symbol is None:
             return None
         if endpoint == "trades":
-            return None if since is not None else self._nonces.get((exchange, symbol, "trades"))
-        if endpoint not in ("order_book", "l2_order_book"):
+            if since is not None:
+                return None
+            mark = self._nonces.get((exchange, symbol, "trades"))
+        elif endpoint in ("order_book", "l2_order_book"):
+            mark = self._nonces.get((exchange, symbol))
+        else:
             return None
-        return self._nonces.get((exchange, symbol))
+        return mark[0] if mark is not None and (sent_at is None or sent_at > mark[1]) else None
 
-    def _remember_nonce(self, key: tuple[Any, ...], answer: Any, last: int | None) -> None:
-        """Move the memory forward: a book's nonce, or the newest timestamp of the latest trades."""
+    def _remember_nonce(self, key: tuple[Any, ...], answer: Any) -> None:
+        """Move the memory forward: a book's nonce, or what the latest trades showed."""
+        held = self._nonces.get(key)
         if isinstance(answer, dict):
             nonce = answer.get("nonce")
+            if not isinstance(nonce, int) or isinstance(nonce, bool):
+                return
+            if held is not None and not nonce > held[0]:
+                return
+            value: Any = nonce
         else:
-            newest = answer[-1] if isinstance(answer, list) and answer else None
-            nonce = newest.get("timestamp") if isinstance(newest, dict) else None
-        if isinstance(nonce, int) and not isinstance(nonce, bool) and (last is None or nonce > last):
-            if len(self._nonces) >= _NONCE_MEMORY:
-                self._nonces.clear()
-            self._nonces[key] = nonce
+            value = TradeMark.of(answer)
+            if value is None or (held is not None and not value.newest > held[0].newest):
+                return
+        if len(self._nonces) >= _NONCE_MEMORY:
+            self._nonces.clear()
+        self._nonces[key] = (value, time.perf_counter())
 
     def forget_nonces(self) -> None:
         """Drop the nonce memory (after a reconnect, or when an exchange resets its sequence)."""

@@ -99,6 +99,7 @@ CODES: dict[str, str] = {
     "missing_timestamp": "a trade has no timestamp",
     "duplicate_id": "two trades share an id (or, without ids, the exchange's raw record)",
     "trades_regressed": "the newest trade is older than the newest of an earlier answer (stale)",
+    "trades_vanished": "trades an earlier answer showed are missing within this answer's time span",
     "invalid_side": "a trade's side is not 'buy', 'sell' or None",
     # private answers (orders, balances) and raw bodies
     "garbled_body": "a 200 answer whose body is an HTML page or JSON that does not parse",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import pairwise
 from operator import itemgetter
 from typing import Any
@@ -17,7 +18,7 @@ import numpy as np
 from hardened.quality.report import MAX_WHERE, Issue, Severity
 from hardened.quality.thresholds import DEFAULT_THRESHOLDS, QualityThresholds
 
-__all__ = ["VALID_SIDES", "repair_trades", "validate_trades"]
+__all__ = ["VALID_SIDES", "TradeMark", "repair_trades", "validate_trades"]
 
 VALID_SIDES = frozenset(("buy", "sell", None))
 _KEYS = ("price", "amount", "timestamp", "side", "id")
@@ -75,16 +76,17 @@ def validate_trades(
     *,
     now_ms: int | None = None,
     symbol: str | None = None,
-    newest_seen: int | None = None,
+    seen: TradeMark | None = None,
     thresholds: QualityThresholds = DEFAULT_THRESHOLDS,
 ) -> list[Issue]:
     """Check a unified ccxt trade list; an empty list means clean (an empty answer is clean too).
 
     Positive price and amount; a timestamp that exists, is after 2009 and not beyond ``now_ms`` plus
     the clock tolerance; timestamps non-decreasing; side in buy/sell/None; no repeated trade id,
-    nor (for trades without an id) the exchange's raw record twice; and, given ``newest_seen`` (the
-    newest timestamp of an earlier answer to the same "latest trades" request), a newest trade
-    not older than it: trades that happened do not un-happen.
+    nor (for trades without an id) the exchange's raw record twice; and, given ``seen`` (what an
+    earlier answer to the same "latest trades" request showed), a newest trade not older than
+    its newest and every trade it showed within this answer's time span still there: trades that
+    happened do not un-happen.
     """
     if not isinstance(trades, (list, tuple)):
         return [_NOT_A_LIST]
@@ -180,31 +182,91 @@ def validate_trades(
     except TypeError:  # an unhashable id
         distinct = {_hashable(i) for i in ids}
     if len(distinct) - (None in distinct) < len(ids) - ids.count(None):
-        seen: set[Any] = set()
+        known: set[Any] = set()
         dup = np.zeros(len(ids), dtype=bool)
         for i, trade_id in enumerate(ids):
             if trade_id is not None:
                 key = _hashable(trade_id)
-                if key in seen:
+                if key in known:
                     dup[i] = True
-                seen.add(key)
+                known.add(key)
         add("duplicate_id", _WARNING, "trades repeating an earlier trade id", dup, impossible=True)
     if None in distinct and not malformed:
         _raw_repeats(trades, ids, ts, add)
-    if newest_seen is not None and ts.size and not missing.all() and np.nanmax(ts) < newest_seen:
-        add(
-            "trades_regressed",
-            _ERROR,
-            f"newest trade older than the newest ({newest_seen}) of an earlier answer",
-            ts < newest_seen,
-            impossible=True,
-        )
+    if seen is not None and not malformed and ts.size and not missing.all():
+        issue = seen.compare(ts, ids, prices, amounts)
+        if issue is not None:
+            issues.append(issue)
     if symbol is not None:
         first = trades[0]
         got = first.get("symbol") if isinstance(first, dict) else None
         if isinstance(got, str) and got.split(":", 1)[0] != symbol.split(":", 1)[0]:
             issues.append(Issue("symbol_mismatch", _WARNING, f"asked for {symbol}, got {got}", 1, (), 1.0))
     return issues
+
+
+def _keys(ids: list[Any], ts: Any, prices: Any, amounts: Any) -> list[Any]:
+    """What names each trade: its id, or (time, price, amount) when the exchange gives none."""
+    if None not in ids:
+        return ids
+    return list(zip(ts.tolist() if isinstance(ts, np.ndarray) else ts, prices, amounts, strict=True))
+
+
+@dataclass(frozen=True, slots=True)
+class TradeMark:
+    """What one "latest trades" answer that passed showed: its newest time and each trade's key
+    and time, so that the next answer can be held to it (``validate_trades(seen=...)``)."""
+
+    newest: float
+    stamps: np.ndarray
+    keys: tuple[Any, ...]
+    by_id: bool
+
+    @classmethod
+    def of(cls, trades: Any) -> TradeMark | None:
+        """The mark of a passed answer; None when it holds no dated trade."""
+        if not isinstance(trades, list) or not trades:
+            return None
+        bad, columns = _columns(trades)
+        if bad or not columns:
+            return None
+        prices, amounts, stamps, _sides, ids = columns
+        ts = _floats(stamps)
+        if ts is None or not ts.size or np.isnan(ts).all():
+            return None
+        return cls(float(np.nanmax(ts)), ts, tuple(_keys(ids, ts, prices, amounts)), None not in ids)
+
+    def compare(self, ts: np.ndarray, ids: list[Any], prices: Any, amounts: Any) -> Issue | None:
+        """Why an answer to the same request, asked for later, cannot be true; None if it can."""
+        newest = float(np.nanmax(ts))
+        if newest < self.newest:
+            return Issue(
+                "trades_regressed",
+                _ERROR,
+                f"newest trade ({newest:.0f}) older than the newest ({self.newest:.0f}) of an earlier answer",
+                len(ts),
+                (),
+                1.0,
+                True,
+            )
+        inside = (self.stamps > np.nanmin(ts)) & (self.stamps < newest)  # ends may be cut by the limit
+        if not inside.any() or (None not in ids) != self.by_id:
+            return None
+        present = set(_keys(ids, ts, prices, amounts))
+        lost = sum(
+            1 for key, within in zip(self.keys, inside.tolist(), strict=True) if within and key not in present
+        )
+        if not lost:
+            return None
+        return Issue(
+            "trades_vanished",
+            _ERROR,
+            f"{lost} trades of an earlier answer are missing within this answer's time span",
+            lost,
+            (),
+            min(1.0, lost / len(ts)),
+            True,
+        )
 
 
 def _raw_repeats(trades: Any, ids: list[Any], ts: np.ndarray, add: Any) -> None:
