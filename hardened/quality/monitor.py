@@ -369,7 +369,16 @@ class QualityMonitor:
                 # calls in flight at once may land in either order.
                 if mark is not None and (sent_at is None or sent_at > mark[1]):
                     last_nonce = mark[0]
-        issues = entry[0](result, timeframe, now_ms, since, limit, symbol, last_nonce, th) if entry else []
+        marks: list[TradeMark] | None = None
+        if nonce_key is not None and endpoint == "trades":  # the mark comes from the times read once
+            marks = []
+            issues = validate_trades(
+                result, now_ms=now_ms, symbol=symbol, seen=last_nonce, thresholds=th, marks=marks
+            )
+        else:
+            issues = (
+                entry[0](result, timeframe, now_ms, since, limit, symbol, last_nonce, th) if entry else []
+            )
         repairs: tuple[str, ...] = ()
         score_before = None
         if issues and policy == "repair" and entry is not None and any(i.code in entry[2] for i in issues):
@@ -392,7 +401,7 @@ class QualityMonitor:
             issues = [*issues, *run_custom_checks(customs, result, context)]
         if not issues and not repairs:
             if nonce_key is not None:
-                self._remember_nonce(nonce_key, result)
+                self._remember_nonce(nonce_key, marks[0] if marks else result)
             clean = self._clean.get(endpoint)
             if clean is None:  # an endpoint only custom checks look at
                 clean = self._clean[endpoint] = QualityReport(endpoint, 100.0)
@@ -431,7 +440,7 @@ class QualityMonitor:
             else:  # the worst issue's words say what is wrong, not only its code
                 raise DataQualityError(endpoint, report.score, report, report.issues[0].message[:200])
         elif nonce_key is not None:  # only a book that passed may move the nonce memory forward
-            self._remember_nonce(nonce_key, result)
+            self._remember_nonce(nonce_key, marks[0] if marks and not repairs else result)
         return result, report
 
     # -- order book nonce and latest-trade memory ----------------------------------------------
@@ -466,7 +475,7 @@ class QualityMonitor:
                 return
             value: Any = nonce
         else:
-            value = TradeMark.of(answer)
+            value = answer if isinstance(answer, TradeMark) else TradeMark.of(answer)
             if value is None or (held is not None and not value.newest > held[0].newest):
                 return
         if len(self._nonces) >= _NONCE_MEMORY:

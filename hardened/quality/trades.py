@@ -23,6 +23,7 @@ __all__ = ["VALID_SIDES", "TradeMark", "repair_trades", "validate_trades"]
 VALID_SIDES = frozenset(("buy", "sell", None))
 _KEYS = ("price", "amount", "timestamp", "side", "id")
 _GETTERS = tuple(itemgetter(key) for key in _KEYS)
+_TIMESTAMP = _GETTERS[2]
 _ERROR = Severity.ERROR
 _WARNING = Severity.WARNING
 _NOT_A_LIST = Issue("malformed", Severity.CRITICAL, "the answer is not a list of trades", 1, (), 1.0)
@@ -78,6 +79,7 @@ def validate_trades(
     symbol: str | None = None,
     seen: TradeMark | None = None,
     thresholds: QualityThresholds = DEFAULT_THRESHOLDS,
+    marks: list[TradeMark] | None = None,
 ) -> list[Issue]:
     """Check a unified ccxt trade list; an empty list means clean (an empty answer is clean too).
 
@@ -86,7 +88,8 @@ def validate_trades(
     nor (for trades without an id) the exchange's raw record twice; and, given ``seen`` (what an
     earlier answer to the same "latest trades" request showed), a newest trade not older than
     its newest and every trade it showed within this answer's time span still there: trades that
-    happened do not un-happen.
+    happened do not un-happen. ``marks``, when given, receives this answer's ``TradeMark`` (from
+    the timestamps already read, for the caller's memory).
     """
     if not isinstance(trades, (list, tuple)):
         return [_NOT_A_LIST]
@@ -150,6 +153,7 @@ def validate_trades(
             [float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else np.nan for x in stamps]
         )
     missing = np.isnan(ts)
+    in_order = True
     if missing.any():
         add("missing_timestamp", _WARNING, "trades without a timestamp", missing, impossible=True)
     if ts.size and not missing.all():
@@ -161,7 +165,8 @@ def validate_trades(
                 "future_timestamp", _ERROR, "trades dated in the future", ts > now_ms + th.future_tolerance_ms
             )
         present = ts[~missing] if missing.any() else ts
-        if not (np.diff(present) >= 0).all():
+        in_order = bool((np.diff(present) >= 0).all())
+        if not in_order:
             back = np.zeros(len(ts), dtype=bool)
             pos = np.flatnonzero(~missing)
             back[pos[1:][np.diff(present) < 0]] = True
@@ -193,10 +198,14 @@ def validate_trades(
         add("duplicate_id", _WARNING, "trades repeating an earlier trade id", dup, impossible=True)
     if None in distinct and not malformed:
         _raw_repeats(trades, ids, ts, add)
-    if seen is not None and not malformed and ts.size and not missing.all():
-        issue = seen.compare(ts, ids, prices, amounts)
-        if issue is not None:
-            issues.append(issue)
+    if (seen is not None or marks is not None) and not malformed and ts.size and not missing.any():
+        ordered = ts if in_order else np.sort(ts)  # ccxt sorts trades: no copy on the usual path
+        if seen is not None:
+            issue = seen.compare(ordered)
+            if issue is not None:
+                issues.append(issue)
+        if marks is not None:
+            marks.append(TradeMark(float(ordered[0]), float(ordered[-1]), ordered))
     if symbol is not None:
         first = trades[0]
         got = first.get("symbol") if isinstance(first, dict) else None
@@ -205,40 +214,35 @@ def validate_trades(
     return issues
 
 
-def _keys(ids: list[Any], ts: Any, prices: Any, amounts: Any) -> list[Any]:
-    """What names each trade: its id, or (time, price, amount) when the exchange gives none."""
-    if None not in ids:
-        return ids
-    return list(zip(ts.tolist() if isinstance(ts, np.ndarray) else ts, prices, amounts, strict=True))
-
-
 @dataclass(frozen=True, slots=True)
 class TradeMark:
-    """What one "latest trades" answer that passed showed: its newest time and each trade's key
-    and time, so that the next answer can be held to it (``validate_trades(seen=...)``)."""
+    """What one "latest trades" answer that passed showed: its time span and each trade's time,
+    so that a later answer can be held to it (``validate_trades(seen=...)``). Trades in the past
+    never change: within the span both answers cover, a later one holds as many trades."""
 
+    oldest: float
     newest: float
-    stamps: np.ndarray
-    keys: tuple[Any, ...]
-    by_id: bool
+    stamps: np.ndarray  # sorted
 
     @classmethod
     def of(cls, trades: Any) -> TradeMark | None:
         """The mark of a passed answer; None when it holds no dated trade."""
         if not isinstance(trades, list) or not trades:
             return None
-        bad, columns = _columns(trades)
-        if bad or not columns:
+        try:
+            ts = np.fromiter(map(_TIMESTAMP, trades), np.float64, len(trades))
+        except (TypeError, ValueError, KeyError):
             return None
-        prices, amounts, stamps, _sides, ids = columns
-        ts = _floats(stamps)
-        if ts is None or not ts.size or np.isnan(ts).all():
+        ts = ts[~np.isnan(ts)]
+        if not ts.size:
             return None
-        return cls(float(np.nanmax(ts)), ts, tuple(_keys(ids, ts, prices, amounts)), None not in ids)
+        ts.sort()
+        return cls(float(ts[0]), float(ts[-1]), ts)
 
-    def compare(self, ts: np.ndarray, ids: list[Any], prices: Any, amounts: Any) -> Issue | None:
-        """Why an answer to the same request, asked for later, cannot be true; None if it can."""
-        newest = float(np.nanmax(ts))
+    def compare(self, ts: np.ndarray) -> Issue | None:
+        """Why a later answer to the same request cannot be true (``ts``: its trades' times, sorted,
+        none missing); None if it can."""
+        newest = float(ts[-1])
         if newest < self.newest:
             return Issue(
                 "trades_regressed",
@@ -249,22 +253,20 @@ class TradeMark:
                 1.0,
                 True,
             )
-        inside = (self.stamps > np.nanmin(ts)) & (self.stamps < newest)  # ends may be cut by the limit
-        if not inside.any() or (None not in ids) != self.by_id:
+        low, high = max(float(ts[0]), self.oldest), self.newest  # ends may be cut by a limit
+        if high <= low:
             return None
-        present = set(_keys(ids, ts, prices, amounts))
-        lost = sum(
-            1 for key, within in zip(self.keys, inside.tolist(), strict=True) if within and key not in present
-        )
-        if not lost:
+        had = int(np.searchsorted(self.stamps, high, "left") - np.searchsorted(self.stamps, low, "right"))
+        has = int(np.searchsorted(ts, high, "left") - np.searchsorted(ts, low, "right"))
+        if has >= had:
             return None
         return Issue(
             "trades_vanished",
             _ERROR,
-            f"{lost} trades of an earlier answer are missing within this answer's time span",
-            lost,
+            f"{had - has} trades of an earlier answer are missing within this answer's time span",
+            had - has,
             (),
-            min(1.0, lost / len(ts)),
+            min(1.0, (had - has) / len(ts)),
             True,
         )
 
