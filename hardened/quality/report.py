@@ -19,9 +19,14 @@ a larger extent or a higher severity can only lower the score; any critical issu
 affecting the whole answer, scores 0.
 
 Some issues are ``impossible``: values no market can produce (high < low, open or close outside
-[low, high], a negative price or volume, a crossed book, a null timestamp, an infinite or NaN
-number). The score does not excuse them: under ``raise`` they always raise, under ``repair`` they
-are dropped (see ``hardened.quality.monitor``). The score governs the soft defects only.
+[low, high], a zero or negative price in a candle, a trade or a book level, a negative volume, a
+crossed book, a repeated candle, trade or book price, a null timestamp, an infinite or NaN
+number, a quote with a size but no price, a price the exchange always sends missing), and answers
+that contradict one already seen (a book's nonce or the latest trades going back in time, trades
+vanishing); on an exchange that sends every interval, a gap, a stale end or no candle in a window
+that reaches now. The score does not excuse them: under ``raise`` they always raise, under
+``repair`` they are dropped (see ``hardened.quality.monitor``). The score governs the soft
+defects only.
 """
 
 from __future__ import annotations
