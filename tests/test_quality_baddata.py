@@ -36,6 +36,7 @@ from hardened.quality import (
 )
 from hardened.quality.trades import TradeMark
 from hardened.sim import Simulator
+from hardened.testing import capture_events
 
 NOW = 1_750_000_020_000  # 20 s into a minute
 MINUTE = 60_000
@@ -385,3 +386,34 @@ def test_reordering_is_undone_by_ccxt_before_anyone_sees_it(sim: Simulator) -> N
     assert [t["timestamp"] for t in got] == sorted(t["timestamp"] for t in got)
     assert [p for p, _ in book["bids"]] == sorted((p for p, _ in book["bids"]), reverse=True)
     assert [p for p, _ in book["asks"]] == sorted(p for p, _ in book["asks"])
+
+
+@pytest.mark.parametrize("exchange", EXCHANGES)
+def test_an_incremental_refresh_without_the_candle_held_is_refused(sim: Simulator, exchange: str) -> None:
+    """The cache asks for candles from the last one it holds; a stale answer (every candle ten
+    minutes back) loses them all to ccxt's ``since`` filter and comes back empty: on KuCoin, which
+    skips quiet minutes, only the candle held says that this emptiness is impossible."""
+    sim.set_profile(None)
+    raw = sim.attach(getattr(ccxt, exchange)({"enableRateLimit": False}))
+    client = HardenedClient(raw, max_retries=0, cache_ttl=0, learning_store=None)  # stale-if-error on
+    symbol = symbol_for(exchange)
+    try:
+        first = client.fetch_ohlcv(symbol, "1m", limit=50)
+        again = client.fetch_ohlcv(symbol, "1m", limit=50)  # the refresh: since = the last candle held
+        assert "since" in sim.ground_truth()[-1]["path"] or "start" in sim.ground_truth()[-1]["path"]
+        assert again[0][0] >= first[0][0] and len(again) == 50
+        rule = {"kind": "bad_data", "variants": ["stale"], "endpoints": ["ohlcv"]}
+        sim.set_profile({"faults": [rule]})
+        with capture_events(["quality_failed"]) as events:
+            served = client.fetch_ohlcv(symbol, "1m", limit=50)  # refused, then stale-if-error
+        assert sim.ground_truth()[-1]["fault"] == "bad_data:stale"
+        assert [e["report"].split("quality 0/100: ")[1] for e in events] == [
+            "empty x0 (error, impossible)"  # Binance sends every interval: no candle now is impossible
+            if exchange == "binance"
+            else "gap (error, impossible)"  # elsewhere the candle held is what says so
+        ]
+        assert client._hd.stats_by_endpoint["ohlcv"].stale_served == 1
+        assert served[-1][0] == again[-1][0]  # the series held, not a stale one passed off as new
+    finally:
+        sim.set_profile(None)
+        client.close()

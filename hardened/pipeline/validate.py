@@ -208,7 +208,29 @@ class ValidateStage(Stage):
             ctx.quality = report.score
             if report.issues or report.repaired:  # a repair drops data: say so
                 self._publish(ctx, report.score, report, raised=False)
+        if endpoint == "ohlcv" and since is not None and ctx.cache_key is not None:
+            self._check_refresh(ctx, result, since)
         return result
+
+    def _check_refresh(self, ctx: CallContext, result: Any, since: Any) -> None:
+        """The cache's incremental refresh asked for candles from the last one it holds (a series
+        key with ``since`` set means the cache set it): the exchange sent that candle before, so
+        an answer that does not start with it is impossible, wherever the exchange skips quiet
+        intervals (KuCoin) or not. A stale answer that ccxt's ``since`` filter emptied is one."""
+        first = result[0] if isinstance(result, list) and result else None
+        if isinstance(first, (list, tuple)) and first and first[0] == since:
+            return
+        why = f"the refresh from the last candle held (open {since}) came back without it"
+        report = QualityReport.of("ohlcv", [Issue("gap", Severity.ERROR, why, 1, (), 1.0, True)])
+        ctx.quality = report.score
+        policy = ctx.rt.policy.quality_policy
+        self._publish(ctx, report.score, report, raised=policy != "warn")
+        if policy == "warn":
+            log.warning(
+                "data_quality_impossible_values", endpoint="ohlcv", exchange=self.exchange_id, report=why
+            )
+            return
+        raise DataQualityError("ohlcv", report.score, report, why)
 
     def _check_empty_list(self, ctx: CallContext, endpoint: str, result: Any) -> None:
         """An empty list parsed from JSON that held no list is garbage, not "nothing there"."""
