@@ -32,9 +32,10 @@ class QualityThresholds:
         min_timestamp_ms: anything earlier is absurd (2009-01-01: seconds sent as milliseconds).
         max_repair_drop: a repair that would drop more than this share of the entries (candles,
             trades, tickers, book levels) is abandoned: the answer is garbage, not damaged.
-        ticker_prices: ticker fields the exchange always sends with a positive value (from its
-            adapter profile, ``[market_data]``); one that is None (ccxt's ``omit_zero`` turns a
-            zero into None) or not positive is impossible. Empty: nothing is required.
+        ticker_prices: ticker price fields (bid, ask, last, close, open, high, low, vwap) the
+            exchange always sends with a positive value (from its adapter profile's
+            ``[market_data]``); one that is None (ccxt's ``omit_zero`` turns a zero into None)
+            or not positive is impossible. Empty: nothing is required.
         continuous_candles: the exchange sends a candle for every interval (Binance, not KuCoin):
             in a window that reaches now, a gap, a stale last candle or no candle is impossible.
     """

@@ -68,22 +68,22 @@ def validate_ticker(
     try:
         present = 0
         bad: list[str] | None = None
+        missing: list[str] | None = None
+        required = th.ticker_prices
         for field in _PRICE_FIELDS:
             x = get(field)
             if x is not None:
                 present += 1
                 if not 0 < x < _INF:  # zero, negative, NaN or infinite
                     bad = [field] if bad is None else [*bad, field]
+            elif required and field in required:
+                missing = [field] if missing is None else [*missing, field]
         if not present and all(get(f) is None for f in _DATA_FIELDS):
             return [_EMPTY]
         if get("bid") is None and get("ask") is None and get("last") is None and get("close") is None:
             issues.append(Issue("missing_price", _ERROR, "no bid, ask, last or close", 1, (), 1.0))
         # A quote with a size but no price, or a price the exchange always sends that is absent:
         # ccxt's omit_zero turned a zero into None, which no range check can see.
-        missing: list[str] | None = None
-        for field in th.ticker_prices:
-            if get(field) is None:
-                missing = [field] if missing is None else [*missing, field]
         for field, size in _SIZED:
             if get(field) is None and get(size) and (missing is None or field not in missing):
                 missing = [field] if missing is None else [*missing, field]
