@@ -18,12 +18,12 @@ from dataclasses import replace
 from typing import Any
 
 import ccxt
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hardened import DataQualityError, HardenedClient
-from hardened.adapters import load_profile as load_adapter
 from hardened.benchmark.contenders import ENDPOINTS, symbol_for
 from hardened.quality import (
     DEFAULT_THRESHOLDS,
@@ -34,7 +34,8 @@ from hardened.quality import (
     validate_tickers,
     validate_trades,
 )
-from hardened.quality.trades import TradeMark
+from hardened.quality.memory import SeenSpan
+from hardened.quality.trades import trade_span
 from hardened.sim import Simulator
 from hardened.testing import capture_events
 
@@ -202,7 +203,7 @@ def test_trades_that_vanish_from_a_later_answer_are_refused() -> None:
     for ids in (True, False):
         every = trades(45, ids=ids)
         earlier, later = every[:40], every[5:]  # five newer trades, five older ones out
-        seen = TradeMark.of(earlier)
+        seen = trade_span(earlier)
         assert validate_trades(later, now_ms=NOW, seen=seen) == []
         holed = later[:10] + later[21:]  # the simulator's "gaps": trades cut from the middle
         issues = validate_trades(holed, now_ms=NOW, seen=seen)
@@ -222,6 +223,23 @@ def test_answers_in_flight_together_are_not_compared() -> None:
     monitor.check("order_book", book(nonce=300), sent_at=began, **kw)
     with pytest.raises(DataQualityError, match="nonce"):
         monitor.check("order_book", book(nonce=300), sent_at=time.perf_counter(), **kw)
+
+
+def test_candles_that_vanish_or_go_back_are_refused_where_quiet_minutes_are_skipped() -> None:
+    every = candles(40)
+    del every[12]  # a quiet minute KuCoin never sent: in both answers, no defect
+    earlier, later = every[:30], every[4:]
+    monitor = QualityMonitor()
+    kw: dict[str, Any] = {"policy": "raise", "symbol": "BTC/USDT", "timeframe": "1m", "venue": "v"}
+    monitor.check("ohlcv", earlier, now_ms=earlier[-1][0] + 20_000, **kw)
+    now = later[-1][0] + 20_000
+    holed = later[:10] + later[15:]  # the simulator's "gaps": five candles cut from the middle
+    with pytest.raises(DataQualityError, match="candles_vanished"):
+        monitor.check("ohlcv", holed, now_ms=now, **kw)
+    shifted = [[c[0] - 10 * MINUTE, *c[1:]] for c in earlier]  # the "stale" variant
+    with pytest.raises(DataQualityError, match="candles_regressed"):
+        monitor.check("ohlcv", shifted, now_ms=now, **kw)
+    monitor.check("ohlcv", later, now_ms=now, **kw)  # the healthy later answer passes
 
 
 def test_latest_trades_older_than_already_seen_are_refused() -> None:
@@ -259,6 +277,20 @@ def test_continuous_live_candles_pass_on_a_continuous_exchange(series: tuple[lis
 
 
 @PROPERTY
+@given(series=live_candles(), cut=st.data(), quiet=st.sets(st.integers(1, 58), max_size=10))
+def test_later_candles_pass_the_memory(
+    series: tuple[list[list[Any]], int], cut: st.DataObject, quiet: set[int]
+) -> None:
+    rows = [row for i, row in enumerate(series[0]) if i not in quiet]  # quiet minutes never sent
+    k = cut.draw(st.integers(1, len(rows)))  # the earlier answer: the first k candles
+    j = cut.draw(st.integers(0, k - 1))  # the later one: everything from candle j on
+    seen = SeenSpan.of_times(np.array([r[0] for r in rows[:k]], dtype=np.float64))
+    assert seen is not None
+    found = validate_ohlcv(rows[j:], timeframe="1m", seen=seen)
+    assert [i for i in found if i.impossible] == []
+
+
+@PROPERTY
 @given(
     bid=st.floats(1e-4, 1e5),
     spread=st.floats(0, 0.01),
@@ -287,32 +319,27 @@ def test_later_trades_pass_the_memory(n: int, cut: st.DataObject, burst: bool, i
         rows[-1]["info"] = dict(rows[-1]["info"], time=rows[-2]["info"]["time"])
     k = cut.draw(st.integers(1, n))  # the earlier answer: the first k trades
     j = cut.draw(st.integers(0, k - 1))  # the later one: everything from trade j on
-    seen = TradeMark.of(rows[:k])
+    seen = trade_span(rows[:k])
     assert seen is not None
     assert validate_trades(rows[j:], now_ms=NOW, seen=seen) == []
 
 
 # -- through the client, against the simulator ---------------------------------------------------------
 EXCHANGES = ("binance", "kucoin", "bitvavo")
-# Corruptions that change what reaches the caller and can be told apart, per endpoint; staleness
-# and holes in candles only where the exchange sends every interval (its adapter profile says so).
+# Corruptions that change what reaches the caller and can be told apart, per endpoint (holes and
+# staleness in trades, and in candles of exchanges that skip quiet intervals, by what the healthy
+# answer before them showed).
 CAUGHT = {
     "fetch_ticker": ("high_low", "stale", "crossed_book", "zero_price", "negative_price", "null_ticker"),
-    "fetch_ohlcv": ("high_low", "duplicates", "zero_price", "negative_price"),
+    "fetch_ohlcv": ("high_low", "gaps", "duplicates", "stale", "zero_price", "negative_price"),
     "fetch_order_book": ("duplicates", "stale", "crossed_book", "zero_price", "negative_price"),
     "fetch_trades": ("gaps", "duplicates", "stale", "zero_price", "negative_price"),
 }
-CONTINUOUS_ONLY = {"fetch_ohlcv": ("gaps", "stale")}
 CASES = [
     (exchange, method, kind)
     for exchange in EXCHANGES
     for method in CAUGHT
-    for kind in (
-        *CAUGHT[method],
-        *(CONTINUOUS_ONLY.get(method, ()) if load_adapter(exchange).market_data.continuous_candles else ()),
-        "html_200",
-        "malformed_json",
-    )
+    for kind in (*CAUGHT[method], "html_200", "malformed_json")
 ]
 
 

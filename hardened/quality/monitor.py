@@ -31,13 +31,14 @@ import structlog
 
 from hardened.errors import DataQualityError
 from hardened.quality.custom import CheckContext, CustomCheck, run_custom_checks
-from hardened.quality.ohlcv import repair_ohlcv, validate_ohlcv
+from hardened.quality.memory import SeenSpan
+from hardened.quality.ohlcv import candle_span, repair_ohlcv, validate_ohlcv
 from hardened.quality.order_book import repair_order_book, validate_order_book
 from hardened.quality.private import validate_balance, validate_order, validate_orders
 from hardened.quality.report import Issue, QualityReport, Severity, score_of
 from hardened.quality.thresholds import DEFAULT_THRESHOLDS, QualityThresholds
 from hardened.quality.ticker import repair_ticker, repair_tickers, validate_ticker, validate_tickers
-from hardened.quality.trades import TradeMark, repair_trades, validate_trades
+from hardened.quality.trades import repair_trades, trade_span, validate_trades
 
 __all__ = ["DATA_ENDPOINTS", "POLICIES", "PRIVATE_ENDPOINTS", "QualityMonitor"]
 
@@ -53,7 +54,7 @@ _Repair = Callable[..., tuple[Any, tuple[str, ...]]]
 
 
 def _v_ohlcv(r: Any, tf: Any, now: Any, since: Any, limit: Any, sym: Any, nonce: Any, th: Any) -> list[Issue]:
-    return validate_ohlcv(r, timeframe=tf, now_ms=now, since=since, limit=limit, thresholds=th)
+    return validate_ohlcv(r, timeframe=tf, now_ms=now, since=since, limit=limit, thresholds=th, seen=nonce)
 
 
 def _v_ticker(
@@ -194,6 +195,20 @@ PRIVATE_ENDPOINTS = frozenset(_PRIVATE)
 _CHECKS = {**_ENDPOINTS, **_PRIVATE}
 
 
+def _memory_key(
+    endpoint: str, who: Any, symbol: str | None, since: Any, timeframe: Any
+) -> tuple[Any, ...] | None:
+    """Where the memory of earlier answers keeps this request's: an order book by client (or
+    exchange) and symbol; the latest trades or candles (no ``since``) by endpoint and timeframe too."""
+    if symbol is None:
+        return None
+    if endpoint == "order_book" or endpoint == "l2_order_book":
+        return (who, symbol)
+    if since is None and (endpoint == "trades" or endpoint == "ohlcv"):
+        return (who, symbol, endpoint, timeframe)
+    return None
+
+
 def _size(endpoint: str, result: Any) -> int:
     """Entries in an answer: candles, trades, tickers or book levels; a single ticker counts 1."""
     if endpoint in ("order_book", "l2_order_book") and isinstance(result, dict):
@@ -220,7 +235,8 @@ class QualityMonitor:
         self._custom: dict[str, CustomCheck] = {}
         self._customs: dict[str, tuple[CustomCheck, ...]] = {}  # endpoint -> checks, rebuilt on change
         self._clean = {name: QualityReport(name, 100.0) for name in _CHECKS}
-        # (exchange or client, symbol[, "trades"]) -> (a book's nonce or a TradeMark, when kept)
+        # (exchange or client, symbol[, endpoint, timeframe]) -> (a book's nonce or the SeenSpan of
+        # the latest trades or candles, when it was kept)
         self._nonces: dict[tuple[Any, ...], tuple[Any, float]] = {}
 
     # -- custom checks -------------------------------------------------------------------------
@@ -294,7 +310,7 @@ class QualityMonitor:
         if entry is None and customs is None:
             return None
         th = thresholds or self.thresholds
-        nonce = self._last_nonce(endpoint, exchange, symbol, since, None)
+        nonce = self._last_nonce(endpoint, exchange, symbol, since, None, timeframe)
         issues = entry[0](result, timeframe, now_ms, since, limit, symbol, nonce, th) if entry else []
         if customs:
             context = CheckContext(endpoint, symbol, timeframe, now_ms, exchange, since, limit)
@@ -356,24 +372,31 @@ class QualityMonitor:
         if policy not in POLICIES:
             raise ValueError(f"unknown quality policy {policy!r}; expected raise, repair, warn or off")
         th = thresholds or self.thresholds
-        nonce_key = None
         last_nonce = None
-        if symbol is not None:
-            if endpoint == "order_book" or endpoint == "l2_order_book":
-                nonce_key = (exchange if venue is None else venue, symbol)
-            elif endpoint == "trades" and since is None:  # the latest trades: never older than before
-                nonce_key = (exchange if venue is None else venue, symbol, "trades")
-            if nonce_key is not None:
-                mark = self._nonces.get(nonce_key)
-                # Only an answer asked for after the remembered one arrived must be newer: two
-                # calls in flight at once may land in either order.
-                if mark is not None and (sent_at is None or sent_at > mark[1]):
-                    last_nonce = mark[0]
-        marks: list[TradeMark] | None = None
-        if nonce_key is not None and endpoint == "trades":  # the mark comes from the times read once
+        nonce_key = _memory_key(endpoint, exchange if venue is None else venue, symbol, since, timeframe)
+        if nonce_key is not None:
+            mark = self._nonces.get(nonce_key)
+            # Only an answer asked for after the remembered one arrived must be newer: two calls
+            # in flight at once may land in either order.
+            if mark is not None and (sent_at is None or sent_at > mark[1]):
+                last_nonce = mark[0]
+        marks: list[SeenSpan] | None = None
+        if nonce_key is not None and endpoint == "trades":  # the span comes from the times read once
             marks = []
             issues = validate_trades(
                 result, now_ms=now_ms, symbol=symbol, seen=last_nonce, thresholds=th, marks=marks
+            )
+        elif nonce_key is not None and endpoint == "ohlcv":
+            marks = []
+            issues = validate_ohlcv(
+                result,
+                timeframe=timeframe,
+                now_ms=now_ms,
+                since=since,
+                limit=limit,
+                thresholds=th,
+                seen=last_nonce,
+                marks=marks,
             )
         else:
             issues = (
@@ -451,21 +474,14 @@ class QualityMonitor:
         symbol: str | None,
         since: int | None = None,
         sent_at: float | None = None,
+        timeframe: str | None = None,
     ) -> Any:
-        if symbol is None:
-            return None
-        if endpoint == "trades":
-            if since is not None:
-                return None
-            mark = self._nonces.get((exchange, symbol, "trades"))
-        elif endpoint in ("order_book", "l2_order_book"):
-            mark = self._nonces.get((exchange, symbol))
-        else:
-            return None
+        key = _memory_key(endpoint, exchange, symbol, since, timeframe)
+        mark = None if key is None else self._nonces.get(key)
         return mark[0] if mark is not None and (sent_at is None or sent_at > mark[1]) else None
 
     def _remember_nonce(self, key: tuple[Any, ...], answer: Any) -> None:
-        """Move the memory forward: a book's nonce, or what the latest trades showed."""
+        """Move the memory forward: a book's nonce, or the span the latest trades or candles showed."""
         held = self._nonces.get(key)
         if isinstance(answer, dict):
             nonce = answer.get("nonce")
@@ -475,9 +491,11 @@ class QualityMonitor:
                 return
             value: Any = nonce
         else:
-            value = answer if isinstance(answer, TradeMark) else TradeMark.of(answer)
-            if value is None or (held is not None and not value.newest > held[0].newest):
+            if not isinstance(answer, SeenSpan):
+                answer = trade_span(answer) if key[2] == "trades" else candle_span(answer)
+            if answer is None or (held is not None and not answer.newest >= held[0].newest):
                 return
+            value = answer
         if len(self._nonces) >= _NONCE_MEMORY:
             self._nonces.clear()
         self._nonces[key] = (value, time.perf_counter())

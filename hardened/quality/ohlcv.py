@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from hardened.quality.memory import SeenSpan
 from hardened.quality.report import MAX_WHERE, Issue, Severity
 from hardened.quality.thresholds import DEFAULT_THRESHOLDS, QualityThresholds, Timeframe, parse_timeframe
 
-__all__ = ["repair_ohlcv", "validate_ohlcv"]
+__all__ = ["candle_span", "repair_ohlcv", "validate_ohlcv"]
 
 _SIX = frozenset((6,))
 _NAN = float("nan")
@@ -179,6 +180,8 @@ def validate_ohlcv(
     since: int | None = None,
     limit: int | None = None,
     thresholds: QualityThresholds = DEFAULT_THRESHOLDS,
+    seen: SeenSpan | None = None,
+    marks: list[SeenSpan] | None = None,
 ) -> list[Issue]:
     """Check a ccxt OHLCV answer (``[[ts, o, h, l, c, v], ...]``); an empty list means clean.
 
@@ -186,7 +189,10 @@ def validate_ohlcv(
     future checks. Staleness is skipped for historical requests: when ``since`` is given and
     ``since + limit * timeframe`` does not reach ``now_ms`` (an unknown ``limit`` counts as 100).
     With ``thresholds.continuous_candles`` (an exchange that sends every interval) a gap, a stale
-    last candle or no candle at all in a window that reaches now is impossible.
+    last candle or no candle at all in a window that reaches now is impossible. ``seen`` (what an
+    earlier answer to the same "latest candles" request showed) makes an answer whose newest
+    candle is older, or that lacks candles it showed within this one's span, impossible; ``marks``
+    receives this answer's ``SeenSpan`` for the caller's memory.
     """
     if not isinstance(rows, (list, tuple, np.ndarray)):
         return [_NOT_A_LIST]
@@ -346,6 +352,14 @@ def validate_ohlcv(
                     )
                 )
 
+    # What an earlier answer to the same request showed: candles do not go back or disappear.
+    if seen is not None:
+        issue = seen.compare(u, "candles")
+        if issue is not None:
+            issues.append(issue)
+    if marks is not None:
+        marks.append(SeenSpan(float(u[0]), float(u[-1]), np.array(u)))
+
     # Outliers, on the valid candles in time order, one per open time.
     if ordered and price_ok is None:
         cidx: np.ndarray | None = None
@@ -368,6 +382,17 @@ def validate_ohlcv(
             flagged,
         )
     return issues
+
+
+def candle_span(rows: Any) -> SeenSpan | None:
+    """The ``SeenSpan`` of a candle list (for an answer whose times were not read by the check)."""
+    if not isinstance(rows, (list, tuple)) or not rows:
+        return None
+    try:
+        ts = np.array([row[0] for row in rows], dtype=np.float64)
+    except (TypeError, ValueError, IndexError, KeyError):
+        return None
+    return SeenSpan.of_times(np.unique(ts[~np.isnan(ts)]), ordered=True)
 
 
 def repair_ohlcv(

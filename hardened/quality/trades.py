@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from itertools import pairwise
 from operator import itemgetter
 from typing import Any
 
 import numpy as np
 
+from hardened.quality.memory import SeenSpan
 from hardened.quality.report import MAX_WHERE, Issue, Severity
 from hardened.quality.thresholds import DEFAULT_THRESHOLDS, QualityThresholds
 
-__all__ = ["VALID_SIDES", "TradeMark", "repair_trades", "validate_trades"]
+__all__ = ["VALID_SIDES", "repair_trades", "trade_span", "validate_trades"]
 
 VALID_SIDES = frozenset(("buy", "sell", None))
 _KEYS = ("price", "amount", "timestamp", "side", "id")
@@ -77,9 +77,9 @@ def validate_trades(
     *,
     now_ms: int | None = None,
     symbol: str | None = None,
-    seen: TradeMark | None = None,
+    seen: SeenSpan | None = None,
     thresholds: QualityThresholds = DEFAULT_THRESHOLDS,
-    marks: list[TradeMark] | None = None,
+    marks: list[SeenSpan] | None = None,
 ) -> list[Issue]:
     """Check a unified ccxt trade list; an empty list means clean (an empty answer is clean too).
 
@@ -88,7 +88,7 @@ def validate_trades(
     nor (for trades without an id) the exchange's raw record twice; and, given ``seen`` (what an
     earlier answer to the same "latest trades" request showed), a newest trade not older than
     its newest and every trade it showed within this answer's time span still there: trades that
-    happened do not un-happen. ``marks``, when given, receives this answer's ``TradeMark`` (from
+    happened do not un-happen. ``marks``, when given, receives this answer's ``SeenSpan`` (from
     the timestamps already read, for the caller's memory).
     """
     if not isinstance(trades, (list, tuple)):
@@ -201,11 +201,11 @@ def validate_trades(
     if (seen is not None or marks is not None) and not malformed and ts.size and not missing.any():
         ordered = ts if in_order else np.sort(ts)  # ccxt sorts trades: no copy on the usual path
         if seen is not None:
-            issue = seen.compare(ordered)
+            issue = seen.compare(ordered, "trades")
             if issue is not None:
                 issues.append(issue)
         if marks is not None:
-            marks.append(TradeMark(float(ordered[0]), float(ordered[-1]), ordered))
+            marks.append(SeenSpan(float(ordered[0]), float(ordered[-1]), ordered))
     if symbol is not None:
         first = trades[0]
         got = first.get("symbol") if isinstance(first, dict) else None
@@ -214,61 +214,15 @@ def validate_trades(
     return issues
 
 
-@dataclass(frozen=True, slots=True)
-class TradeMark:
-    """What one "latest trades" answer that passed showed: its time span and each trade's time,
-    so that a later answer can be held to it (``validate_trades(seen=...)``). Trades in the past
-    never change: within the span both answers cover, a later one holds as many trades."""
-
-    oldest: float
-    newest: float
-    stamps: np.ndarray  # sorted
-
-    @classmethod
-    def of(cls, trades: Any) -> TradeMark | None:
-        """The mark of a passed answer; None when it holds no dated trade."""
-        if not isinstance(trades, list) or not trades:
-            return None
-        try:
-            ts = np.fromiter(map(_TIMESTAMP, trades), np.float64, len(trades))
-        except (TypeError, ValueError, KeyError):
-            return None
-        ts = ts[~np.isnan(ts)]
-        if not ts.size:
-            return None
-        ts.sort()
-        return cls(float(ts[0]), float(ts[-1]), ts)
-
-    def compare(self, ts: np.ndarray) -> Issue | None:
-        """Why a later answer to the same request cannot be true (``ts``: its trades' times, sorted,
-        none missing); None if it can."""
-        newest = float(ts[-1])
-        if newest < self.newest:
-            return Issue(
-                "trades_regressed",
-                _ERROR,
-                f"newest trade ({newest:.0f}) older than the newest ({self.newest:.0f}) of an earlier answer",
-                len(ts),
-                (),
-                1.0,
-                True,
-            )
-        low, high = max(float(ts[0]), self.oldest), self.newest  # ends may be cut by a limit
-        if high <= low:
-            return None
-        had = int(np.searchsorted(self.stamps, high, "left") - np.searchsorted(self.stamps, low, "right"))
-        has = int(np.searchsorted(ts, high, "left") - np.searchsorted(ts, low, "right"))
-        if has >= had:
-            return None
-        return Issue(
-            "trades_vanished",
-            _ERROR,
-            f"{had - has} trades of an earlier answer are missing within this answer's time span",
-            had - has,
-            (),
-            min(1.0, (had - has) / len(ts)),
-            True,
-        )
+def trade_span(trades: Any) -> SeenSpan | None:
+    """The ``SeenSpan`` of a trade list (for an answer whose times were not read by the check)."""
+    if not isinstance(trades, list) or not trades:
+        return None
+    try:
+        ts = np.fromiter(map(_TIMESTAMP, trades), np.float64, len(trades))
+    except (TypeError, ValueError, KeyError):
+        return None
+    return SeenSpan.of_times(ts)
 
 
 def _raw_repeats(trades: Any, ids: list[Any], ts: np.ndarray, add: Any) -> None:
