@@ -10,11 +10,12 @@ cache (TTL 0), breaker, rate-limit bookkeeping and validation around it. Both si
 canned answer, so the difference is the wrapper's cost per call.
 
 Variants, each against raw ccxt in the same run (batches interleaved round by round, the
-fastest batch of each, thread CPU microseconds per call):
+fastest batch of each, thread CPU microseconds per call), each turning one more part off:
 ``default`` (cache TTL 0 so every call reaches the exchange, everything else default),
-``no_stale_copy`` (stale-if-error off too: the cache stage then does nothing), and from there
-``no_pacing`` (rate-limit bookkeeping off), ``no_validation`` (quality_policy off) and
-``core`` (both off: record, breaker and the retry stage's first attempt).
+``no_learning`` (no learning record: no gate stage), ``no_stale_copy`` (stale-if-error off too:
+the cache stage then does nothing), ``no_pacing`` (rate-limit bookkeeping off), ``core``
+(validation off too: record, breaker and the retry stage's first attempt) and ``driver`` (no
+stage at all: the wrapper, the call context and the exchange's header hook).
 ``--profile`` prints cProfile's top functions for the ``default`` variant.
 """
 
@@ -89,10 +90,17 @@ def per_call(contenders: dict[str, Callable[[], Any]], calls: int, rounds: int) 
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {"cache_ttl": 0},
-    "no_stale_copy": {"cache_ttl": 0, "stale_if_error": 0},
-    "no_pacing": {"cache_ttl": 0, "stale_if_error": 0, "rate_limit_pacing": False},
-    "no_validation": {"cache_ttl": 0, "stale_if_error": 0, "quality_policy": "off"},
-    "core": {"cache_ttl": 0, "stale_if_error": 0, "rate_limit_pacing": False, "quality_policy": "off"},
+    "no_learning": {"cache_ttl": 0, "learning_record": False},
+    "no_stale_copy": {"cache_ttl": 0, "learning_record": False, "stale_if_error": 0},
+    "no_pacing": {"cache_ttl": 0, "learning_record": False, "stale_if_error": 0, "rate_limit_pacing": False},
+    "core": {
+        "cache_ttl": 0,
+        "learning_record": False,
+        "stale_if_error": 0,
+        "rate_limit_pacing": False,
+        "quality_policy": "off",
+    },
+    "driver": {"stages": []},
 }
 
 

@@ -541,7 +541,6 @@ class HardenedClient(_HardenedBase):
         core = self._hd
         rt = core.runtime(endpoint.name)
         pipe = core.pipeline
-        budget = core.budget
         exchange = self.inner
         perf = time.perf_counter
         plan = ORDER_PLANS.get(endpoint.name)
@@ -555,7 +554,6 @@ class HardenedClient(_HardenedBase):
             return run_plan_sync(plan(exchange, core.profile, core.recovery, args, kwargs))  # type: ignore[misc]
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            budget.record_request()
             # Looked up per call (tens of ns) so a method patched on the exchange later is honoured.
             target = place if plan is not None else getattr(exchange, name)
             return run_sync(pipe, CallContext(rt, endpoint, args, kwargs, perf()), target, resync)
@@ -586,7 +584,6 @@ class AsyncHardenedClient(_HardenedBase):
         core = self._hd
         rt = core.runtime(endpoint.name)
         pipe = core.pipeline
-        budget = core.budget
         exchange = self.inner
         perf = time.perf_counter
         plan = ORDER_PLANS.get(endpoint.name)
@@ -600,7 +597,6 @@ class AsyncHardenedClient(_HardenedBase):
             return await run_plan_async(plan(exchange, core.profile, core.recovery, args, kwargs))  # type: ignore[misc]
 
         async def call(*args: Any, **kwargs: Any) -> Any:
-            budget.record_request()
             target = place if plan is not None else getattr(exchange, name)
             return await run_async(pipe, CallContext(rt, endpoint, args, kwargs, perf()), target, resync)
 

@@ -117,6 +117,9 @@ class _Tunables(BaseModel):
     minimum_calls: Int | None = Field(None, ge=1, le=100_000, description="calls in window before rate trip")
     window_seconds: Int | None = Field(None, ge=1, le=3600, description="failure-rate window, seconds")
     recovery_timeout: Float | None = Field(None, gt=0, le=86_400, description="open time before a probe")
+    recovery_timeout_min: Float | None = Field(
+        None, gt=0, le=86_400, description="first open time; doubles per failed probe up to recovery_timeout"
+    )
     success_threshold: Int | None = Field(None, ge=1, le=1000, description="probe successes to close")
     half_open_max_calls: Int | None = Field(None, ge=1, le=1000, description="probes in flight at once")
     quality_policy: QualityPolicy | None = None
@@ -209,6 +212,11 @@ class HardenedConfig(BaseSettings):
     minimum_calls: Int = Field(20, ge=1, le=100_000, description="calls in window before rate trip")
     window_seconds: Int = Field(60, ge=1, le=3600, description="failure-rate window, seconds")
     recovery_timeout: Float = Field(30.0, gt=0, le=86_400, description="open time before a probe")
+    # Open-state back-off (Polly's break-duration generator, resilience4j's exponential wait in open
+    # state): a short outage is probed after 5 s, a long one no more often than recovery_timeout.
+    recovery_timeout_min: Float = Field(
+        5.0, gt=0, le=86_400, description="first open time; doubles per failed probe up to recovery_timeout"
+    )
     success_threshold: Int = Field(2, ge=1, le=1000, description="probe successes to close")
     half_open_max_calls: Int = Field(1, ge=1, le=1000, description="probes in flight at once")
     # Data quality.

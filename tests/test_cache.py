@@ -311,3 +311,40 @@ def test_fresh_copy_rebuilds_containers_only() -> None:
         copied is not original and copied["a"] is not original["a"] and copied["a"][1] is not original["a"][1]
     )
     assert copied["c"] is original["c"]
+
+
+def test_large_answers_are_served_from_a_marshal_image_and_stay_private() -> None:
+    """An order book of 500 levels is copied by unmarshalling its image; each caller still gets its
+    own object, and an answer marshal cannot hold (a Decimal) keeps the Python copy."""
+    from decimal import Decimal
+
+    levels = [[100.0 + i, 1.0] for i in range(500)]
+    counter = Counter(
+        lambda n, *a, **k: {"symbol": a[0], "bids": [row[:] for row in levels], "asks": [], "n": n}
+    )
+    ex = wrap("fetch_order_book", counter, cache_ttl=60)
+    first = ex.fetch_order_book("BTC/USDT")
+    entry = next(iter(ex._hd.cache._entries.values()))
+    assert entry.frozen is not None  # large: held as an image too, counted in the byte bound
+    first["bids"][0][0] = -1.0
+    second = ex.fetch_order_book("BTC/USDT")
+    second["bids"].clear()
+    third = ex.fetch_order_book("BTC/USDT")
+    assert len(counter.calls) == 1
+    assert third["bids"][0] == [100.0, 1.0] and len(third["bids"]) == 500 and third["n"] == 1
+    odd = Counter(lambda n, *a, **k: {"symbol": a[0], "bids": [[Decimal("1.5"), 1.0]] * 500, "asks": []})
+    ex2 = wrap("fetch_order_book", odd, cache_ttl=60)
+    ex2.fetch_order_book("BTC/USDT")
+    assert next(iter(ex2._hd.cache._entries.values())).frozen is None
+    assert ex2.fetch_order_book("BTC/USDT")["bids"][0][0] == Decimal("1.5")
+
+
+def test_cache_hits_are_not_requests_for_the_retry_budget() -> None:
+    """The retry budget is a share of the requests sent (Envoy's "active requests"): answers from
+    memory would make it generous exactly when the exchange is asked least."""
+    counter = Counter()
+    ex = wrap("fetch_ticker", counter, cache_ttl=60)
+    for _ in range(6):
+        ex.fetch_ticker("BTC/USDT")
+    assert len(counter.calls) == 1
+    assert ex.stats()["retry_budget"]["requests"] == 1

@@ -265,6 +265,50 @@ def test_breaker_trips_after_consecutive_failures_and_fails_fast() -> None:
     assert ex.breakers["binance_ticker"].state == "closed"  # one breaker per endpoint
 
 
+def test_open_time_doubles_with_each_failed_probe_and_starts_over_once_closed() -> None:
+    """A short outage is probed soon (recovery_timeout_min), a long one no more often than
+    recovery_timeout: each failed probe doubles the open time up to it."""
+    down = ccxt.ExchangeNotAvailable("binance GET https://x 503 Service Unavailable")
+    script = Script(down, down, down, down, down, {"ok": True}, {"ok": True}, down)
+    ex = client(
+        "fetch_ohlcv",
+        script,
+        max_retries=0,
+        failure_threshold=1,
+        success_threshold=2,
+        recovery_timeout_min=0.05,
+        recovery_timeout=0.2,
+    )
+    breaker = ex._hd.runtime("ohlcv").breaker
+    open_times = []
+    for _ in range(5):  # the trip, then four failed probes
+        with pytest.raises(ccxt.ExchangeNotAvailable) as info:
+            ex.fetch_ohlcv("BTC/USDT")
+        assert not isinstance(info.value, CircuitOpenError)
+        open_times.append(breaker.recovery_timeout)
+        time.sleep(breaker.recovery_timeout + 0.02)
+    assert open_times == [0.05, 0.1, 0.2, 0.2, 0.2]
+    assert ex.fetch_ohlcv("BTC/USDT") == {"ok": True}  # probe 1 of 2
+    assert ex.fetch_ohlcv("BTC/USDT") == {"ok": True}
+    assert ex.breakers["binance_ohlcv"].state == "closed"
+    with pytest.raises(ccxt.ExchangeNotAvailable):
+        ex.fetch_ohlcv("BTC/USDT")
+    assert breaker.recovery_timeout == 0.05  # a new outage starts short again
+
+
+def test_rate_limits_never_trip_the_breaker() -> None:
+    """429s are the rate_limit stage's to pace (Retry-After); a breaker opened by them would keep
+    the endpoint shut for its whole recovery_timeout after the exchange asked for two seconds."""
+    script = Script(*[ccxt.RateLimitExceeded("binance 429 Too Many Requests")] * 6, {"ok": True})
+    ex = client("fetch_ohlcv", script, max_retries=0, failure_threshold=3, minimum_calls=2)
+    for _ in range(6):
+        with pytest.raises(ccxt.RateLimitExceeded):
+            ex.fetch_ohlcv("BTC/USDT")
+    assert ex.breakers["binance_ohlcv"].state == "closed"
+    assert ex.fetch_ohlcv("BTC/USDT") == {"ok": True}
+    assert script.calls == 7
+
+
 def test_breaker_trips_on_failure_rate_over_window() -> None:
     ok, bad = {"ok": True}, ccxt.NetworkError("flaky")
     # alternate: never 3 failures in a row, but half the calls fail

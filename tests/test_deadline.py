@@ -175,8 +175,11 @@ def test_the_watchdog_forgets_answered_requests() -> None:
 
     dog = Watchdog()
     for _ in range(5000):
-        dog.watch(time.perf_counter() + 60).done = True
-    assert len(dog._heap) <= 2 * Watchdog._PRUNE_FROM
-    alive = dog.watch(time.perf_counter() + 0.05)
+        dog.done(dog.watch(time.perf_counter() + 60))
+    assert dog.watching() == 0
+    late = dog.watch(time.perf_counter() + 60)
+    alive = dog.watch(time.perf_counter() + 0.05)  # due before the thread's next wake-up: wakes it
     _finishes(lambda: time.sleep(0.2))
     assert alive.fired  # a request still running at its deadline is cut off
+    assert not late.fired and dog.watching() == 1
+    dog.done(late)

@@ -460,6 +460,48 @@ def test_recording_only_by_default(tmp_path: Path) -> None:
         off.close()
 
 
+def test_recording_pays_the_features_on_the_learners_thread(tmp_path: Path) -> None:
+    """With the gate off, the caller's thread hands the outcome over; features, stats and the row
+    are made on the learner's background thread, and no model is trained for nobody."""
+    import threading
+
+    learner = ErrorLearner(None, min_samples=10, retrain_every=10)
+    made_on: list[str] = []
+    real = learner.call_key
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        made_on.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    learner.call_key = spy  # type: ignore[method-assign]
+    with Simulator(exchange="binance", seed=3) as sim:
+        raw = sim.attach(ccxt.binance({"enableRateLimit": False, "timeout": 3000}))
+        client = HardenedClient(raw, cache_ttl=0)
+        gate = client.pipeline.stages[1]
+        assert gate.name == "gate"
+        gate.learner = learner
+        try:
+            for _ in range(30):
+                client.fetch_ticker("BTC/USDT")
+            deadline = time.monotonic() + 20.0
+            while len(made_on) < 30 and time.monotonic() < deadline:
+                time.sleep(0.01)  # the learner's thread drains every 50 ms
+            assert set(made_on) == {"hardened-gate-scorer"}
+            client.fetch_ticker("BTC/USDT")
+            assert len(learner.store.rows()) == 31  # a read waits for what is still handed over
+            assert learner.model is None and learner.deciding is False  # recording only: no fits
+            learner.want_decisions()
+            client.fetch_ticker("BTC/USDT")
+            learner.drain()
+            deadline = time.monotonic() + 20.0
+            while learner.model is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert learner.model is not None  # asked for decisions: it trains as data grows
+        finally:
+            client.close()
+            learner.close()
+
+
 # --- the command line --------------------------------------------------------------------------
 
 

@@ -471,7 +471,8 @@ def test_the_in_memory_default_never_loads_the_shared_state() -> None:
 def test_a_breaker_takes_only_newer_transitions() -> None:
     from hardened.pipeline.breaker import EndpointBreaker
 
-    breaker = EndpointBreaker("binance_ticker", HardenedConfig(recovery_timeout=30).for_endpoint("ticker"))
+    policy = HardenedConfig(recovery_timeout=30, recovery_timeout_min=30).for_endpoint("ticker")
+    breaker = EndpointBreaker("binance_ticker", policy)
     opened = time.time() - 10.0
     assert breaker.apply_shared("open", opened, opened)
     assert breaker.state == "open" and breaker.shared is False

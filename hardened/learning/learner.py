@@ -21,6 +21,7 @@ import json
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,7 @@ _MAX_PENDING = 10_000  # buckets waiting for the scorer
 _SCORE_EVERY = 0.05  # seconds between the background scorer's batches
 _WARM_ROWS = 50_000  # recent calls whose buckets are scored right after a training
 _CALL_FIELDS = 7  # a feature key starts with the call's identity (component ... limit bucket)
+_MAX_DEFERRED = 100_000  # outcomes waiting for the background thread before new ones are dropped
 
 
 class ErrorLearner:
@@ -138,6 +140,14 @@ class ErrorLearner:
         self._recovered: dict[tuple[Any, ...], int] = {}
         self._last_skip_event: dict[tuple[Any, ...], list[float]] = {}
         self._training = threading.Lock()
+        # Outcomes handed over by the hot path, turned into features and rows on the scorer thread
+        # (a deque append costs the caller ~0.1 us; the features cost tens of us after a request).
+        self._deferred: deque[tuple[Callable[[Any], Any], Any]] = deque()
+        self._draining = threading.RLock()  # reentrant: a handler that reads the store drains too
+        self.deferred_dropped = 0
+        # Background training serves decisions: it starts once something asks for them (an enabled
+        # gate, ``predict_error_likelihood``); a recording-only process spends no CPU on fits.
+        self.deciding = False
         self._recorded = self.store.count()
         self._next_train = max(self.min_samples, self._recorded + 1)
         self._next_anomaly = 0.0
@@ -150,16 +160,52 @@ class ErrorLearner:
                 self.use_model(GateModel.load(self.model_path))
             except ModelVersionError as exc:  # refused, said once, and the gate waits for data
                 log.warning("gate_model_refused", path=str(self.model_path), reason=str(exc))
+        self.store.before_read = self.drain
         if background:
             threading.Thread(target=self._scorer, name="hardened-gate-scorer", daemon=True).start()
 
     def _scorer(self) -> None:
-        """Score the buckets the hot path queued, in batches, until the learner closes."""
+        """Record the outcomes the hot path handed over and score the buckets it queued, in
+        batches, until the learner closes."""
         while not self._stop.wait(_SCORE_EVERY):
             try:
+                self.drain()
                 self.score_pending()
             except Exception as exc:  # a bad batch must not stop scoring for the process
                 log.error("gate_scoring_failed", error=repr(exc))
+        self.drain()
+
+    def defer(self, handler: Callable[[Any], Any], item: Any) -> None:
+        """Run ``handler(item)`` on the background thread (at once without one): how the gate stage
+        records an outcome without paying for its features on the caller's thread."""
+        if not self.background or self._stop.is_set():
+            handler(item)
+        elif len(self._deferred) < _MAX_DEFERRED:
+            self._deferred.append((handler, item))
+        else:  # the background thread is far behind: count it rather than grow without bound
+            self.deferred_dropped += 1
+            if self.deferred_dropped == 1 or self.deferred_dropped % 10_000 == 0:
+                log.warning("learning_outcomes_dropped", dropped=self.deferred_dropped, waiting=_MAX_DEFERRED)
+
+    def drain(self) -> int:
+        """Run every deferred outcome now, in arrival order; returns how many."""
+        queue = self._deferred
+        if not queue:
+            return 0
+        done = 0
+        with self._draining:  # one thread at a time, so outcomes are applied in order
+            while queue:
+                handler, item = queue.popleft()
+                try:
+                    handler(item)
+                except Exception as exc:  # one bad outcome must not lose the rest
+                    log.error("gate_record_failed", error=repr(exc))
+                done += 1
+        return done
+
+    def want_decisions(self) -> None:
+        """Something decides with this learner: train in the background as data grows."""
+        self.deciding = True
 
     # --- features -------------------------------------------------------------------------
 
@@ -356,7 +402,7 @@ class ErrorLearner:
             old = self._latency.get(ep)
             self._latency[ep] = latency if old is None else old + 0.1 * (latency - old)
         self._recorded += 1
-        if self._recorded >= self._next_train and self.background:
+        if self._recorded >= self._next_train and self.background and self.deciding:
             self._next_train = self._recorded + self.retrain_every
             self._spawn(self.train)
         if self.background and now >= self._next_anomaly:
@@ -378,6 +424,8 @@ class ErrorLearner:
     def predict_error_likelihood(self, component: str, context: Mapping[str, Any]) -> dict[str, Any]:
         """``error_probability``, ``confidence``, ``should_attempt``, ``risk_level`` and
         ``alternative_suggestions`` for an operation of ``component`` described by ``context``."""
+        self.want_decisions()
+        self.drain()
         key, call = self.context_key(component, context)
         skip, p, probe = self.decide(key, call)
         trained = p is not None
@@ -561,12 +609,15 @@ class ErrorLearner:
             "skipped": self.skipped,
             "probes": self.probes,
             "cached_buckets": len(self._cache),
+            "waiting": len(self._deferred),  # outcomes handed over, not yet turned into rows
+            "waiting_dropped": self.deferred_dropped,
             "store": self.store.stats(),
         }
 
     def close(self) -> None:
-        """Stop the scorer, write what is queued and close the store."""
+        """Stop the scorer, record and write what is queued, and close the store."""
         self._stop.set()
+        self.drain()
         self.store.close()
 
 

@@ -90,6 +90,9 @@ class RecordStore:
         self.prune_every = float(prune_every)
         self.clock = clock
         self.dropped = 0  # rows refused because the queue was full
+        # Called before every read, so a reader sees rows its owner still holds back (set by the
+        # learner, which prepares rows on its own thread).
+        self.before_read: Callable[[], Any] | None = None
         self.written = 0
         self.deleted = 0
         self._queue: deque[Any] = deque()
@@ -267,6 +270,8 @@ class RecordStore:
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a read-only query against the table ``calls`` (after a flush)."""
+        if self.before_read is not None:
+            self.before_read()  # rows still being prepared elsewhere (the learner's deferred outcomes)
         self.flush()
         conn, shared = self._reader()
         try:

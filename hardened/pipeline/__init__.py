@@ -222,32 +222,34 @@ def _attempt_sync(
 
 def run_sync(pipe: Pipeline, ctx: CallContext, call: Callable[..., Any], resync: Callable[[], Any]) -> Any:
     """Run one call through the pipeline, blocking; ``resync`` resynchronises the exchange clock."""
-    token = current_call.set(ctx)
     try:
-        try:
-            shortcut = _shortcut(pipe, ctx)
-            while shortcut is not None and shortcut.pending is not None:
-                shortcut = shortcut.pending.wait(ctx)  # an identical call is in flight: share its answer
-            result = _attempts_sync(pipe, ctx, call, resync) if shortcut is None else shortcut.value
-        except BaseException as error:
-            _attach_attempts(error, ctx)
-            return _finish(pipe, ctx, None, error)
-        return _finish(pipe, ctx, result, None)
-    finally:
-        current_call.reset(token)
+        shortcut = _shortcut(pipe, ctx)
+        while shortcut is not None and shortcut.pending is not None:
+            shortcut = shortcut.pending.wait(ctx)  # an identical call is in flight: share its answer
+        result = _attempts_sync(pipe, ctx, call, resync) if shortcut is None else shortcut.value
+    except BaseException as error:
+        _attach_attempts(error, ctx)
+        return _finish(pipe, ctx, None, error)
+    return _finish(pipe, ctx, result, None)
 
 
 def _attempts_sync(
     pipe: Pipeline, ctx: CallContext, call: Callable[..., Any], resync: Callable[[], Any]
 ) -> Any:
-    """The first attempt bare; after a failure worth retrying, tenacity drives the rest."""
+    """The first attempt bare; after a failure worth retrying, tenacity drives the rest. The call
+    is the current one (``current_call``) meanwhile, for the exchange's answer hook to find."""
+    ctx.rt.retry.budget.record_request()  # a request for the retry budget (cache hits are not)
+    token = current_call.set(ctx)
     try:
-        return _attempt_sync(pipe, ctx, call, resync)
-    except BaseException as first:
-        retry = ctx.rt.retry
-        if not retry.first_failure_worth_retrying(ctx, first):
-            raise
-        return retry.sync(ctx)(_replay(first, lambda: _attempt_sync(pipe, ctx, call, resync)))
+        try:
+            return _attempt_sync(pipe, ctx, call, resync)
+        except BaseException as first:
+            retry = ctx.rt.retry
+            if not retry.first_failure_worth_retrying(ctx, first):
+                raise
+            return retry.sync(ctx)(_replay(first, lambda: _attempt_sync(pipe, ctx, call, resync)))
+    finally:
+        current_call.reset(token)
 
 
 # --- the async driver -----------------------------------------------------------------------
@@ -298,19 +300,15 @@ async def run_async(
     resync: Callable[[], Awaitable[Any]],
 ) -> Any:
     """Run one call through the pipeline in the current task; the same decisions as ``run_sync``."""
-    token = current_call.set(ctx)
     try:
-        try:
-            shortcut = _shortcut(pipe, ctx)
-            while shortcut is not None and shortcut.pending is not None:
-                shortcut = await shortcut.pending.wait_async(ctx)
-            result = await _attempts_async(pipe, ctx, call, resync) if shortcut is None else shortcut.value
-        except BaseException as error:
-            _attach_attempts(error, ctx)
-            return _finish(pipe, ctx, None, error)
-        return _finish(pipe, ctx, result, None)
-    finally:
-        current_call.reset(token)
+        shortcut = _shortcut(pipe, ctx)
+        while shortcut is not None and shortcut.pending is not None:
+            shortcut = await shortcut.pending.wait_async(ctx)
+        result = await _attempts_async(pipe, ctx, call, resync) if shortcut is None else shortcut.value
+    except BaseException as error:
+        _attach_attempts(error, ctx)
+        return _finish(pipe, ctx, None, error)
+    return _finish(pipe, ctx, result, None)
 
 
 async def _attempts_async(
@@ -320,15 +318,20 @@ async def _attempts_async(
     resync: Callable[[], Awaitable[Any]],
 ) -> Any:
     """The first attempt bare; after a failure worth retrying, tenacity drives the rest."""
+    ctx.rt.retry.budget.record_request()
+    token = current_call.set(ctx)
     try:
-        return await _attempt_async(pipe, ctx, call, resync)
-    except BaseException as first:
-        retry = ctx.rt.retry
-        if not retry.first_failure_worth_retrying(ctx, first):
-            raise
-        return await retry.asynchronous(ctx)(
-            _replay_async(first, lambda: _attempt_async(pipe, ctx, call, resync))
-        )
+        try:
+            return await _attempt_async(pipe, ctx, call, resync)
+        except BaseException as first:
+            retry = ctx.rt.retry
+            if not retry.first_failure_worth_retrying(ctx, first):
+                raise
+            return await retry.asynchronous(ctx)(
+                _replay_async(first, lambda: _attempt_async(pipe, ctx, call, resync))
+            )
+    finally:
+        current_call.reset(token)
 
 
 def _replay_async(

@@ -56,6 +56,8 @@ class EndpointBreaker:
         "_breaker",
         "_lock",
         "_on_transition",
+        "_open_max",
+        "_open_min",
         "_probes",
         "_shared",
         "_storage",
@@ -81,9 +83,13 @@ class EndpointBreaker:
     ) -> None:
         self.name = name
         self._storage = storage or pybreaker.CircuitMemoryStorage(CLOSED)
+        # Open time: recovery_timeout_min after a trip from closed, doubled by each failed probe,
+        # never above recovery_timeout (see _trip).
+        self._open_max = float(policy.recovery_timeout)
+        self._open_min = min(float(policy.recovery_timeout_min), self._open_max)
         self._breaker = pybreaker.CircuitBreaker(
             fail_max=policy.failure_threshold,
-            reset_timeout=policy.recovery_timeout,
+            reset_timeout=self._open_min,
             success_threshold=policy.success_threshold,
             state_storage=self._storage,
             name=name,
@@ -156,7 +162,7 @@ class EndpointBreaker:
                 self._window.add(time.monotonic(), 1, 0)
 
     def record_failure(self, probe: bool) -> None:
-        """Feed a failure that counts (transient or rate limit): may trip the breaker."""
+        """Feed a failure that counts (transient: 5xx, timeout, reset): may trip the breaker."""
         with self._lock:
             if probe:
                 self._probes = max(0, self._probes - 1)
@@ -185,6 +191,11 @@ class EndpointBreaker:
     def _trip(self) -> None:
         self.trips += 1
         self._window.clear()
+        if self._storage.state == HALF_OPEN:  # the probe failed: the outage goes on, probe later
+            timeout = min(self._breaker.reset_timeout * 2.0, self._open_max)
+        else:
+            timeout = self._open_min
+        self._breaker.reset_timeout = timeout
         self._breaker.open()
 
     def _open_remaining(self) -> float:
@@ -217,7 +228,7 @@ class EndpointBreaker:
 
     @property
     def recovery_timeout(self) -> float:
-        """Seconds the circuit stays open before a probe."""
+        """Seconds the circuit stays open before a probe (this time: it grows with failed probes)."""
         return float(self._breaker.reset_timeout)
 
     @property

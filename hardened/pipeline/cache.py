@@ -24,6 +24,7 @@ edits what it got cannot corrupt what the next caller gets.
 from __future__ import annotations
 
 import asyncio
+import marshal
 import threading
 import time
 from collections import OrderedDict
@@ -78,13 +79,50 @@ _ASK_SHARED = object()  # on_call's marker: a local miss the shared cache may an
 
 
 def fresh_copy(value: Any) -> Any:
-    """A copy of nested dicts and lists with shared leaves: ~10x cheaper than ``copy.deepcopy``."""
+    """A copy of nested dicts and lists with shared leaves: ~10x cheaper than ``copy.deepcopy``.
+
+    Each container is copied in C (``dict.copy``, ``list.copy``) and only its nested containers
+    are visited again: half the cost of rebuilding it item by item on a ticker."""
     kind = type(value)
     if kind is dict:
-        return {k: fresh_copy(v) for k, v in value.items()}
+        out = value.copy()
+        for k, v in value.items():
+            t = type(v)
+            if t is dict or t is list:
+                out[k] = fresh_copy(v)
+        return out
     if kind is list:
-        return [fresh_copy(v) for v in value]
+        out = value.copy()
+        for i, v in enumerate(value):
+            t = type(v)
+            if t is dict or t is list:
+                out[i] = fresh_copy(v)
+        return out
     return value
+
+
+def _frozen(value: Any) -> bytes | None:
+    """A ``marshal`` image of an answer made of long lists (books, candles, trades), or None.
+
+    Such answers are copied for each hit; ``marshal.loads`` rebuilds them in C several times faster
+    than any Python walk (a 100-level book: ~12 us against ~100 us). A flat dict (a ticker) is the
+    other way round (~4 us copied, ~11 us unmarshalled: every key is a new string), and so is a
+    dict of them (tickers, markets), so those keep the Python copy, as does an answer holding
+    anything marshal does not know (a subclass, a Decimal)."""
+    if not _has_long_list(value):
+        return None
+    try:
+        return marshal.dumps(value)
+    except ValueError:
+        return None
+
+
+def _has_long_list(value: Any) -> bool:
+    """Whether ``value`` is, or directly holds, a list of more than ``_SAMPLE`` items."""
+    kind = type(value)
+    if kind is list:
+        return len(value) > _SAMPLE
+    return kind is dict and any(type(v) is list and len(v) > _SAMPLE for v in value.values())
 
 
 class Flight:
@@ -205,12 +243,18 @@ def approx_size(value: Any) -> int:
 
 
 class _Entry:
-    __slots__ = ("size", "stored", "value")
+    __slots__ = ("frozen", "size", "stored", "value")
 
-    def __init__(self, value: Any, stored: float, size: int) -> None:
+    def __init__(self, value: Any, stored: float, size: int, frozen: bytes | None) -> None:
         self.value = value
         self.stored = stored
         self.size = size
+        self.frozen = frozen  # a marshal image of value, for large answers (see _frozen)
+
+    def copy(self) -> Any:
+        """A copy of the answer for a caller (the entry's own object never leaves the cache)."""
+        frozen = self.frozen
+        return marshal.loads(frozen) if frozen is not None else fresh_copy(self.value)
 
 
 class CacheStage(Stage):
@@ -257,6 +301,7 @@ class CacheStage(Stage):
         limit = _ohlcv_args(ctx).get("limit") if ohlcv else None
         ctx.cache_limit = limit
         now = time.monotonic()
+        held_entry: _Entry | None = None
         with self._lock:
             entry = self._entries.get(key)
             if ohlcv and entry is not None and isinstance(limit, int) and len(entry.value) < limit:
@@ -265,6 +310,8 @@ class CacheStage(Stage):
                 self._entries.move_to_end(key)
                 ctx.cache_hit = True
                 value = entry.value
+                if not ohlcv:
+                    held_entry = entry
             else:
                 held = self._flights.get(key)
                 if held is not None:  # an identical call is in flight: wait for it
@@ -283,8 +330,8 @@ class CacheStage(Stage):
         if value is _ASK_SHARED:  # leading a local miss: ask the shared cache, without the lock
             return self._from_shared(ctx, key, now)
         if ohlcv:
-            value = _last(value, _limit_of(ctx))
-        return Shortcut(fresh_copy(value))
+            return Shortcut(fresh_copy(_last(value, _limit_of(ctx))))
+        return Shortcut(held_entry.copy())
 
     def _open_flight(self, key: Any) -> Flight:
         """Replace the leader's mark by a Flight the second identical call can wait on (locked)."""
@@ -312,7 +359,7 @@ class CacheStage(Stage):
                 if error is None:
                     if ohlcv:
                         stored = _merge_candles(entry.value if entry is not None else None, result)
-                        self._store(key, stored, now)
+                        self._store(key, stored, now, freeze=False)
                         result, copy = _last(stored, _limit_of(ctx)), True
                     elif ctx.rt.ttl > 0.0 or entry is None or now - entry.stored >= _stale_refresh(ctx):
                         copy = self._store(key, result, now)
@@ -370,8 +417,9 @@ class CacheStage(Stage):
             entry = self._entries.get(key)
         if entry is None or time.monotonic() - entry.stored > max(rt.ttl, rt.stale_if_error):
             return False, None
-        value = _last(entry.value, _limit_of(ctx)) if ohlcv else entry.value
-        return True, fresh_copy(value)
+        if ohlcv:
+            return True, fresh_copy(_last(entry.value, _limit_of(ctx)))
+        return True, entry.copy()
 
     # --- internals --------------------------------------------------------------------------
 
@@ -398,9 +446,10 @@ class CacheStage(Stage):
             return False
         return isinstance(error, CircuitOpenError) or ctx.kind_of(error) in _STALE_ON
 
-    def _store(self, key: Any, value: Any, now: float, size: int | None = None) -> bool:
+    def _store(self, key: Any, value: Any, now: float, size: int | None = None, freeze: bool = True) -> bool:
         """Hold ``value`` under ``key``, evicting the least recently used answers beyond the entry
-        and byte bounds; False (nothing held) when it alone is larger than the byte bound."""
+        and byte bounds; False (nothing held) when it alone is larger than the byte bound.
+        ``freeze=False`` for OHLCV series, which are merged and sliced rather than copied whole."""
         if size is None:
             size = approx_size(value)
         entries = self._entries
@@ -409,7 +458,12 @@ class CacheStage(Stage):
         old = entries.pop(key, None)
         if old is not None:
             self.bytes -= old.size
-        entries[key] = _Entry(value, now, size)
+        frozen = _frozen(value) if freeze else None
+        if frozen is not None:
+            size += len(frozen)
+            if size > self.max_bytes:
+                return False
+        entries[key] = _Entry(value, now, size, frozen)
         self.bytes += size
         while len(entries) > self.max_entries or self.bytes > self.max_bytes:
             _, evicted = entries.popitem(last=False)
@@ -503,6 +557,8 @@ def _ask_since_last(ctx: CallContext, held: list[list[Any]]) -> None:
     bound = _ohlcv_args(ctx)
     symbol, timeframe = bound.get("symbol"), bound.get("timeframe", "1m")
     params = bound.get("params") or {}
+    if ctx.asked is None:
+        ctx.asked = (ctx.args, ctx.kwargs)
     ctx.args = (symbol, timeframe)
     ctx.kwargs = {"since": held[-1][0], "params": params}
 

@@ -17,6 +17,7 @@ class CallContext:
 
     __slots__ = (
         "args",
+        "asked",
         "attempt",
         "breaker_probe",
         "cache_flight",
@@ -47,6 +48,8 @@ class CallContext:
         self.endpoint = endpoint
         self.args = args
         self.kwargs = kwargs
+        self.asked: tuple[tuple[Any, ...], dict[str, Any]] | None = None  # (args, kwargs) as the
+        # caller gave them, kept only when a stage rewrote them (the OHLCV cache: since the last)
         self.started = started
         self.attempt = 0
         self.retries = 0

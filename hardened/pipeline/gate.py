@@ -5,8 +5,11 @@ limit, other arguments, rate-limit headroom, breaker state) in feature buckets, 
 is enabled asks the learner for the bucket's cached failure probability. At or above the threshold
 the call is skipped: answered from the cache when an answer young enough is held, otherwise
 ``RequestSkipped`` (a ``ccxt.ExchangeNotAvailable``). A share of would-be skips goes through as
-probes. ``on_done`` enqueues the outcome of every call that reached the exchange (cache hits and
-local refusals teach nothing about the exchange and are not recorded).
+probes. ``on_done`` hands the outcome of every call that reached the exchange to the learner's
+background thread (cache hits and local refusals teach nothing about the exchange and are not
+recorded). With the gate off (recording only) the call's features are computed there too, from
+what ``on_call`` kept (headroom, breaker state, the caller's arguments): the caller's thread pays
+a tuple and a deque append, not the features.
 """
 
 from __future__ import annotations
@@ -98,6 +101,8 @@ class GateStage(Stage):
         self.cache = cache
         self._headroom: float | None = None
         self._headroom_at = 0.0
+        if enabled:
+            learner.want_decisions()
 
     def headroom(self) -> float | None:
         """Share of the tightest rate-limit pool left, read at most every 0.1 s."""
@@ -116,23 +121,11 @@ class GateStage(Stage):
         return self._headroom
 
     def on_call(self, ctx: CallContext) -> Shortcut | None:
+        if not self.enabled:  # recording only: nothing to decide (cache hits cost nothing here)
+            return None
         learner = self.learner
         endpoint = ctx.endpoint.name
-        symbol, timeframe, limit, variant = call_arguments(endpoint, ctx.args, ctx.kwargs)
-        key, call = learner.call_key(
-            COMPONENT,
-            self.exchange_id,
-            endpoint,
-            symbol,
-            timeframe,
-            variant,
-            limit,
-            self.headroom(),
-            ctx.rt.breaker.state,
-        )
-        if not self.enabled:
-            ctx.learning = (key, call, False)
-            return None
+        key, call = self._call_key(endpoint, ctx.args, ctx.kwargs, self.headroom(), ctx.rt.breaker.state)
         skip, p, probe = learner.decide(key, call)
         ctx.learning = (key, call, probe)
         if not skip:
@@ -150,9 +143,19 @@ class GateStage(Stage):
     def on_done(
         self, ctx: CallContext, result: Any, error: BaseException | None
     ) -> tuple[Any, BaseException | None]:
-        data = ctx.learning
-        if data is None or ctx.attempt == 0 or (ctx.attempt == 1 and isinstance(error, _NOT_SENT)):
+        if ctx.attempt == 0 or (ctx.attempt == 1 and isinstance(error, _NOT_SENT)):
             return result, error  # answered locally: nothing learned about the exchange
+        data = ctx.learning
+        if data is None:
+            if self.enabled:
+                return result, error  # skipped or answered before the gate decided
+            # Recording only: what the features need from before the call, read now. The breaker
+            # admitted the call, so it was closed, or half-open if the call was its probe; the
+            # headroom is the figure read at most 0.1 s ago; the arguments are the caller's (the
+            # cache may have rewritten ctx's: OHLCV since the last candle held).
+            asked = ctx.asked
+            args, kwargs = asked if asked is not None else (ctx.args, ctx.kwargs)
+            data = (self.headroom(), "half_open" if ctx.breaker_probe else "closed", args, kwargs)
         failed = False
         name = kind = None
         if error is not None:
@@ -160,14 +163,45 @@ class GateStage(Stage):
             found = ctx.kind_of(error)
             kind = found.value
             failed = found is not ErrorKind.PERMANENT  # a bad request is the caller's, not a failure
-        self.learner.finish(
-            data[0],
-            data[1],
-            failed,
-            time.perf_counter() - ctx.started,
-            name,
-            kind,
-            ctx.attempt,
-            data[2],
-        )
+        learner = self.learner
+        outcome = (failed, time.perf_counter() - ctx.started, name, kind, ctx.attempt, learner.clock())
+        if len(data) == 3:  # enabled: the key was made before the call, to decide
+            learner.defer(self._finish_decided, (data, outcome))
+        else:  # the features are computed on the learner's thread
+            learner.defer(self._finish_recorded, (ctx.endpoint.name, data, outcome))
         return result, error
+
+    def _call_key(
+        self,
+        endpoint: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        headroom: float | None,
+        breaker: Any,
+    ) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        symbol, timeframe, limit, variant = call_arguments(endpoint, args, kwargs)
+        return self.learner.call_key(
+            COMPONENT, self.exchange_id, endpoint, symbol, timeframe, variant, limit, headroom, breaker
+        )
+
+    def _finish_decided(self, item: tuple[Any, ...]) -> None:
+        (key, call, probe), (failed, latency, name, kind, attempts, now) = item
+        self.learner.finish(key, call, failed, latency, name, kind, attempts, probe, now=now)
+
+    def _finish_recorded(self, item: tuple[Any, ...]) -> None:
+        endpoint, (headroom, breaker, args, kwargs), outcome = item
+        failed, latency, name, kind, attempts, now = outcome
+        symbol, timeframe, limit, variant = call_arguments(endpoint, args, kwargs)
+        key, call = self.learner.call_key(
+            COMPONENT,
+            self.exchange_id,
+            endpoint,
+            symbol,
+            timeframe,
+            variant,
+            limit,
+            headroom,
+            breaker,
+            now=now,
+        )
+        self.learner.finish(key, call, failed, latency, name, kind, attempts, False, now=now)
