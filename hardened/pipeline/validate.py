@@ -208,13 +208,14 @@ class ValidateStage(Stage):
             ctx.quality = report.score
             if report.issues or report.repaired:  # a repair drops data: say so
                 self._publish(ctx, report.score, report, raised=False)
-        if endpoint == "ohlcv" and since is not None and ctx.cache_key is not None:
+        if endpoint == "ohlcv" and since is not None and ctx.asked is not None:
             self._check_refresh(ctx, result, since)
         return result
 
     def _check_refresh(self, ctx: CallContext, result: Any, since: Any) -> None:
-        """The cache's incremental refresh asked for candles from the last one it holds (a series
-        key with ``since`` set means the cache set it): the exchange sent that candle before, so
+        """The cache's incremental refresh asked for candles from the last one it holds (``asked``
+        keeps the caller's own arguments when the cache rewrote them): the exchange sent that
+        candle before, so
         an answer that does not start with it is impossible, wherever the exchange skips quiet
         intervals (KuCoin) or not. A stale answer that ccxt's ``since`` filter emptied is one."""
         first = result[0] if isinstance(result, list) and result else None
