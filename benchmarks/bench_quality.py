@@ -17,14 +17,17 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import structlog
 
-from hardened.quality import QualityMonitor
+from hardened.quality import DEFAULT_THRESHOLDS, QualityMonitor
 
 TARGET_US_PER_1000_CANDLES = 1000.0
+# What a Binance client's validation adds (its adapter profile's [market_data]).
+EXCHANGE_FACTS = replace(DEFAULT_THRESHOLDS, ticker_prices=("bid", "ask", "last"), continuous_candles=True)
 MINUTE = 60_000
 NOW = 1_750_000_000_000 // MINUTE * MINUTE + 20_000
 
@@ -172,7 +175,21 @@ def main() -> int:
             lambda: check("trades", TRADES, policy="raise", min_score=50, now_ms=NOW, symbol="BTC/USDT"),
             400,
         ),
-        ("other endpoint (pass-through)", lambda: check("balance", {}, policy="raise", min_score=50), 20000),
+        (
+            "ticker, an exchange's always-sent prices",
+            lambda: check(
+                "ticker",
+                TICKER,
+                policy="raise",
+                min_score=50,
+                now_ms=NOW,
+                symbol="BTC/USDT",
+                thresholds=EXCHANGE_FACTS,
+            ),
+            20000,
+        ),
+        # an endpoint without checks ("balance" has structure checks since private answers are validated)
+        ("other endpoint (pass-through)", lambda: check("markets", {}, policy="raise", min_score=50), 20000),
     ]
     print(f"hardened.quality benchmark: python {platform.python_version()}, numpy {np.__version__}")
     print(f"defective series: {broken_report}")

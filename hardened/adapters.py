@@ -41,6 +41,7 @@ __all__ = [
     "FailureKind",
     "HeaderSpec",
     "LookupCall",
+    "MarketDataSpec",
     "PoolSpec",
     "ProfileError",
     "RateLimitSpec",
@@ -394,6 +395,34 @@ class ClockSpec(_Model):
         return self
 
 
+_TICKER_PRICES = ("bid", "ask", "last", "close", "open", "high", "low")
+
+
+class MarketDataSpec(_Model):
+    """What this exchange's market-data answers always hold, so that an answer without it is refused
+    under policy ``raise`` (``hardened.quality``): facts about the exchange, not tunable limits.
+
+    ``ticker_prices``: unified ticker fields the exchange sends with a positive value for every
+    market that trades (ccxt's ``omit_zero`` turns a zero into None, so a zeroed price arrives as
+    None and only this list tells it from a field the exchange never sends).
+    ``continuous_candles``: the exchange sends a candle for every interval, traded or not, so a
+    gap, a stale last candle or an empty answer in a window that reaches now is impossible (KuCoin
+    skips intervals without trades: false there).
+    """
+
+    ticker_prices: tuple[str, ...] = ()
+    continuous_candles: bool = False
+    source: str = ""
+
+    @field_validator("ticker_prices")
+    @classmethod
+    def _known_fields(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(value) - set(_TICKER_PRICES))
+        if unknown:
+            raise ValueError(f"unknown ticker price field(s) {unknown}; one of {', '.join(_TICKER_PRICES)}")
+        return value
+
+
 class ExchangeProfile(_Model):
     """Everything hardened knows about one exchange, validated from its TOML file."""
 
@@ -407,6 +436,7 @@ class ExchangeProfile(_Model):
     rate_limit: RateLimitSpec = Field(default_factory=RateLimitSpec)
     client_order_id: ClientOrderIdSpec
     clock: ClockSpec
+    market_data: MarketDataSpec = Field(default_factory=MarketDataSpec)
 
     @model_validator(mode="after")
     def _rule_names_and_pools(self) -> ExchangeProfile:

@@ -10,7 +10,7 @@ import pytest
 from hardened.benchmark import run_concurrency, run_scenario, wrong_answer
 from hardened.benchmark.command import main_argv
 from hardened.benchmark.stats import paired_ratio, summarize
-from hardened.sim import FaultEngine, Simulator, load_profile
+from hardened.sim import FaultEngine, Profile, Simulator, load_profile
 
 
 def test_cli_tiny_run_writes_json_and_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -66,50 +66,36 @@ def test_wrong_answer_reads_the_ground_truth_record() -> None:
     assert not wrong_answer({"fault_kind": None, "fault": None})
 
 
-def _corrupted_tickers(profile: dict[str, object], seed: int, n: int) -> int:
+def _corrupted_tickers(profile: Profile, seed: int, n: int) -> int:
     """How many of the first ``n`` ticker answers the simulator corrupts (its own decisions)."""
     engine = FaultEngine(load_profile(profile), seed)
     actions = [engine.decide("binance", "ticker") for _ in range(n)]
     return sum(1 for d in actions if d is not None and d.action in ("bad_data", "html_200"))
 
 
-# The baddata profile without zero_price: ccxt turns a zero price into None (its omit_zero), and
-# a ticker with a None last and bid but an ask passes validation; the full profile's figures in
-# README.md count those as the wrong answers they are.
-CAUGHT_BAD_DATA = {
-    "name": "baddata_caught",
-    "faults": [
-        {
-            "kind": "bad_data",
-            "endpoints": ["ticker"],
-            "probability": 0.2,
-            "variants": ["high_low", "stale", "crossed_book", "negative_price", "null_ticker"],
-        },
-        {"kind": "html_200", "endpoints": ["ticker"], "probability": 0.05},
-    ],
-}
-
-
 def test_fault_runner_counts_wrong_answers_on_bad_data() -> None:
+    # The built-in baddata profile, every variant (zero prices that ccxt turns into None too), and
+    # hardened at its default policy and minimum score: only quick retries, for a fast test.
     calls, seed = 30, 7
+    profile = load_profile("baddata")
     result = run_scenario(
-        load_profile(CAUGHT_BAD_DATA),
+        profile,
         "binance",
         "fetch_ticker",
         calls,
         interval=0.0,
         seed=seed,
         contenders=["raw", "hardened"],
-        # policy raise at its strictest (any issue found raises), quick retries for a fast test
-        hardened_overrides={"min_quality_score": 100, "initial_delay": 0.01, "jitter": 0.0},
+        hardened_overrides={"initial_delay": 0.01, "jitter": 0.0},
     )
     raw, ours = result["contenders"]["raw"], result["contenders"]["hardened"]
-    expected = _corrupted_tickers(CAUGHT_BAD_DATA, seed, calls)
+    expected = _corrupted_tickers(profile, seed, calls)
     assert expected > 0
     assert raw["wrong"] == expected  # one request per call: every corrupted answer reached raw ccxt
     assert raw["right"] == calls - expected and raw["requests_sent"] == calls
     assert raw["untraced"] == 0 and ours["untraced"] == 0
-    assert ours["wrong"] == 0
+    assert ours["wrong"] == 0 and ours["wrong_by_fault"] == {}
+    assert sum(raw["wrong_by_fault"].values()) == expected
     assert ours["requests_sent"] > calls  # it asked again after each bad answer
     assert ours["right"] + ours["failed"] == calls
 

@@ -483,7 +483,10 @@ def test_book_nonce_going_backwards_is_flagged(monitor: QualityMonitor) -> None:
     kw: dict[str, Any] = {"policy": "raise", "min_score": 50, "symbol": "BTC/USDT", "exchange": "binance"}
     assert monitor.check("order_book", book, **kw)[1].score == 100
     older = {**book, "nonce": 99}
-    _, report = monitor.check("order_book", older, **kw)
+    with pytest.raises(DataQualityError, match="nonce_regressed") as info:  # back in time: impossible
+        monitor.check("order_book", older, **kw)
+    assert info.value.report.has("nonce_regressed") and info.value.report.impossible
+    _, report = monitor.check("order_book", older, **{**kw, "policy": "warn"})
     assert report is not None and report.has("nonce_regressed")
     assert monitor.check("order_book", older, **{**kw, "exchange": "kucoin"})[1].score == 100
     assert monitor.check("order_book", {**book, "nonce": 101}, **kw)[1].score == 100

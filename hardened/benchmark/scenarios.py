@@ -223,6 +223,7 @@ def _figures(
     windows: list[tuple[float, float]],
 ) -> dict[str, Any]:
     errors: Counter[str] = Counter()
+    wrong_by_fault: Counter[str] = Counter()  # which corruption each wrong answer carried
     right = wrong = stale = untraced = 0
     first_fresh_after: float | None = None
     outage_end = windows[-1][1] if windows else None
@@ -237,6 +238,7 @@ def _figures(
             continue
         if wrong_answer(record):
             wrong += 1
+            wrong_by_fault[str(record.get("fault") or record.get("fault_kind"))] += 1
             continue
         right += 1
         if entry["stale"]:
@@ -250,6 +252,7 @@ def _figures(
         "calls": total,
         "right": right,
         "wrong": wrong,
+        "wrong_by_fault": dict(wrong_by_fault),
         "stale": stale,
         "untraced": untraced,
         "errors": dict(errors),

@@ -8,25 +8,28 @@ breaker), hands back a repaired copy, logs, or does nothing.
 
 Private answers (orders, balances) are checked for structure (an order has an id and a status, a
 balance its maps), and an empty list only passes when the exchange's JSON held a list.
-``reject_garbled_answer`` runs on every HTTP answer, before ccxt's parser: for any endpoint
-without market-data scoring, an HTML page or JSON cut short raises ``DataQualityError`` there,
+``reject_garbled_answer`` runs on every HTTP answer, before ccxt's parser: an HTML page or JSON
+cut short raises ``DataQualityError`` there (market data: under ``raise`` and ``repair`` only),
 so no parser turns it into an order with ``id=None``, empty balances, ``[]`` or an
 ``AttributeError``; ``create_order``'s plan treats it as a lost answer and looks the order up.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import ccxt
 import structlog
 
 from hardened import quality
+from hardened.adapters import ProfileError, load_profile
 from hardened.errors import DataQualityError
 from hardened.pipeline.context import CallContext
 from hardened.pipeline.stage import Stage
 from hardened.quality.private import garbled_body, list_answer_issue
 from hardened.quality.report import Issue, QualityReport, Severity
+from hardened.quality.thresholds import QualityThresholds
 from hardened.telemetry.events import bus
 
 __all__ = ["PARSER_ERRORS", "ValidateStage", "parser_failure", "reject_garbled_answer"]
@@ -87,15 +90,22 @@ def reject_garbled_answer(ctx: CallContext, exchange_id: str, status: Any, body:
     """Called with every HTTP answer (status, raw body, parsed JSON) of the call in flight.
 
     Remembers the parsed JSON for the list check, and raises ``DataQualityError`` for a 2xx answer
-    whose body is an HTML page or unparseable JSON, unless the endpoint is market data (those are
-    scored by the quality checks and follow their policy). Costs one comparison on a good answer.
+    whose body is an HTML page or unparseable JSON; on a market-data endpoint only under policy
+    ``raise`` or ``repair`` (under ``warn`` and ``off`` the checks and the caller see the parser's
+    output). Costs one comparison on a good answer.
     """
     ctx.http_json = parsed
     if parsed is not None or not isinstance(status, int) or not 200 <= status < 300:
         return
     endpoint = ctx.endpoint.name
+    policy = "raise"
     if endpoint in quality.DATA_ENDPOINTS:
-        return
+        # Market data follows its policy: under warn or off the parser's output goes on to the
+        # checks (and the caller); under raise or repair garbage is refused here, since what a
+        # parser makes of a page can look clean (KuCoin's candles and trades: an empty list).
+        policy = ctx.rt.policy.quality_policy
+        if policy == "warn" or policy == "off":
+            return
     why = garbled_body(body, parsed)
     if why is None:
         return
@@ -105,11 +115,26 @@ def reject_garbled_answer(ctx: CallContext, exchange_id: str, status: Any, body:
         exchange=exchange_id,
         endpoint=endpoint,
         score=0.0,
-        policy="raise",
+        policy=policy,
         report=str(report)[:300],
     )
     ctx.quality = 0.0
     raise DataQualityError(endpoint, 0.0, report, why)
+
+
+def _market_data(exchange_id: str) -> dict[str, Any]:
+    """The exchange's market-data facts as threshold overrides; none for an exchange without a
+    profile (or an id no profile can have)."""
+    try:
+        spec = load_profile(exchange_id).market_data
+    except ProfileError:
+        return {}
+    facts: dict[str, Any] = {}
+    if spec.ticker_prices:
+        facts["ticker_prices"] = spec.ticker_prices
+    if spec.continuous_candles:
+        facts["continuous_candles"] = True
+    return facts
 
 
 class ValidateStage(Stage):
@@ -120,6 +145,19 @@ class ValidateStage(Stage):
     def __init__(self, exchange: Any) -> None:
         self.exchange = exchange
         self.exchange_id = str(exchange.id)
+        self._facts = _market_data(self.exchange_id)
+        self._venue = (self.exchange_id, object())  # this client's own order book nonce memory
+        self._base: QualityThresholds | None = None  # the monitor's limits the next field was built on
+        self._thresholds: QualityThresholds | None = None
+
+    def thresholds(self) -> QualityThresholds:
+        """The monitor's limits with this exchange's market-data facts (its adapter profile's
+        ``[market_data]``), rebuilt only when someone replaced the monitor's limits."""
+        base = quality.quality_monitor.thresholds
+        if base is not self._base:
+            self._thresholds = replace(base, **self._facts) if self._facts else base
+            self._base = base
+        return self._thresholds  # type: ignore[return-value]
 
     def on_result(self, ctx: CallContext, result: Any) -> Any:
         policy = ctx.rt.policy
@@ -144,6 +182,8 @@ class ValidateStage(Stage):
             symbol = args[1] if len(args) > 1 else ctx.kwargs.get("symbol")
         else:
             symbol = args[0] if args else ctx.kwargs.get("symbol")
+            if endpoint == "trades":  # fetch_trades(symbol, since=None, ...): "latest" or a window
+                since = args[1] if len(args) > 1 else ctx.kwargs.get("since")
         try:
             result, report = quality.check(
                 endpoint,
@@ -156,6 +196,9 @@ class ValidateStage(Stage):
                 since=since if isinstance(since, int) else None,
                 limit=limit if isinstance(limit, int) else None,
                 exchange=self.exchange_id,
+                thresholds=self.thresholds(),
+                venue=self._venue,
+                sent_at=ctx.started,
             )
         except DataQualityError as error:
             ctx.quality = error.score
@@ -165,7 +208,30 @@ class ValidateStage(Stage):
             ctx.quality = report.score
             if report.issues or report.repaired:  # a repair drops data: say so
                 self._publish(ctx, report.score, report, raised=False)
+        if endpoint == "ohlcv" and since is not None and ctx.asked is not None:
+            self._check_refresh(ctx, result, since)
         return result
+
+    def _check_refresh(self, ctx: CallContext, result: Any, since: Any) -> None:
+        """The cache's incremental refresh asked for candles from the last one it holds (``asked``
+        keeps the caller's own arguments when the cache rewrote them): the exchange sent that
+        candle before, so
+        an answer that does not start with it is impossible, wherever the exchange skips quiet
+        intervals (KuCoin) or not. A stale answer that ccxt's ``since`` filter emptied is one."""
+        first = result[0] if isinstance(result, list) and result else None
+        if isinstance(first, (list, tuple)) and first and first[0] == since:
+            return
+        why = f"the refresh from the last candle held (open {since}) came back without it"
+        report = QualityReport.of("ohlcv", [Issue("gap", Severity.ERROR, why, 1, (), 1.0, True)])
+        ctx.quality = report.score
+        policy = ctx.rt.policy.quality_policy
+        self._publish(ctx, report.score, report, raised=policy != "warn")
+        if policy == "warn":
+            log.warning(
+                "data_quality_impossible_values", endpoint="ohlcv", exchange=self.exchange_id, report=why
+            )
+            return
+        raise DataQualityError("ohlcv", report.score, report, why)
 
     def _check_empty_list(self, ctx: CallContext, endpoint: str, result: Any) -> None:
         """An empty list parsed from JSON that held no list is garbage, not "nothing there"."""

@@ -22,20 +22,23 @@ Endpoints without a validator or custom check pass through as ``(result, None)``
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 import structlog
 
 from hardened.errors import DataQualityError
 from hardened.quality.custom import CheckContext, CustomCheck, run_custom_checks
-from hardened.quality.ohlcv import repair_ohlcv, validate_ohlcv
+from hardened.quality.memory import SeenSpan
+from hardened.quality.ohlcv import candle_span, repair_ohlcv, validate_ohlcv
 from hardened.quality.order_book import repair_order_book, validate_order_book
 from hardened.quality.private import validate_balance, validate_order, validate_orders
 from hardened.quality.report import Issue, QualityReport, Severity, score_of
 from hardened.quality.thresholds import DEFAULT_THRESHOLDS, QualityThresholds
 from hardened.quality.ticker import repair_ticker, repair_tickers, validate_ticker, validate_tickers
-from hardened.quality.trades import repair_trades, validate_trades
+from hardened.quality.trades import repair_trades, trade_span, validate_trades
 
 __all__ = ["DATA_ENDPOINTS", "POLICIES", "PRIVATE_ENDPOINTS", "QualityMonitor"]
 
@@ -51,7 +54,7 @@ _Repair = Callable[..., tuple[Any, tuple[str, ...]]]
 
 
 def _v_ohlcv(r: Any, tf: Any, now: Any, since: Any, limit: Any, sym: Any, nonce: Any, th: Any) -> list[Issue]:
-    return validate_ohlcv(r, timeframe=tf, now_ms=now, since=since, limit=limit, thresholds=th)
+    return validate_ohlcv(r, timeframe=tf, now_ms=now, since=since, limit=limit, thresholds=th, seen=nonce)
 
 
 def _v_ticker(
@@ -73,7 +76,7 @@ def _v_book(r: Any, tf: Any, now: Any, since: Any, limit: Any, sym: Any, nonce: 
 def _v_trades(
     r: Any, tf: Any, now: Any, since: Any, limit: Any, sym: Any, nonce: Any, th: Any
 ) -> list[Issue]:
-    return validate_trades(r, now_ms=now, symbol=sym, thresholds=th)
+    return validate_trades(r, now_ms=now, symbol=sym, seen=nonce, thresholds=th)
 
 
 def _r_ohlcv(r: Any, tf: Any, now: Any, sym: Any, th: Any) -> tuple[Any, tuple[str, ...]]:
@@ -192,6 +195,20 @@ PRIVATE_ENDPOINTS = frozenset(_PRIVATE)
 _CHECKS = {**_ENDPOINTS, **_PRIVATE}
 
 
+def _memory_key(
+    endpoint: str, who: Any, symbol: str | None, since: Any, timeframe: Any
+) -> tuple[Any, ...] | None:
+    """Where the memory of earlier answers keeps this request's: an order book by client (or
+    exchange) and symbol; the latest trades or candles (no ``since``) by endpoint and timeframe too."""
+    if symbol is None:
+        return None
+    if endpoint == "order_book" or endpoint == "l2_order_book":
+        return (who, symbol)
+    if since is None and (endpoint == "trades" or endpoint == "ohlcv"):
+        return (who, symbol, endpoint, timeframe)
+    return None
+
+
 def _size(endpoint: str, result: Any) -> int:
     """Entries in an answer: candles, trades, tickers or book levels; a single ticker counts 1."""
     if endpoint in ("order_book", "l2_order_book") and isinstance(result, dict):
@@ -218,7 +235,9 @@ class QualityMonitor:
         self._custom: dict[str, CustomCheck] = {}
         self._customs: dict[str, tuple[CustomCheck, ...]] = {}  # endpoint -> checks, rebuilt on change
         self._clean = {name: QualityReport(name, 100.0) for name in _CHECKS}
-        self._nonces: dict[tuple[str | None, str], int] = {}
+        # (exchange or client, symbol[, endpoint, timeframe]) -> (a book's nonce or the SeenSpan of
+        # the latest trades or candles, when it was kept)
+        self._nonces: dict[tuple[Any, ...], tuple[Any, float]] = {}
 
     # -- custom checks -------------------------------------------------------------------------
     def add_custom_check(
@@ -291,7 +310,7 @@ class QualityMonitor:
         if entry is None and customs is None:
             return None
         th = thresholds or self.thresholds
-        nonce = self._last_nonce(endpoint, exchange, symbol)
+        nonce = self._last_nonce(endpoint, exchange, symbol, since, None, timeframe)
         issues = entry[0](result, timeframe, now_ms, since, limit, symbol, nonce, th) if entry else []
         if customs:
             context = CheckContext(endpoint, symbol, timeframe, now_ms, exchange, since, limit)
@@ -314,6 +333,8 @@ class QualityMonitor:
         limit: int | None = None,
         exchange: str | None = None,
         thresholds: QualityThresholds | None = None,
+        venue: Any = None,
+        sent_at: float | None = None,
     ) -> tuple[Any, QualityReport | None]:
         """Validate one answer and apply ``policy``; returns ``(result to hand back, report)``.
 
@@ -328,7 +349,11 @@ class QualityMonitor:
             symbol: the symbol asked for (symbol mismatch, book nonce memory, report).
             since, limit: the OHLCV request's range; a ``since`` whose range cannot reach now
                 disables the staleness check (historical data is old on purpose).
-            exchange: the exchange id, keying the order book nonce memory.
+            exchange: the exchange id, keying the order book nonce memory (with ``symbol``).
+            venue: keys the nonce memory instead of ``exchange`` when given: a client passes its
+                own token, so two clients of one exchange id (testnet and live) never compare.
+            sent_at: ``time.perf_counter()`` when the call began; the book or trades remembered
+                are only compared with answers to calls begun after they arrived (None: always).
             thresholds: per-call limits instead of the monitor's.
 
         Returns the clean answer with a shared score-100 report when nothing was found.
@@ -347,12 +372,36 @@ class QualityMonitor:
         if policy not in POLICIES:
             raise ValueError(f"unknown quality policy {policy!r}; expected raise, repair, warn or off")
         th = thresholds or self.thresholds
-        nonce_key = None
         last_nonce = None
-        if symbol is not None and (endpoint == "order_book" or endpoint == "l2_order_book"):
-            nonce_key = (exchange, symbol)
-            last_nonce = self._nonces.get(nonce_key)
-        issues = entry[0](result, timeframe, now_ms, since, limit, symbol, last_nonce, th) if entry else []
+        nonce_key = _memory_key(endpoint, exchange if venue is None else venue, symbol, since, timeframe)
+        if nonce_key is not None:
+            mark = self._nonces.get(nonce_key)
+            # Only an answer asked for after the remembered one arrived must be newer: two calls
+            # in flight at once may land in either order.
+            if mark is not None and (sent_at is None or sent_at > mark[1]):
+                last_nonce = mark[0]
+        marks: list[SeenSpan] | None = None
+        if nonce_key is not None and endpoint == "trades":  # the span comes from the times read once
+            marks = []
+            issues = validate_trades(
+                result, now_ms=now_ms, symbol=symbol, seen=last_nonce, thresholds=th, marks=marks
+            )
+        elif nonce_key is not None and endpoint == "ohlcv":
+            marks = []
+            issues = validate_ohlcv(
+                result,
+                timeframe=timeframe,
+                now_ms=now_ms,
+                since=since,
+                limit=limit,
+                thresholds=th,
+                seen=last_nonce,
+                marks=marks,
+            )
+        else:
+            issues = (
+                entry[0](result, timeframe, now_ms, since, limit, symbol, last_nonce, th) if entry else []
+            )
         repairs: tuple[str, ...] = ()
         score_before = None
         if issues and policy == "repair" and entry is not None and any(i.code in entry[2] for i in issues):
@@ -362,13 +411,20 @@ class QualityMonitor:
             if repairs:
                 score_before = score_of(issues)
                 result = fixed
-                issues = entry[0](result, timeframe, now_ms, since, limit, symbol, last_nonce, th)
+                # What the repair cannot mend stands; a hole the repair itself made in candles
+                # that were continuous is said in ``repairs``, not refused.
+                kept = [i for i in issues if i.impossible and i.code not in entry[2]]
+                again = replace(th, continuous_candles=False) if th.continuous_candles else th
+                issues = entry[0](result, timeframe, now_ms, since, limit, symbol, last_nonce, again)
+                if kept:
+                    stands = {i.code for i in kept}
+                    issues = [*(i for i in issues if i.code not in stands), *kept]
         if customs:
             context = CheckContext(endpoint, symbol, timeframe, now_ms, exchange, since, limit)
             issues = [*issues, *run_custom_checks(customs, result, context)]
         if not issues and not repairs:
             if nonce_key is not None:
-                self._remember_nonce(nonce_key, result, last_nonce)
+                self._remember_nonce(nonce_key, marks[0] if marks else result)
             clean = self._clean.get(endpoint)
             if clean is None:  # an endpoint only custom checks look at
                 clean = self._clean[endpoint] = QualityReport(endpoint, 100.0)
@@ -407,21 +463,42 @@ class QualityMonitor:
             else:  # the worst issue's words say what is wrong, not only its code
                 raise DataQualityError(endpoint, report.score, report, report.issues[0].message[:200])
         elif nonce_key is not None:  # only a book that passed may move the nonce memory forward
-            self._remember_nonce(nonce_key, result, last_nonce)
+            self._remember_nonce(nonce_key, marks[0] if marks and not repairs else result)
         return result, report
 
-    # -- order book nonce memory ----------------------------------------------------------------
-    def _last_nonce(self, endpoint: str, exchange: str | None, symbol: str | None) -> int | None:
-        if symbol is None or endpoint not in ("order_book", "l2_order_book"):
-            return None
-        return self._nonces.get((exchange, symbol))
+    # -- order book nonce and latest-trade memory ----------------------------------------------
+    def _last_nonce(
+        self,
+        endpoint: str,
+        exchange: str | None,
+        symbol: str | None,
+        since: int | None = None,
+        sent_at: float | None = None,
+        timeframe: str | None = None,
+    ) -> Any:
+        key = _memory_key(endpoint, exchange, symbol, since, timeframe)
+        mark = None if key is None else self._nonces.get(key)
+        return mark[0] if mark is not None and (sent_at is None or sent_at > mark[1]) else None
 
-    def _remember_nonce(self, key: tuple[str | None, str], book: Any, last: int | None) -> None:
-        nonce = book.get("nonce") if isinstance(book, dict) else None
-        if isinstance(nonce, int) and not isinstance(nonce, bool) and (last is None or nonce > last):
-            if len(self._nonces) >= _NONCE_MEMORY:
-                self._nonces.clear()
-            self._nonces[key] = nonce
+    def _remember_nonce(self, key: tuple[Any, ...], answer: Any) -> None:
+        """Move the memory forward: a book's nonce, or the span the latest trades or candles showed."""
+        held = self._nonces.get(key)
+        if isinstance(answer, dict):
+            nonce = answer.get("nonce")
+            if not isinstance(nonce, int) or isinstance(nonce, bool):
+                return
+            if held is not None and not nonce > held[0]:
+                return
+            value: Any = nonce
+        else:
+            if not isinstance(answer, SeenSpan):
+                answer = trade_span(answer) if key[2] == "trades" else candle_span(answer)
+            if answer is None or (held is not None and not answer.newest >= held[0].newest):
+                return
+            value = answer
+        if len(self._nonces) >= _NONCE_MEMORY:
+            self._nonces.clear()
+        self._nonces[key] = (value, time.perf_counter())
 
     def forget_nonces(self) -> None:
         """Drop the nonce memory (after a reconnect, or when an exchange resets its sequence)."""

@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from hardened.quality.memory import SeenSpan
 from hardened.quality.report import MAX_WHERE, Issue, Severity
 from hardened.quality.thresholds import DEFAULT_THRESHOLDS, QualityThresholds, Timeframe, parse_timeframe
 
-__all__ = ["repair_ohlcv", "validate_ohlcv"]
+__all__ = ["candle_span", "repair_ohlcv", "validate_ohlcv"]
 
 _SIX = frozenset((6,))
 _NAN = float("nan")
@@ -29,6 +30,34 @@ _ERROR = Severity.ERROR
 _WARNING = Severity.WARNING
 _EMPTY = Issue("empty", Severity.WARNING, "no candles in the answer", 0, (), 1.0)
 _NOT_A_LIST = Issue("malformed", Severity.CRITICAL, "the answer is not a list of candles", 1, (), 1.0)
+
+
+_NONE_LIVE = Issue(
+    "empty",
+    Severity.ERROR,
+    "no candles in a window that reaches now, from an exchange that sends every interval",
+    0,
+    (),
+    1.0,
+    True,
+)
+_DEFAULT_LIMIT = 100  # candles an exchange returns when no limit is asked: at least this many
+
+
+def _reaches_now(tf: Timeframe, now_ms: int, since: int | None, limit: int | None) -> bool:
+    """Whether the request's window ends now: no ``since``, or ``since`` plus ``limit`` candles
+    (the exchange's default, at least 100 on every exchange we know, when none was asked) is
+    past ``now_ms``. Historical windows are old on purpose."""
+    if since is None:
+        return True
+    return since + (limit if limit is not None else _DEFAULT_LIMIT) * tf.ms > now_ms
+
+
+def _live(timeframe: str | None, now_ms: int | None, since: int | None, limit: int | None) -> bool:
+    """``_reaches_now`` for the raw arguments: False without a timeframe or a clock."""
+    if timeframe is None or now_ms is None:
+        return False
+    return _reaches_now(parse_timeframe(timeframe), now_ms, since, limit)
 
 
 def _where(idx: np.ndarray | Sequence[int]) -> tuple[int, ...]:
@@ -151,20 +180,29 @@ def validate_ohlcv(
     since: int | None = None,
     limit: int | None = None,
     thresholds: QualityThresholds = DEFAULT_THRESHOLDS,
+    seen: SeenSpan | None = None,
+    marks: list[SeenSpan] | None = None,
 ) -> list[Issue]:
     """Check a ccxt OHLCV answer (``[[ts, o, h, l, c, v], ...]``); an empty list means clean.
 
     ``timeframe`` enables the alignment, gap and staleness checks; ``now_ms`` the staleness and
     future checks. Staleness is skipped for historical requests: when ``since`` is given and
-    ``since + limit * timeframe`` does not reach ``now_ms`` (or ``limit`` is unknown).
+    ``since + limit * timeframe`` does not reach ``now_ms`` (an unknown ``limit`` counts as 100).
+    With ``thresholds.continuous_candles`` (an exchange that sends every interval) a gap, a stale
+    last candle or no candle at all in a window that reaches now is impossible. ``seen`` (what an
+    earlier answer to the same "latest candles" request showed) makes an answer whose newest
+    candle is older, or that lacks candles it showed within this one's span, impossible; ``marks``
+    receives this answer's ``SeenSpan`` for the caller's memory.
     """
     if not isinstance(rows, (list, tuple, np.ndarray)):
         return [_NOT_A_LIST]
     n = len(rows)
+    th = thresholds
     if not n:
+        if th.continuous_candles and _live(timeframe, now_ms, since, limit):
+            return [_NONE_LIVE]
         return [_EMPTY]
     arr, orig, malformed = _to_array(rows)
-    th = thresholds
     issues: list[Issue] = []
 
     def add(
@@ -202,20 +240,20 @@ def validate_ohlcv(
     tf = parse_timeframe(timeframe) if timeframe else None
     ts, o, h, low, c, v = arr.T
 
-    # Prices and candle shape. Zero prices are a defect the score weighs; a negative, missing or
-    # infinite number and a candle whose open or close lies outside [low, high] are impossible.
+    # Prices and candle shape. A zero, negative, missing or infinite price (a candle's prices are
+    # trade prices: none is ever 0) and a candle whose open or close lies outside [low, high] are
+    # impossible.
     price_ok: np.ndarray | None = None  # None: every price is positive
     prices = arr[:, 1:5]
     positive = prices > 0
     if not positive.all():
         price_ok = positive.all(axis=1)
-        bad_prices = prices[~price_ok]
         add(
             "nonpositive_price",
             _ERROR,
             "candles with a zero, negative or missing price",
             ~price_ok,
-            impossible=bool(((bad_prices < 0) | np.isnan(bad_prices)).any()),
+            impossible=True,
         )
     if np.isinf(arr[:, 1:]).any():
         add(
@@ -258,7 +296,7 @@ def validate_ohlcv(
         if len(u) < m:
             dup = np.ones(m, dtype=bool)
             dup[first_idx] = False
-            add("duplicate_timestamp", _ERROR, "candles repeating an earlier open time", dup)
+            add("duplicate_timestamp", _ERROR, "candles repeating an earlier open time", dup, impossible=True)
         d = np.diff(u)
     if u[0] < th.min_timestamp_ms:
         add("absurd_timestamp", _ERROR, "candles dated before 2009", ts < th.min_timestamp_ms)
@@ -275,14 +313,17 @@ def validate_ohlcv(
                 where = after if first_idx is None else first_idx[after]
                 if orig is not None:
                     where = orig[where]
+                # An exchange that sends every interval has no hole in live data.
+                live_hole = th.continuous_candles and _live(timeframe, now_ms, since, limit)
                 issues.append(
                     Issue(
                         "gap",
-                        _WARNING,
+                        _ERROR if live_hole else _WARNING,
                         f"{missing_count} {tf.name} candles missing in {len(after)} gaps",
                         missing_count,
                         _where(where),
                         missing_count / (len(u) + missing_count),
+                        live_hole,
                     )
                 )
 
@@ -295,7 +336,7 @@ def validate_ohlcv(
                 "candles opening in the future",
                 ts > now_ms + th.future_tolerance_ms,
             )
-        elif tf is not None and (since is None or (limit is not None and since + limit * tf.ms > now_ms)):
+        elif tf is not None and _reaches_now(tf, now_ms, since, limit):
             age = now_ms - float(u[-1])
             if age > th.stale_intervals * tf.ms + th.stale_tolerance_ms:
                 behind = max(1, int(age // tf.ms) - 1)
@@ -307,8 +348,17 @@ def validate_ohlcv(
                         behind,
                         (m - 1 if orig is None else int(orig[-1]),) if ordered else (),
                         behind / (len(u) + behind),
+                        th.continuous_candles,  # the exchange always has the current candle
                     )
                 )
+
+    # What an earlier answer to the same request showed: candles do not go back or disappear.
+    if seen is not None:
+        issue = seen.compare(u, "candles")
+        if issue is not None:
+            issues.append(issue)
+    if marks is not None:
+        marks.append(SeenSpan(float(u[0]), float(u[-1]), np.array(u)))
 
     # Outliers, on the valid candles in time order, one per open time.
     if ordered and price_ok is None:
@@ -332,6 +382,17 @@ def validate_ohlcv(
             flagged,
         )
     return issues
+
+
+def candle_span(rows: Any) -> SeenSpan | None:
+    """The ``SeenSpan`` of a candle list (for an answer whose times were not read by the check)."""
+    if not isinstance(rows, (list, tuple)) or not rows:
+        return None
+    try:
+        ts = np.array([row[0] for row in rows], dtype=np.float64)
+    except (TypeError, ValueError, IndexError, KeyError):
+        return None
+    return SeenSpan.of_times(np.unique(ts[~np.isnan(ts)]), ordered=True)
 
 
 def repair_ohlcv(

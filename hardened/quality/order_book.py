@@ -138,7 +138,7 @@ def validate_order_book(
     if last_nonce is not None:
         nonce = book.get("nonce")
         if _is_number(nonce) and nonce < last_nonce:
-            issues.append(
+            issues.append(  # an older snapshot than one already seen: the book went back in time
                 Issue(
                     "nonce_regressed",
                     _WARNING,
@@ -146,6 +146,7 @@ def validate_order_book(
                     1,
                     (),
                     1.0,
+                    True,
                 )
             )
     if symbol is not None:
@@ -180,12 +181,12 @@ def _level_issues(bids: list[Any], asks: list[Any], total: int) -> list[Issue]:
         ask_side.malformed,
         True,
     )
-    add(
+    add(  # no order rests at a price of 0: a zero price is as impossible as a negative one
         "nonpositive_price",
         "levels with a zero or negative price",
         bid_side.nonpositive_price,
         ask_side.nonpositive_price,
-        below_zero(0, bid_side.nonpositive_price, ask_side.nonpositive_price),
+        True,
     )
     add(
         "nonpositive_amount",
@@ -194,8 +195,10 @@ def _level_issues(bids: list[Any], asks: list[Any], total: int) -> list[Issue]:
         ask_side.nonpositive_amount,
         below_zero(1, bid_side.nonpositive_amount, ask_side.nonpositive_amount),
     )
-    add("unsorted_bids", "bid prices not strictly descending", bid_side.unsorted, [])
-    add("unsorted_asks", "ask prices not strictly ascending", [], ask_side.unsorted)
+    # A matching engine keeps one level per price, best first (ccxt sorts each side, so what is
+    # left unsorted after it is a repeated price): impossible either way.
+    add("unsorted_bids", "bid prices not strictly descending", bid_side.unsorted, [], True)
+    add("unsorted_asks", "ask prices not strictly ascending", [], ask_side.unsorted, True)
     if bid_side.prices and ask_side.prices:
         best_bid, best_ask = max(bid_side.prices), min(ask_side.prices)
         if best_bid >= best_ask:

@@ -19,9 +19,14 @@ a larger extent or a higher severity can only lower the score; any critical issu
 affecting the whole answer, scores 0.
 
 Some issues are ``impossible``: values no market can produce (high < low, open or close outside
-[low, high], a negative price or volume, a crossed book, a null timestamp, an infinite or NaN
-number). The score does not excuse them: under ``raise`` they always raise, under ``repair`` they
-are dropped (see ``hardened.quality.monitor``). The score governs the soft defects only.
+[low, high], a zero or negative price in a candle, a trade or a book level, a negative volume, a
+crossed book, a repeated candle, trade or book price, a null timestamp, an infinite or NaN
+number, a quote with a size but no price, a price the exchange always sends missing), and answers
+that contradict one already seen (a book's nonce or the latest trades going back in time, trades
+vanishing); on an exchange that sends every interval, a gap, a stale end or no candle in a window
+that reaches now. The score does not excuse them: under ``raise`` they always raise, under
+``repair`` they are dropped (see ``hardened.quality.monitor``). The score governs the soft
+defects only.
 """
 
 from __future__ import annotations
@@ -87,6 +92,7 @@ CODES: dict[str, str] = {
     # ticker
     "empty_ticker": "every market field is None (typically a 200 answer with an HTML body)",
     "missing_price": "no bid, ask, last or close at all",
+    "missing_field": "a price the exchange always sends is absent or zero (ccxt's omit_zero makes it None)",
     "crossed": "bid above ask (ticker) or best bid at or above best ask (order book)",
     "last_outside_spread": "last is outside [bid, ask] by more than the tolerance",
     "range_inconsistent": "the 24h high is below the 24h low",
@@ -96,7 +102,9 @@ CODES: dict[str, str] = {
     "nonce_regressed": "the book's nonce is older than one already seen for this symbol",
     # trades
     "missing_timestamp": "a trade has no timestamp",
-    "duplicate_id": "two trades share an id",
+    "duplicate_id": "two trades share an id (or, without ids, the exchange's raw record)",
+    "trades_regressed": "the newest trade is older than the newest of an earlier answer (stale)",
+    "trades_vanished": "trades an earlier answer showed are missing within this answer's time span",
     "invalid_side": "a trade's side is not 'buy', 'sell' or None",
     # private answers (orders, balances) and raw bodies
     "garbled_body": "a 200 answer whose body is an HTML page or JSON that does not parse",

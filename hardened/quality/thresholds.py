@@ -32,6 +32,12 @@ class QualityThresholds:
         min_timestamp_ms: anything earlier is absurd (2009-01-01: seconds sent as milliseconds).
         max_repair_drop: a repair that would drop more than this share of the entries (candles,
             trades, tickers, book levels) is abandoned: the answer is garbage, not damaged.
+        ticker_prices: ticker price fields (bid, ask, last, close, open, high, low, vwap) the
+            exchange always sends with a positive value (from its adapter profile's
+            ``[market_data]``); one that is None (ccxt's ``omit_zero`` turns a zero into None)
+            or not positive is impossible. Empty: nothing is required.
+        continuous_candles: the exchange sends a candle for every interval (Binance, not KuCoin):
+            in a window that reaches now, a gap, a stale last candle or no candle is impossible.
     """
 
     outlier_threshold: float = 10.0
@@ -45,6 +51,8 @@ class QualityThresholds:
     last_spread_tolerance: float = 0.05
     min_timestamp_ms: int = 1_230_768_000_000
     max_repair_drop: float = 0.5
+    ticker_prices: tuple[str, ...] = ()
+    continuous_candles: bool = False
 
     def __post_init__(self) -> None:
         checks = (

@@ -6,6 +6,7 @@ ticker whose every market field is None, without raising. That ticker scores 0.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from hardened.quality.report import MAX_WHERE, Issue, Severity
@@ -15,6 +16,7 @@ __all__ = ["repair_ticker", "repair_tickers", "validate_ticker", "validate_ticke
 
 _PRICE_FIELDS = ("bid", "ask", "last", "close", "open", "high", "low", "vwap")
 _VOLUME_FIELDS = ("baseVolume", "quoteVolume")
+_SIZED = (("bid", "bidVolume"), ("ask", "askVolume"))  # a size at the best quote implies its price
 _DATA_FIELDS = (
     *_PRICE_FIELDS,
     *_VOLUME_FIELDS,
@@ -55,7 +57,8 @@ def validate_ticker(
 
     Checks: not all-None, some quote present, positive prices, bid <= ask, last within
     ``last_spread_tolerance`` of [bid, ask], 24h high >= low, non-negative volumes, timestamp
-    neither stale nor in the future (when ``now_ms`` is given), and the symbol asked for.
+    neither stale nor in the future (when ``now_ms`` is given), and the symbol asked for; a bid or
+    ask with a size but no price, and a price in ``thresholds.ticker_prices`` that is missing.
     """
     if not isinstance(ticker, dict):
         return [_NOT_A_DICT]
@@ -65,20 +68,42 @@ def validate_ticker(
     try:
         present = 0
         bad: list[str] | None = None
+        missing: list[str] | None = None
+        required = th.ticker_prices
         for field in _PRICE_FIELDS:
             x = get(field)
             if x is not None:
                 present += 1
                 if not 0 < x < _INF:  # zero, negative, NaN or infinite
                     bad = [field] if bad is None else [*bad, field]
+            elif required and field in required:
+                missing = [field] if missing is None else [*missing, field]
         if not present and all(get(f) is None for f in _DATA_FIELDS):
             return [_EMPTY]
         if get("bid") is None and get("ask") is None and get("last") is None and get("close") is None:
             issues.append(Issue("missing_price", _ERROR, "no bid, ask, last or close", 1, (), 1.0))
+        # A quote with a size but no price, or a price the exchange always sends that is absent:
+        # ccxt's omit_zero turned a zero into None, which no range check can see.
+        for field, size in _SIZED:
+            if get(field) is None and get(size) and (missing is None or field not in missing):
+                missing = [field] if missing is None else [*missing, field]
+        if missing is not None:
+            issues.append(
+                Issue(
+                    "missing_field",
+                    _ERROR,
+                    f"no {', '.join(missing)} (zero or absent where the exchange always sends one)",
+                    len(missing),
+                    (),
+                    1.0,
+                    True,
+                )
+            )
         if bad is not None:
             infinite = [f for f in bad if get(f) in (_INF, -_INF)]
             nonpositive = [f for f in bad if f not in infinite]
-            if nonpositive:  # a zero (no trade yet: vwap, open) is weighed; below zero or NaN is impossible
+            if nonpositive:  # a zero (no trade yet: vwap, open) is weighed; below zero, NaN or a
+                # zero where the exchange always sends a price is impossible
                 issues.append(
                     Issue(
                         "nonpositive_price",
@@ -87,7 +112,7 @@ def validate_ticker(
                         len(nonpositive),
                         (),
                         len(nonpositive) / present,
-                        any(not get(f) >= 0 for f in nonpositive),
+                        any(not get(f) >= 0 or f in th.ticker_prices for f in nonpositive),
                     )
                 )
             if infinite:
@@ -197,6 +222,8 @@ def validate_tickers(
     n = len(tickers)
     if not n:
         return [Issue("empty", _WARNING, "no tickers in the answer", 0, (), 1.0)]
+    if thresholds.ticker_prices:  # every market, quiet ones too: an empty book side is no defect there
+        thresholds = replace(thresholds, ticker_prices=())
     merged: dict[str, list[Any]] = {}
     for key, ticker in tickers.items():
         found = validate_ticker(

@@ -14,14 +14,16 @@ from typing import Any
 
 import numpy as np
 
+from hardened.quality.memory import SeenSpan
 from hardened.quality.report import MAX_WHERE, Issue, Severity
 from hardened.quality.thresholds import DEFAULT_THRESHOLDS, QualityThresholds
 
-__all__ = ["VALID_SIDES", "repair_trades", "validate_trades"]
+__all__ = ["VALID_SIDES", "repair_trades", "trade_span", "validate_trades"]
 
 VALID_SIDES = frozenset(("buy", "sell", None))
 _KEYS = ("price", "amount", "timestamp", "side", "id")
 _GETTERS = tuple(itemgetter(key) for key in _KEYS)
+_TIMESTAMP = _GETTERS[2]
 _ERROR = Severity.ERROR
 _WARNING = Severity.WARNING
 _NOT_A_LIST = Issue("malformed", Severity.CRITICAL, "the answer is not a list of trades", 1, (), 1.0)
@@ -75,12 +77,19 @@ def validate_trades(
     *,
     now_ms: int | None = None,
     symbol: str | None = None,
+    seen: SeenSpan | None = None,
     thresholds: QualityThresholds = DEFAULT_THRESHOLDS,
+    marks: list[SeenSpan] | None = None,
 ) -> list[Issue]:
     """Check a unified ccxt trade list; an empty list means clean (an empty answer is clean too).
 
     Positive price and amount; a timestamp that exists, is after 2009 and not beyond ``now_ms`` plus
-    the clock tolerance; timestamps non-decreasing; side in buy/sell/None; no repeated trade id.
+    the clock tolerance; timestamps non-decreasing; side in buy/sell/None; no repeated trade id,
+    nor (for trades without an id) the exchange's raw record twice; and, given ``seen`` (what an
+    earlier answer to the same "latest trades" request showed), a newest trade not older than
+    its newest and every trade it showed within this answer's time span still there: trades that
+    happened do not un-happen. ``marks``, when given, receives this answer's ``SeenSpan`` (from
+    the timestamps already read, for the caller's memory).
     """
     if not isinstance(trades, (list, tuple)):
         return [_NOT_A_LIST]
@@ -129,7 +138,8 @@ def validate_trades(
             continue
         else:
             bad = ~((arr > 0) & (arr < np.inf))
-            impossible = bool((~(arr[bad] >= 0) | np.isinf(arr[bad])).any())  # a zero is only a defect
+            # No trade happens at a price of 0; a zero amount is only a defect (dust rounded away).
+            impossible = name == "price" or bool((~(arr[bad] >= 0) | np.isinf(arr[bad])).any())
         add(
             f"nonpositive_{name}",
             _ERROR,
@@ -143,6 +153,7 @@ def validate_trades(
             [float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else np.nan for x in stamps]
         )
     missing = np.isnan(ts)
+    in_order = True
     if missing.any():
         add("missing_timestamp", _WARNING, "trades without a timestamp", missing, impossible=True)
     if ts.size and not missing.all():
@@ -154,7 +165,8 @@ def validate_trades(
                 "future_timestamp", _ERROR, "trades dated in the future", ts > now_ms + th.future_tolerance_ms
             )
         present = ts[~missing] if missing.any() else ts
-        if not (np.diff(present) >= 0).all():
+        in_order = bool((np.diff(present) >= 0).all())
+        if not in_order:
             back = np.zeros(len(ts), dtype=bool)
             pos = np.flatnonzero(~missing)
             back[pos[1:][np.diff(present) < 0]] = True
@@ -175,21 +187,59 @@ def validate_trades(
     except TypeError:  # an unhashable id
         distinct = {_hashable(i) for i in ids}
     if len(distinct) - (None in distinct) < len(ids) - ids.count(None):
-        seen: set[Any] = set()
+        known: set[Any] = set()
         dup = np.zeros(len(ids), dtype=bool)
         for i, trade_id in enumerate(ids):
             if trade_id is not None:
                 key = _hashable(trade_id)
-                if key in seen:
+                if key in known:
                     dup[i] = True
-                seen.add(key)
-        add("duplicate_id", _WARNING, "trades repeating an earlier trade id", dup)
+                known.add(key)
+        add("duplicate_id", _WARNING, "trades repeating an earlier trade id", dup, impossible=True)
+    if None in distinct and not malformed:
+        _raw_repeats(trades, ids, ts, add)
+    if (seen is not None or marks is not None) and not malformed and ts.size and not missing.any():
+        ordered = ts if in_order else np.sort(ts)  # ccxt sorts trades: no copy on the usual path
+        if seen is not None:
+            issue = seen.compare(ordered, "trades")
+            if issue is not None:
+                issues.append(issue)
+        if marks is not None:
+            marks.append(SeenSpan(float(ordered[0]), float(ordered[-1]), ordered))
     if symbol is not None:
         first = trades[0]
         got = first.get("symbol") if isinstance(first, dict) else None
         if isinstance(got, str) and got.split(":", 1)[0] != symbol.split(":", 1)[0]:
             issues.append(Issue("symbol_mismatch", _WARNING, f"asked for {symbol}, got {got}", 1, (), 1.0))
     return issues
+
+
+def trade_span(trades: Any) -> SeenSpan | None:
+    """The ``SeenSpan`` of a trade list (for an answer whose times were not read by the check)."""
+    if not isinstance(trades, list) or not trades:
+        return None
+    try:
+        ts = np.fromiter(map(_TIMESTAMP, trades), np.float64, len(trades))
+    except (TypeError, ValueError, KeyError):
+        return None
+    return SeenSpan.of_times(ts)
+
+
+def _raw_repeats(trades: Any, ids: list[Any], ts: np.ndarray, add: Any) -> None:
+    """Trades without an id (KuCoin's public trades carry only a sequence in ``info``) sent
+    twice: the same raw record at the same time, next to each other once sorted by time."""
+    same = np.flatnonzero(np.diff(ts) == 0) + 1
+    if not len(same):
+        return
+    dup = np.zeros(len(ts), dtype=bool)
+    for i in same.tolist():
+        a, b = trades[i - 1], trades[i]
+        if ids[i] is None and isinstance(a, dict) and isinstance(b, dict):
+            info = b.get("info")
+            if info and info == a.get("info"):
+                dup[i] = True
+    if dup.any():
+        add("duplicate_id", _WARNING, "trades repeating an earlier trade (the same raw record)", dup, True)
 
 
 def repair_trades(
