@@ -680,3 +680,31 @@ def test_log_attempts_logs_every_attempt_with_latency_and_error_class() -> None:
     attempts = [e for e in logs if e["event"] == "attempt"]
     assert [(a["attempt"], a["error"]) for a in attempts] == [(1, "NetworkError"), (2, None)]
     assert all(a["endpoint"] == "ticker" and a["latency_ms"] >= 0 for a in attempts)
+
+
+def test_an_answer_refused_by_validation_is_asked_again_at_once_then_with_back_off() -> None:
+    """A garbled answer says nothing about load: the first retry goes at once; a second bad answer
+    in a row backs off as any failure does. Timed by the wait strategy, not by the clock."""
+    import tenacity
+
+    from hardened.endpoints import endpoint_for
+    from hardened.pipeline.context import CallContext
+    from hardened.pipeline.retry import wait_for_exchange
+    from hardened.quality.report import QualityReport
+
+    config = HardenedConfig(initial_delay=0.5, jitter=0.0)
+    ex = HardenedClient(ccxt.binance(), initial_delay=0.5, jitter=0.0)
+    rt = ex._hd.runtime("ticker")
+    ctx = CallContext(rt, endpoint_for("fetch_ticker"), ("BTC/USDT",), {}, time.perf_counter())
+    wait = wait_for_exchange(ctx, config.for_endpoint("ticker"))
+
+    def after(attempt: int, error: BaseException) -> float:
+        state = tenacity.RetryCallState(None, None, (), {})
+        state.attempt_number = attempt
+        state.set_exception((type(error), error, None))
+        return wait(state)
+
+    bad = hardened.DataQualityError("ticker", 0.0, QualityReport("ticker", 0.0), "every field is None")
+    assert after(1, bad) < 0.05
+    assert after(2, bad) >= 0.5
+    assert after(1, ccxt.ExchangeNotAvailable("503")) >= 0.5  # an outage still backs off at once
