@@ -102,10 +102,24 @@ def test_store_queue_bound_drops_and_counts() -> None:
         store.close()
 
 
-def test_store_refuses_another_schema(tmp_path: Path) -> None:
-    RecordStore(tmp_path / "s.db", ("ts", "a")).close()
-    with pytest.raises(StoreError, match="another schema"):
-        RecordStore(tmp_path / "s.db", ("ts", "b"))
+def test_store_written_by_an_earlier_schema_gains_the_new_columns(tmp_path: Path) -> None:
+    now = time.time()  # the store prunes rows older than its retention
+    old = RecordStore(tmp_path / "s.db", ("ts", "a"))
+    old.append((now, 10))
+    old.close()
+    upgraded = RecordStore(tmp_path / "s.db", ("ts", "a", "b"))
+    try:
+        upgraded.append((now + 1.0, 20, 0.5))
+        upgraded.flush()
+        assert upgraded.count() == 2  # nothing recorded before the upgrade is lost
+        with sqlite3.connect(tmp_path / "s.db") as conn:
+            rows = conn.execute("SELECT ts, a, b FROM calls ORDER BY ts").fetchall()
+        assert rows == [(now, 10, None), (now + 1.0, 20, 0.5)]  # the old row reads "unknown" there
+    finally:
+        upgraded.close()
+
+
+def test_store_refuses_a_file_that_is_not_a_database(tmp_path: Path) -> None:
     (tmp_path / "bad.db").write_bytes(b"not a database at all" * 100)
     with pytest.raises(StoreError, match="cannot open record store"):
         RecordStore(tmp_path / "bad.db", ("ts", "a"))

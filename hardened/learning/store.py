@@ -135,13 +135,20 @@ class RecordStore:
                 "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(STORE_SCHEMA_VERSION),)
             )
             found = {row[1] for row in conn.execute("PRAGMA table_info(calls)")}
+            missing = [c for c in self.columns if c not in found]
+            for column in missing:
+                # A store written by an earlier hardened (a feature added since, e.g. "room"): the
+                # new column is added and the rows already there read NULL (unknown) in it, so an
+                # upgrade neither refuses to start nor throws away what was learned.
+                conn.execute(f"ALTER TABLE calls ADD COLUMN {_quote(column)}")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open record store {self.path}: {exc}") from exc
-        missing = [c for c in self.columns if c not in found]
         if missing:
-            raise StoreError(
-                f"record store {self.path} was written by another schema: columns {missing} missing; "
-                "move the file away or point learning_store elsewhere"
+            log.warning(
+                "record_store_upgraded",
+                path=str(self.path),
+                added_columns=missing,
+                note="rows recorded before read these columns as unknown",
             )
         return conn
 
