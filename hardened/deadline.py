@@ -3,17 +3,22 @@
 ccxt's sync exchanges talk through a ``requests.Session``, whose ``timeout`` bounds each socket
 read, not the request: a server that sends one byte every second never times out. The async
 client bounds each attempt with ``asyncio.timeout``; this module does the same for the sync one.
-``enforce_deadline(exchange)`` mounts an adapter on the exchange's session: while a call runs
-(``hardened.pipeline.current_call``), its connections are watched by one daemon thread, which
-shuts the socket down when the call's deadline passes, so the blocked read returns at once and the
-request fails as a timeout. Hand-written: neither requests nor urllib3 has a total deadline
+``enforce_deadline(exchange)`` mounts an adapter on the exchange's session whose connections,
+when they send a request for a hardened call (``hardened.pipeline.current_call``), put that call
+under the watch of one daemon thread: when the call's deadline passes, the thread shuts the
+connection's socket down, the blocked read returns at once, and the pipeline reports the failure
+as ``DeadlineExceeded``. Hand-written: neither requests nor urllib3 has a total deadline
 (urllib3's ``Timeout(total=...)`` only bounds connecting plus each read).
+
+The watch is taken once per call, by its first request, and ended by the pipeline when the call
+is over; each request only names its connection (two attribute stores). This runs right after
+the network wait, where every line costs a microsecond or two with the CPU's caches cold: the
+per-request adapter this replaces cost about 40 us a call (benchmarks/bench_stages.py).
 """
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import socket
 import threading
 import time
@@ -31,55 +36,57 @@ __all__ = ["DeadlineAdapter", "Watchdog", "enforce_deadline", "watchdog"]
 
 _log = structlog.get_logger("hardened")
 
-# The watch of the request this thread is sending, for the connection that carries it to join.
-_watching: contextvars.ContextVar[_Watch | None] = contextvars.ContextVar("hardened_watch", default=None)
-
-
 _INF = float("inf")
 
 
 class _Watch:
-    """One request under a deadline (``time.perf_counter`` seconds) and the connections it uses."""
+    """One call under a deadline (``time.perf_counter`` seconds) and the connection of its request
+    in flight. ``close()`` ends the watch (the pipeline calls it when the call is over)."""
 
-    __slots__ = ("connections", "deadline", "done", "fired")
+    __slots__ = ("connection", "deadline", "dog", "fired")
 
-    def __init__(self, deadline: float) -> None:
+    def __init__(self, dog: Watchdog, deadline: float) -> None:
+        self.dog = dog
         self.deadline = deadline
-        self.connections: list[HTTPConnection] = []
-        self.done = False
+        self.connection: Any = None
         self.fired = False
 
     def fire(self) -> None:
-        """Shut the sockets down: a read blocked on them returns now (the plain socket's shutdown,
-        below TLS, so a TLS read in another thread fails instead of racing the TLS state)."""
+        """Shut the socket of the request in flight down: a read blocked on it returns now (the
+        plain socket's shutdown, below TLS, so a TLS read in another thread fails instead of
+        racing the TLS state). A connection that has since gone back to the pool and on to
+        another call names that call's watch, and is left alone."""
         self.fired = True
-        for connection in self.connections:
-            if self.done:  # answered meanwhile: the connection may already serve another request
-                return
-            sock = getattr(connection, "sock", None)
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        connection = self.connection
+        if connection is None or getattr(connection, "hardened_watch", None) is not self:
+            return
+        sock = getattr(connection, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        """The call is over (answered or failed): stop watching it."""
+        self.dog.done(self)
 
 
 class Watchdog:
-    """One daemon thread that fires each watch whose deadline passes before the request is done.
+    """One daemon thread that fires each watch whose deadline passes before its call is over.
 
-    Registering a request is a dict insert and one float comparison, no lock: it runs on every
-    request, right after the network wait, where each extra line costs a microsecond or two (a heap
-    under a lock cost ~25 us a request there). The thread sleeps until the earliest deadline it
-    knows of; a request due earlier than that (a short ``call_deadline``) wakes it.
+    Registering a call is a dict insert and one float comparison, no lock. The thread sleeps until
+    the earliest deadline it knows of; a call due earlier than that (a short ``call_deadline``)
+    wakes it.
     """
 
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
-        self._active: dict[_Watch, None] = {}  # requests in flight (dict ops are atomic in CPython)
+        self._active: dict[_Watch, None] = {}  # calls in flight (dict ops are atomic in CPython)
         self._next_wake = _INF  # when the thread wakes next; +inf while it scans (see _run)
         self._thread: threading.Thread | None = None
 
     def watch(self, deadline: float) -> _Watch:
-        """Start watching a request that must be over by ``deadline`` (perf_counter seconds)."""
-        entry = _Watch(deadline)
+        """Start watching a call that must be over by ``deadline`` (perf_counter seconds)."""
+        entry = _Watch(self, deadline)
         self._active[entry] = None
         if deadline < self._next_wake or self._thread is None:  # the thread might sleep past it
             with self._cond:
@@ -91,18 +98,17 @@ class Watchdog:
         return entry
 
     def done(self, entry: _Watch) -> None:
-        """The request is over (answered or failed): stop watching it."""
-        entry.done = True
+        """The call is over: stop watching it."""
         self._active.pop(entry, None)
 
     def watching(self) -> int:
-        """Requests being watched now."""
+        """Calls being watched now."""
         return len(self._active)
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                # +inf while scanning: a request registered meanwhile takes the notifying path
+                # +inf while scanning: a call registered meanwhile takes the notifying path
                 # above, which waits for this lock, so it is never slept past.
                 self._next_wake = _INF
                 now = time.perf_counter()
@@ -119,26 +125,35 @@ class Watchdog:
                     self._cond.wait(None if earliest == _INF else earliest - now)
                     continue
             for entry in due:  # outside the lock: a shutdown is a system call
-                if not entry.done:
-                    entry.fire()
+                entry.fire()
 
 
 watchdog = Watchdog()
 
 
+def _claim(connection: HTTPConnection) -> None:
+    """Before a request is sent: the call in flight (if any) watches this connection, and the
+    connection names that call's watch (None outside a hardened call)."""
+    ctx = current_call.get()
+    if ctx is None:
+        connection.hardened_watch = None  # type: ignore[attr-defined]
+        return
+    watch = ctx.watch
+    if watch is None:
+        watch = ctx.watch = watchdog.watch(ctx.started + ctx.rt.policy.call_deadline)
+    watch.connection = connection
+    connection.hardened_watch = watch  # type: ignore[attr-defined]
+
+
 class _WatchedHTTPConnection(HTTPConnection):
     def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        entry = _watching.get()
-        if entry is not None:
-            entry.connections.append(self)
+        _claim(self)
         super().request(*args, **kwargs)
 
 
 class _WatchedHTTPSConnection(HTTPSConnection):
     def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        entry = _watching.get()
-        if entry is not None:
-            entry.connections.append(self)
+        _claim(self)
         super().request(*args, **kwargs)
 
 
@@ -151,43 +166,13 @@ class _WatchedHTTPSPool(HTTPSConnectionPool):
 
 
 class DeadlineAdapter(HTTPAdapter):
-    """A requests adapter that ends each request, body included, by the running call's deadline.
-
-    Outside a hardened call it behaves as requests' own adapter. Inside one, the read timeout is
-    cut to the time left, the whole answer is read within the watch, and a request the watchdog
-    had to cut off fails as ``requests.exceptions.ReadTimeout`` (ccxt: ``RequestTimeout``).
-    """
+    """requests' own adapter, with connections that put each hardened call's requests under the
+    watchdog (outside a hardened call they behave as requests' own). A request the watchdog had to
+    cut off fails as a connection error, which the pipeline reports as ``DeadlineExceeded``."""
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
-
-    def send(self, request: Any, stream: bool = False, timeout: Any = None, **kwargs: Any) -> Any:
-        ctx = current_call.get()
-        if ctx is None:
-            return super().send(request, stream=stream, timeout=timeout, **kwargs)
-        deadline = ctx.started + ctx.rt.policy.call_deadline
-        left = deadline - time.perf_counter()
-        if left <= 0.0:
-            raise requests.exceptions.ReadTimeout("call deadline passed before the request was sent")
-        if timeout is None or isinstance(timeout, (int, float)):
-            timeout = left if timeout is None else min(float(timeout), left)
-        entry = watchdog.watch(deadline)
-        token = _watching.set(entry)
-        try:
-            response = super().send(request, stream=stream, timeout=timeout, **kwargs)
-            if not stream:
-                response.content  # noqa: B018  the body too is read under the watch
-            return response
-        except Exception as error:
-            if entry.fired:
-                raise requests.exceptions.ReadTimeout(
-                    f"call deadline passed while waiting for the answer ({type(error).__name__})"
-                ) from error
-            raise
-        finally:
-            watchdog.done(entry)
-            _watching.reset(token)
 
 
 def enforce_deadline(exchange: Any) -> bool:

@@ -184,14 +184,14 @@ def _request_bound(call: Callable[..., Any]) -> float:
 
 
 def _overdue(ctx: CallContext, error: BaseException) -> BaseException:
-    """A request timeout past the deadline is the deadline's doing (the sync client's watchdog cuts
-    a request off as a timeout). Orders keep their own errors: ``OrderStateUnknown`` carries the
-    client order id a caller needs."""
-    if (
-        isinstance(error, ccxt.RequestTimeout)
-        and not isinstance(error, DeadlineExceeded)
-        and ctx.endpoint.idempotent
-        and _time_left(ctx) <= 0.0
+    """A request timeout past the deadline, or a request the sync client's watchdog cut off (its
+    socket shut down: a connection error), is the deadline's doing. Orders keep their own errors:
+    ``OrderStateUnknown`` carries the client order id a caller needs."""
+    if not ctx.endpoint.idempotent or isinstance(error, DeadlineExceeded):
+        return error
+    watch = ctx.watch
+    if (watch is not None and watch.fired and isinstance(error, ccxt.NetworkError)) or (
+        isinstance(error, ccxt.RequestTimeout) and _time_left(ctx) <= 0.0
     ):
         return DeadlineExceeded(ctx.endpoint.name, ctx.rt.policy.call_deadline, str(error)[:200])
     return error
@@ -250,6 +250,8 @@ def _attempts_sync(
             return retry.sync(ctx)(_replay(first, lambda: _attempt_sync(pipe, ctx, call, resync)))
     finally:
         current_call.reset(token)
+        if ctx.watch is not None:  # the deadline watch the first request took (hardened/deadline.py)
+            ctx.watch.close()
 
 
 # --- the async driver -----------------------------------------------------------------------

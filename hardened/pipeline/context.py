@@ -39,6 +39,7 @@ class CallContext:
         "rt",
         "stale",
         "started",
+        "watch",
     )
 
     def __init__(
@@ -68,6 +69,7 @@ class CallContext:
         self.http_status: int | None = None
         self.http_headers: Any = None
         self.http_json: Any = None  # the last answer's parsed JSON (a list endpoint's "[]" check)
+        self.watch: Any = None  # the sync client's deadline watch, taken by the first request
 
     def kind_of(self, error: BaseException) -> ErrorKind:
         """The kind of ``error``: as the client's classifier decided for the last attempt's error,

@@ -30,6 +30,7 @@ from hardened.pipeline.stage import Stage
 from hardened.quality.private import garbled_body, list_answer_issue
 from hardened.quality.report import Issue, QualityReport, Severity
 from hardened.quality.thresholds import QualityThresholds
+from hardened.quality.ticker import ticker_is_clean
 from hardened.telemetry.events import bus
 
 __all__ = ["PARSER_ERRORS", "ValidateStage", "parser_failure", "reject_garbled_answer"]
@@ -165,6 +166,18 @@ class ValidateStage(Stage):
             return result
         endpoint = ctx.endpoint.name
         args = ctx.args
+        if endpoint == "ticker" and quality.quality_monitor.quick_ticker:
+            # The common case first: a clean ticker passes in one pass (``ticker_is_clean``, the
+            # same checks); anything it doubts goes through the full validation below.
+            symbol = args[0] if args else ctx.kwargs.get("symbol")
+            if ticker_is_clean(
+                result,
+                self.exchange.milliseconds(),
+                symbol if type(symbol) is str else None,
+                self.thresholds(),
+            ):
+                ctx.quality = 100.0
+                return result
         if not result and endpoint in _LIST_ENDPOINTS:
             self._check_empty_list(ctx, endpoint, result)
         now_ms: int | None = self.exchange.milliseconds()

@@ -228,7 +228,7 @@ class QualityMonitor:
         thresholds: the limits the checks use unless a call passes its own.
     """
 
-    __slots__ = ("_clean", "_custom", "_customs", "_nonces", "thresholds")
+    __slots__ = ("_clean", "_custom", "_customs", "_nonces", "quick_ticker", "thresholds")
 
     def __init__(self, thresholds: QualityThresholds | None = None) -> None:
         self.thresholds = thresholds or DEFAULT_THRESHOLDS
@@ -238,6 +238,8 @@ class QualityMonitor:
         # (exchange or client, symbol[, endpoint, timeframe]) -> (a book's nonce or the SeenSpan of
         # the latest trades or candles, when it was kept)
         self._nonces: dict[tuple[Any, ...], tuple[Any, float]] = {}
+        # Whether a ticker may take the validation stage's one-pass check (no custom check on it).
+        self.quick_ticker = True
 
     # -- custom checks -------------------------------------------------------------------------
     def add_custom_check(
@@ -289,6 +291,7 @@ class QualityMonitor:
                 by_endpoint.setdefault(endpoint, []).append(check)
         self._custom = custom
         self._customs = {endpoint: tuple(checks) for endpoint, checks in by_endpoint.items()}
+        self.quick_ticker = "ticker" not in self._customs
 
     # -- checking ------------------------------------------------------------------------------
     def validate(
