@@ -122,12 +122,11 @@ def _finish(pipe: Pipeline, ctx: CallContext, result: Any, error: BaseException 
 
 
 def _begin_attempt(ctx: CallContext) -> None:
-    """Count the attempt and forget what the previous one saw."""
+    """Count the attempt and forget what the previous one saw (the first has seen nothing)."""
+    if ctx.attempt:
+        ctx.http_status = ctx.http_headers = ctx.http_json = None
+        ctx.breaker_probe = False
     ctx.attempt += 1
-    ctx.http_status = None
-    ctx.http_headers = None
-    ctx.http_json = None
-    ctx.breaker_probe = False
 
 
 def _answered(pipe: Pipeline, ctx: CallContext, result: Any) -> Any:

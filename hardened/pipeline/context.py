@@ -12,35 +12,32 @@ class CallContext:
     """Everything one unified call needs to know: what was asked, what happened, how long it took.
 
     Stages read it and the recorder writes it out. Created once per call; nothing else is allocated
-    on the success path.
+    on the success path. What a call may or may not come to know starts as a class-level default
+    (no ``__slots__``): creating a context sets five fields, not twenty-four, on the path every
+    call takes, and a stage that learns something sets it on the instance.
     """
 
-    __slots__ = (
-        "args",
-        "asked",
-        "attempt",
-        "breaker_probe",
-        "cache_flight",
-        "cache_hit",
-        "cache_key",
-        "cache_limit",
-        "endpoint",
-        "error",
-        "error_kind",
-        "http_headers",
-        "http_json",
-        "http_status",
-        "kwargs",
-        "latency",
-        "learning",
-        "quality",
-        "resync_clock",
-        "retries",
-        "rt",
-        "stale",
-        "started",
-        "watch",
-    )
+    # (args, kwargs) as the caller gave them, kept only when a stage rewrote them (the OHLCV
+    # cache: since the last candle held)
+    asked: tuple[tuple[Any, ...], dict[str, Any]] | None = None
+    attempt = 0
+    retries = 0
+    breaker_probe = False
+    cache_hit = False
+    cache_key: Any = None  # set when this call leads a cacheable request
+    cache_flight: Any = None  # the in-flight request this call leads or waits for
+    cache_limit: Any = None
+    stale = False
+    resync_clock: bool | None = False  # True: resync before next attempt; None: done once
+    error: BaseException | None = None  # the last attempt's error, and its kind
+    error_kind: ErrorKind | None = None
+    latency = 0.0
+    quality: Any = None
+    learning: Any = None  # the gate's (feature key, call identity, probe) for this call
+    http_status: int | None = None
+    http_headers: Any = None
+    http_json: Any = None  # the last answer's parsed JSON (a list endpoint's "[]" check)
+    watch: Any = None  # the sync client's deadline watch, taken by the first request
 
     def __init__(
         self, rt: Any, endpoint: Endpoint, args: tuple[Any, ...], kwargs: dict[str, Any], started: float
@@ -49,27 +46,7 @@ class CallContext:
         self.endpoint = endpoint
         self.args = args
         self.kwargs = kwargs
-        self.asked: tuple[tuple[Any, ...], dict[str, Any]] | None = None  # (args, kwargs) as the
-        # caller gave them, kept only when a stage rewrote them (the OHLCV cache: since the last)
         self.started = started
-        self.attempt = 0
-        self.retries = 0
-        self.breaker_probe = False
-        self.cache_hit = False
-        self.cache_key: Any = None  # set when this call leads a cacheable request
-        self.cache_flight: Any = None  # the in-flight request this call leads or waits for
-        self.cache_limit: Any = None
-        self.stale = False
-        self.resync_clock: bool | None = False  # True: resync before next attempt; None: done once
-        self.error: BaseException | None = None  # the last attempt's error, and its kind
-        self.error_kind: ErrorKind | None = None
-        self.latency = 0.0
-        self.quality: Any = None
-        self.learning: Any = None  # the gate's (feature key, call identity, probe) for this call
-        self.http_status: int | None = None
-        self.http_headers: Any = None
-        self.http_json: Any = None  # the last answer's parsed JSON (a list endpoint's "[]" check)
-        self.watch: Any = None  # the sync client's deadline watch, taken by the first request
 
     def kind_of(self, error: BaseException) -> ErrorKind:
         """The kind of ``error``: as the client's classifier decided for the last attempt's error,

@@ -7,6 +7,8 @@ ticker whose every market field is None, without raising. That ticker scores 0.
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
+from operator import is_not
 from typing import Any
 
 from hardened.quality.report import MAX_WHERE, Issue, Severity
@@ -40,6 +42,7 @@ _EMPTY = Issue(
 _NOT_A_DICT = Issue("malformed", Severity.CRITICAL, "the ticker is not a dict", 1, (), 1.0)
 _NOT_NUMBERS = Issue("malformed", Severity.ERROR, "ticker fields are not numbers", 1, (), 1.0, True)
 _INF = float("inf")
+_not_none = partial(is_not, None)
 
 
 def _base_symbol(symbol: str) -> str:
@@ -218,19 +221,16 @@ def ticker_is_clean(
         return False
     get = ticker.get
     try:
+        # Prices: the ones present, gathered in C (filter/map), then judged all at once: a sum that
+        # is finite rules out NaN and infinities, a positive minimum the zeros and negatives.
+        prices = list(filter(_not_none, map(get, _PRICE_FIELDS)))
+        if not prices or not min(prices) > 0 or not sum(prices) < _INF:
+            return False
         required = th.ticker_prices
-        present = False
-        for field in _PRICE_FIELDS:
-            x = get(field)
-            if x is None:
-                if required and field in required:
-                    return False
-            elif 0 < x < _INF:
-                present = True
-            else:
-                return False
+        if required and None in map(get, required):
+            return False
         bid, ask, last = get("bid"), get("ask"), get("last")
-        if not present or (bid is None and ask is None and last is None and get("close") is None):
+        if bid is None and ask is None and last is None and get("close") is None:
             return False
         if (bid is None and get("bidVolume")) or (ask is None and get("askVolume")):
             return False
@@ -244,10 +244,12 @@ def ticker_is_clean(
         high, low = get("high"), get("low")
         if high is not None and low is not None and high < low:
             return False
-        for field in _VOLUME_FIELDS:
-            x = get(field)
-            if x is not None and not 0 <= x < _INF:
-                return False
+        volume = get("baseVolume")
+        if volume is not None and not 0 <= volume < _INF:
+            return False
+        volume = get("quoteVolume")
+        if volume is not None and not 0 <= volume < _INF:
+            return False
         ts = get("timestamp")
         if ts is not None:
             if ts < th.min_timestamp_ms:
