@@ -57,6 +57,22 @@ def test_cli_refuses_unknown_parts_and_bad_counts() -> None:
     assert exc.value.code == 2
 
 
+def test_round_trip_option_delays_the_simulator_and_is_refused_outside_the_success_part(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for argv in (["--rtt-ms", "20"], ["--rtt-ms", "20", "--parts", "success,micro"], ["--rtt-ms", "-1"]):
+        with pytest.raises(SystemExit) as exc:
+            main_argv(argv)
+        assert exc.value.code == 2
+    capsys.readouterr()
+    argv = ["--calls", "5", "--parts", "success", "--rtt-ms", "30", "--json", "--no-progress"]
+    assert main_argv(argv) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["rtt_ms"] == 30.0
+    raw = doc["success"]["binance"]["fetch_ticker"]["contenders"]["raw"]
+    assert raw["p50_us"] >= 30_000  # every answer came a round trip later
+
+
 def test_wrong_answer_reads_the_ground_truth_record() -> None:
     assert wrong_answer({"fault_kind": "bad_data", "fault": "bad_data:crossed_book"})
     assert not wrong_answer({"fault_kind": "bad_data", "fault": "bad_data"})  # no variant applied

@@ -24,9 +24,11 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -72,6 +74,13 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         "--concurrency-calls", type=int, default=1000, help="calls per contender and level (1000)"
     )
     parser.add_argument("--micro-calls", type=int, default=1000, help="calls for cache hit and fail-fast")
+    parser.add_argument(
+        "--rtt-ms",
+        type=float,
+        default=0.0,
+        help="success part only: the simulator answers this many ms later, a network round trip "
+        "(0: loopback, where the 1.02x target applies)",
+    )
     parser.add_argument("--seed", type=int, default=7, help="simulator seed for the faults part")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of tables")
     parser.add_argument("--plot", metavar="PATH", help="save the latency distributions as a PNG")
@@ -93,6 +102,15 @@ def _parts(args: argparse.Namespace) -> list[str]:
     if args.live:  # a live run sends only the paced success path; no faults, no load test
         parts = [p for p in parts if p == "success"]
     return parts
+
+
+def _round_trip_profile(rtt_ms: float, stack: contextlib.ExitStack) -> str:
+    """A simulator profile file that delays every answer by ``rtt_ms`` (removed after the run)."""
+    folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="hardened-bench-"))
+    path = Path(folder) / "round_trip.json"
+    rule = {"kind": "latency", "latency": {"distribution": "fixed", "seconds": rtt_ms / 1000.0}}
+    path.write_text(json.dumps({"name": f"round_trip_{rtt_ms:g}ms", "faults": [rule]}))
+    return str(path)
 
 
 def machine() -> dict[str, Any]:
@@ -138,13 +156,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {
         "machine": machine(),
         "target": "live" if args.live else "simulator",
+        "rtt_ms": args.rtt_ms,
         "parts": parts,
         "contenders": list(CONTENDERS),
     }
-    with _progress(not args.no_progress) as start:
+    with _progress(not args.no_progress) as start, contextlib.ExitStack() as stack:
         for exchange in exchanges:
             needs_server = not args.live and any(p in parts for p in ("success", "micro", "concurrency"))
-            server = simulator_process(exchange) if needs_server else contextlib.nullcontext(None)
+            profile = _round_trip_profile(args.rtt_ms, stack) if args.rtt_ms else "calm"
+            server = simulator_process(exchange, profile) if needs_server else contextlib.nullcontext(None)
             with server as base_url:
                 if "success" in parts:
                     total = args.calls * len(CONTENDERS) * len(endpoints)
@@ -198,6 +218,10 @@ def main_argv(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.interval < 0:
         parser.error(f"--interval must not be negative, got {args.interval}")
+    if not 0 <= args.rtt_ms <= 10_000:
+        parser.error(f"--rtt-ms must be between 0 and 10000, got {args.rtt_ms}")
+    if args.rtt_ms and (args.live or _parts(args) != ["success"]):
+        parser.error("--rtt-ms measures the success path at a distance: use it with --parts success only")
     saved = structlog.get_config()
     configure_logging("INFO" if args.verbose else "CRITICAL")  # fault runs log every retry otherwise
     started = time.monotonic()

@@ -38,9 +38,12 @@ def _ratio(fig: dict[str, Any]) -> str:
     return f"{fig['ratio']:.3f} [{fig['ratio_low']:.3f}-{fig['ratio_high']:.3f}]"
 
 
-def success_table(exchange: str, endpoint: str, result: dict[str, Any]) -> Table:
+def success_table(exchange: str, endpoint: str, result: dict[str, Any], rtt_ms: float = 0.0) -> Table:
     """p50/p95/p99, throughput and the ratio to raw ccxt of each contender on one endpoint."""
-    table = Table(title=f"{exchange} {endpoint}: success path, {result['calls']} calls each, interleaved")
+    distance = f", {rtt_ms:g} ms simulated round trip" if rtt_ms else ""
+    table = Table(
+        title=f"{exchange} {endpoint}: success path, {result['calls']} calls each, interleaved{distance}"
+    )
     columns = ("contender", "p50 us", "p95 us", "p99 us", "calls/s", "ratio to raw (95 % CI)", "added us")
     for column in (*columns, "CPU us", "added CPU us"):
         table.add_column(column, justify="left" if column == "contender" else "right")
@@ -159,7 +162,7 @@ def print_report(results: dict[str, Any], console: Console | None = None) -> Non
     console = console or Console()
     for exchange, endpoints in results.get("success", {}).items():
         for endpoint, result in endpoints.items():
-            console.print(success_table(exchange, endpoint, result))
+            console.print(success_table(exchange, endpoint, result, results.get("rtt_ms") or 0.0))
     for exchange, result in results.get("micro", {}).items():
         console.print(micro_table(exchange, result))
     for result in results.get("scenarios", []):
@@ -177,6 +180,14 @@ def target_lines(results: dict[str, Any]) -> list[str]:
         for endpoint, result in endpoints.items():
             fig = result["contenders"].get("hardened")
             if fig is None or "ratio" not in fig:
+                continue
+            if results.get("rtt_ms"):  # the target is for loopback; at a distance it is context
+                lines.append(
+                    f"{exchange} {endpoint}: hardened / raw median = {fig['ratio']:.3f} "
+                    f"(95 % CI {fig['ratio_low']:.3f}-{fig['ratio_high']:.3f}) "
+                    f"at a {results['rtt_ms']:g} ms round trip "
+                    f"(the {OVERHEAD_TARGET} target is judged on loopback)"
+                )
                 continue
             met = "met" if fig["ratio"] <= OVERHEAD_TARGET else "NOT met"
             lines.append(
