@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -364,3 +365,28 @@ def test_real_client_health_reflects_an_open_breaker() -> None:
         assert client.client_name in report["clients"]
     finally:
         client.close()
+
+
+def test_a_client_collected_while_its_thread_holds_a_lock_does_not_deadlock() -> None:
+    """The registry's finalizer runs inside the garbage collector, on whatever thread allocates,
+    maybe one holding the registry's or the baselines' lock: it must not take either."""
+    from hardened.telemetry import registry
+
+    forgotten: list[str] = []
+    registry.on_forget(forgotten.append)
+    try:
+        done = threading.Event()
+
+        def collect_under_locks() -> None:
+            with registry._lock, baselines._lock:  # what the collector may interrupt
+                registry._collected("collected-under-lock", 1)  # as the finalizer runs it
+            done.set()
+
+        worker = threading.Thread(target=collect_under_locks, daemon=True)
+        worker.start()
+        assert done.wait(5.0), "the finalizer blocked on a lock its own thread holds"
+        assert "collected-under-lock" not in forgotten  # queued, not yet done
+        registry.clients()  # the next registry call forgets it, outside any lock
+        assert "collected-under-lock" in forgotten
+    finally:
+        registry._forget_callbacks.remove(forgotten.append)

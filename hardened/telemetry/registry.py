@@ -7,6 +7,7 @@ garbage collected without being closed, so short-lived clients leave nothing beh
 
 from __future__ import annotations
 
+import queue
 import threading
 import weakref
 from collections.abc import Callable
@@ -18,6 +19,9 @@ _lock = threading.Lock()
 _clients: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
 _counter = 0
 _forget_callbacks: list[Callable[[str], None]] = []
+# Clients garbage collected and not yet forgotten: (name, id of the client). Filled by the
+# finalizer, emptied by the next register, unregister or clients() call.
+_collected_names: queue.SimpleQueue[tuple[str, int]] = queue.SimpleQueue()
 
 
 def on_forget(callback: Callable[[str], None]) -> None:
@@ -31,17 +35,34 @@ def _forget(name: str) -> None:
 
 
 def _collected(name: str, ident: int) -> None:
-    """A registered client was garbage collected: forget it unless its name went to another."""
-    with _lock:
-        current = _clients.get(name)
-        if current is not None and id(current) != ident:
+    """A registered client was garbage collected: queue it to be forgotten.
+
+    A finalizer runs inside the garbage collector, at any allocation of any thread, possibly
+    while that thread holds this module's lock or a lock a forget callback takes (the health
+    module's baselines): taking one here deadlocked a test run for 120 s. So it only queues
+    (``SimpleQueue.put`` is reentrant, made for this), and ``_reap`` does the work later.
+    """
+    _collected_names.put((name, ident))
+
+
+def _reap() -> None:
+    """Forget the clients collected since the last call, unless their name went to another."""
+    while True:
+        try:
+            name, ident = _collected_names.get_nowait()
+        except queue.Empty:
             return
-    _forget(name)
+        with _lock:
+            current = _clients.get(name)
+            if current is not None and id(current) != ident:
+                continue
+        _forget(name)
 
 
 def register(client: Any, exchange_id: str) -> str:
     """Record ``client`` under a unique name (``binance``, then ``binance#2``...) and return the name."""
     global _counter
+    _reap()
     with _lock:
         name = exchange_id
         if name in _clients:
@@ -58,6 +79,7 @@ def register(client: Any, exchange_id: str) -> str:
 
 def unregister(name: str) -> None:
     """Forget the client registered as ``name``."""
+    _reap()
     with _lock:
         _clients.pop(name, None)
     _forget(name)
@@ -65,5 +87,6 @@ def unregister(name: str) -> None:
 
 def clients() -> dict[str, Any]:
     """A snapshot of the live clients by name."""
+    _reap()
     with _lock:
         return dict(_clients.items())
