@@ -18,28 +18,11 @@ from hypothesis import strategies as st
 import hardened.quality.monitor as monitor_module
 from hardened import DataQualityError, HardenedClient
 from hardened.quality.thresholds import DEFAULT_THRESHOLDS
-from hardened.quality.ticker import ticker_is_clean, validate_ticker
+from hardened.quality.ticker import _DATA_FIELDS, ticker_is_clean, validate_ticker
 from hardened.sim import Simulator
 
 NOW = 1_767_000_000_000
-FIELDS = (
-    "bid",
-    "ask",
-    "last",
-    "close",
-    "open",
-    "high",
-    "low",
-    "vwap",
-    "baseVolume",
-    "quoteVolume",
-    "bidVolume",
-    "askVolume",
-    "change",
-    "percentage",
-    "average",
-    "previousClose",
-)
+FIELDS = _DATA_FIELDS  # every field the validation reads, so a field added there is generated here
 
 # Values near a real price, so bid/ask/last relations land on both sides of every check, plus the
 # values that break tickers: None (omit_zero), zero, negatives, NaN, infinities, strings, booleans.
