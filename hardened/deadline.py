@@ -13,7 +13,8 @@ as ``DeadlineExceeded``. Hand-written: neither requests nor urllib3 has a total 
 The watch is taken once per call, by its first request, and ended by the pipeline when the call
 is over; each request only names its connection (two attribute stores). This runs right after
 the network wait, where every line costs a microsecond or two with the CPU's caches cold: the
-per-request adapter this replaces cost about 40 us a call (benchmarks/bench_stages.py).
+per-request adapter this replaces cost about 40 us of CPU a call over HTTP (a client with no
+stages, measured against the same client on requests' own adapter).
 """
 
 from __future__ import annotations
@@ -133,7 +134,9 @@ watchdog = Watchdog()
 
 def _claim(connection: HTTPConnection) -> None:
     """Before a request is sent: the call in flight (if any) watches this connection, and the
-    connection names that call's watch (None outside a hardened call)."""
+    connection names that call's watch (None outside a hardened call). A call past its deadline
+    sends nothing more (an order plan's lookups included): the request fails before it goes out,
+    as a connection error the pipeline reports as ``DeadlineExceeded``."""
     ctx = current_call.get()
     if ctx is None:
         connection.hardened_watch = None  # type: ignore[attr-defined]
@@ -141,6 +144,10 @@ def _claim(connection: HTTPConnection) -> None:
     watch = ctx.watch
     if watch is None:
         watch = ctx.watch = watchdog.watch(ctx.started + ctx.rt.policy.call_deadline)
+    elif watch.fired or time.perf_counter() >= watch.deadline:
+        watch.fired = True
+        connection.hardened_watch = None  # type: ignore[attr-defined]
+        raise TimeoutError("call deadline passed before the request was sent")
     watch.connection = connection
     connection.hardened_watch = watch  # type: ignore[attr-defined]
 

@@ -141,6 +141,27 @@ def test_retries_stop_when_the_next_wait_would_pass_the_deadline() -> None:
     assert len(calls) == 2  # 0 s, 0.2 s; a third at 0.4 s would start past the 0.3 s deadline
 
 
+def test_a_call_past_its_deadline_sends_no_further_request(binance_sim: Any) -> None:
+    """A call that makes several requests (as an order plan does) sends none once its deadline
+    has passed: the request fails before it goes out, and the caller sees DeadlineExceeded."""
+    raw = binance_sim.attach(ccxt.binance({"enableRateLimit": False}))
+    ex = HardenedClient(raw, **{**SETTINGS, "call_deadline": 0.3, "max_retries": 0})
+    ex.load_markets()
+    fetch_time = raw.fetch_time
+
+    def two_requests(symbol: str, params: Any = None) -> Any:
+        fetch_time()  # the first request: it takes the call's watch
+        time.sleep(0.4)  # the call's work runs past its 0.3 s deadline
+        return fetch_time()  # must not be sent
+
+    raw.fetch_ticker = two_requests
+    binance_sim.clear_ground_truth()
+    with pytest.raises(DeadlineExceeded):
+        ex.fetch_ticker("BTC/USDT")
+    assert [r["endpoint"] for r in binance_sim.ground_truth()] == ["time"]
+    assert isinstance(raw.fetch_time(), int)  # the connection pool is fine afterwards
+
+
 def test_the_session_works_as_before_outside_a_call(binance_sim: Any) -> None:
     raw = binance_sim.attach(ccxt.binance())
     ex = HardenedClient(raw, **SETTINGS)  # mounts the deadline adapter on the exchange's session
