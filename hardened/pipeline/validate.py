@@ -173,7 +173,7 @@ class ValidateStage(Stage):
             if ticker_is_clean(
                 result,
                 self.exchange.milliseconds(),
-                symbol if type(symbol) is str else None,
+                symbol if isinstance(symbol, str) else None,
                 self.thresholds(),
             ):
                 ctx.quality = 100.0
