@@ -7,6 +7,7 @@ simulator tests run the same client over real HTTP.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import threading
 import time
 from typing import Any
@@ -19,6 +20,7 @@ from structlog.testing import capture_logs
 import hardened
 from hardened import AsyncHardenedClient, CircuitOpenError, ConfigError, HardenedClient, HardenedConfig
 from hardened.errors import ErrorKind, classify
+from hardened.pipeline.retry import retry_after_seconds
 
 # The cache is off here: these tests are about what reaches the exchange (tests/test_cache.py covers it).
 FAST = {
@@ -196,6 +198,48 @@ def test_retry_after_header_is_honoured() -> None:
         hc.fetch_ticker("BTC/USDT")
     delays = [e["delay_s"] for e in logs if e["event"] == "retry_scheduled"]
     assert delays and delays[0] >= 0.2
+
+
+@pytest.mark.parametrize("value", ["1, 2", "soon", "Thu, 03 Dec 2026 25:19:26 GMT"])
+def test_a_malformed_retry_after_is_ignored_not_raised(value: str) -> None:
+    """A Retry-After that is neither seconds nor an HTTP-date ("1, 2": requests merging two
+    headers) must not turn a 429 into a bare ValueError: the retry waits the rate-limit floor."""
+    ex = ccxt.binance()
+    state = {"n": 0}
+
+    def answer_429_then_ok(*args: Any, **kwargs: Any) -> Any:
+        state["n"] += 1
+        if state["n"] == 1:
+            ex.handle_errors(429, "Too Many Requests", "u", "GET", {"Retry-After": value}, "", None, {}, None)
+            raise ccxt.RateLimitExceeded("binance 429")
+        return {"ok": True}
+
+    ex.fetch_ticker = answer_429_then_ok
+    hc = HardenedClient(ex, **{**FAST, "rate_limit_delay": 0.01}, max_retries=2)
+    with capture_logs() as logs:
+        assert hc.fetch_ticker("BTC/USDT") == {"ok": True}
+    assert [e["delay_s"] for e in logs if e["event"] == "retry_scheduled"] == [0.01]
+
+
+def test_a_malformed_retry_after_on_the_last_attempt_raises_the_ccxt_error() -> None:
+    ex = ccxt.binance()
+
+    def always_429(*args: Any, **kwargs: Any) -> Any:
+        ex.handle_errors(429, "Too Many Requests", "u", "GET", {"Retry-After": "1, 2"}, "", None, {}, None)
+
+    ex.fetch_ticker = always_429
+    hc = HardenedClient(ex, **FAST, max_retries=2)
+    with pytest.raises(ccxt.DDoSProtection) as info:  # what ccxt's Binance raises on a 429
+        hc.fetch_ticker("BTC/USDT")
+    assert info.value.attempts == 3
+
+
+def test_retry_after_seconds_reads_a_date_against_the_clock_given() -> None:
+    now = 1_700_000_000.0
+    headers = {"Retry-After": email.utils.formatdate(now + 42, usegmt=True)}
+    assert retry_after_seconds(headers, now) == pytest.approx(42)
+    assert retry_after_seconds({"Retry-After": "1, 2"}, now) is None
+    assert retry_after_seconds({}, now) is None
 
 
 def test_retry_after_longer_than_max_delay_fails_at_once() -> None:
