@@ -425,7 +425,9 @@ class RateLimitBudget:
             kind = rule.kind
         if status == 418:
             kind = FailureKind.BAN  # "I'm a teapot" is how Binance-style APIs announce an IP ban
-        retry_after = _number(_header(headers, self._retry_after)) if headers else None
+        # A date is the exchange's clock: read it against the exchange's now (as ban ends are).
+        after = _header(headers, self._retry_after) if headers else None
+        retry_after = parse_retry_after(after, now + self.clock_offset_s)
         with self._lock:
             named = None if rule is None or rule.pool is None else self._pools[rule.pool]
             pool = named if named is not None else self._primary.get(endpoint, self._primary[""])
@@ -434,7 +436,7 @@ class RateLimitBudget:
                 end = rule.ban_end(message)
                 if end is not None:
                     until = end - self.clock_offset_s
-            if retry_after is not None and retry_after >= 0.0:
+            if retry_after is not None:
                 until = max(until or 0.0, now + retry_after)
             if until is None and rule is not None and rule.backoff_s is not None:
                 base = now

@@ -174,11 +174,26 @@ def test_errors_that_are_not_rate_limits_leave_the_budget_alone() -> None:
     assert b.delay_before("create_order", T0) == 0.0
 
 
-def test_a_retry_after_that_is_not_a_number_is_ignored() -> None:
+def test_a_retry_after_that_is_neither_seconds_nor_a_date_is_ignored() -> None:
     b = budget("okx")  # generic profile: no pools, 429 -> 1 s
-    b.observe("ticker", 429, {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, T0)
+    b.observe("ticker", 429, {"Retry-After": "1, 2"}, T0)  # two headers merged by requests
     assert b.delay_before("ticker", T0) == pytest.approx(1.0)
     assert b.delay_before("ticker", T0 + 1.0) == 0.0
+
+
+def test_a_retry_after_http_date_holds_the_pool_until_that_date() -> None:
+    """RFC 9110 allows an HTTP-date: read against the budget's clock (``now``), not ignored."""
+    b = budget("binance")
+    b.observe("ticker", 429, {"Retry-After": formatdate(T0 + 300, usegmt=True)}, T0)
+    assert b.delay_before("ticker", T0 + 61) == pytest.approx(239)
+    assert b.delay_before("ticker", T0 + 301) == 0.0
+
+
+def test_a_retry_after_date_is_the_exchanges_clock() -> None:
+    b = budget("binance")
+    b.clock_offset_s = 5.0  # the exchange's clock runs 5 s ahead of ours
+    b.observe("ticker", 429, {"Retry-After": formatdate(T0 + 5 + 120, usegmt=True)}, T0)
+    assert b.delay_before("ticker", T0 + 20) == pytest.approx(100)
 
 
 T_HTTP = formatdate(T0 + 90, usegmt=True)
