@@ -82,6 +82,11 @@ def client(method: str, script: Script, **settings: Any) -> HardenedClient:
         (ccxt.ExchangeNotAvailable("binance GET https://x 403 Forbidden <html>"), ErrorKind.PERMANENT),
         (ccxt.ExchangeNotAvailable("binance GET https://x 404 Not Found"), ErrorKind.PERMANENT),
         (ValueError("not ccxt"), ErrorKind.PERMANENT),
+        # a deadline that ran out in flight may be the exchange's doing; one that refused a wait
+        # before anything was sent is not
+        (hardened.DeadlineExceeded("ticker", 5.0, "no answer"), ErrorKind.TRANSIENT),
+        (hardened.DeadlineExceeded("ticker", 5.0, "a wait would pass it", sent=False), ErrorKind.PERMANENT),
+        (hardened.RateLimitBackoff("binance", "ticker", 9.5, False, detail="deadline"), ErrorKind.PERMANENT),
     ],
 )
 def test_classify(error: BaseException, kind: ErrorKind) -> None:
