@@ -10,6 +10,7 @@ import asyncio
 import email.utils
 import threading
 import time
+from datetime import datetime, timedelta
 from typing import Any
 
 import ccxt
@@ -18,6 +19,7 @@ import pytest
 from structlog.testing import capture_logs
 
 import hardened
+import hardened.pipeline.breaker as breaker_module
 from hardened import AsyncHardenedClient, CircuitOpenError, ConfigError, HardenedClient, HardenedConfig
 from hardened.errors import ErrorKind, classify
 from hardened.pipeline.retry import retry_after_seconds
@@ -447,6 +449,98 @@ def test_half_open_admits_a_bounded_number_of_probes() -> None:
     release.set()
     probe.join(5)
     assert calls["n"] == 1
+
+
+class _Clocks:
+    """The breaker module's clocks, injected: ``monotonic`` moves only when told, and the wall
+    clock (``time.time`` and ``datetime.now``) can be stepped as NTP steps a host's clock."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.mono = 1_000.0
+        self.step = 0.0  # seconds the wall clock was stepped by (negative: back)
+        clocks = self
+
+        class Time:
+            @staticmethod
+            def monotonic() -> float:
+                return clocks.mono
+
+            @staticmethod
+            def time() -> float:
+                return time.time() + clocks.step
+
+        class SteppedDatetime(datetime):
+            @classmethod
+            def now(cls, tz: Any = None) -> Any:
+                return datetime.now(tz) + timedelta(seconds=clocks.step)
+
+        monkeypatch.setattr(breaker_module, "time", Time)
+        monkeypatch.setattr(breaker_module, "datetime", SteppedDatetime)
+
+
+def _tripped(**settings: Any) -> tuple[HardenedClient, Script, Any]:
+    """A client whose ohlcv breaker has just tripped (open 1 s: recovery_timeout_min)."""
+    down = ccxt.ExchangeNotAvailable("binance GET https://x 503 Service Unavailable")
+    script = Script(down, {"ok": True})
+    options = {"max_retries": 0, "failure_threshold": 1, "recovery_timeout_min": 1.0, "recovery_timeout": 2.0}
+    ex = client("fetch_ohlcv", script, **{**options, **settings})
+    with pytest.raises(ccxt.ExchangeNotAvailable):
+        ex.fetch_ohlcv("BTC/USDT")
+    assert ex.breakers["binance_ohlcv"].state == "open"
+    return ex, script, ex._hd.runtime("ohlcv").breaker
+
+
+def test_open_time_ignores_a_wall_clock_stepped_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NTP steps the host's clock back an hour after a trip: the probe still comes after the
+    open time (1 s), not an hour later."""
+    clocks = _Clocks(monkeypatch)
+    ex, script, _ = _tripped()
+    clocks.step = -3600.0
+    assert ex.breakers["binance_ohlcv"].retry_in == pytest.approx(1.0)
+    clocks.mono += 1.2
+    assert ex.fetch_ohlcv("BTC/USDT") == {"ok": True}  # the probe
+    assert ex.breakers["binance_ohlcv"].state == "half_open"
+    assert script.calls == 2
+
+
+def test_open_time_ignores_a_wall_clock_stepped_forward(monkeypatch: pytest.MonkeyPatch) -> None:
+    clocks = _Clocks(monkeypatch)
+    ex, script, _ = _tripped()
+    clocks.step = 3600.0
+    clocks.mono += 0.4
+    with pytest.raises(CircuitOpenError) as info:
+        ex.fetch_ohlcv("BTC/USDT")
+    assert info.value.retry_in == pytest.approx(0.6)
+    assert script.calls == 1
+
+
+def test_a_shared_trip_is_timed_from_its_stamp_then_on_the_monotonic_clock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another process's trip (hardened.shared) carries its wall-clock opened_at: its age is read
+    once, then the open time runs on this process's monotonic clock; the stamp is kept as given
+    for the shared state."""
+    clocks = _Clocks(monkeypatch)
+    ex = client("fetch_ohlcv", Script({"ok": True}), recovery_timeout_min=1.0, recovery_timeout=2.0)
+    breaker = ex._hd.runtime("ohlcv").breaker
+    stamp = time.time() - 0.25
+    assert breaker.apply_shared("open", time.time(), stamp)
+    assert breaker.opened_at == pytest.approx(stamp, abs=1e-3)
+    assert ex.breakers["binance_ohlcv"].retry_in == pytest.approx(0.75, abs=0.05)
+    clocks.step = -3600.0
+    assert ex.breakers["binance_ohlcv"].retry_in == pytest.approx(0.75, abs=0.05)
+    clocks.mono += 0.8
+    assert ex.fetch_ohlcv("BTC/USDT") == {"ok": True}
+
+
+def test_a_shared_trip_stamped_by_a_clock_ahead_waits_the_open_time_not_the_skew(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _Clocks(monkeypatch)
+    ex = client("fetch_ohlcv", Script({"ok": True}), recovery_timeout_min=1.0, recovery_timeout=2.0)
+    breaker = ex._hd.runtime("ohlcv").breaker
+    assert breaker.apply_shared("open", time.time(), time.time() + 3600.0)
+    assert ex.breakers["binance_ohlcv"].retry_in == pytest.approx(1.0, abs=0.05)
 
 
 def test_reset_closes_the_breaker() -> None:
