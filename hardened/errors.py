@@ -51,16 +51,22 @@ class RequestSkipped(ccxt.ExchangeNotAvailable):
 
 
 class RateLimitBackoff(ccxt.RateLimitExceeded):
-    """The exchange's rate-limit budget is spent (or the IP is banned) for longer than we may wait:
-    the call was not sent, so it cannot make the ban longer."""
+    """The exchange's rate-limit budget is spent (or the IP is banned) for longer than we may wait
+    (``max_delay``, or the time left before ``call_deadline``): the call was not sent, so it cannot
+    make the ban longer. ``detail`` says which limit refused the wait, when it is not the ban's."""
 
-    def __init__(self, exchange: str, endpoint: str, retry_in: float, banned: bool) -> None:
+    def __init__(
+        self, exchange: str, endpoint: str, retry_in: float, banned: bool, *, detail: str = ""
+    ) -> None:
         self.exchange = exchange
         self.endpoint = endpoint
         self.retry_in = retry_in
         self.banned = banned
         why = "banned by the exchange" if banned else "rate-limit budget spent"
-        super().__init__(f"{exchange} {endpoint}: {why}, call not sent; next call allowed in {retry_in:.1f}s")
+        extra = f" ({detail})" if detail else ""
+        super().__init__(
+            f"{exchange} {endpoint}: {why}, call not sent; next call allowed in {retry_in:.1f}s{extra}"
+        )
 
 
 class DeadlineExceeded(ccxt.RequestTimeout):
@@ -181,6 +187,8 @@ def classify(exc: BaseException) -> ErrorKind:
     """Decide what kind of failure ``exc`` is; anything not from ccxt is treated as permanent."""
     if isinstance(exc, (CircuitOpenError, RequestSkipped, RateLimitBackoff)):
         return ErrorKind.PERMANENT  # our own fail-fast answers are never retried inside the wrapper
+    if isinstance(exc, DeadlineExceeded) and not exc.sent:
+        return ErrorKind.PERMANENT  # a wait the deadline refused, nothing sent: no exchange failure
     if isinstance(exc, (ccxt.RateLimitExceeded, ccxt.DDoSProtection)):
         return ErrorKind.RATE_LIMIT
     if isinstance(exc, ccxt.InvalidNonce):

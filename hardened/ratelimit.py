@@ -8,14 +8,21 @@ I/O nor sleeps; the lock is held only for a few arithmetic steps. Times are wall
 
 from __future__ import annotations
 
+import email.utils
 import math
 import threading
 from collections.abc import Mapping
+from datetime import UTC
 from typing import Any, NamedTuple
 
 from hardened.adapters import ENDPOINT_ALIASES, ExchangeProfile, FailureKind, PoolSpec
 
-__all__ = ["PoolUsage", "RateLimitBudget"]
+__all__ = ["RETRY_AFTER_MAX_S", "PoolUsage", "RateLimitBudget", "parse_retry_after"]
+
+# The longest wait a Retry-After is believed for: Binance's longest IP ban (its docs: "from 2
+# minutes to 3 days"). Anything longer is a broken header, not an exchange's request, and would
+# otherwise hold the client for good.
+RETRY_AFTER_MAX_S = 3 * 86_400.0
 
 # Header meanings in the order they must be applied: a new limit before the remaining count it bounds.
 _MEANING_ORDER = {
@@ -111,6 +118,36 @@ def _header(headers: Mapping[str, Any], names: tuple[str, ...]) -> Any:
         if value is not None:
             return value
     return None
+
+
+def parse_retry_after(value: Any, now: float) -> float | None:
+    """Seconds a ``Retry-After`` value asks to wait, or None when it says nothing usable.
+
+    RFC 9110 allows delta-seconds or an HTTP-date; a date is read against ``now`` (epoch seconds
+    of the caller's clock, so an injected clock holds). Never raises: a malformed value (``"1, 2"``,
+    what requests makes of two merged headers) is None. A date without a zone is UTC, a wait in
+    the past is 0, and a wait beyond ``RETRY_AFTER_MAX_S`` is cut to it.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    text = str(value).strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+            if when.tzinfo is None:  # "-0000" or no zone at all: HTTP-dates are GMT
+                when = when.replace(tzinfo=UTC)
+            seconds = when.timestamp() - now
+        except (TypeError, ValueError, OverflowError, IndexError, AttributeError):
+            return None
+    if not math.isfinite(seconds):
+        return None
+    return min(seconds, RETRY_AFTER_MAX_S) if seconds > 0.0 else 0.0
 
 
 def _number(value: Any) -> float | None:
@@ -388,7 +425,9 @@ class RateLimitBudget:
             kind = rule.kind
         if status == 418:
             kind = FailureKind.BAN  # "I'm a teapot" is how Binance-style APIs announce an IP ban
-        retry_after = _number(_header(headers, self._retry_after)) if headers else None
+        # A date is the exchange's clock: read it against the exchange's now (as ban ends are).
+        after = _header(headers, self._retry_after) if headers else None
+        retry_after = parse_retry_after(after, now + self.clock_offset_s)
         with self._lock:
             named = None if rule is None or rule.pool is None else self._pools[rule.pool]
             pool = named if named is not None else self._primary.get(endpoint, self._primary[""])
@@ -397,7 +436,7 @@ class RateLimitBudget:
                 end = rule.ban_end(message)
                 if end is not None:
                     until = end - self.clock_offset_s
-            if retry_after is not None and retry_after >= 0.0:
+            if retry_after is not None:
                 until = max(until or 0.0, now + retry_after)
             if until is None and rule is not None and rule.backoff_s is not None:
                 base = now

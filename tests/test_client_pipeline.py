@@ -7,8 +7,10 @@ simulator tests run the same client over real HTTP.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import threading
 import time
+from datetime import datetime, timedelta
 from typing import Any
 
 import ccxt
@@ -17,8 +19,10 @@ import pytest
 from structlog.testing import capture_logs
 
 import hardened
+import hardened.pipeline.breaker as breaker_module
 from hardened import AsyncHardenedClient, CircuitOpenError, ConfigError, HardenedClient, HardenedConfig
 from hardened.errors import ErrorKind, classify
+from hardened.pipeline.retry import retry_after_seconds
 
 # The cache is off here: these tests are about what reaches the exchange (tests/test_cache.py covers it).
 FAST = {
@@ -80,6 +84,11 @@ def client(method: str, script: Script, **settings: Any) -> HardenedClient:
         (ccxt.ExchangeNotAvailable("binance GET https://x 403 Forbidden <html>"), ErrorKind.PERMANENT),
         (ccxt.ExchangeNotAvailable("binance GET https://x 404 Not Found"), ErrorKind.PERMANENT),
         (ValueError("not ccxt"), ErrorKind.PERMANENT),
+        # a deadline that ran out in flight may be the exchange's doing; one that refused a wait
+        # before anything was sent is not
+        (hardened.DeadlineExceeded("ticker", 5.0, "no answer"), ErrorKind.TRANSIENT),
+        (hardened.DeadlineExceeded("ticker", 5.0, "a wait would pass it", sent=False), ErrorKind.PERMANENT),
+        (hardened.RateLimitBackoff("binance", "ticker", 9.5, False, detail="deadline"), ErrorKind.PERMANENT),
     ],
 )
 def test_classify(error: BaseException, kind: ErrorKind) -> None:
@@ -196,6 +205,48 @@ def test_retry_after_header_is_honoured() -> None:
         hc.fetch_ticker("BTC/USDT")
     delays = [e["delay_s"] for e in logs if e["event"] == "retry_scheduled"]
     assert delays and delays[0] >= 0.2
+
+
+@pytest.mark.parametrize("value", ["1, 2", "soon", "Thu, 03 Dec 2026 25:19:26 GMT"])
+def test_a_malformed_retry_after_is_ignored_not_raised(value: str) -> None:
+    """A Retry-After that is neither seconds nor an HTTP-date ("1, 2": requests merging two
+    headers) must not turn a 429 into a bare ValueError: the retry waits the rate-limit floor."""
+    ex = ccxt.binance()
+    state = {"n": 0}
+
+    def answer_429_then_ok(*args: Any, **kwargs: Any) -> Any:
+        state["n"] += 1
+        if state["n"] == 1:
+            ex.handle_errors(429, "Too Many Requests", "u", "GET", {"Retry-After": value}, "", None, {}, None)
+            raise ccxt.RateLimitExceeded("binance 429")
+        return {"ok": True}
+
+    ex.fetch_ticker = answer_429_then_ok
+    hc = HardenedClient(ex, **{**FAST, "rate_limit_delay": 0.01}, max_retries=2)
+    with capture_logs() as logs:
+        assert hc.fetch_ticker("BTC/USDT") == {"ok": True}
+    assert [e["delay_s"] for e in logs if e["event"] == "retry_scheduled"] == [0.01]
+
+
+def test_a_malformed_retry_after_on_the_last_attempt_raises_the_ccxt_error() -> None:
+    ex = ccxt.binance()
+
+    def always_429(*args: Any, **kwargs: Any) -> Any:
+        ex.handle_errors(429, "Too Many Requests", "u", "GET", {"Retry-After": "1, 2"}, "", None, {}, None)
+
+    ex.fetch_ticker = always_429
+    hc = HardenedClient(ex, **FAST, max_retries=2)
+    with pytest.raises(ccxt.DDoSProtection) as info:  # what ccxt's Binance raises on a 429
+        hc.fetch_ticker("BTC/USDT")
+    assert info.value.attempts == 3
+
+
+def test_retry_after_seconds_reads_a_date_against_the_clock_given() -> None:
+    now = 1_700_000_000.0
+    headers = {"Retry-After": email.utils.formatdate(now + 42, usegmt=True)}
+    assert retry_after_seconds(headers, now) == pytest.approx(42)
+    assert retry_after_seconds({"Retry-After": "1, 2"}, now) is None
+    assert retry_after_seconds({}, now) is None
 
 
 def test_retry_after_longer_than_max_delay_fails_at_once() -> None:
@@ -398,6 +449,98 @@ def test_half_open_admits_a_bounded_number_of_probes() -> None:
     release.set()
     probe.join(5)
     assert calls["n"] == 1
+
+
+class _Clocks:
+    """The breaker module's clocks, injected: ``monotonic`` moves only when told, and the wall
+    clock (``time.time`` and ``datetime.now``) can be stepped as NTP steps a host's clock."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.mono = 1_000.0
+        self.step = 0.0  # seconds the wall clock was stepped by (negative: back)
+        clocks = self
+
+        class Time:
+            @staticmethod
+            def monotonic() -> float:
+                return clocks.mono
+
+            @staticmethod
+            def time() -> float:
+                return time.time() + clocks.step
+
+        class SteppedDatetime(datetime):
+            @classmethod
+            def now(cls, tz: Any = None) -> Any:
+                return datetime.now(tz) + timedelta(seconds=clocks.step)
+
+        monkeypatch.setattr(breaker_module, "time", Time)
+        monkeypatch.setattr(breaker_module, "datetime", SteppedDatetime)
+
+
+def _tripped(**settings: Any) -> tuple[HardenedClient, Script, Any]:
+    """A client whose ohlcv breaker has just tripped (open 1 s: recovery_timeout_min)."""
+    down = ccxt.ExchangeNotAvailable("binance GET https://x 503 Service Unavailable")
+    script = Script(down, {"ok": True})
+    options = {"max_retries": 0, "failure_threshold": 1, "recovery_timeout_min": 1.0, "recovery_timeout": 2.0}
+    ex = client("fetch_ohlcv", script, **{**options, **settings})
+    with pytest.raises(ccxt.ExchangeNotAvailable):
+        ex.fetch_ohlcv("BTC/USDT")
+    assert ex.breakers["binance_ohlcv"].state == "open"
+    return ex, script, ex._hd.runtime("ohlcv").breaker
+
+
+def test_open_time_ignores_a_wall_clock_stepped_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NTP steps the host's clock back an hour after a trip: the probe still comes after the
+    open time (1 s), not an hour later."""
+    clocks = _Clocks(monkeypatch)
+    ex, script, _ = _tripped()
+    clocks.step = -3600.0
+    assert ex.breakers["binance_ohlcv"].retry_in == pytest.approx(1.0)
+    clocks.mono += 1.2
+    assert ex.fetch_ohlcv("BTC/USDT") == {"ok": True}  # the probe
+    assert ex.breakers["binance_ohlcv"].state == "half_open"
+    assert script.calls == 2
+
+
+def test_open_time_ignores_a_wall_clock_stepped_forward(monkeypatch: pytest.MonkeyPatch) -> None:
+    clocks = _Clocks(monkeypatch)
+    ex, script, _ = _tripped()
+    clocks.step = 3600.0
+    clocks.mono += 0.4
+    with pytest.raises(CircuitOpenError) as info:
+        ex.fetch_ohlcv("BTC/USDT")
+    assert info.value.retry_in == pytest.approx(0.6)
+    assert script.calls == 1
+
+
+def test_a_shared_trip_is_timed_from_its_stamp_then_on_the_monotonic_clock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another process's trip (hardened.shared) carries its wall-clock opened_at: its age is read
+    once, then the open time runs on this process's monotonic clock; the stamp is kept as given
+    for the shared state."""
+    clocks = _Clocks(monkeypatch)
+    ex = client("fetch_ohlcv", Script({"ok": True}), recovery_timeout_min=1.0, recovery_timeout=2.0)
+    breaker = ex._hd.runtime("ohlcv").breaker
+    stamp = time.time() - 0.25
+    assert breaker.apply_shared("open", time.time(), stamp)
+    assert breaker.opened_at == pytest.approx(stamp, abs=1e-3)
+    assert ex.breakers["binance_ohlcv"].retry_in == pytest.approx(0.75, abs=0.05)
+    clocks.step = -3600.0
+    assert ex.breakers["binance_ohlcv"].retry_in == pytest.approx(0.75, abs=0.05)
+    clocks.mono += 0.8
+    assert ex.fetch_ohlcv("BTC/USDT") == {"ok": True}
+
+
+def test_a_shared_trip_stamped_by_a_clock_ahead_waits_the_open_time_not_the_skew(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _Clocks(monkeypatch)
+    ex = client("fetch_ohlcv", Script({"ok": True}), recovery_timeout_min=1.0, recovery_timeout=2.0)
+    breaker = ex._hd.runtime("ohlcv").breaker
+    assert breaker.apply_shared("open", time.time(), time.time() + 3600.0)
+    assert ex.breakers["binance_ohlcv"].retry_in == pytest.approx(1.0, abs=0.05)
 
 
 def test_reset_closes_the_breaker() -> None:

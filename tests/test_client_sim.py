@@ -16,7 +16,13 @@ import ccxt.async_support as accxt
 import pytest
 from structlog.testing import capture_logs
 
-from hardened import AsyncHardenedClient, CircuitOpenError, HardenedClient, OrderStateUnknown
+from hardened import (
+    AsyncHardenedClient,
+    CircuitOpenError,
+    HardenedClient,
+    OrderStateUnknown,
+    RateLimitBackoff,
+)
 from hardened.sim import Simulator
 from hardened.testing import heal_after_first_fault
 
@@ -123,6 +129,31 @@ def test_rate_limit_429_waits_for_retry_after(sim: Simulator, exchange_id: str) 
     delays = [e["delay_s"] for e in logs if e["event"] == "retry_scheduled"]
     assert delays and delays[0] >= 1.0
     assert logs[0]["error"] in ("RateLimitExceeded", "DDoSProtection")
+
+
+@pytest.mark.parametrize("exchange_id", EXCHANGES)
+def test_a_retry_after_longer_than_the_deadline_never_trips_the_breaker(
+    sim: Simulator, exchange_id: str
+) -> None:
+    """One 429 asking for 10 s, a call_deadline of 5 s, then a healthy exchange: the calls in
+    those 10 s fail at once with RateLimitBackoff, unsent, unretried, and the breaker stays
+    closed (it used to count each refused wait as a transient failure and trip)."""
+    ex = hardened(sim, exchange_id, call_deadline=5, max_retries=3, failure_threshold=2)
+    ex.load_markets()
+    symbol = SYMBOL[exchange_id]
+    sim.set_profile(only("ticker", kind="rate_limit_429", retry_after=10))
+    with pytest.raises(ccxt.BaseError):
+        ex.fetch_ticker(symbol)  # the 429 itself: its 10 s retry would pass the deadline
+    sim.set_profile("calm")
+    sim.clear_ground_truth()
+    for _ in range(3):
+        with pytest.raises(RateLimitBackoff) as info:
+            ex.fetch_ticker(symbol)
+        assert info.value.attempts == 1
+    breaker = ex.breakers[f"{exchange_id}_ticker"]
+    assert (breaker.state, breaker.failure_count, breaker.trips) == ("closed", 0, 0)
+    assert requests_to(sim, exchange_id, "ticker") == 0
+    ex.close()
 
 
 def test_clock_skew_resyncs_then_succeeds(sim: Simulator) -> None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import threading
+from email.utils import formatdate
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from requests.structures import CaseInsensitiveDict
 
 from hardened.adapters import load_profile
-from hardened.ratelimit import RateLimitBudget
+from hardened.ratelimit import RETRY_AFTER_MAX_S, RateLimitBudget, parse_retry_after
 
 # A fixed wall-clock instant, 10 s into a minute: Binance windows are aligned to the minute.
 T0 = 1_700_000_010.0
@@ -171,11 +174,65 @@ def test_errors_that_are_not_rate_limits_leave_the_budget_alone() -> None:
     assert b.delay_before("create_order", T0) == 0.0
 
 
-def test_a_retry_after_that_is_not_a_number_is_ignored() -> None:
+def test_a_retry_after_that_is_neither_seconds_nor_a_date_is_ignored() -> None:
     b = budget("okx")  # generic profile: no pools, 429 -> 1 s
-    b.observe("ticker", 429, {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, T0)
+    b.observe("ticker", 429, {"Retry-After": "1, 2"}, T0)  # two headers merged by requests
     assert b.delay_before("ticker", T0) == pytest.approx(1.0)
     assert b.delay_before("ticker", T0 + 1.0) == 0.0
+
+
+def test_a_retry_after_http_date_holds_the_pool_until_that_date() -> None:
+    """RFC 9110 allows an HTTP-date: read against the budget's clock (``now``), not ignored."""
+    b = budget("binance")
+    b.observe("ticker", 429, {"Retry-After": formatdate(T0 + 300, usegmt=True)}, T0)
+    assert b.delay_before("ticker", T0 + 61) == pytest.approx(239)
+    assert b.delay_before("ticker", T0 + 301) == 0.0
+
+
+def test_a_retry_after_date_is_the_exchanges_clock() -> None:
+    b = budget("binance")
+    b.clock_offset_s = 5.0  # the exchange's clock runs 5 s ahead of ours
+    b.observe("ticker", 429, {"Retry-After": formatdate(T0 + 5 + 120, usegmt=True)}, T0)
+    assert b.delay_before("ticker", T0 + 20) == pytest.approx(100)
+
+
+T_HTTP = formatdate(T0 + 90, usegmt=True)
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("120", 120.0),
+        (" 0.5 ", 0.5),
+        (b"7", 7.0),
+        (30, 30.0),
+        (T_HTTP, 90.0),
+        (T_HTTP.replace("GMT", "-0000"), 90.0),  # no zone (a naive datetime): UTC
+        (T_HTTP.replace(" GMT", ""), 90.0),
+        (formatdate(T0 - 30, usegmt=True), 0.0),  # a date already past: go now
+        ("-5", 0.0),
+        ("1e12", RETRY_AFTER_MAX_S),  # absurd: held at most as long as the longest real ban
+        ("Fri, 31 Dec 9999 23:59:59 GMT", RETRY_AFTER_MAX_S),
+        ("1, 2", None),  # requests' merge of two Retry-After headers
+        ("soon", None),
+        ("", None),
+        (None, None),
+        ("nan", None),
+        ("inf", None),
+        ("Thu, 03 Dec 2026 25:19:26 GMT", None),  # hour 25
+        ("Thu, 03 Dec 2026 11:19:26 +2400", None),  # offset out of range
+        ("Fri, 31 Dec 99999 23:59:59 GMT", None),  # year out of range
+    ],
+)
+def test_parse_retry_after(value: object, seconds: float | None) -> None:
+    assert parse_retry_after(value, T0) == (None if seconds is None else pytest.approx(seconds))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.text(), st.binary(), st.floats(), st.integers()))
+def test_parse_retry_after_never_raises(value: object) -> None:
+    result = parse_retry_after(value, T0)
+    assert result is None or 0.0 <= result <= RETRY_AFTER_MAX_S
 
 
 # -- headers of all three exchanges ----------------------------------------------------------------------

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import ccxt
+import ccxt.async_support as accxt
 import pytest
 
-from hardened import CircuitOpenError, HardenedClient, RateLimitBackoff, RequestSkipped
-from hardened.pipeline import Stage
+import hardened.pipeline
+from hardened import (
+    AsyncHardenedClient,
+    CircuitOpenError,
+    DeadlineExceeded,
+    HardenedClient,
+    RateLimitBackoff,
+    RequestSkipped,
+)
+from hardened.pipeline import Stage, insert_stage
 
 FAST = {
     "initial_delay": 0.0,
@@ -93,3 +103,143 @@ def test_a_permanent_error_raised_before_sending_is_not_charged(error: BaseExcep
     with pytest.raises(type(error)):
         ex.fetch_ticker("X/Y")
     assert set(_used(ex).values()) == {0.0}
+
+
+# -- a rate-limit wait the call's deadline refuses ---------------------------------------------------
+
+
+class _Ticker:
+    """A patched fetch_ticker that answers and counts what reached it."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def __call__(self, symbol: str, params: Any = None) -> Any:
+        self.sent += 1
+        return {"symbol": symbol, "bid": 1.0}
+
+
+def _held_client(ticker: Any, *, held: bool = True, **settings: Any) -> HardenedClient:
+    """A client whose ticker pool the exchange holds for 10 s (a 429 with Retry-After: 10),
+    while each call may take 5 s: every wait the budget asks for passes the deadline."""
+    raw = ccxt.binance()
+    raw.fetch_ticker = ticker
+    options = {**FAST, "max_retries": 3, "call_deadline": 5.0, "failure_threshold": 2, **settings}
+    ex = HardenedClient(raw, **options)
+    if held:
+        _hold(ex)
+    return ex
+
+
+def _hold(ex: HardenedClient) -> None:
+    ex._hd.rate_limits.observe("ticker", 429, {"Retry-After": "10"}, time.time())
+
+
+def _gate_outcomes(ex: HardenedClient) -> list[Any]:
+    """What the gate hands its learner (each call it learns from), captured."""
+    gate = next(stage for stage in ex.pipeline.stages if stage.name == "gate")
+    seen: list[Any] = []
+
+    class Learner:
+        def clock(self) -> float:
+            return 0.0
+
+        def defer(self, handler: Any, item: Any) -> None:
+            seen.append(item)
+
+    gate.learner = Learner()
+    return seen
+
+
+def test_a_rate_limit_wait_past_the_deadline_is_refused_not_retried_nor_counted() -> None:
+    """One 429 (Retry-After 10) and call_deadline 5: each call is refused before sending with
+    RateLimitBackoff, once (no retry), and neither the breaker nor the gate counts it as the
+    exchange failing ("429s never trip a breaker", nor do our own waits)."""
+    ticker = _Ticker()
+    ex = _held_client(ticker)
+    learned = _gate_outcomes(ex)
+    before = _used(ex)
+    for _ in range(4):
+        with pytest.raises(RateLimitBackoff) as info:
+            ex.fetch_ticker("BTC/USDT")
+        assert info.value.attempts == 1
+        assert 9.0 < info.value.retry_in <= 10.0 and not info.value.banned
+        assert "call deadline of 5s" in str(info.value)
+        assert isinstance(info.value, ccxt.RateLimitExceeded)
+    breaker = ex.breakers["binance_ticker"]
+    assert (breaker.state, breaker.failure_count, breaker.trips) == ("closed", 0, 0)
+    assert ticker.sent == 0
+    assert _used(ex) == before  # nothing sent, nothing booked
+    assert learned == []
+    assert ex.stats()["endpoints"]["ticker"]["retries"] == 0
+
+
+def test_a_rate_limit_wait_within_the_deadline_is_still_waited() -> None:
+    """Only a wait past the deadline is refused: the same hold with a longer deadline is slept."""
+    ticker = _Ticker()
+    ex = _held_client(ticker, call_deadline=60.0)
+    slept: list[float] = []
+    clock = SimpleNamespace(perf_counter=time.perf_counter, sleep=slept.append)  # the driver's only
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(hardened.pipeline, "time", clock)
+        assert ex.fetch_ticker("BTC/USDT")["bid"] == 1.0
+    assert len(slept) == 1 and 9.0 < slept[0] <= 10.0
+    assert ticker.sent == 1
+
+
+def test_a_rate_limit_wait_past_the_deadline_serves_a_stale_answer_when_held() -> None:
+    """stale-if-error covers a refused wait as it covers the 429 itself."""
+    ticker = _Ticker()
+    ex = _held_client(ticker, held=False, stale_if_error=30.0)
+    assert ex.fetch_ticker("BTC/USDT")["bid"] == 1.0
+    _hold(ex)
+    assert ex.fetch_ticker("BTC/USDT")["bid"] == 1.0  # the answer held, not RateLimitBackoff
+    assert ticker.sent == 1
+    assert ex.stats()["endpoints"]["ticker"]["stale_served"] == 1
+
+
+def test_any_stage_wait_the_deadline_refuses_is_neither_retried_nor_counted() -> None:
+    """A wait of a stage of the user's own that would pass the deadline: DeadlineExceeded with
+    sent=False, not retried and not counted against the breaker (nothing reached the exchange)."""
+
+    class Pace(Stage):
+        name = "pace"
+
+        def on_attempt(self, ctx: Any) -> float | None:
+            return 100.0
+
+    ticker = _Ticker()
+    raw = ccxt.binance()
+    raw.fetch_ticker = ticker
+    settings = {**FAST, "max_retries": 3, "call_deadline": 5.0, "failure_threshold": 2}
+    ex = HardenedClient(
+        raw, stages=lambda default: insert_stage(default, Pace(), after="breaker"), **settings
+    )
+    for _ in range(3):
+        with pytest.raises(DeadlineExceeded) as info:
+            ex.fetch_ticker("BTC/USDT")
+        assert info.value.sent is False and info.value.attempts == 1
+    breaker = ex.breakers["binance_ticker"]
+    assert (breaker.state, breaker.failure_count) == ("closed", 0)
+    assert ticker.sent == 0
+
+
+async def test_async_a_rate_limit_wait_past_the_deadline_is_refused_not_retried_nor_counted() -> None:
+    sent = []
+
+    async def fetch_ticker(symbol: str, params: Any = None) -> Any:
+        sent.append(symbol)
+        return {"symbol": symbol, "bid": 1.0}
+
+    raw = accxt.binance()
+    raw.fetch_ticker = fetch_ticker
+    settings = {**FAST, "max_retries": 3, "call_deadline": 5.0, "failure_threshold": 2}
+    async with AsyncHardenedClient(raw, **settings) as ex:
+        _hold(ex)
+        for _ in range(3):
+            with pytest.raises(RateLimitBackoff) as info:
+                await ex.fetch_ticker("BTC/USDT")
+            assert info.value.attempts == 1
+        breaker = ex.breakers["binance_ticker"]
+        assert (breaker.state, breaker.failure_count) == ("closed", 0)
+    assert sent == []

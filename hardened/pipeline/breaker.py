@@ -9,7 +9,9 @@ whether a call may go, and ``record_success`` / ``record_failure`` feed the outc
 Two ways to trip, as resilience4j and Polly offer: ``failure_threshold`` consecutive failures, or
 a failure share of at least ``failure_rate_threshold`` over the last ``window_seconds`` once
 ``minimum_calls`` calls were seen. Half-open admits at most ``half_open_max_calls`` probes at once
-and closes after ``success_threshold`` successes; one failed probe opens it again.
+and closes after ``success_threshold`` successes; one failed probe opens it again. The open time
+runs on the monotonic clock, so a host clock stepped back does not hold the circuit open; the
+wall-clock ``opened_at`` is kept for the state shared between processes.
 
 With a shared-state backend (``redis_url``, ``hardened.shared.breaker_state``) the breaker keeps its
 state here, in memory, and hears of other processes' trips and recoveries through ``apply_shared``;
@@ -58,6 +60,7 @@ class EndpointBreaker:
         "_on_transition",
         "_open_max",
         "_open_min",
+        "_opened_mono",
         "_probes",
         "_shared",
         "_storage",
@@ -98,6 +101,9 @@ class EndpointBreaker:
         self._lock = threading.Lock()
         self._window = SlidingCounts(policy.window_seconds)
         self._probes = 0
+        # Monotonic time the circuit last opened, what its open time is measured on: the wall
+        # clock's opened_at (pybreaker's, shared through Redis) jumps with an NTP step.
+        self._opened_mono: float | None = None
         self._on_transition = on_transition
         self.failure_rate_threshold = policy.failure_rate_threshold
         self.minimum_calls = policy.minimum_calls
@@ -196,13 +202,20 @@ class EndpointBreaker:
         else:
             timeout = self._open_min
         self._breaker.reset_timeout = timeout
+        self._opened_mono = time.monotonic()
         self._breaker.open()
 
     def _open_remaining(self) -> float:
-        opened_at = self._storage.opened_at
-        if opened_at is None:
-            return 0.0
-        elapsed = (datetime.now(UTC) - opened_at).total_seconds()
+        """Seconds until an open circuit may probe, on the monotonic clock: a wall clock stepped
+        back (NTP, right after a recvWindow error) must not keep it open for the size of the step."""
+        opened = self._opened_mono
+        if opened is not None:
+            elapsed = time.monotonic() - opened
+        else:  # opened through a storage of the caller's own: only its wall-clock stamp says when
+            opened_at = self._storage.opened_at
+            if opened_at is None:
+                return 0.0
+            elapsed = (datetime.now(UTC) - opened_at).total_seconds()
         return max(0.0, self._breaker.reset_timeout - elapsed)
 
     def _transitioned(self, old: str | None, new: str) -> None:
@@ -215,6 +228,7 @@ class EndpointBreaker:
         if new == "closed":
             self._window.clear()
             self.tripped_since = None
+            self._opened_mono = None
         elif self.tripped_since is None:  # open -> half-open -> open again is one outage
             self.tripped_since = time.monotonic()
         if self._on_transition is not None:
@@ -258,9 +272,14 @@ class EndpointBreaker:
                     if current != OPEN:
                         self._window.clear()
                         self._probes = 0
+                        self._opened_mono = time.monotonic()
                         self._breaker.open()
                     if opened_at is not None:
                         self._storage.opened_at = datetime.fromtimestamp(opened_at, UTC)
+                        # Its age, read once on the wall clocks (the only clock two hosts share),
+                        # then kept on ours; a stamp from a clock ahead of ours counts as now.
+                        age = time.time() - opened_at
+                        self._opened_mono = time.monotonic() - (age if age > 0.0 else 0.0)
                 elif state == "closed":
                     if current != CLOSED:
                         self._probes = 0

@@ -32,7 +32,7 @@ from typing import Any
 
 import ccxt
 
-from hardened.errors import CircuitOpenError, DeadlineExceeded, ErrorKind
+from hardened.errors import CircuitOpenError, DeadlineExceeded, ErrorKind, RateLimitBackoff
 from hardened.pipeline.context import CallContext
 from hardened.pipeline.stage import Shortcut, Stage
 from hardened.telemetry.events import bus
@@ -444,7 +444,9 @@ class CacheStage(Stage):
         rt = ctx.rt
         if ctx.endpoint.name in NEVER_STALE or not ctx.endpoint.idempotent or age > rt.stale_if_error:
             return False
-        return isinstance(error, CircuitOpenError) or ctx.kind_of(error) in _STALE_ON
+        # Refused without sending (an open breaker, a ban or a rate-limit wait past the deadline):
+        # the exchange could not be asked, as with the 429 behind it.
+        return isinstance(error, (CircuitOpenError, RateLimitBackoff)) or ctx.kind_of(error) in _STALE_ON
 
     def _store(self, key: Any, value: Any, now: float, size: int | None = None, freeze: bool = True) -> bool:
         """Hold ``value`` under ``key``, evicting the least recently used answers beyond the entry

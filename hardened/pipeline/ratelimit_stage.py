@@ -3,9 +3,11 @@
 Decisions live in ``hardened.ratelimit.RateLimitBudget`` (one per client, fed by the exchange's
 usage headers, Retry-After and ban answers); this stage asks it how long to wait before each
 attempt and hands it every answer. A wait longer than the endpoint's ``max_delay`` (a ban, a spent
-daily order budget) is not slept through: the call fails at once with ``RateLimitBackoff`` and
-nothing is sent, so the client never extends its own ban. A ban, or a budget spent for longer
-than that, is published once on the event bus as ``rate_limit_ban`` (the alerts read it).
+daily order budget), or one that would end past the call's ``call_deadline``, is not slept
+through: the call fails at once with ``RateLimitBackoff`` and nothing is sent, so the client never
+extends its own ban (and a refused wait is no exchange failure: not retried, not counted by the
+breaker). A ban, or a budget spent for longer than ``max_delay``, is published once on the event
+bus as ``rate_limit_ban`` (the alerts read it).
 
 With ``redis_url`` set, ``shared`` (``hardened.shared.budget.SharedBudget``) also books each
 attempt against the budget of the API key shared by every process: the wait is the longer of the
@@ -49,13 +51,27 @@ class RateLimitStage(Stage):
         wait = self.budget.delay_before(endpoint, now, weight)
         if wait > ctx.rt.policy.max_delay:
             self._refuse(ctx, endpoint, now, wait, weight)
+        if wait > 0.0:  # (only a waiting call reads the clock)
+            self._within_deadline(ctx, endpoint, wait, weight)
         if self.shared is not None:  # asked only for a call this client would send
             shared_wait, booked = self.shared.delay_before(self.budget.charges(endpoint, weight), now)
             if not booked or shared_wait > ctx.rt.policy.max_delay:
                 self._refuse(ctx, endpoint, now, shared_wait, weight)
             if shared_wait > wait:
                 wait = shared_wait
+                self._within_deadline(ctx, endpoint, wait, weight)
         return wait if wait > 0.0 else None
+
+    def _within_deadline(self, ctx: CallContext, endpoint: str, wait: float, weight: float | None) -> None:
+        """Refuse a wait that would end past the call's deadline with ``RateLimitBackoff``: nothing
+        is sent, so it is no exchange failure (never retried, never counted by the breaker or the
+        gate), and the booking is given back. Not announced: no ban, only a short deadline."""
+        deadline = ctx.rt.policy.call_deadline
+        if wait > ctx.started + deadline - time.perf_counter():
+            self.budget.release(endpoint, weight)
+            banned = self.budget.banned_until > time.time()
+            detail = f"the wait would pass the call deadline of {deadline:g}s"
+            raise RateLimitBackoff(self.exchange_id, ctx.endpoint.name, wait, banned, detail=detail)
 
     def _refuse(self, ctx: CallContext, endpoint: str, now: float, wait: float, weight: float | None) -> None:
         """Fail the attempt without sending it, giving back what ``delay_before`` booked (a call

@@ -15,7 +15,6 @@ retry decision is tenacity's, with our strategies plugged in:
 
 from __future__ import annotations
 
-import email.utils
 import threading
 import time
 from typing import Any
@@ -28,6 +27,7 @@ from hardened.config import EndpointPolicy
 from hardened.errors import DataQualityError, ErrorKind
 from hardened.pipeline.context import CallContext
 from hardened.pipeline.window import SlidingCounts
+from hardened.ratelimit import parse_retry_after
 
 __all__ = ["RetryBudget", "RetryPolicy", "retry_after_seconds"]
 
@@ -75,25 +75,22 @@ class RetryBudget:
         return {"requests": requests, "retries": retries, "refused": self.refused}
 
 
-def retry_after_seconds(headers: Any) -> float | None:
-    """The ``Retry-After`` of an answer in seconds (delta-seconds or an HTTP date), if any."""
+def retry_after_seconds(headers: Any, now: float | None = None) -> float | None:
+    """The ``Retry-After`` of an answer in seconds (delta-seconds or an HTTP date), if any.
+
+    Never raises: a malformed value is None (``hardened.ratelimit.parse_retry_after``, the parser
+    the rate-limit budget reads it with too). ``now`` is the epoch clock a date is read against
+    (``time.time()`` when not given).
+    """
     if not headers:
         return None
-    value = None
     try:
         value = headers.get("Retry-After") or headers.get("retry-after")
     except AttributeError:
         return None
     if value is None:
         return None
-    value = str(value).strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        if parsed is None:
-            return None
-        return max(0.0, parsed.timestamp() - time.time())
+    return parse_retry_after(value, time.time() if now is None else now)
 
 
 class retry_transient(retry_base):
