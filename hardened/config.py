@@ -18,7 +18,7 @@ import re
 import tomllib
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -33,7 +33,8 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from hardened.endpoints import endpoint_for, unified_methods
-from hardened.shared.url import check_redis_url, redact_url
+from hardened.shared.url import check_redis_url
+from hardened.telemetry.redact import is_secret_key
 
 __all__ = ["ConfigError", "EndpointOverrides", "EndpointPolicy", "HardenedConfig", "QualityPolicy"]
 
@@ -382,13 +383,66 @@ def _describe_source(exc: SettingsError) -> str:
 
 
 def _describe(exc: ValidationError) -> str:
-    """Turn pydantic's report into one line per bad field: name, value given, what is allowed."""
+    """Turn pydantic's report into one line per bad field: name, value given, what is allowed.
+
+    The value is left out for a secret field (``status_token``, ``redis_url``: hidden from the
+    repr) and for an unknown key (``redis_uri`` misspelt holds what ``redis_url`` would)."""
     lines = []
     for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"]) or "configuration"
+        loc = err["loc"]
+        field = ".".join(str(p) for p in loc) or "configuration"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{field}: {unknown_setting(HardenedConfig, loc)}")
+            continue
         given = err.get("input")
-        if err["loc"] == ("redis_url",) and isinstance(given, str):
-            given = redact_url(given)  # a Redis URL may carry a password
-        shown = "" if isinstance(given, dict) else f" = {given!r}"
-        lines.append(f"{field}{shown}: {err['msg']}{_allowed(err['loc'])}")
+        hidden = holds_secret(HardenedConfig, loc) or isinstance(given, dict)
+        shown = "" if hidden else f" = {given!r}"
+        lines.append(f"{field}{shown}: {err['msg']}{_allowed(loc)}")
     return "invalid hardened configuration: " + "; ".join(lines)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model an annotation holds (``X``, ``X | None``, ``list[X]``, ``dict[str, X]``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _fields_along(
+    model: type[BaseModel], loc: tuple[Any, ...]
+) -> tuple[list[FieldInfo], type[BaseModel] | None]:
+    """The fields an error location passes through, and the model holding its last part."""
+    fields: list[FieldInfo] = []
+    current: type[BaseModel] | None = model
+    for part in loc[:-1]:
+        if current is None:
+            break
+        info = current.model_fields.get(str(part))
+        if info is None:
+            continue  # a list index or a dict key: the model inside the container stays current
+        fields.append(info)
+        current = _model_in(info.annotation)
+    if current is not None and loc and str(loc[-1]) in current.model_fields:
+        fields.append(current.model_fields[str(loc[-1])])
+    return fields, current
+
+
+def holds_secret(model: type[BaseModel], loc: tuple[Any, ...]) -> bool:
+    """Whether the value at ``loc`` may be a credential: a field hidden from the repr on the way,
+    or a part named like one (``password``, ``bot_token``)."""
+    fields, _ = _fields_along(model, loc)
+    return any(info.repr is False for info in fields) or any(is_secret_key(str(p)) for p in loc)
+
+
+def unknown_setting(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    """What is wrong with a key ``model`` has no field for, with the one probably meant; never its
+    value (a misspelt ``pasword`` holds a password)."""
+    _, holder = _fields_along(model, loc)
+    names = sorted(holder.model_fields) if holder is not None else []
+    close = difflib.get_close_matches(str(loc[-1]), names, n=1, cutoff=0.6) if loc else []
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"unknown setting{hint}; its value is not shown"

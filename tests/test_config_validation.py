@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import ccxt
 import ccxt.async_support as accxt
 import pytest
 
 from hardened import AsyncHardenedClient, ConfigError, HardenedClient, HardenedConfig
+from hardened.alerts.config import AlertConfig
 
 
 def test_sync_client_refuses_an_async_exchange_and_says_what_to_use() -> None:
@@ -81,3 +84,47 @@ def test_bad_json_in_an_environment_variable_names_the_variable(monkeypatch: pyt
     with pytest.raises(ConfigError) as caught:
         HardenedConfig()
     assert "HARDENED_ENDPOINTS" in str(caught.value) and "JSON" in str(caught.value)
+
+
+SECRET = "SECRETvalue99"
+
+
+@pytest.mark.parametrize(
+    ("make", "named", "meant"),
+    [
+        (lambda: HardenedConfig(status_token="S3CRET7"), "status_token", "at least 8"),
+        (lambda: HardenedConfig(redis_uri=f"redis://:{SECRET}@127.0.0.1:6379/0"), "redis_uri", "redis_url"),
+        (lambda: HardenedConfig(status_tokn=SECRET), "status_tokn", "status_token"),
+        (lambda: HardenedConfig(endpoints={"ohlcv": {"max_retriez": SECRET}}), "max_retriez", "max_retries"),
+        (
+            lambda: AlertConfig(email_config={"smtp_server": "127.0.0.1", "pasword": SECRET}),
+            "email_config.pasword",
+            "password",
+        ),
+        (
+            lambda: AlertConfig(webhook_config={"url": f"https://hooks.example/T0/B0/{SECRET}"}),
+            "webhook_config.url",
+            "urls",
+        ),
+        (
+            lambda: AlertConfig(telegram_config={"token": f"123456:{SECRET}", "chat_ids": ["1"]}),
+            "telegram_config.token",
+            "bot_token",
+        ),
+    ],
+)
+def test_a_configuration_error_never_shows_a_secret_or_an_unknown_keys_value(
+    make: Callable[[], object], named: str, meant: str
+) -> None:
+    """A too-short token, or a secret under a misspelt key: the error names the field and what is
+    wrong (the setting probably meant), never the value."""
+    with pytest.raises(ConfigError) as caught:
+        make()
+    message = str(caught.value)
+    assert SECRET not in message and "S3CRET7" not in message
+    assert named in message and meant in message
+
+
+def test_ordinary_values_are_still_shown() -> None:
+    with pytest.raises(ConfigError, match=r"max_retries = 50: .*allowed 0 to 20"):
+        HardenedConfig(max_retries=50)

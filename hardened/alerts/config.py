@@ -47,7 +47,7 @@ from hardened.alerts.channels.http import check_url
 from hardened.alerts.escalation import DEFAULT_RULES, EscalationRule
 from hardened.alerts.rules import ErrorRateRule, HealthRule
 from hardened.alerts.throttle import DEFAULT_RATE_LIMITS, RateLimit
-from hardened.config import ConfigError
+from hardened.config import ConfigError, holds_secret, unknown_setting
 
 __all__ = ["AlertConfig", "EmailConfig", "TelegramConfig", "WebhookConfig"]
 
@@ -401,13 +401,19 @@ class AlertConfig(BaseSettings):
 
 
 def _describe(exc: ValidationError) -> str:
-    """One line per bad field: its dotted name, the value (never a secret's) and what is wrong."""
+    """One line per bad field: its dotted name, the value (never a secret's, nor an unknown key's:
+    ``pasword`` misspelt holds a password) and what is wrong."""
     lines = []
     for err in exc.errors():
-        loc = [str(p) for p in err["loc"]]
-        field = ".".join(loc) or "configuration"
+        loc = err["loc"]
+        field = ".".join(str(p) for p in loc) or "configuration"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{field}: {unknown_setting(AlertConfig, loc)}")
+            continue
         given = err.get("input")
-        secret = any(p in ("password", "bot_token", "urls", "base_url") for p in loc)  # URLs may hold keys
+        secret = holds_secret(AlertConfig, loc) or any(
+            p in ("urls", "base_url") for p in loc
+        )  # URLs hold keys
         shown = "" if secret or isinstance(given, dict | list) else f" = {given!r}"
         message = err["msg"].removeprefix("Value error, ")
         lines.append(f"{field}{shown}: {message}")
