@@ -43,7 +43,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from hardened.alerts.alert import Level
-from hardened.alerts.channels.http import check_url
+from hardened.alerts.channels.http import check_sendable, check_url
 from hardened.alerts.escalation import DEFAULT_RULES, EscalationRule
 from hardened.alerts.rules import ErrorRateRule, HealthRule
 from hardened.alerts.throttle import DEFAULT_RATE_LIMITS, RateLimit
@@ -135,6 +135,13 @@ class TelegramConfig(_Section):
     @classmethod
     def _base_url(cls, value: str) -> str:
         return check_url(value, "base_url")
+
+    @field_validator("bot_token")
+    @classmethod
+    def _token_sendable(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_sendable(value.get_secret_value(), "bot_token")  # it goes into the URL's path
+        return value
 
 
 class WebhookConfig(_Section):
