@@ -25,6 +25,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    FiniteFloat,
     ValidationError,
     field_validator,
     model_validator,
@@ -58,7 +59,7 @@ def _refuse_bool(value: Any) -> Any:
 
 
 Int = Annotated[int, BeforeValidator(_refuse_bool)]
-Float = Annotated[float, BeforeValidator(_refuse_bool)]
+Float = Annotated[FiniteFloat, BeforeValidator(_refuse_bool)]  # nan/inf: "should be a finite number"
 
 # The endpoints users set most, listed in the message about an unknown one.
 _COMMON_ENDPOINTS = (
@@ -249,15 +250,15 @@ class HardenedConfig(BaseSettings):
     # because a fresh install has no data, and a skip changes what a bot sees: turn it on once
     # 'hardened train' shows the gate beats the breaker on your own calls.
     gate_enabled: bool = False
-    gate_threshold: float = Field(0.8, gt=0, le=1, description="failure probability at which to skip")
-    gate_probe_share: float = Field(0.05, ge=0, le=1, description="share of would-be skips sent as probes")
-    gate_min_samples: int = Field(500, ge=10, le=10_000_000, description="outcomes before the gate may skip")
+    gate_threshold: Float = Field(0.8, gt=0, le=1, description="failure probability at which to skip")
+    gate_probe_share: Float = Field(0.05, ge=0, le=1, description="share of would-be skips sent as probes")
+    gate_min_samples: Int = Field(500, ge=10, le=10_000_000, description="outcomes before the gate may skip")
     learning_record: bool = True  # record every call's outcome to the learning store
     learning_store: str | None = Field(
         default_factory=lambda: default_learning_store(), description="SQLite file; ':memory:' or None"
     )
-    learning_max_rows: int = Field(500_000, ge=1_000, le=100_000_000, description="rows kept in the store")
-    learning_retention: float = Field(
+    learning_max_rows: Int = Field(500_000, ge=1_000, le=100_000_000, description="rows kept in the store")
+    learning_retention: Float = Field(
         7 * 86_400.0, ge=60, le=366 * 86_400.0, description="seconds a record is kept"
     )
     # Observability.
@@ -273,6 +274,15 @@ class HardenedConfig(BaseSettings):
         unknown = [name for name in value if name not in known_endpoints()]
         if unknown:
             raise ValueError("; ".join(_unknown_endpoint(name) for name in unknown))
+        return value
+
+    @field_validator("learning_store")
+    @classmethod
+    def _learning_store_named(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError(
+                "must name a SQLite file, or be ':memory:' (records in memory) or None (no store)"
+            )
         return value
 
     @field_validator("redis_url")
@@ -359,12 +369,17 @@ def _allowed(loc: tuple[Any, ...]) -> str:
     if info is None:
         return ""
     low = high = None
+    above = False  # the lower bound is excluded (gt): "above 0", not "0 to"
     for item in info.metadata:
-        low = getattr(item, "ge", getattr(item, "gt", low))
+        if getattr(item, "gt", None) is not None:
+            low, above = item.gt, True
+        elif getattr(item, "ge", None) is not None:
+            low = item.ge
         high = getattr(item, "le", getattr(item, "lt", high))
     if low is None and high is None:
         return ""
-    return f" (allowed {low} to {high}{'; ' + info.description if info.description else ''})"
+    span = f"above {low}, up to {high}" if above else f"{low} to {high}"
+    return f" (allowed {span}{'; ' + info.description if info.description else ''})"
 
 
 def _describe_source(exc: SettingsError) -> str:

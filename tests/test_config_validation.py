@@ -128,3 +128,50 @@ def test_a_configuration_error_never_shows_a_secret_or_an_unknown_keys_value(
 def test_ordinary_values_are_still_shown() -> None:
     with pytest.raises(ConfigError, match=r"max_retries = 50: .*allowed 0 to 20"):
         HardenedConfig(max_retries=50)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"gate_threshold": True},
+        {"gate_probe_share": True},
+        {"gate_min_samples": True},
+        {"learning_max_rows": True},
+        {"learning_retention": True},
+    ],
+)
+def test_gate_and_learning_numbers_refuse_bools_too(settings: dict) -> None:
+    """``gate_threshold=True`` passed as 1.0 (a plain float field): refused as the others are."""
+    with pytest.raises(ConfigError, match="bool"):
+        HardenedConfig(**settings)
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [
+        ({"cache_ttl": float("nan")}, "cache_ttl"),
+        ({"call_deadline": float("inf")}, "call_deadline"),
+        ({"gate_threshold": float("nan")}, "gate_threshold"),
+    ],
+)
+def test_nan_and_infinity_are_refused_as_not_finite(settings: dict, field: str) -> None:
+    with pytest.raises(ConfigError, match=f"{field} = .*finite number"):
+        HardenedConfig(**settings)
+    with pytest.raises(ConfigError, match=r"alert_cooldown = nan: .*finite number"):
+        AlertConfig(alert_cooldown=float("nan"))
+
+
+def test_the_allowed_range_of_a_field_that_must_be_above_zero_says_so() -> None:
+    with pytest.raises(ConfigError, match=r"max_delay = 0: .*\(allowed above 0, up to 600;"):
+        HardenedConfig(max_delay=0)
+    with pytest.raises(ConfigError, match=r"\(allowed 0 to 60;"):
+        HardenedConfig(initial_delay=-1)
+
+
+@pytest.mark.parametrize("store", ["", "   "])
+def test_an_empty_learning_store_is_refused_naming_the_field(store: str) -> None:
+    """It passed, then failed on first use naming the current directory."""
+    with pytest.raises(ConfigError, match=r"learning_store = .*SQLite file.*':memory:'.*None"):
+        HardenedConfig(learning_store=store)
+    assert HardenedConfig(learning_store=":memory:").learning_store == ":memory:"
+    assert HardenedConfig(learning_store=None).learning_store is None

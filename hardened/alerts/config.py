@@ -47,7 +47,7 @@ from hardened.alerts.channels.http import check_sendable, check_url
 from hardened.alerts.escalation import DEFAULT_RULES, EscalationRule
 from hardened.alerts.rules import ErrorRateRule, HealthRule
 from hardened.alerts.throttle import DEFAULT_RATE_LIMITS, RateLimit
-from hardened.config import ConfigError, holds_secret, unknown_setting
+from hardened.config import ConfigError, Float, Int, holds_secret, unknown_setting
 
 __all__ = ["AlertConfig", "EmailConfig", "TelegramConfig", "WebhookConfig"]
 
@@ -82,7 +82,7 @@ class EmailConfig(_Section):
     """SMTP delivery (the seeds' ``email_config``)."""
 
     smtp_server: str | None = None
-    smtp_port: int = Field(587, ge=1, le=65_535)
+    smtp_port: Int = Field(587, ge=1, le=65_535)
     security: Literal["starttls", "ssl", "none"] = "starttls"
     username: str | None = None
     password: SecretStr | None = Field(None, repr=False)
@@ -166,8 +166,8 @@ class WebhookConfig(_Section):
 class RateLimitConfig(_Section):
     """At most ``count`` alerts of a level in ``window_s`` seconds."""
 
-    count: int = Field(ge=1, le=100_000)
-    window_s: float = Field(gt=0, le=86_400)
+    count: Int = Field(ge=1, le=100_000)
+    window_s: Float = Field(gt=0, le=86_400)
 
 
 class EscalationConfig(_Section):
@@ -175,15 +175,15 @@ class EscalationConfig(_Section):
 
     channel: Literal["log", "webhook", "email", "telegram"]
     min_level: LevelName
-    delay_s: float = Field(0.0, ge=0, le=86_400)
+    delay_s: Float = Field(0.0, ge=0, le=86_400)
 
 
 class ErrorRateConfig(_Section):
     """Errors per minute, or errors counted in a window, that raise an ``error_rate`` alert."""
 
-    per_minute: int = Field(5, ge=1, le=1_000_000)
-    count: int = Field(10, ge=1, le=1_000_000)
-    window_s: float = Field(300.0, gt=0, le=86_400)
+    per_minute: Int = Field(5, ge=1, le=1_000_000)
+    count: Int = Field(10, ge=1, le=1_000_000)
+    window_s: Float = Field(300.0, gt=0, le=86_400)
 
 
 def _default_rate_limits() -> dict[str, RateLimitConfig]:
@@ -279,20 +279,20 @@ class AlertConfig(BaseSettings):
     alert_channels: list[Literal["log", "webhook", "email", "telegram"]] | None = Field(
         None, description="channel kinds to use; None: log plus every channel that is configured"
     )
-    alert_cooldown: float = Field(300.0, ge=0, le=86_400, description="seconds between alerts of one key")
+    alert_cooldown: Float = Field(300.0, ge=0, le=86_400, description="seconds between alerts of one key")
     # A level left out keeps its default limit; ``None`` (``null``) lifts it.
     rate_limits: dict[LevelName, RateLimitConfig | None] = Field(default_factory=_default_rate_limits)
     escalation: list[EscalationConfig] = Field(default_factory=_default_escalation)
     error_rate: ErrorRateConfig = Field(default_factory=ErrorRateConfig)
-    health_min_score: float = Field(60.0, ge=0, le=100, description="health score below which to warn")
-    health_critical_score: float = Field(40.0, ge=0, le=100, description="health score for an ERROR")
-    health_interval: float = Field(30.0, ge=0, le=3600, description="seconds between health checks; 0 off")
-    queue_size: int = Field(1000, ge=1, le=1_000_000, description="alerts queued per channel")
-    inbox_size: int = Field(10_000, ge=1, le=10_000_000, description="bus events waiting for the sender")
-    delivery_attempts: int = Field(4, ge=1, le=20, description="tries per alert and channel")
-    retry_initial_delay: float = Field(1.0, ge=0, le=600, description="first back-off, seconds")
-    retry_max_delay: float = Field(60.0, gt=0, le=3600, description="longest back-off, seconds")
-    timeout: float = Field(10.0, gt=0, le=300, description="seconds per HTTP or SMTP exchange")
+    health_min_score: Float = Field(60.0, ge=0, le=100, description="health score below which to warn")
+    health_critical_score: Float = Field(40.0, ge=0, le=100, description="health score for an ERROR")
+    health_interval: Float = Field(30.0, ge=0, le=3600, description="seconds between health checks; 0 off")
+    queue_size: Int = Field(1000, ge=1, le=1_000_000, description="alerts queued per channel")
+    inbox_size: Int = Field(10_000, ge=1, le=10_000_000, description="bus events waiting for the sender")
+    delivery_attempts: Int = Field(4, ge=1, le=20, description="tries per alert and channel")
+    retry_initial_delay: Float = Field(1.0, ge=0, le=600, description="first back-off, seconds")
+    retry_max_delay: Float = Field(60.0, gt=0, le=3600, description="longest back-off, seconds")
+    timeout: Float = Field(10.0, gt=0, le=300, description="seconds per HTTP or SMTP exchange")
     email_config: EmailConfig = Field(default_factory=EmailConfig)
     telegram_config: TelegramConfig = Field(default_factory=TelegramConfig)
     webhook_config: WebhookConfig = Field(default_factory=WebhookConfig)
