@@ -3,7 +3,9 @@
 Precedence, highest first: keyword arguments, environment variables, the TOML/JSON file named by
 ``HardenedConfig.from_file`` or ``HARDENED_CONFIG_FILE``, then the defaults. Field names are the
 ones users know from the seed documents (``max_retries``, ``failure_threshold``, ...). An invalid
-value fails at construction with ``ConfigError`` naming the field and what is allowed.
+value fails at construction with ``ConfigError`` naming the field and what is allowed (never the
+value of a secret field or of an unknown key); a ``HARDENED_*`` environment variable that no
+setting reads (a typo) is warned about once, naming the one probably meant.
 Per-endpoint overrides (``endpoints={"ohlcv": {"max_retries": 5}}``) are resolved once per endpoint
 into an ``EndpointPolicy`` so the hot path reads plain attributes.
 """
@@ -16,10 +18,12 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
+import structlog
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -40,6 +44,14 @@ from hardened.telemetry.redact import is_secret_key
 __all__ = ["ConfigError", "EndpointOverrides", "EndpointPolicy", "HardenedConfig", "QualityPolicy"]
 
 QualityPolicy = Literal["raise", "repair", "warn", "off"]
+
+log = structlog.get_logger("hardened")
+# HARDENED_* names read beside the settings' own (HARDENED_<FIELD>, HARDENED_ENDPOINTS__<...>):
+# the settings file, the memory limit of the health score, and the test suite's switches.
+OTHER_ENVIRONMENT = frozenset(
+    {"HARDENED_CONFIG_FILE", "HARDENED_MEMORY_LIMIT_MB", "HARDENED_SIM_URL", "HARDENED_CHAOS_ORDERS"}
+)
+_warned_environment: set[str] = set()  # each unknown name is said once per process
 
 _config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
     "hardened_config_file", default=None
@@ -307,6 +319,8 @@ class HardenedConfig(BaseSettings):
         return self
 
     def __init__(self, **values: Any) -> None:
+        known = {f"HARDENED_{name.upper()}" for name in type(self).model_fields} | OTHER_ENVIRONMENT
+        warn_unknown_environment(("HARDENED_",), known, nested=("HARDENED_ENDPOINTS__",))
         try:
             super().__init__(**values)
         except ValidationError as exc:
@@ -347,6 +361,28 @@ class HardenedConfig(BaseSettings):
         if override is not None:
             values.update({k: v for k, v in override.model_dump().items() if v is not None})
         return EndpointPolicy(values)
+
+
+def warn_unknown_environment(
+    prefixes: tuple[str, ...], known: Iterable[str], nested: tuple[str, ...] = ()
+) -> list[str]:
+    """Warn (once per name) about environment variables starting with one of ``prefixes`` that no
+    setting reads, naming the one probably meant (``HARDENED_MAX_RETRYS``: a typo would otherwise
+    pass silently). Names only: a value may be a secret. Returns the unknown names."""
+    known = {name.upper() for name in known}
+    unknown = [
+        name
+        for name in os.environ
+        if name.upper().startswith(prefixes)
+        and name.upper() not in known
+        and not name.upper().startswith(nested)
+    ]
+    for name in unknown:
+        if name not in _warned_environment:
+            _warned_environment.add(name)
+            close = difflib.get_close_matches(name.upper(), sorted(known), n=1, cutoff=0.75)
+            log.warning("unknown_environment_variable", variable=name, meant=close[0] if close else None)
+    return unknown
 
 
 def default_learning_store() -> str:

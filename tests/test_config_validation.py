@@ -7,6 +7,7 @@ from collections.abc import Callable
 import ccxt
 import ccxt.async_support as accxt
 import pytest
+import structlog.testing
 
 from hardened import AsyncHardenedClient, ConfigError, HardenedClient, HardenedConfig
 from hardened.alerts.config import AlertConfig
@@ -175,3 +176,69 @@ def test_an_empty_learning_store_is_refused_naming_the_field(store: str) -> None
         HardenedConfig(learning_store=store)
     assert HardenedConfig(learning_store=":memory:").learning_store == ":memory:"
     assert HardenedConfig(learning_store=None).learning_store is None
+
+
+@pytest.fixture
+def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each unknown environment name is said once per process: start from none said."""
+    import hardened.config
+
+    monkeypatch.setattr(hardened.config, "_warned_environment", set(), raising=False)
+
+
+def _unknown_names(logs: list[dict]) -> list[tuple[str, str | None]]:
+    return [(e["variable"], e["meant"]) for e in logs if e["event"] == "unknown_environment_variable"]
+
+
+@pytest.mark.usefixtures("fresh_warnings")
+def test_a_misspelt_environment_setting_is_warned_about_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``HARDENED_MAX_RETRYS=10`` was ignored without a word; the warning names the one meant,
+    never the value (it may be a secret)."""
+    monkeypatch.setenv("HARDENED_MAX_RETRYS", "SECRET10")
+    monkeypatch.setenv("HARDENED_MAX_RETRIES", "5")
+    monkeypatch.setenv("HARDENED_ENDPOINTS__OHLCV__MAX_RETRIES", "4")
+    monkeypatch.setenv("HARDENED_SIM_URL", "http://127.0.0.1:9000")
+    with structlog.testing.capture_logs() as logs:
+        config = HardenedConfig()
+        HardenedConfig()
+    assert config.max_retries == 5 and config.for_endpoint("ohlcv").max_retries == 4
+    assert _unknown_names(logs) == [("HARDENED_MAX_RETRYS", "HARDENED_MAX_RETRIES")]
+    assert "SECRET10" not in repr(logs)
+
+
+@pytest.mark.usefixtures("fresh_warnings")
+def test_a_misspelt_alert_environment_setting_is_warned_about(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALERT_WEBHOOK_URL", "https://hooks.example/T/B/SECRETtoken")
+    monkeypatch.setenv("TELEGRAM_ALERT_CHATS", "42")
+    monkeypatch.setenv("ALERT_COOLDOWN", "60")
+    with structlog.testing.capture_logs() as logs:
+        assert AlertConfig().alert_cooldown == 60
+    assert sorted(_unknown_names(logs)) == [
+        ("ALERT_WEBHOOK_URL", "ALERT_WEBHOOK_URLS"),
+        ("TELEGRAM_ALERT_CHATS", "TELEGRAM_ALERT_CHAT_IDS"),
+    ]
+    assert "SECRETtoken" not in repr(logs)
+
+
+@pytest.mark.parametrize(
+    ("environment", "missing"),
+    [
+        ({"TELEGRAM_ALERT_BOT_TOKEN": "1:SECRETtoken"}, "telegram_config.chat_ids"),
+        ({"TELEGRAM_ALERT_CHAT_IDS": "42"}, "telegram_config.bot_token"),
+        ({"ALERT_SMTP_SERVER": "127.0.0.1"}, "email_config.to_emails"),
+        ({"ALERT_EMAIL_TO": "ops@example.com"}, "email_config.smtp_server"),
+        (
+            {"ALERT_EMAIL_PASS": "SECRETpw"},
+            "email_config.smtp_server .* and email_config.to_emails .* are not set",
+        ),
+    ],
+)
+def test_a_half_configured_channel_is_an_error(
+    environment: dict[str, str], missing: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A token without a chat (or a server without recipients) was left out silently."""
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=f"half configured: {missing}") as caught:
+        AlertConfig()
+    assert "SECRET" not in str(caught.value)

@@ -16,9 +16,10 @@ parts (``enabled``, ``check_interval``, ``enable_*``).
 | ``TELEGRAM_ALERT_BASE_URL`` (a Bot API server of your own) | ``telegram_config`` |
 | ``ALERT_WEBHOOK_URLS``, ``ALERT_WEBHOOK_FORMAT`` (``json`` or ``slack``) | ``webhook_config`` |
 
-Lists in the environment are comma-separated. The password and the bot token are ``SecretStr``:
-they show as ``**********`` in a repr, a dump or an error. An invalid value raises
-``hardened.config.ConfigError`` naming the field.
+Lists in the environment are comma-separated; an ``ALERT_*`` or ``TELEGRAM_ALERT_*`` name not in
+this table is warned about (a typo), and a channel given half of what it needs is an error. The
+password and the bot token are ``SecretStr``: they show as ``**********`` in a repr, a dump or an
+error. An invalid value raises ``hardened.config.ConfigError`` naming the field.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from hardened.alerts.channels.http import check_sendable, check_url
 from hardened.alerts.escalation import DEFAULT_RULES, EscalationRule
 from hardened.alerts.rules import ErrorRateRule, HealthRule
 from hardened.alerts.throttle import DEFAULT_RATE_LIMITS, RateLimit
-from hardened.config import ConfigError, Float, Int, holds_secret, unknown_setting
+from hardened.config import ConfigError, Float, Int, holds_secret, unknown_setting, warn_unknown_environment
 
 __all__ = ["AlertConfig", "EmailConfig", "TelegramConfig", "WebhookConfig"]
 
@@ -207,6 +208,7 @@ class _EnvSource(PydanticBaseSettingsSource):
         return None, field_name, False  # unused: __call__ returns the whole mapping at once
 
     def __call__(self) -> dict[str, Any]:
+        warn_unknown_environment(("ALERT_", "TELEGRAM_ALERT_"), {*ENVIRONMENT, "ALERT_CONFIG_FILE"})
         found: dict[str, Any] = {}
         for name, (path, is_list) in ENVIRONMENT.items():
             raw = os.environ.get(name)
@@ -329,9 +331,36 @@ class AlertConfig(BaseSettings):
                 raise ValueError(
                     "alert_channels lists webhook but webhook_config.urls is empty (ALERT_WEBHOOK_URLS)"
                 )
+        self._no_half_set_channel()
         if self.email_config.configured and not (self.email_config.from_email or self.email_config.username):
             raise ValueError("email_config.from_email (ALERT_EMAIL_FROM) is needed to send mail")
         return self
+
+    def _no_half_set_channel(self) -> None:
+        """A channel given part of what it needs (a bot token without a chat, an SMTP server
+        without recipients) is an error: left out silently, its alerts would go nowhere."""
+        telegram, email = self.telegram_config, self.email_config
+        token = bool(telegram.bot_token and telegram.bot_token.get_secret_value())
+        if token != bool(telegram.chat_ids):
+            missing = (
+                "telegram_config.chat_ids (TELEGRAM_ALERT_CHAT_IDS)"
+                if token
+                else "telegram_config.bot_token (TELEGRAM_ALERT_BOT_TOKEN)"
+            )
+            raise ValueError(f"the telegram channel is half configured: {missing} is not set")
+        if not email.configured and (
+            email.smtp_server or email.to_emails or email.username or email.password
+        ):
+            missing = [
+                name
+                for name, given in (
+                    ("email_config.smtp_server (ALERT_SMTP_SERVER)", email.smtp_server),
+                    ("email_config.to_emails (ALERT_EMAIL_TO)", email.to_emails),
+                )
+                if not given
+            ]
+            verb = "are" if len(missing) > 1 else "is"
+            raise ValueError(f"the email channel is half configured: {' and '.join(missing)} {verb} not set")
 
     def __init__(self, **values: Any) -> None:
         try:
