@@ -59,7 +59,8 @@ _config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
 
 
 class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the field, the value and what is allowed."""
+    """A configuration value is invalid; the message names the field, the value (never a secret's)
+    and what is allowed."""
 
 
 def _refuse_bool(value: Any) -> Any:

@@ -447,9 +447,8 @@ def _describe(exc: ValidationError) -> str:
             lines.append(f"{field}: {unknown_setting(AlertConfig, loc)}")
             continue
         given = err.get("input")
-        secret = holds_secret(AlertConfig, loc) or any(
-            p in ("urls", "base_url") for p in loc
-        )  # URLs hold keys
+        urls = any(p in ("urls", "base_url") for p in loc)  # a URL may hold a key or a token
+        secret = urls or holds_secret(AlertConfig, loc)
         shown = "" if secret or isinstance(given, dict | list) else f" = {given!r}"
         message = err["msg"].removeprefix("Value error, ")
         lines.append(f"{field}{shown}: {message}")

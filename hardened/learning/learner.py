@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from numbers import Real
 from pathlib import Path
 from typing import Any
 
@@ -517,7 +517,7 @@ class ErrorLearner:
         if not _is_flag(had_error):
             raise TypeError(f"had_error must be True or False, got {type(had_error).__name__} {had_error!r}")
         if execution_time is not None:
-            if isinstance(execution_time, bool) or not isinstance(execution_time, numbers.Real):
+            if isinstance(execution_time, bool) or not isinstance(execution_time, Real):
                 raise TypeError(
                     f"execution_time must be seconds (a number), got {type(execution_time).__name__}"
                 )
@@ -525,8 +525,6 @@ class ErrorLearner:
                 raise ValueError(
                     f"execution_time must be a finite number of seconds >= 0, got {execution_time!r}"
                 )
-        if error_details is not None and not isinstance(error_details, str):
-            raise TypeError(f"error_details must be a str or None, got {type(error_details).__name__}")
         if success_metrics is not None and not isinstance(success_metrics, Mapping):
             raise TypeError(
                 f"success_metrics must be a mapping or None, got {type(success_metrics).__name__}"
@@ -536,7 +534,7 @@ class ErrorLearner:
         if error_details is not None or success_metrics:
             details = json.dumps(
                 {
-                    "error": redact_text(error_details) if error_details is not None else None,
+                    "error": redact_text(str(error_details)) if error_details is not None else None,
                     "metrics": redact_value(dict(success_metrics or {})),
                 },
                 default=str,
