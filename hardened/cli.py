@@ -6,12 +6,14 @@ so ``hardened --help`` lists what is there and every subcommand's ``--help`` is 
 
 from __future__ import annotations
 
+import argparse
 import gc
 import importlib
+import math
 import sys
 from collections.abc import Sequence
 
-__all__ = ["main", "run"]
+__all__ = ["main", "non_negative_float", "port_number", "positive_float", "positive_int", "run"]
 
 COMMANDS = {
     "demo": ("hardened.demo", "hardened clients against the simulator, status server on, live summary"),
@@ -22,6 +24,53 @@ COMMANDS = {
     "report": ("hardened.report", "health, errors, anomalies and learning progress from the record store"),
     "alerts": ("hardened.alerts.cli", "show the alert configuration, send a test alert to every channel"),
 }
+
+
+# --- argument types: argparse reports their message as "argument --bots: must be at least 1, got 0"
+
+
+def _parsed(text: str, kind: type[int] | type[float]) -> float:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected {'a whole number' if kind is int else 'a number'}, got {text!r}"
+        ) from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """A count that must be at least 1 (``--bots``)."""
+    value = int(_parsed(text, int))
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """Seconds that must be above 0 (``--interval``: 0 would spin)."""
+    value = _parsed(text, float)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """Seconds that may be 0 (``--duration 0``: until Ctrl-C) but not negative."""
+    value = _parsed(text, float)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    return value
+
+
+def port_number(text: str) -> int:
+    """A TCP port, 0-65535 (0: the system picks a free one)."""
+    value = int(_parsed(text, int))
+    if not 0 <= value <= 65_535:
+        raise argparse.ArgumentTypeError(f"must be a port number 0-65535 (0 picks a free one), got {value}")
+    return value
 
 
 def _usage() -> str:

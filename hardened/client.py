@@ -77,7 +77,7 @@ class EndpointRuntime:
     """What one endpoint of one client owns: its resolved policy, breaker, stats and retry policy,
     and its cache settings (TTL, how stale an answer may be served on errors)."""
 
-    __slots__ = ("breaker", "cacheable", "policy", "retry", "stale_if_error", "stats", "ttl")
+    __slots__ = ("breaker", "cacheable", "policy", "retry", "secrets", "stale_if_error", "stats", "ttl")
 
     def __init__(
         self,
@@ -87,8 +87,10 @@ class EndpointRuntime:
         stats: EndpointStats,
         retry: RetryPolicy,
         endpoint_ttl: float | None,
+        secrets: Callable[[], tuple[str, ...]] = tuple,
     ) -> None:
         self.policy = policy
+        self.secrets = secrets  # the exchange's current credentials, for redacting error text
         self.breaker = breaker
         self.stats = stats
         self.retry = retry
@@ -228,6 +230,7 @@ class _Core:
                     stats,
                     RetryPolicy(policy, self.budget, self._retrying),
                     override.cache_ttl if override is not None else None,
+                    self.record.secrets,
                 )
                 self.runtimes[endpoint] = rt
         return rt

@@ -3,7 +3,9 @@
 Precedence, highest first: keyword arguments, environment variables, the TOML/JSON file named by
 ``HardenedConfig.from_file`` or ``HARDENED_CONFIG_FILE``, then the defaults. Field names are the
 ones users know from the seed documents (``max_retries``, ``failure_threshold``, ...). An invalid
-value fails at construction with ``ConfigError`` naming the field and what is allowed.
+value fails at construction with ``ConfigError`` naming the field and what is allowed (never the
+value of a secret field or of an unknown key); a ``HARDENED_*`` environment variable that no
+setting reads (a typo) is warned about once, naming the one probably meant.
 Per-endpoint overrides (``endpoints={"ohlcv": {"max_retries": 5}}``) are resolved once per endpoint
 into an ``EndpointPolicy`` so the hot path reads plain attributes.
 """
@@ -16,15 +18,18 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
+import structlog
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    FiniteFloat,
     ValidationError,
     field_validator,
     model_validator,
@@ -33,11 +38,20 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from hardened.endpoints import endpoint_for, unified_methods
-from hardened.shared.url import check_redis_url, redact_url
+from hardened.shared.url import check_redis_url
+from hardened.telemetry.redact import is_secret_key
 
 __all__ = ["ConfigError", "EndpointOverrides", "EndpointPolicy", "HardenedConfig", "QualityPolicy"]
 
 QualityPolicy = Literal["raise", "repair", "warn", "off"]
+
+log = structlog.get_logger("hardened")
+# HARDENED_* names read beside the settings' own (HARDENED_<FIELD>, HARDENED_ENDPOINTS__<...>):
+# the settings file, the memory limit of the health score, and the test suite's switches.
+OTHER_ENVIRONMENT = frozenset(
+    {"HARDENED_CONFIG_FILE", "HARDENED_MEMORY_LIMIT_MB", "HARDENED_SIM_URL", "HARDENED_CHAOS_ORDERS"}
+)
+_warned_environment: set[str] = set()  # each unknown name is said once per process
 
 _config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
     "hardened_config_file", default=None
@@ -45,7 +59,8 @@ _config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
 
 
 class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the field, the value and what is allowed."""
+    """A configuration value is invalid; the message names the field, the value (never a secret's)
+    and what is allowed."""
 
 
 def _refuse_bool(value: Any) -> Any:
@@ -57,7 +72,7 @@ def _refuse_bool(value: Any) -> Any:
 
 
 Int = Annotated[int, BeforeValidator(_refuse_bool)]
-Float = Annotated[float, BeforeValidator(_refuse_bool)]
+Float = Annotated[FiniteFloat, BeforeValidator(_refuse_bool)]  # nan/inf: "should be a finite number"
 
 # The endpoints users set most, listed in the message about an unknown one.
 _COMMON_ENDPOINTS = (
@@ -248,15 +263,15 @@ class HardenedConfig(BaseSettings):
     # because a fresh install has no data, and a skip changes what a bot sees: turn it on once
     # 'hardened train' shows the gate beats the breaker on your own calls.
     gate_enabled: bool = False
-    gate_threshold: float = Field(0.8, gt=0, le=1, description="failure probability at which to skip")
-    gate_probe_share: float = Field(0.05, ge=0, le=1, description="share of would-be skips sent as probes")
-    gate_min_samples: int = Field(500, ge=10, le=10_000_000, description="outcomes before the gate may skip")
+    gate_threshold: Float = Field(0.8, gt=0, le=1, description="failure probability at which to skip")
+    gate_probe_share: Float = Field(0.05, ge=0, le=1, description="share of would-be skips sent as probes")
+    gate_min_samples: Int = Field(500, ge=10, le=10_000_000, description="outcomes before the gate may skip")
     learning_record: bool = True  # record every call's outcome to the learning store
     learning_store: str | None = Field(
         default_factory=lambda: default_learning_store(), description="SQLite file; ':memory:' or None"
     )
-    learning_max_rows: int = Field(500_000, ge=1_000, le=100_000_000, description="rows kept in the store")
-    learning_retention: float = Field(
+    learning_max_rows: Int = Field(500_000, ge=1_000, le=100_000_000, description="rows kept in the store")
+    learning_retention: Float = Field(
         7 * 86_400.0, ge=60, le=366 * 86_400.0, description="seconds a record is kept"
     )
     # Observability.
@@ -272,6 +287,15 @@ class HardenedConfig(BaseSettings):
         unknown = [name for name in value if name not in known_endpoints()]
         if unknown:
             raise ValueError("; ".join(_unknown_endpoint(name) for name in unknown))
+        return value
+
+    @field_validator("learning_store")
+    @classmethod
+    def _learning_store_named(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError(
+                "must name a SQLite file, or be ':memory:' (records in memory) or None (no store)"
+            )
         return value
 
     @field_validator("redis_url")
@@ -296,6 +320,8 @@ class HardenedConfig(BaseSettings):
         return self
 
     def __init__(self, **values: Any) -> None:
+        known = {f"HARDENED_{name.upper()}" for name in type(self).model_fields} | OTHER_ENVIRONMENT
+        warn_unknown_environment(("HARDENED_",), known, nested=("HARDENED_ENDPOINTS__",))
         try:
             super().__init__(**values)
         except ValidationError as exc:
@@ -338,6 +364,28 @@ class HardenedConfig(BaseSettings):
         return EndpointPolicy(values)
 
 
+def warn_unknown_environment(
+    prefixes: tuple[str, ...], known: Iterable[str], nested: tuple[str, ...] = ()
+) -> list[str]:
+    """Warn (once per name) about environment variables starting with one of ``prefixes`` that no
+    setting reads, naming the one probably meant (``HARDENED_MAX_RETRYS``: a typo would otherwise
+    pass silently). Names only: a value may be a secret. Returns the unknown names."""
+    known = {name.upper() for name in known}
+    unknown = [
+        name
+        for name in os.environ
+        if name.upper().startswith(prefixes)
+        and name.upper() not in known
+        and not name.upper().startswith(nested)
+    ]
+    for name in unknown:
+        if name not in _warned_environment:
+            _warned_environment.add(name)
+            close = difflib.get_close_matches(name.upper(), sorted(known), n=1, cutoff=0.75)
+            log.warning("unknown_environment_variable", variable=name, meant=close[0] if close else None)
+    return unknown
+
+
 def default_learning_store() -> str:
     """``$XDG_DATA_HOME/hardened/learning.db`` (``~/.local/share/...``), or under ``%LOCALAPPDATA%``.
 
@@ -358,12 +406,17 @@ def _allowed(loc: tuple[Any, ...]) -> str:
     if info is None:
         return ""
     low = high = None
+    above = False  # the lower bound is excluded (gt): "above 0", not "0 to"
     for item in info.metadata:
-        low = getattr(item, "ge", getattr(item, "gt", low))
+        if getattr(item, "gt", None) is not None:
+            low, above = item.gt, True
+        elif getattr(item, "ge", None) is not None:
+            low = item.ge
         high = getattr(item, "le", getattr(item, "lt", high))
     if low is None and high is None:
         return ""
-    return f" (allowed {low} to {high}{'; ' + info.description if info.description else ''})"
+    span = f"above {low}, up to {high}" if above else f"{low} to {high}"
+    return f" (allowed {span}{'; ' + info.description if info.description else ''})"
 
 
 def _describe_source(exc: SettingsError) -> str:
@@ -382,13 +435,66 @@ def _describe_source(exc: SettingsError) -> str:
 
 
 def _describe(exc: ValidationError) -> str:
-    """Turn pydantic's report into one line per bad field: name, value given, what is allowed."""
+    """Turn pydantic's report into one line per bad field: name, value given, what is allowed.
+
+    The value is left out for a secret field (``status_token``, ``redis_url``: hidden from the
+    repr) and for an unknown key (``redis_uri`` misspelt holds what ``redis_url`` would)."""
     lines = []
     for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"]) or "configuration"
+        loc = err["loc"]
+        field = ".".join(str(p) for p in loc) or "configuration"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{field}: {unknown_setting(HardenedConfig, loc)}")
+            continue
         given = err.get("input")
-        if err["loc"] == ("redis_url",) and isinstance(given, str):
-            given = redact_url(given)  # a Redis URL may carry a password
-        shown = "" if isinstance(given, dict) else f" = {given!r}"
-        lines.append(f"{field}{shown}: {err['msg']}{_allowed(err['loc'])}")
+        hidden = holds_secret(HardenedConfig, loc) or isinstance(given, dict)
+        shown = "" if hidden else f" = {given!r}"
+        lines.append(f"{field}{shown}: {err['msg']}{_allowed(loc)}")
     return "invalid hardened configuration: " + "; ".join(lines)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model an annotation holds (``X``, ``X | None``, ``list[X]``, ``dict[str, X]``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _fields_along(
+    model: type[BaseModel], loc: tuple[Any, ...]
+) -> tuple[list[FieldInfo], type[BaseModel] | None]:
+    """The fields an error location passes through, and the model holding its last part."""
+    fields: list[FieldInfo] = []
+    current: type[BaseModel] | None = model
+    for part in loc[:-1]:
+        if current is None:
+            break
+        info = current.model_fields.get(str(part))
+        if info is None:
+            continue  # a list index or a dict key: the model inside the container stays current
+        fields.append(info)
+        current = _model_in(info.annotation)
+    if current is not None and loc and str(loc[-1]) in current.model_fields:
+        fields.append(current.model_fields[str(loc[-1])])
+    return fields, current
+
+
+def holds_secret(model: type[BaseModel], loc: tuple[Any, ...]) -> bool:
+    """Whether the value at ``loc`` may be a credential: a field hidden from the repr on the way,
+    or a part named like one (``password``, ``bot_token``)."""
+    fields, _ = _fields_along(model, loc)
+    return any(info.repr is False for info in fields) or any(is_secret_key(str(p)) for p in loc)
+
+
+def unknown_setting(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    """What is wrong with a key ``model`` has no field for, with the one probably meant; never its
+    value (a misspelt ``pasword`` holds a password)."""
+    _, holder = _fields_along(model, loc)
+    names = sorted(holder.model_fields) if holder is not None else []
+    close = difflib.get_close_matches(str(loc[-1]), names, n=1, cutoff=0.6) if loc else []
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"unknown setting{hint}; its value is not shown"

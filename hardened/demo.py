@@ -34,6 +34,7 @@ from rich.table import Table
 from rich.text import Text
 
 from hardened import alerts as alerting
+from hardened.cli import non_negative_float, port_number, positive_float, positive_int
 from hardened.client import HardenedClient
 from hardened.sim import Simulator
 
@@ -47,16 +48,24 @@ _STATE_STYLE = {"closed": "green", "half_open": "yellow", "open": "bold red"}
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     """The demo's command-line options."""
     parser = parser or argparse.ArgumentParser(prog="hardened demo", description=__doc__)
-    parser.add_argument("--duration", type=float, default=0.0, help="seconds to run; 0 runs until Ctrl-C")
+    parser.add_argument(
+        "--duration", type=non_negative_float, default=0.0, help="seconds to run; 0 runs until Ctrl-C"
+    )
     parser.add_argument("--profile", default="lively", help="simulator fault profile (name or file)")
     parser.add_argument("--seed", type=int, default=7, help="seed for prices and faults")
     parser.add_argument("--exchanges", default=",".join(EXCHANGES), help="comma-separated exchange ids")
-    parser.add_argument("--status-port", type=int, default=8765, help="websocket status port (0: pick one)")
-    parser.add_argument("--http-port", type=int, default=8766, help="/health, /metrics and the status page")
+    parser.add_argument(
+        "--status-port", type=port_number, default=8765, help="websocket status port (0: pick one)"
+    )
+    parser.add_argument(
+        "--http-port", type=port_number, default=8766, help="/health, /metrics and the status page"
+    )
     parser.add_argument("--no-status", action="store_true", help="do not start the status server")
     parser.add_argument("--no-alerts", action="store_true", help="do not start the alerts (log channel)")
-    parser.add_argument("--interval", type=float, default=1.0, help="seconds between summary refreshes")
-    parser.add_argument("--bots", type=int, default=2, help="bot threads per exchange")
+    parser.add_argument(
+        "--interval", type=positive_float, default=1.0, help="seconds between summary refreshes"
+    )
+    parser.add_argument("--bots", type=positive_int, default=2, help="bot threads per exchange")
     return parser
 
 

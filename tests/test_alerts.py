@@ -569,3 +569,45 @@ def test_start_alerts_with_a_channel_of_your_own() -> None:
         hardened.stop_alerts()
     assert [a.message for a in mine.got] == ["wake up"]
     assert dispatcher.stats()["channels"]["pager"]["sent"] == 1
+
+
+def test_an_alert_level_given_by_name_is_parsed_and_delivered() -> None:
+    """``Alert("critical", ...)`` used to pass, then fail on the dispatcher's thread: lost unseen."""
+    dispatcher, channels, _ = make(Clock(), kinds=("log",))
+    alert = Alert("critical", "custom", "disk:/var", "disk /var is 99% full")  # type: ignore[arg-type]
+    assert alert.level is Level.CRITICAL
+    dispatcher.fire(alert)
+    dispatcher.flush()
+    assert [a.key for a in channels["log"].got] == ["disk:/var"]
+    assert dispatcher.stats()["errors"] == 0
+
+
+@pytest.mark.parametrize(
+    ("fields", "error", "named"),
+    [
+        ({"level": "critcal"}, ValueError, "unknown alert level 'critcal'"),
+        ({"level": 35}, ValueError, "unknown alert level 35"),
+        ({"level": True}, TypeError, "alert level"),
+        ({"level": None}, TypeError, "alert level"),
+        ({"type": None}, TypeError, "type"),
+        ({"key": ""}, TypeError, "key"),
+        ({"message": 42}, TypeError, "message"),
+        ({"exchange": 1}, TypeError, "exchange"),
+        ({"ts": float("nan")}, ValueError, "ts"),
+        ({"ts": "now"}, TypeError, "ts"),
+        ({"details": "x=1"}, TypeError, "details"),
+        ({"resolves": "breaker_opened:binance_ticker"}, TypeError, "resolves"),
+    ],
+)
+def test_a_bad_alert_field_fails_when_the_alert_is_made(
+    fields: dict[str, Any], error: type[Exception], named: str
+) -> None:
+    given = {"level": Level.WARNING, "type": "custom", "key": "k", "message": "m", **fields}
+    with pytest.raises(error, match=named):
+        Alert(**given)
+
+
+def test_fire_takes_only_an_alert() -> None:
+    dispatcher, _, _ = make(Clock(), kinds=("log",))
+    with pytest.raises(TypeError, match="fire"):
+        dispatcher.fire({"level": "error", "message": "m"})  # type: ignore[arg-type]

@@ -358,6 +358,55 @@ def test_an_invalid_config_names_the_field_and_never_shows_a_secret(monkeypatch:
     assert TOKEN not in str(caught.value)
 
 
+@pytest.mark.parametrize("bad", [" xyz", "\txyz", "\nX-Injected: 1", "\x7f"])
+def test_a_webhook_url_urllib_cannot_send_is_refused_at_configuration(
+    bad: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """http.client refuses a space or a control character, quoting the path (the webhook's token):
+    such a URL fails at configuration with a message that names the field, not the URL."""
+    from hardened.alerts.channels import WebhookChannel
+
+    url = f"http://127.0.0.1:9/api/webhooks/1234/{TOKEN}{bad}"
+    with pytest.raises(ValueError, match="spaces or control characters") as caught:
+        WebhookChannel(url)
+    assert TOKEN not in str(caught.value)
+    monkeypatch.setenv("ALERT_WEBHOOK_URLS", url)
+    with pytest.raises(hardened.ConfigError, match=r"webhook_config\.urls") as refused:
+        AlertConfig()
+    assert TOKEN not in str(refused.value)
+
+
+def test_a_bot_token_urllib_cannot_send_is_refused_at_configuration() -> None:
+    from hardened.alerts.channels import TelegramChannel
+
+    with pytest.raises(hardened.ConfigError, match=r"telegram_config\.bot_token.*spaces") as caught:
+        AlertConfig(telegram_config={"bot_token": f"{TOKEN} ", "chat_ids": ["1"]})
+    assert TOKEN not in str(caught.value)
+    with pytest.raises(ValueError, match="bot token must not contain spaces") as refused:
+        TelegramChannel(f"{TOKEN}\n", "1")
+    assert TOKEN not in str(refused.value)
+
+
+def test_a_url_urllib_refuses_fails_once_without_quoting_it() -> None:
+    from hardened.alerts import Alert, Level
+    from hardened.alerts.channels import DeliveryError, WebhookChannel
+    from hardened.alerts.channels.http import post_json
+    from hardened.alerts.sender import ChannelSender
+
+    url = f"http://127.0.0.1:9/api/webhooks/1234/{TOKEN} xyz"
+    with pytest.raises(DeliveryError, match="invalid URL") as caught:
+        post_json(url, {"text": "hi"}, 1.0, "webhook")
+    assert caught.value.retryable is False and TOKEN not in str(caught.value)
+    channel = WebhookChannel("http://127.0.0.1:9/api/webhooks/1234/ok")
+    channel._url = url  # as if it had slipped past the check
+    with structlog.testing.capture_logs() as logs:
+        sender = ChannelSender(channel, attempts=3, sleep=lambda _s: None)
+        assert sender.deliver(Alert(Level.WARNING, "custom", "k", "hello")) is False
+    assert (sender.failed, sender.retries) == (1, 0)
+    assert sender.last_error is not None and "invalid URL" in sender.last_error
+    assert TOKEN not in json.dumps([logs, sender.counters()], default=str)
+
+
 def test_status_stream_carries_alerts_and_delivery_counters() -> None:
     from hardened.telemetry.events import bus
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import ccxt
 import ccxt.async_support as accxt
 import pytest
+import structlog.testing
 
 from hardened import AsyncHardenedClient, ConfigError, HardenedClient, HardenedConfig
+from hardened.alerts.config import AlertConfig
 
 
 def test_sync_client_refuses_an_async_exchange_and_says_what_to_use() -> None:
@@ -81,3 +85,160 @@ def test_bad_json_in_an_environment_variable_names_the_variable(monkeypatch: pyt
     with pytest.raises(ConfigError) as caught:
         HardenedConfig()
     assert "HARDENED_ENDPOINTS" in str(caught.value) and "JSON" in str(caught.value)
+
+
+SECRET = "SECRETvalue99"
+
+
+@pytest.mark.parametrize(
+    ("make", "named", "meant"),
+    [
+        (lambda: HardenedConfig(status_token="S3CRET7"), "status_token", "at least 8"),
+        (lambda: HardenedConfig(redis_uri=f"redis://:{SECRET}@127.0.0.1:6379/0"), "redis_uri", "redis_url"),
+        (lambda: HardenedConfig(status_tokn=SECRET), "status_tokn", "status_token"),
+        (lambda: HardenedConfig(endpoints={"ohlcv": {"max_retriez": SECRET}}), "max_retriez", "max_retries"),
+        (
+            lambda: AlertConfig(email_config={"smtp_server": "127.0.0.1", "pasword": SECRET}),
+            "email_config.pasword",
+            "password",
+        ),
+        (
+            lambda: AlertConfig(webhook_config={"url": f"https://hooks.example/T0/B0/{SECRET}"}),
+            "webhook_config.url",
+            "urls",
+        ),
+        (
+            lambda: AlertConfig(telegram_config={"token": f"123456:{SECRET}", "chat_ids": ["1"]}),
+            "telegram_config.token",
+            "bot_token",
+        ),
+    ],
+)
+def test_a_configuration_error_never_shows_a_secret_or_an_unknown_keys_value(
+    make: Callable[[], object], named: str, meant: str
+) -> None:
+    """A too-short token, or a secret under a misspelt key: the error names the field and what is
+    wrong (the setting probably meant), never the value."""
+    with pytest.raises(ConfigError) as caught:
+        make()
+    message = str(caught.value)
+    assert SECRET not in message and "S3CRET7" not in message
+    assert named in message and meant in message
+
+
+def test_ordinary_values_are_still_shown() -> None:
+    with pytest.raises(ConfigError, match=r"max_retries = 50: .*allowed 0 to 20"):
+        HardenedConfig(max_retries=50)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"gate_threshold": True},
+        {"gate_probe_share": True},
+        {"gate_min_samples": True},
+        {"learning_max_rows": True},
+        {"learning_retention": True},
+    ],
+)
+def test_gate_and_learning_numbers_refuse_bools_too(settings: dict) -> None:
+    """``gate_threshold=True`` passed as 1.0 (a plain float field): refused as the others are."""
+    with pytest.raises(ConfigError, match="bool"):
+        HardenedConfig(**settings)
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [
+        ({"cache_ttl": float("nan")}, "cache_ttl"),
+        ({"call_deadline": float("inf")}, "call_deadline"),
+        ({"gate_threshold": float("nan")}, "gate_threshold"),
+    ],
+)
+def test_nan_and_infinity_are_refused_as_not_finite(settings: dict, field: str) -> None:
+    with pytest.raises(ConfigError, match=f"{field} = .*finite number"):
+        HardenedConfig(**settings)
+    with pytest.raises(ConfigError, match=r"alert_cooldown = nan: .*finite number"):
+        AlertConfig(alert_cooldown=float("nan"))
+
+
+def test_the_allowed_range_of_a_field_that_must_be_above_zero_says_so() -> None:
+    with pytest.raises(ConfigError, match=r"max_delay = 0: .*\(allowed above 0, up to 600;"):
+        HardenedConfig(max_delay=0)
+    with pytest.raises(ConfigError, match=r"\(allowed 0 to 60;"):
+        HardenedConfig(initial_delay=-1)
+
+
+@pytest.mark.parametrize("store", ["", "   "])
+def test_an_empty_learning_store_is_refused_naming_the_field(store: str) -> None:
+    """It passed, then failed on first use naming the current directory."""
+    with pytest.raises(ConfigError, match=r"learning_store = .*SQLite file.*':memory:'.*None"):
+        HardenedConfig(learning_store=store)
+    assert HardenedConfig(learning_store=":memory:").learning_store == ":memory:"
+    assert HardenedConfig(learning_store=None).learning_store is None
+
+
+@pytest.fixture
+def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each unknown environment name is said once per process: start from none said."""
+    import hardened.config
+
+    monkeypatch.setattr(hardened.config, "_warned_environment", set(), raising=False)
+
+
+def _unknown_names(logs: list[dict]) -> list[tuple[str, str | None]]:
+    return [(e["variable"], e["meant"]) for e in logs if e["event"] == "unknown_environment_variable"]
+
+
+@pytest.mark.usefixtures("fresh_warnings")
+def test_a_misspelt_environment_setting_is_warned_about_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``HARDENED_MAX_RETRYS=10`` was ignored without a word; the warning names the one meant,
+    never the value (it may be a secret)."""
+    monkeypatch.setenv("HARDENED_MAX_RETRYS", "SECRET10")
+    monkeypatch.setenv("HARDENED_MAX_RETRIES", "5")
+    monkeypatch.setenv("HARDENED_ENDPOINTS__OHLCV__MAX_RETRIES", "4")
+    monkeypatch.setenv("HARDENED_SIM_URL", "http://127.0.0.1:9000")
+    with structlog.testing.capture_logs() as logs:
+        config = HardenedConfig()
+        HardenedConfig()
+    assert config.max_retries == 5 and config.for_endpoint("ohlcv").max_retries == 4
+    assert _unknown_names(logs) == [("HARDENED_MAX_RETRYS", "HARDENED_MAX_RETRIES")]
+    assert "SECRET10" not in repr(logs)
+
+
+@pytest.mark.usefixtures("fresh_warnings")
+def test_a_misspelt_alert_environment_setting_is_warned_about(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALERT_WEBHOOK_URL", "https://hooks.example/T/B/SECRETtoken")
+    monkeypatch.setenv("TELEGRAM_ALERT_CHATS", "42")
+    monkeypatch.setenv("ALERT_COOLDOWN", "60")
+    with structlog.testing.capture_logs() as logs:
+        assert AlertConfig().alert_cooldown == 60
+    assert sorted(_unknown_names(logs)) == [
+        ("ALERT_WEBHOOK_URL", "ALERT_WEBHOOK_URLS"),
+        ("TELEGRAM_ALERT_CHATS", "TELEGRAM_ALERT_CHAT_IDS"),
+    ]
+    assert "SECRETtoken" not in repr(logs)
+
+
+@pytest.mark.parametrize(
+    ("environment", "missing"),
+    [
+        ({"TELEGRAM_ALERT_BOT_TOKEN": "1:SECRETtoken"}, "telegram_config.chat_ids"),
+        ({"TELEGRAM_ALERT_CHAT_IDS": "42"}, "telegram_config.bot_token"),
+        ({"ALERT_SMTP_SERVER": "127.0.0.1"}, "email_config.to_emails"),
+        ({"ALERT_EMAIL_TO": "ops@example.com"}, "email_config.smtp_server"),
+        (
+            {"ALERT_EMAIL_PASS": "SECRETpw"},
+            "email_config.smtp_server .* and email_config.to_emails .* are not set",
+        ),
+    ],
+)
+def test_a_half_configured_channel_is_an_error(
+    environment: dict[str, str], missing: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A token without a chat (or a server without recipients) was left out silently."""
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=f"half configured: {missing}") as caught:
+        AlertConfig()
+    assert "SECRET" not in str(caught.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import threading
 import time
@@ -204,3 +205,39 @@ def test_the_watchdog_forgets_answered_requests() -> None:
     assert alive.fired  # a request still running at its deadline is cut off
     assert not late.fired and dog.watching() == 1
     dog.done(late)
+
+
+def test_a_deadline_error_never_carries_the_signed_url_or_a_key() -> None:
+    """ccxt's timeout text quotes the request URL (Binance signs it: ``signature=``); the deadline
+    error built from it is redacted with the exchange's current credentials and by pattern."""
+    from hardened.endpoints import endpoint_for
+    from hardened.pipeline import _overdue
+    from hardened.pipeline.context import CallContext
+
+    ex = HardenedClient(ccxt.binance({"apiKey": "AKdeadlineKEY42", "secret": "SKdeadline"}), **SETTINGS)
+    rt = ex._hd.runtime("balance")
+    started = time.perf_counter() - 2 * DEADLINE  # the deadline has passed
+    ctx = CallContext(rt, endpoint_for("fetch_balance"), (), {}, started)
+    timeout = ccxt.RequestTimeout(
+        "binance GET https://api.binance.com/api/v3/account?timestamp=1&signature=5eed0fcafe99 "
+        "(key AKdeadlineKEY42)"
+    )
+    error = _overdue(ctx, timeout)
+    assert isinstance(error, DeadlineExceeded)
+    assert "5eed0fcafe99" not in str(error) and "AKdeadlineKEY42" not in str(error)
+    assert "signature=***" in str(error)
+
+
+def test_a_request_cut_off_by_the_deadline_shows_no_signature() -> None:
+    """End to end: a signed request the simulator holds past the deadline."""
+    from hardened.sim import Simulator
+
+    profile = {"name": "hang", "faults": [{"kind": "timeout", "endpoints": ["balance"], "hold": 3}]}
+    with Simulator(exchange="binance", profile=profile, seed=1) as sim:
+        ex = HardenedClient(sim.attach(ccxt.binance({"timeout": 2000})), **{**SETTINGS, "call_deadline": 0.3})
+        ex.load_markets()
+        with pytest.raises(DeadlineExceeded) as caught:
+            ex.fetch_balance()
+        ex.close()
+    assert "signature=***" in str(caught.value)
+    assert not re.search(r"signature=(?!\*\*\*)", str(caught.value))

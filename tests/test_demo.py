@@ -139,3 +139,34 @@ def test_ctrl_c_stops_the_demo_within_seconds_even_with_calls_in_flight(tmp_path
     assert proc.returncode == 0, rest[-2000:]
     assert "simulator ground truth" in rest  # it stopped cleanly, with its final summary
     assert took < 5
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--duration", "-5"], "argument --duration: must not be negative, got -5"),
+        (["--duration", "nan"], "argument --duration: must be a finite number"),
+        (["--bots", "0"], "argument --bots: must be at least 1, got 0"),
+        (["--bots", "-2"], "argument --bots: must be at least 1, got -2"),
+        (["--bots", "two"], "argument --bots: expected a whole number, got 'two'"),
+        (["--interval", "-1"], "argument --interval: must be above 0, got -1"),
+        (["--interval", "0"], "argument --interval: must be above 0, got 0"),
+        (["--status-port", "70000"], "argument --status-port: must be a port number 0-65535"),
+        (["--http-port", "-1"], "argument --http-port: must be a port number 0-65535"),
+    ],
+)
+def test_bad_demo_options_are_refused_naming_the_option(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--duration -5`` ran forever, ``--bots 0`` ran nothing, ``--interval -1`` spun a core."""
+    with pytest.raises(SystemExit) as caught:
+        build_parser().parse_args(argv)
+    assert caught.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_zero_duration_and_port_zero_stay_allowed() -> None:
+    args = build_parser().parse_args(
+        ["--duration", "0", "--status-port", "0", "--http-port", "0", "--bots", "1"]
+    )
+    assert (args.duration, args.status_port, args.http_port, args.bots) == (0.0, 0, 0, 1)

@@ -727,3 +727,60 @@ def test_the_module_level_api_answers_for_any_component() -> None:
     assert verdict["should_attempt"] is True  # no data yet: never skip
     hardened.record_operation_result("signal_generator", context, had_error=False, execution_time=0.1)
     assert hardened.predict_error_likelihood("signal_generator", context)["should_attempt"] is True
+
+
+def test_the_store_never_holds_a_secret_from_a_context_or_an_error(tmp_path: Path) -> None:
+    """Secret-named context keys are left out of the variant; error text and metrics are masked
+    as the tracker masks them."""
+    learner = _learner(tmp_path)
+    context = {
+        "symbol": "BTC/USDT",
+        "api_key": "AKIA-SECRET-1",
+        "passphrase": "SECRET-pass-2",
+        "mode": "live",
+    }
+    learner.record_operation_result("bot", context, True, error_details=ValueError("token=SECRET-tok-5"))
+    learner.record_operation_result(
+        "bot",
+        context,
+        had_error=True,
+        error_details="GET https://api.binance.com/api/v3/account?timestamp=1&signature=SECRETsig3",
+        success_metrics={"token": "SECRET-tok-4", "fills": 2},
+        execution_time=0.1,
+    )
+    learner.close()
+    with sqlite3.connect(tmp_path / "store.db") as db:
+        dump = "\n".join(db.iterdump())
+        (variant, first), (_, details) = db.execute("SELECT variant, details FROM calls ORDER BY rowid")
+    assert "SECRET" not in dump
+    assert variant == "mode=live"
+    assert "signature=***" in details and '"fills": 2' in details
+    assert "token=***" in first
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "named"),
+    [
+        ({"had_error": "false"}, TypeError, "had_error"),
+        ({"had_error": None}, TypeError, "had_error"),
+        ({"had_error": 2}, TypeError, "had_error"),
+        ({"had_error": False, "execution_time": float("nan")}, ValueError, "execution_time"),
+        ({"had_error": False, "execution_time": float("inf")}, ValueError, "execution_time"),
+        ({"had_error": False, "execution_time": "0.1"}, TypeError, "execution_time"),
+        ({"had_error": False, "execution_time": True}, TypeError, "execution_time"),
+        ({"had_error": False, "component": 123}, TypeError, "component"),
+        ({"had_error": False, "component": ""}, TypeError, "component"),
+    ],
+)
+def test_record_operation_result_refuses_what_it_would_store_wrongly(
+    arguments: dict[str, Any], error: type[Exception], named: str
+) -> None:
+    """``"false"`` stored as a failure, NaN stored as NULL: refused instead, naming the argument."""
+    learner = _learner()
+    try:
+        with pytest.raises(error, match=named):
+            learner.record_operation_result(arguments.pop("component", "bot"), {"symbol": "X"}, **arguments)
+        for flag in (True, False, 0, 1):  # what a bot's own code passes stays accepted
+            learner.record_operation_result("bot", {"symbol": "X"}, had_error=flag, execution_time=0)
+    finally:
+        learner.close()

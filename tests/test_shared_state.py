@@ -496,6 +496,50 @@ def test_redis_urls_are_shown_without_their_password() -> None:
             check_redis_url(bad)
 
 
+def test_a_redis_url_that_does_not_parse_is_hidden_and_query_credentials_are_masked() -> None:
+    """A password with an unencoded / # ? or @ splits the URL where its end cannot be told: the
+    URL is not shown at all. ``?password=`` / ``?username=`` (redis-py takes them) are masked."""
+    from hardened.shared.url import HIDDEN, check_redis_url, redact_url
+
+    for bad in (
+        f"redis://:Pw/{PASSWORD}@127.0.0.1:6379/0",
+        f"redis://:Pw#{PASSWORD}@127.0.0.1:6379/0",
+        f"redis://:Pw?{PASSWORD}@127.0.0.1:6379/0",
+        f"redis://:12/{PASSWORD}@127.0.0.1/0",
+    ):
+        assert redact_url(bad) == HIDDEN
+        with pytest.raises(ValueError, match="not a valid Redis URL") as caught:
+            check_redis_url(bad)
+        assert PASSWORD not in str(caught.value) and "Pw" not in str(caught.value)
+        with pytest.raises(ConfigError, match="redis_url") as config_error:
+            HardenedConfig(redis_url=bad)
+        assert PASSWORD not in str(config_error.value) and "Pw" not in str(config_error.value)
+    shown = redact_url(f"redis://127.0.0.1:6379/0?username=bot&password={PASSWORD}&socket_timeout=1")
+    assert shown == "redis://127.0.0.1:6379/0?username=***&password=***&socket_timeout=1"
+    assert redact_url(f"unix:///run/redis.sock?db=0&password={PASSWORD}") == (
+        "unix:///run/redis.sock?db=0&password=***"
+    )
+    assert redact_url("redis://127.0.0.1:99999/0") == "redis://127.0.0.1:99999/0"  # no password in it
+
+
+def test_a_query_password_never_reaches_stats_events_or_logs(sim: Simulator) -> None:
+    url = f"redis://127.0.0.1:{_free_port()}/0?password={PASSWORD}"  # nothing listens: degraded
+    try:
+        with capture_events(["shared_state"]) as events, capture_logs() as logs:
+            ex = HardenedClient(
+                sim.attach(ccxt.binance({"enableRateLimit": False})), redis_url=url, **NO_CACHE
+            )
+            assert ex.fetch_ticker("BTC/USDT")["symbol"] == "BTC/USDT"
+        assert [e["state"] for e in events] == ["degraded"]
+        shown = ex.stats()["shared"]["redis"]
+        assert shown.endswith("/0?password=***")
+        said = [line for line in logs if line["event"] == "shared_state_degraded"]
+        assert said and all(line["redis"] == shown for line in said)
+        assert PASSWORD not in repr(events) + repr(logs) + repr(ex.stats())
+    finally:
+        disconnect_all()
+
+
 def test_redis_url_comes_from_the_environment_too(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HARDENED_REDIS_URL", "redis://127.0.0.1:6390/2")
     monkeypatch.setenv("HARDENED_SHARED_CACHE", "true")

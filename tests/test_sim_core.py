@@ -309,3 +309,13 @@ def test_cli_arguments() -> None:
     args = build_parser().parse_args(["--exchange", "binance,kucoin", "--port", "9100", "--profile", "storm"])
     assert (args.exchanges, args.port, args.profile, args.seed) == (["binance,kucoin"], 9100, "storm", None)
     assert main_argv(["--profile", "no-such-profile", "--port", "0"]) == 2
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "http"])
+def test_a_bad_port_is_refused_naming_the_option(port: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--port 99999`` ended in an OverflowError traceback."""
+    with pytest.raises(SystemExit) as caught:
+        main_argv(["--port", port])
+    assert caught.value.code == 2
+    error = capsys.readouterr().err
+    assert "argument --port:" in error and "Traceback" not in error

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -65,3 +67,31 @@ def test_reconfiguring_reaches_existing_loggers() -> None:
 def test_unknown_level_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown log level"):
         configure_logging("LOUD")
+
+
+def _run(code: str) -> str:
+    """Run ``code`` in a fresh interpreter (structlog's defaults untouched) and return its output."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_without_configure_logging_the_defaults_redact_too() -> None:
+    """A bot that never sets structlog up (or sets only its output) still gets secrets masked."""
+    text = _run(
+        "import sys, structlog, hardened\n"
+        "structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.stdout))\n"
+        "structlog.get_logger('hardened').warning('call_failed', apiKey='AKdefault99', "
+        "message='GET /api/v3/account?signature=5eedfeed42', exchange='binance')\n"
+    )
+    assert "call_failed" in text and "exchange=binance" in text
+    assert "AKdefault99" not in text and "5eedfeed42" not in text and "signature=***" in text
+
+
+def test_a_logging_set_up_of_the_users_own_is_left_alone() -> None:
+    from hardened.telemetry.logging import redact_by_default
+
+    mine = [structlog.processors.KeyValueRenderer()]
+    structlog.configure(processors=mine)
+    assert redact_by_default() is False
+    assert structlog.get_config()["processors"] == mine

@@ -9,7 +9,9 @@ escalation still waiting for it).
 from __future__ import annotations
 
 import enum
+import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,12 +31,12 @@ class Level(enum.IntEnum):
         """``"error"``, ``"ERROR"``, ``40`` or ``Level.ERROR`` -> ``Level.ERROR``; else ValueError."""
         if isinstance(value, Level):
             return value
-        if isinstance(value, int):
-            return cls(value)
+        names = ", ".join(level.name.lower() for level in cls)
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise TypeError(f"alert level must be a Level, a name or a number; got {type(value).__name__}")
         try:
-            return cls[str(value).strip().upper()]
-        except KeyError:
-            names = ", ".join(level.name.lower() for level in cls)
+            return cls(value) if isinstance(value, int) else cls[value.strip().upper()]
+        except (KeyError, ValueError):
             raise ValueError(f"unknown alert level {value!r}; use one of {names}") from None
 
 
@@ -68,6 +70,33 @@ class Alert:
     ts: float = field(default_factory=time.time)
     details: dict[str, Any] = field(default_factory=dict)
     resolves: tuple[str, ...] = ()  # keys of earlier alerts that this one ends
+
+    def __post_init__(self) -> None:
+        """Check every field now: a bad one would otherwise fail on the dispatcher's thread, and
+        the alert be lost without a word to the caller. ``level`` may be given as a name."""
+        object.__setattr__(self, "level", Level.parse(self.level))
+        for name in ("type", "key"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise TypeError(f"Alert {name} must be a non-empty str, got {value!r}")
+        if not isinstance(self.message, str):
+            raise TypeError(f"Alert message must be a str, got {type(self.message).__name__}")
+        for name in ("exchange", "endpoint"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"Alert {name} must be a str or None, got {type(value).__name__}")
+        if isinstance(self.ts, bool) or not isinstance(self.ts, int | float):
+            raise TypeError(
+                f"Alert ts must be seconds since the epoch (a number), got {type(self.ts).__name__}"
+            )
+        if not math.isfinite(self.ts):
+            raise ValueError(f"Alert ts must be a finite number of seconds, got {self.ts!r}")
+        if not isinstance(self.details, Mapping):
+            raise TypeError(f"Alert details must be a mapping, got {type(self.details).__name__}")
+        if isinstance(self.resolves, str) or not all(isinstance(k, str) for k in self.resolves):
+            raise TypeError("Alert resolves must be a tuple of alert keys (str), not a single str")
+        object.__setattr__(self, "details", dict(self.details))
+        object.__setattr__(self, "resolves", tuple(self.resolves))
 
     @property
     def title(self) -> str:

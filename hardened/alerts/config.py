@@ -16,9 +16,10 @@ parts (``enabled``, ``check_interval``, ``enable_*``).
 | ``TELEGRAM_ALERT_BASE_URL`` (a Bot API server of your own) | ``telegram_config`` |
 | ``ALERT_WEBHOOK_URLS``, ``ALERT_WEBHOOK_FORMAT`` (``json`` or ``slack``) | ``webhook_config`` |
 
-Lists in the environment are comma-separated. The password and the bot token are ``SecretStr``:
-they show as ``**********`` in a repr, a dump or an error. An invalid value raises
-``hardened.config.ConfigError`` naming the field.
+Lists in the environment are comma-separated; an ``ALERT_*`` or ``TELEGRAM_ALERT_*`` name not in
+this table is warned about (a typo), and a channel given half of what it needs is an error. The
+password and the bot token are ``SecretStr``: they show as ``**********`` in a repr, a dump or an
+error. An invalid value raises ``hardened.config.ConfigError`` naming the field.
 """
 
 from __future__ import annotations
@@ -43,11 +44,11 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from hardened.alerts.alert import Level
-from hardened.alerts.channels.http import check_url
+from hardened.alerts.channels.http import check_sendable, check_url
 from hardened.alerts.escalation import DEFAULT_RULES, EscalationRule
 from hardened.alerts.rules import ErrorRateRule, HealthRule
 from hardened.alerts.throttle import DEFAULT_RATE_LIMITS, RateLimit
-from hardened.config import ConfigError
+from hardened.config import ConfigError, Float, Int, holds_secret, unknown_setting, warn_unknown_environment
 
 __all__ = ["AlertConfig", "EmailConfig", "TelegramConfig", "WebhookConfig"]
 
@@ -82,7 +83,7 @@ class EmailConfig(_Section):
     """SMTP delivery (the seeds' ``email_config``)."""
 
     smtp_server: str | None = None
-    smtp_port: int = Field(587, ge=1, le=65_535)
+    smtp_port: Int = Field(587, ge=1, le=65_535)
     security: Literal["starttls", "ssl", "none"] = "starttls"
     username: str | None = None
     password: SecretStr | None = Field(None, repr=False)
@@ -136,6 +137,13 @@ class TelegramConfig(_Section):
     def _base_url(cls, value: str) -> str:
         return check_url(value, "base_url")
 
+    @field_validator("bot_token")
+    @classmethod
+    def _token_sendable(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_sendable(value.get_secret_value(), "bot_token")  # it goes into the URL's path
+        return value
+
 
 class WebhookConfig(_Section):
     """JSON POST delivery (the seeds' ``webhook_config``); ``format="slack"`` for Slack's shape."""
@@ -159,8 +167,8 @@ class WebhookConfig(_Section):
 class RateLimitConfig(_Section):
     """At most ``count`` alerts of a level in ``window_s`` seconds."""
 
-    count: int = Field(ge=1, le=100_000)
-    window_s: float = Field(gt=0, le=86_400)
+    count: Int = Field(ge=1, le=100_000)
+    window_s: Float = Field(gt=0, le=86_400)
 
 
 class EscalationConfig(_Section):
@@ -168,15 +176,15 @@ class EscalationConfig(_Section):
 
     channel: Literal["log", "webhook", "email", "telegram"]
     min_level: LevelName
-    delay_s: float = Field(0.0, ge=0, le=86_400)
+    delay_s: Float = Field(0.0, ge=0, le=86_400)
 
 
 class ErrorRateConfig(_Section):
     """Errors per minute, or errors counted in a window, that raise an ``error_rate`` alert."""
 
-    per_minute: int = Field(5, ge=1, le=1_000_000)
-    count: int = Field(10, ge=1, le=1_000_000)
-    window_s: float = Field(300.0, gt=0, le=86_400)
+    per_minute: Int = Field(5, ge=1, le=1_000_000)
+    count: Int = Field(10, ge=1, le=1_000_000)
+    window_s: Float = Field(300.0, gt=0, le=86_400)
 
 
 def _default_rate_limits() -> dict[str, RateLimitConfig]:
@@ -200,6 +208,7 @@ class _EnvSource(PydanticBaseSettingsSource):
         return None, field_name, False  # unused: __call__ returns the whole mapping at once
 
     def __call__(self) -> dict[str, Any]:
+        warn_unknown_environment(("ALERT_", "TELEGRAM_ALERT_"), {*ENVIRONMENT, "ALERT_CONFIG_FILE"})
         found: dict[str, Any] = {}
         for name, (path, is_list) in ENVIRONMENT.items():
             raw = os.environ.get(name)
@@ -272,20 +281,20 @@ class AlertConfig(BaseSettings):
     alert_channels: list[Literal["log", "webhook", "email", "telegram"]] | None = Field(
         None, description="channel kinds to use; None: log plus every channel that is configured"
     )
-    alert_cooldown: float = Field(300.0, ge=0, le=86_400, description="seconds between alerts of one key")
+    alert_cooldown: Float = Field(300.0, ge=0, le=86_400, description="seconds between alerts of one key")
     # A level left out keeps its default limit; ``None`` (``null``) lifts it.
     rate_limits: dict[LevelName, RateLimitConfig | None] = Field(default_factory=_default_rate_limits)
     escalation: list[EscalationConfig] = Field(default_factory=_default_escalation)
     error_rate: ErrorRateConfig = Field(default_factory=ErrorRateConfig)
-    health_min_score: float = Field(60.0, ge=0, le=100, description="health score below which to warn")
-    health_critical_score: float = Field(40.0, ge=0, le=100, description="health score for an ERROR")
-    health_interval: float = Field(30.0, ge=0, le=3600, description="seconds between health checks; 0 off")
-    queue_size: int = Field(1000, ge=1, le=1_000_000, description="alerts queued per channel")
-    inbox_size: int = Field(10_000, ge=1, le=10_000_000, description="bus events waiting for the sender")
-    delivery_attempts: int = Field(4, ge=1, le=20, description="tries per alert and channel")
-    retry_initial_delay: float = Field(1.0, ge=0, le=600, description="first back-off, seconds")
-    retry_max_delay: float = Field(60.0, gt=0, le=3600, description="longest back-off, seconds")
-    timeout: float = Field(10.0, gt=0, le=300, description="seconds per HTTP or SMTP exchange")
+    health_min_score: Float = Field(60.0, ge=0, le=100, description="health score below which to warn")
+    health_critical_score: Float = Field(40.0, ge=0, le=100, description="health score for an ERROR")
+    health_interval: Float = Field(30.0, ge=0, le=3600, description="seconds between health checks; 0 off")
+    queue_size: Int = Field(1000, ge=1, le=1_000_000, description="alerts queued per channel")
+    inbox_size: Int = Field(10_000, ge=1, le=10_000_000, description="bus events waiting for the sender")
+    delivery_attempts: Int = Field(4, ge=1, le=20, description="tries per alert and channel")
+    retry_initial_delay: Float = Field(1.0, ge=0, le=600, description="first back-off, seconds")
+    retry_max_delay: Float = Field(60.0, gt=0, le=3600, description="longest back-off, seconds")
+    timeout: Float = Field(10.0, gt=0, le=300, description="seconds per HTTP or SMTP exchange")
     email_config: EmailConfig = Field(default_factory=EmailConfig)
     telegram_config: TelegramConfig = Field(default_factory=TelegramConfig)
     webhook_config: WebhookConfig = Field(default_factory=WebhookConfig)
@@ -322,9 +331,36 @@ class AlertConfig(BaseSettings):
                 raise ValueError(
                     "alert_channels lists webhook but webhook_config.urls is empty (ALERT_WEBHOOK_URLS)"
                 )
+        self._no_half_set_channel()
         if self.email_config.configured and not (self.email_config.from_email or self.email_config.username):
             raise ValueError("email_config.from_email (ALERT_EMAIL_FROM) is needed to send mail")
         return self
+
+    def _no_half_set_channel(self) -> None:
+        """A channel given part of what it needs (a bot token without a chat, an SMTP server
+        without recipients) is an error: left out silently, its alerts would go nowhere."""
+        telegram, email = self.telegram_config, self.email_config
+        token = bool(telegram.bot_token and telegram.bot_token.get_secret_value())
+        if token != bool(telegram.chat_ids):
+            missing = (
+                "telegram_config.chat_ids (TELEGRAM_ALERT_CHAT_IDS)"
+                if token
+                else "telegram_config.bot_token (TELEGRAM_ALERT_BOT_TOKEN)"
+            )
+            raise ValueError(f"the telegram channel is half configured: {missing} is not set")
+        if not email.configured and (
+            email.smtp_server or email.to_emails or email.username or email.password
+        ):
+            missing = [
+                name
+                for name, given in (
+                    ("email_config.smtp_server (ALERT_SMTP_SERVER)", email.smtp_server),
+                    ("email_config.to_emails (ALERT_EMAIL_TO)", email.to_emails),
+                )
+                if not given
+            ]
+            verb = "are" if len(missing) > 1 else "is"
+            raise ValueError(f"the email channel is half configured: {' and '.join(missing)} {verb} not set")
 
     def __init__(self, **values: Any) -> None:
         try:
@@ -401,13 +437,18 @@ class AlertConfig(BaseSettings):
 
 
 def _describe(exc: ValidationError) -> str:
-    """One line per bad field: its dotted name, the value (never a secret's) and what is wrong."""
+    """One line per bad field: its dotted name, the value (never a secret's, nor an unknown key's:
+    ``pasword`` misspelt holds a password) and what is wrong."""
     lines = []
     for err in exc.errors():
-        loc = [str(p) for p in err["loc"]]
-        field = ".".join(loc) or "configuration"
+        loc = err["loc"]
+        field = ".".join(str(p) for p in loc) or "configuration"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{field}: {unknown_setting(AlertConfig, loc)}")
+            continue
         given = err.get("input")
-        secret = any(p in ("password", "bot_token", "urls", "base_url") for p in loc)  # URLs may hold keys
+        urls = any(p in ("urls", "base_url") for p in loc)  # a URL may hold a key or a token
+        secret = urls or holds_secret(AlertConfig, loc)
         shown = "" if secret or isinstance(given, dict | list) else f" = {given!r}"
         message = err["msg"].removeprefix("Value error, ")
         lines.append(f"{field}{shown}: {message}")

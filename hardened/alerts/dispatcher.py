@@ -184,6 +184,8 @@ class AlertDispatcher:
 
     def fire(self, alert: Alert) -> None:
         """Raise an alert of your own (``Alert(Level.WARNING, "custom", key, message)``) from any thread."""
+        if not isinstance(alert, Alert):  # it would fail on the dispatcher's thread, unseen
+            raise TypeError(f"fire() takes an Alert, got {type(alert).__name__}")
         if len(self._inbox) >= self._inbox_size:
             self._count_drop()
             return

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from hardened.telemetry.redact import is_secret_key, redact_text
+
 __all__ = [
     "CATEGORICAL",
     "FEATURES",
@@ -164,11 +166,13 @@ class Decayed:
 
 def generic_parts(context: Mapping[str, Any]) -> tuple[str | None, tuple[float | None, ...]]:
     """A bot component's own context beyond the known keys: string values joined into the
-    ``variant`` category (sorted ``k=v``), the first four numbers (by sorted key) as x0..x3."""
+    ``variant`` category (sorted ``k=v``), the first four numbers (by sorted key) as x0..x3.
+    Keys named like a credential (``api_key``, ``passphrase``) are left out, and secret-looking
+    text is masked: the variant is stored and shown in reports."""
     words: list[str] = []
     numbers: list[float | None] = []
     for key in sorted(context):
-        if key in KNOWN_KEYS:
+        if key in KNOWN_KEYS or is_secret_key(str(key)):
             continue
         value = context[key]
         if isinstance(value, bool):
@@ -176,7 +180,7 @@ def generic_parts(context: Mapping[str, Any]) -> tuple[str | None, tuple[float |
         elif isinstance(value, int | float):
             numbers.append(round(float(value), 2) if math.isfinite(value) else None)
         elif isinstance(value, str):
-            words.append(f"{key}={value[:40]}")
+            words.append(f"{key}={redact_text(value)[:40]}")
     numbers = [*numbers, None, None, None, None][:4]
     variant = "|".join(words)[:200] if words else None
     return variant, tuple(numbers)

@@ -23,9 +23,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from numbers import Real
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import structlog
 
 from hardened.learning.anomaly import find_anomalies
@@ -47,6 +49,7 @@ from hardened.learning.features import (
 from hardened.learning.model import GateModel, ModelVersionError
 from hardened.learning.store import RecordStore
 from hardened.telemetry.events import bus
+from hardened.telemetry.redact import redact_text, redact_value
 
 __all__ = ["ALTERNATIVE_ENDPOINTS", "ErrorLearner"]
 
@@ -80,6 +83,13 @@ _HOURS = tuple(float(h) for h in range(24))  # the hour feature, without a float
 _STATE = tuple(FEATURES.index(name) for name in ("hour", "room", "err_ep", "err_call", "streak_call"))
 _H, _R, _E, _C, _S = _STATE
 _MAX_DEFERRED = 100_000  # outcomes waiting for the background thread before new ones are dropped
+
+
+def _is_flag(value: Any) -> bool:
+    """A bool, numpy's included, or the integer 0 or 1 (what a bot's own code may pass)."""
+    if isinstance(value, bool | np.bool_):
+        return True
+    return isinstance(value, int | np.integer) and value in (0, 1)
 
 
 class ErrorLearner:
@@ -280,6 +290,10 @@ class ErrorLearner:
         self, component: str, context: Mapping[str, Any], now: float | None = None
     ) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
         """(feature key, call identity) of a bot component's operation described by ``context``."""
+        if not isinstance(component, str) or not component:
+            raise TypeError(
+                f"component must be a non-empty str naming the part of the bot, got {component!r}"
+            )
         if not isinstance(context, Mapping):
             raise TypeError(f"operation context must be a mapping, got {type(context).__name__}")
         variant, numbers = generic_parts(context)
@@ -496,14 +510,34 @@ class ErrorLearner:
         success_metrics: Mapping[str, Any] | None = None,
         execution_time: float | None = None,
     ) -> None:
-        """Record the outcome of an operation of ``component`` (enqueued; written in batches)."""
-        if execution_time is not None and (not isinstance(execution_time, int | float) or execution_time < 0):
-            raise ValueError(f"execution_time must be seconds >= 0, got {execution_time!r}")
+        """Record the outcome of an operation of ``component`` (enqueued; written in batches).
+
+        ``had_error`` must be a bool (or 0/1): ``"false"`` would count as a failure. The error
+        text and the metrics are stored redacted (secret-named keys and secret-looking text)."""
+        if not _is_flag(had_error):
+            raise TypeError(f"had_error must be True or False, got {type(had_error).__name__} {had_error!r}")
+        if execution_time is not None:
+            if isinstance(execution_time, bool) or not isinstance(execution_time, Real):
+                raise TypeError(
+                    f"execution_time must be seconds (a number), got {type(execution_time).__name__}"
+                )
+            if not math.isfinite(execution_time) or execution_time < 0:
+                raise ValueError(
+                    f"execution_time must be a finite number of seconds >= 0, got {execution_time!r}"
+                )
+        if success_metrics is not None and not isinstance(success_metrics, Mapping):
+            raise TypeError(
+                f"success_metrics must be a mapping or None, got {type(success_metrics).__name__}"
+            )
         key, call = self.context_key(component, context)
         details = None
         if error_details is not None or success_metrics:
             details = json.dumps(
-                {"error": error_details, "metrics": dict(success_metrics or {})}, default=str
+                {
+                    "error": redact_text(str(error_details)) if error_details is not None else None,
+                    "metrics": redact_value(dict(success_metrics or {})),
+                },
+                default=str,
             )[:2000]
         self.finish(
             key,

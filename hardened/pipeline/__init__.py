@@ -36,6 +36,7 @@ from hardened.errors import DeadlineExceeded, ErrorKind, classify
 from hardened.pipeline.context import CallContext
 from hardened.pipeline.stage import HOOKS, Shortcut, Stage
 from hardened.pipeline.validate import parser_failure
+from hardened.telemetry.redact import redact_text
 
 __all__ = [
     "CallContext",
@@ -185,14 +186,16 @@ def _request_bound(call: Callable[..., Any]) -> float:
 def _overdue(ctx: CallContext, error: BaseException) -> BaseException:
     """A request timeout past the deadline, or a request the sync client's watchdog cut off (its
     socket shut down: a connection error), is the deadline's doing. Orders keep their own errors:
-    ``OrderStateUnknown`` carries the client order id a caller needs."""
+    ``OrderStateUnknown`` carries the client order id a caller needs. ccxt's text carries the
+    request URL (Binance's ``signature=``): it is redacted before it reaches the message."""
     if not ctx.endpoint.idempotent or isinstance(error, DeadlineExceeded):
         return error
     watch = ctx.watch
     if (watch is not None and watch.fired and isinstance(error, ccxt.NetworkError)) or (
         isinstance(error, ccxt.RequestTimeout) and _time_left(ctx) <= 0.0
     ):
-        return DeadlineExceeded(ctx.endpoint.name, ctx.rt.policy.call_deadline, str(error)[:200])
+        detail = redact_text(str(error), ctx.rt.secrets())[:200]
+        return DeadlineExceeded(ctx.endpoint.name, ctx.rt.policy.call_deadline, detail)
     return error
 
 

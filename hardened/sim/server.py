@@ -25,6 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
+from hardened.cli import port_number
 from hardened.sim.dialect import Dialect, DialectError, Route, SimRequest, SimResponse, dialect_class
 from hardened.sim.faults import Decision, FaultEngine, Profile, load_profile
 from hardened.sim.venue import Balance, Order, Venue, VenueError
@@ -587,7 +588,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         help="exchange to serve (repeat or comma-separate; default binance)",
     )
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9000)
+    parser.add_argument("--port", type=port_number, default=9000, help="0 picks a free port")
     parser.add_argument("--profile", default="calm", help="built-in profile name or a .toml/.json file")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--clock-offset-ms", type=int, default=0, help="simulate exchange clock skew")

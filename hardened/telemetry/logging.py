@@ -3,6 +3,10 @@
 ``configure_logging()`` installs one processor list (contextvars, level, timestamp, redaction of
 secrets, exception formatting, then a console or JSON renderer) and a filtering bound logger, so
 that a ``log.debug(...)`` below the level is a no-op that formats nothing.
+
+Without it (a bot that never sets structlog up), importing hardened adds the redaction to
+structlog's default processors, before the renderer: a secret is masked there too. A set-up of
+the user's own, made before or after, is left as it is.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import structlog
 
 from hardened.telemetry.redact import redact_event
 
-__all__ = ["configure_logging"]
+__all__ = ["configure_logging", "redact_by_default"]
 
 
 def _level_number(level: str | int) -> int:
@@ -58,3 +62,18 @@ def configure_logging(
         cache_logger_on_first_use=False,
     )
     return processors
+
+
+def redact_by_default() -> bool:
+    """Put ``redact_event`` before the renderer of structlog's defaults, unless structlog has been
+    configured already (by the user: theirs stays untouched). Returns whether it did."""
+    if structlog.is_configured():
+        return False
+    processors = list(structlog.get_config()["processors"])
+    if redact_event not in processors:
+        processors.insert(max(len(processors) - 1, 0), redact_event)
+    structlog.configure(processors=processors)
+    return True
+
+
+redact_by_default()

@@ -22,39 +22,18 @@ from pathlib import Path
 from typing import Any
 
 from hardened.telemetry.events import Event, EventBus, bus
-from hardened.telemetry.redact import MASK, redact_text
+from hardened.telemetry.redact import MASK, is_secret_key, redact_text
 
 __all__ = ["ErrorTracker", "tracker"]
 
-_SECRET_KEY_PARTS = ("secret", "password", "passphrase", "signature", "apikey", "api_key", "token", "private")
 _MAX_TEXT = 500  # characters kept of any one string in a context
 _MAX_DEPTH = 4  # nesting kept of a context; deeper values become their (redacted) repr
 
 
-# Every parameter name redact_text masks contains one of these (its pattern is case-insensitive):
-# a string without any of them has nothing to mask, and skips the regular expression.
-_REDACT_HINTS = ("sign", "key", "secret", "pass", "token")
-_key_verdicts: dict[str, bool] = {}
-
-
-def _is_secret_key(key: str) -> bool:
-    verdict = _key_verdicts.get(key)
-    if verdict is None:
-        low = key.lower().replace("-", "_")
-        verdict = any(part in low for part in _SECRET_KEY_PARTS)
-        if len(_key_verdicts) < 4096:  # context keys repeat; a bound keeps odd callers harmless
-            _key_verdicts[key] = verdict
-    return verdict
-
-
 def _redact(text: str) -> str:
-    """``text`` cut to ``_MAX_TEXT`` characters, secret-looking parameters masked."""
-    text = text[:_MAX_TEXT]
-    low = text.lower()
-    for hint in _REDACT_HINTS:
-        if hint in low:
-            return redact_text(text)
-    return text
+    """``text`` cut to ``_MAX_TEXT`` characters, secret-looking parameters masked (a text without
+    a hint of one skips the patterns: ``redact_text`` checks first)."""
+    return redact_text(text[:_MAX_TEXT])
 
 
 def _clean(value: Any, depth: int = 0) -> Any:
@@ -67,7 +46,7 @@ def _clean(value: Any, depth: int = 0) -> Any:
         return _redact(repr(value))
     if isinstance(value, Mapping):
         return {
-            str(k): (MASK if _is_secret_key(str(k)) else _clean(v, depth + 1))
+            str(k): (MASK if is_secret_key(str(k)) else _clean(v, depth + 1))
             for k, v in list(value.items())[:50]
         }
     if isinstance(value, list | tuple | set | frozenset):

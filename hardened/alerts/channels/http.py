@@ -8,7 +8,9 @@ URL (it may hold a bot token or be a secret webhook address).
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
+import re
 import urllib.error
 import urllib.request
 from typing import Any
@@ -16,14 +18,30 @@ from urllib.parse import urlsplit
 
 from hardened.alerts.channels.base import DeliveryError
 
-__all__ = ["check_url", "post_json"]
+__all__ = ["check_sendable", "check_url", "post_json"]
 
 _RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
+# What http.client refuses to put in a request line (its _contains_disallowed_url_pchar_re).
+_UNSENDABLE = re.compile(r"[\x00-\x20\x7f]")
+
+
+def check_sendable(text: str, what: str, hint: str = "") -> str:
+    """``text`` if it has no character http.client refuses in a request line; ValueError naming
+    ``what`` otherwise (urllib's own error would quote the path, and a token with it)."""
+    if _UNSENDABLE.search(text):
+        raise ValueError(f"{what} must not contain spaces or control characters{hint}")
+    return text
 
 
 def check_url(url: str, what: str) -> str:
-    """``url`` if it is an absolute http(s) URL; ValueError naming ``what`` otherwise (no URL shown)."""
-    parts = urlsplit(url)
+    """``url`` if it is an absolute http(s) URL that urllib can send; ValueError naming ``what``
+    otherwise (no URL shown: it may hold a token)."""
+    check_sendable(url, what, " (percent-encode them, e.g. a space as %20)")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number in 0-65535
+    except ValueError:  # its text would quote a piece of the URL
+        raise ValueError(f"{what} is not a valid URL (its host or port does not parse)") from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"{what} must be an absolute http:// or https:// URL")
     return url
@@ -32,13 +50,13 @@ def check_url(url: str, what: str) -> str:
 def post_json(url: str, payload: Any, timeout: float, what: str) -> tuple[int, bytes]:
     """POST ``payload`` as JSON; returns (status, body) for 2xx, raises ``DeliveryError`` otherwise."""
     data = json.dumps(payload, default=str).encode("utf-8")
-    request = urllib.request.Request(
-        url,
-        data=data,
-        method="POST",
-        headers={"Content-Type": "application/json", "User-Agent": "hardened-alerts/1"},
-    )
     try:
+        request = urllib.request.Request(
+            url,
+            data=data,
+            method="POST",
+            headers={"Content-Type": "application/json", "User-Agent": "hardened-alerts/1"},
+        )
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, response.read(65_536)
     except urllib.error.HTTPError as exc:
@@ -52,6 +70,10 @@ def post_json(url: str, payload: Any, timeout: float, what: str) -> tuple[int, b
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise DeliveryError(f"{what}: {type(reason).__name__}: {reason}", retryable=True) from None
+    except (http.client.InvalidURL, ValueError):  # http.client's and urllib's refusals quote the URL
+        raise DeliveryError(f"{what}: invalid URL", retryable=False) from None
+    except http.client.HTTPException as exc:  # a garbled answer (bad status line): its text is theirs
+        raise DeliveryError(f"{what}: {type(exc).__name__}", retryable=True) from None
 
 
 def _retry_after(header: str | None, body: bytes) -> float | None:

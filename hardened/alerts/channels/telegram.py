@@ -12,7 +12,7 @@ import json
 
 from hardened.alerts.alert import Alert
 from hardened.alerts.channels.base import LEVEL_MARK, Channel, DeliveryError
-from hardened.alerts.channels.http import check_url, post_json
+from hardened.alerts.channels.http import check_sendable, check_url, post_json
 
 __all__ = ["TelegramChannel"]
 
@@ -40,6 +40,7 @@ class TelegramChannel(Channel):
         if not str(chat_id):
             raise ValueError(f"{self.name} needs a chat id")
         check_url(base_url, f"{self.name} base_url")
+        check_sendable(token, f"{self.name} bot token")  # it goes into the URL's path
         self._token = token
         self.chat_id = str(chat_id)
         self.base_url = base_url.rstrip("/")
