@@ -76,11 +76,31 @@ _CREATE_ARGS = ("symbol", "type", "side", "amount", "price", "params")
 _CANCEL_ARGS = ("id", "symbol", "params")
 
 
-def _bind(names: tuple[str, ...], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+def _bind(
+    method: str, names: tuple[str, ...], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """The arguments by name, refused as ccxt's own signature would refuse them (``TypeError``)
+    before anything is sent: a surplus positional argument, an unknown keyword, or a keyword that
+    repeats a positional one. Dropping a surplus argument silently would place an order the
+    caller did not describe."""
+    if len(args) > len(names):
+        # named by position and type, not value: a value may be anything, a secret included
+        surplus = ", ".join(
+            f"#{index} ({type(value).__name__})"
+            for index, value in enumerate(args[len(names) :], len(names) + 1)
+        )
+        raise TypeError(
+            f"{method}() takes at most {len(names)} positional arguments ({', '.join(names)}) but "
+            f"{len(args)} were given; surplus argument(s): {surplus}"
+        )
     bound = dict(zip(names, args, strict=False))
     for key, value in kwargs.items():
         if key not in names:
-            raise TypeError(f"unexpected keyword argument {key!r} (expected one of {', '.join(names)})")
+            raise TypeError(
+                f"{method}() got an unexpected keyword argument {key!r} (expected one of {', '.join(names)})"
+            )
+        if key in bound:
+            raise TypeError(f"{method}() got multiple values for argument {key!r}")
         bound[key] = value
     return bound
 
@@ -98,7 +118,7 @@ def create_plan(
     kwargs: dict[str, Any],
 ) -> Plan:
     """Place one order exactly once (see the module docstring); returns the unified order."""
-    bound = _bind(_CREATE_ARGS, args, kwargs)
+    bound = _bind("create_order", _CREATE_ARGS, args, kwargs)
     params, client_order_id = with_client_order_id(exchange.id, bound.get("params"))
     symbol = bound.get("symbol")
     send = (symbol, bound.get("type"), bound.get("side"), bound.get("amount"), bound.get("price"), params)
@@ -196,7 +216,7 @@ def cancel_plan(
     kwargs: dict[str, Any],
 ) -> Plan:
     """Cancel one order, confirming its state when the answer is lost; returns what ccxt returns."""
-    bound = _bind(_CANCEL_ARGS, args, kwargs)
+    bound = _bind("cancel_order", _CANCEL_ARGS, args, kwargs)
     order_id, symbol, params = bound.get("id"), bound.get("symbol"), bound.get("params") or {}
     sent_at = time.time()
     result, first = yield Call(exchange.cancel_order, order_id, symbol, params)

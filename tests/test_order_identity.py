@@ -15,7 +15,7 @@ import pytest
 from hardened import AsyncHardenedClient, ClientOrderIdConflict, ClientOrderIdInUse, HardenedClient
 from hardened.adapters import load_profile
 from hardened.orders import OrderRecovery
-from hardened.placement import create_plan, run_plan_async, run_plan_sync
+from hardened.placement import cancel_plan, create_plan, run_plan_async, run_plan_sync
 from hardened.sim import Simulator
 
 FAST = {
@@ -54,6 +54,9 @@ class Scripted:
 
     def fetch_order(self, *args: Any, **kwargs: Any) -> Any:
         return self._next("fetch_order", args, kwargs)
+
+    def cancel_order(self, *args: Any, **kwargs: Any) -> Any:
+        return self._next("cancel_order", args, kwargs)
 
 
 def order(**fields: Any) -> dict[str, Any]:
@@ -318,3 +321,64 @@ async def test_async_tasks_of_one_client_never_share_an_order(sim: Simulator) ->
         assert len(placed) == 1 and len(refused) == 1
         assert isinstance(refused[0], ClientOrderIdInUse), refused[0]
         await ex.cancel_order(placed[0]["id"], "BTC/USDT")
+
+
+# --- arguments refused before anything is sent -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "match"),
+    [
+        ((*LIMIT_BUY, {}, "surplus"), {}, r"at most 6 positional arguments.*#7 \(str\)"),
+        ((*LIMIT_BUY, {}, "a", 7), {}, r"#7 \(str\), #8 \(int\)"),
+        (LIMIT_BUY, {"price": 11_000.0}, r"multiple values for argument 'price'"),
+        (
+            ("BTC/USDT", "limit"),
+            {"symbol": "ETH/USDT", "side": "buy", "amount": 1},
+            r"multiple values.*'symbol'",
+        ),
+        (LIMIT_BUY, {"prize": 1}, r"unexpected keyword argument 'prize'"),
+    ],
+)
+def test_create_arguments_ccxt_would_refuse_raise_type_error_before_sending(
+    args: tuple[Any, ...], kwargs: dict[str, Any], match: str
+) -> None:
+    ex = Scripted(create_order=[order()])
+    recovery = OrderRecovery(load_profile("binance"), lag_ms=0)
+    with pytest.raises(TypeError, match=match) as info:
+        run_plan_sync(create_plan(ex, load_profile("binance"), recovery, args, kwargs))
+    assert "'surplus'" not in str(info.value)  # named by position and type, never echoed
+    assert ex.calls == []
+    assert recovery.in_flight() == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "match"),
+    [
+        (("42", "BTC/USDT", {}, "surplus"), {}, r"cancel_order\(\) takes at most 3 positional.*#4 \(str\)"),
+        (("42", "BTC/USDT"), {"symbol": "ETH/USDT"}, r"multiple values for argument 'symbol'"),
+        (("42",), {"id": "43"}, r"multiple values for argument 'id'"),
+    ],
+)
+def test_cancel_arguments_ccxt_would_refuse_raise_type_error_before_sending(
+    args: tuple[Any, ...], kwargs: dict[str, Any], match: str
+) -> None:
+    ex = Scripted(cancel_order=[{"id": "42", "status": "canceled"}])
+    recovery = OrderRecovery(load_profile("binance"), lag_ms=0)
+    with pytest.raises(TypeError, match=match):
+        run_plan_sync(cancel_plan(ex, load_profile("binance"), recovery, args, kwargs))
+    assert ex.calls == []
+
+
+@pytest.mark.usefixtures("calm")
+def test_a_surplus_argument_places_no_order_through_the_client(sim: Simulator) -> None:
+    raw = sim.attach(ccxt.binance({"enableRateLimit": False, "timeout": 3000}))
+    ex = HardenedClient(raw, **FAST)
+    ex.load_markets()
+    before = len(sim.orders("binance"))
+    with pytest.raises(TypeError, match="surplus"):
+        ex.create_order("BTC/USDT", "limit", "buy", 0.01, 10_000, {}, "surplus")
+    with pytest.raises(TypeError, match="surplus"):
+        ex.cancel_order("1", "BTC/USDT", {}, "surplus")
+    assert len(sim.orders("binance")) == before
+    ex.close()
