@@ -93,15 +93,25 @@ class DataQualityError(ccxt.BadResponse):
 
 
 class OrderStateUnknown(ccxt.NetworkError):
-    """An order was sent but whether the exchange holds it could not be learned; reconcile by its id."""
+    """An order was sent but whether the exchange holds it could not be learned; reconcile by its id.
 
-    def __init__(self, client_order_id: str, symbol: str | None, reason: str) -> None:
+    ``client_order_id`` is the id a create_order placed the order under; ``order_id`` the
+    exchange's own id (a cancel_order knows only that one, so its ``client_order_id`` is None).
+    """
+
+    def __init__(
+        self, client_order_id: str | None, symbol: str | None, reason: str, *, order_id: str | None = None
+    ) -> None:
         self.client_order_id = client_order_id
+        self.order_id = order_id
         self.symbol = symbol
         self.reason = reason
-        super().__init__(
-            f"state of order with client order id {client_order_id} ({symbol}) unknown: {reason}"
-        )
+        ids = []
+        if client_order_id is not None:
+            ids.append(f"client order id {client_order_id}")
+        if order_id is not None:
+            ids.append(f"order id {order_id}")
+        super().__init__(f"state of order with {' and '.join(ids) or 'no id'} ({symbol}) unknown: {reason}")
 
 
 class ClientOrderIdConflict(ccxt.DuplicateOrderId):

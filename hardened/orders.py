@@ -248,6 +248,7 @@ class RecoveryState:
         "failures",
         "lookups",
         "operation",
+        "order_id",
         "request",
         "resends",
         "sent_at",
@@ -257,13 +258,16 @@ class RecoveryState:
     def __init__(
         self,
         operation: str,
-        client_order_id: str,
+        client_order_id: str | None,
         symbol: str | None,
         sent_at: float,
         request: OrderRequest | None = None,
+        *,
+        order_id: str | None = None,
     ) -> None:
         self.operation = operation
-        self.client_order_id = client_order_id
+        self.client_order_id = client_order_id  # create: the id the order was sent under
+        self.order_id = order_id  # cancel: the exchange's id the caller cancels by
         self.symbol = symbol
         self.sent_at = sent_at
         self.request = request  # create: what was asked, to check the order found is ours
@@ -273,7 +277,8 @@ class RecoveryState:
 
     def __repr__(self) -> str:
         return (
-            f"RecoveryState({self.operation} {self.client_order_id} {self.symbol}: lookups={self.lookups} "
+            f"RecoveryState({self.operation} {self.client_order_id or self.order_id} {self.symbol}: "
+            f"lookups={self.lookups} "
             f"failures={self.failures} resends={self.resends})"
         )
 
@@ -357,9 +362,12 @@ class OrderRecovery:
         with ``request``, an order found by the id must match it to be returned."""
         return RecoveryState("create", client_order_id, symbol, sent_at, request)
 
-    def start_cancel(self, client_order_id: str, symbol: str | None, sent_at: float) -> RecoveryState:
-        """Begin recovering a cancel_order that timed out, or answered "order not found" after a timeout."""
-        return RecoveryState("cancel", client_order_id, symbol, sent_at)
+    def start_cancel(
+        self, order_id: str, symbol: str | None, sent_at: float, client_order_id: str | None = None
+    ) -> RecoveryState:
+        """Begin recovering a cancel_order of the exchange's order ``order_id`` that timed out, or
+        answered "order not found" after a timeout; its client order id only if known."""
+        return RecoveryState("cancel", client_order_id, symbol, sent_at, order_id=order_id)
 
     def first_step(self, state: RecoveryState, now: float) -> RecoveryStep:
         """The first move: look the order up at once."""
@@ -451,5 +459,7 @@ class OrderRecovery:
 
     def _give_up(self, state: RecoveryState, reason: str) -> RecoveryStep:
         what = "create_order" if state.operation == "create" else "cancel_order"
-        error = OrderStateUnknown(state.client_order_id, state.symbol, f"{what}: {reason}")
+        error = OrderStateUnknown(
+            state.client_order_id, state.symbol, f"{what}: {reason}", order_id=state.order_id
+        )
         return RecoveryStep(RecoveryAction.GIVE_UP, error=error, reason=reason)

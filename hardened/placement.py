@@ -224,7 +224,7 @@ def cancel_plan(
         return result
     if not is_ambiguous_failure(profile, first):
         raise first
-    state = recovery.start_cancel(str(order_id), symbol, sent_at)
+    state = recovery.start_cancel(str(order_id), symbol, sent_at, _client_order_id_in(profile, params))
     step = recovery.first_step(state, time.time())
     while True:
         if step.action is RecoveryAction.DONE:
@@ -253,6 +253,19 @@ def cancel_plan(
                 step = recovery.on_lookup_failed(state, error, now)  # "not found" now means done
 
 
+def _client_order_id_in(profile: ExchangeProfile, params: Any) -> str | None:
+    """The client order id a cancel's params name (the exchange's lookup parameter or one a caller
+    may use for it), so that ``OrderStateUnknown`` can carry it too; None when the caller gave none."""
+    if not isinstance(params, dict):
+        return None
+    spec = profile.client_order_id
+    for name in (spec.cancel.param, *spec.names):
+        value = params.get(name)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
 def _publish_unknown(exchange_id: str, operation: str, error: Any) -> None:
     """``order_state_unknown`` on the event bus, for the alerts (the caller gets the error itself)."""
     bus.publish(
@@ -261,6 +274,7 @@ def _publish_unknown(exchange_id: str, operation: str, error: Any) -> None:
         endpoint=operation,
         operation=operation,
         client_order_id=getattr(error, "client_order_id", None),
+        order_id=getattr(error, "order_id", None),
         symbol=getattr(error, "symbol", None),
         reason=getattr(error, "reason", str(error)),
     )
