@@ -449,6 +449,18 @@ class OrderRecovery:
         state.sent_at = now
         return self._lookup(state, 0.0, "resend answer lost: look the order up")
 
+    def out_of_time(self, state: RecoveryState, call_deadline: float, step: RecoveryStep) -> RecoveryStep:
+        """The call's deadline has passed, or the wait before ``step`` would end past it: give up
+        now with ``OrderStateUnknown`` (the id in hand) rather than look or send past the deadline."""
+        looking = step.action is RecoveryAction.LOOKUP
+        what = "look the order up" if looking else "send again"
+        done = state.lookups - 1 if looking else state.lookups  # a LOOKUP step counts itself when made
+        if step.delay_s > 0:
+            why = f"the {step.delay_s:.1f}s wait to {what} would pass the call_deadline of {call_deadline:g}s"
+        else:
+            why = f"the call_deadline of {call_deadline:g}s passed before it could {what}"
+        return self._give_up(state, f"{why} (after {done} lookups)")
+
     # -- helpers ------------------------------------------------------------------------------------
 
     def _lookup(self, state: RecoveryState, delay_s: float, reason: str) -> RecoveryStep:

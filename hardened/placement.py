@@ -12,6 +12,12 @@ at once (the second gets ``ClientOrderIdInUse`` before anything is sent).
 ``cancel_order`` is treated the same careful way: after a lost answer the order is looked up,
 and a finished order means the cancel is done.
 
+A plan honours the call's ``call_deadline`` itself: it gives up with ``OrderStateUnknown`` (the
+id in hand) as soon as the deadline has passed or its next wait would end past it, and hands the
+async driver each lookup with the time left to bound it by (the sync client's watchdog cuts
+requests off at the deadline). A send is never cut off mid-flight by the driver: ccxt's own
+request timeout bounds it, and a lost answer is what the plan recovers from.
+
 The decisions are ``hardened.orders.OrderRecovery``'s. The plan below is a generator that yields
 what it needs done (a call, a wait) and receives the outcome, so the sync and async drivers are a
 dozen lines each and the plan is written once.
@@ -20,6 +26,7 @@ dozen lines each and the plan is written once.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any
@@ -42,20 +49,32 @@ from hardened.quality.private import validate_order
 from hardened.quality.report import QualityReport
 from hardened.telemetry.events import bus
 
-__all__ = ["Call", "Wait", "cancel_plan", "create_plan", "run_plan_async", "run_plan_sync"]
+__all__ = ["Call", "Deadline", "Wait", "cancel_plan", "create_plan", "run_plan_async", "run_plan_sync"]
 
 log = structlog.get_logger("hardened")
 
 
 class Call:
-    """Ask the driver to call ``fn(*args, **kwargs)`` and send back ``(result, error)``."""
+    """Ask the driver to call ``fn(*args, **kwargs)`` and send back ``(result, error)``.
 
-    __slots__ = ("args", "fn", "kwargs")
+    ``within``: seconds the async driver may let the call run before cutting it off (a lookup,
+    safe to cut off, bounded by the call's deadline); None for a send, which only ccxt's own
+    request timeout bounds.
+    """
+
+    __slots__ = ("args", "fn", "kwargs", "within")
 
     def __init__(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         self.fn = fn
         self.args = args
         self.kwargs = kwargs
+        self.within: float | None = None
+
+
+def _read(call: Call, within: float) -> Call:
+    """``call`` marked as a read the driver may cut off after ``within`` seconds."""
+    call.within = within
+    return call
 
 
 class Wait:
@@ -69,6 +88,38 @@ class Wait:
 
 Outcome = tuple[Any, BaseException | None]
 Plan = Generator[Call | Wait, Outcome | None, Any]
+
+
+class Deadline:
+    """When the call must be over, on ``clock`` (``time.perf_counter`` seconds by default).
+
+    Args:
+        at: the clock reading by which the call must be over (inf: no deadline).
+        seconds: the ``call_deadline`` it came from, for messages.
+        clock: the clock to read; tests pass their own.
+    """
+
+    __slots__ = ("at", "clock", "seconds")
+
+    def __init__(self, at: float, seconds: float, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.at = at
+        self.seconds = seconds
+        self.clock = clock
+
+    @classmethod
+    def of_current_call(cls) -> Deadline:
+        """The deadline of the hardened call in flight (``call_deadline`` after it started);
+        none outside one."""
+        ctx = current_call.get()
+        if ctx is None:
+            return cls(math.inf, math.inf)
+        seconds = ctx.rt.policy.call_deadline
+        return cls(ctx.started + seconds, seconds)
+
+    def left(self) -> float:
+        """Seconds left before the deadline (negative once it has passed)."""
+        return self.at - self.clock()
+
 
 # create_order(symbol, type, side, amount, price=None, params={})
 _CREATE_ARGS = ("symbol", "type", "side", "amount", "price", "params")
@@ -116,8 +167,10 @@ def create_plan(
     recovery: OrderRecovery,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
+    deadline: Deadline | None = None,
 ) -> Plan:
-    """Place one order exactly once (see the module docstring); returns the unified order."""
+    """Place one order exactly once (see the module docstring); returns the unified order.
+    ``deadline`` defaults to the current hardened call's."""
     bound = _bind("create_order", _CREATE_ARGS, args, kwargs)
     params, client_order_id = with_client_order_id(exchange.id, bound.get("params"))
     symbol = bound.get("symbol")
@@ -125,7 +178,9 @@ def create_plan(
     request = OrderRequest.of(exchange, *send[:5])
     recovery.claim(client_order_id)  # raises ClientOrderIdInUse while another call holds the id
     try:
-        return (yield from _place(exchange, profile, recovery, send, request, client_order_id))
+        if deadline is None:
+            deadline = Deadline.of_current_call()
+        return (yield from _place(exchange, profile, recovery, send, request, client_order_id, deadline))
     finally:
         recovery.release(client_order_id)
 
@@ -137,6 +192,7 @@ def _place(
     send: tuple[Any, ...],
     request: OrderRequest,
     client_order_id: str,
+    deadline: Deadline,
 ) -> Plan:
     symbol = send[0]
     sent_at = time.time()
@@ -168,11 +224,15 @@ def _place(
         if step.action is RecoveryAction.GIVE_UP:
             _publish_unknown(exchange.id, "create_order", step.error)
             raise step.error from first  # type: ignore[misc]
+        if deadline.left() <= step.delay_s:  # passed, or the wait would end past it: stop now
+            step = recovery.out_of_time(state, deadline.seconds, step)
+            continue
         if step.delay_s > 0:
             yield Wait(step.delay_s)
         if step.action is RecoveryAction.LOOKUP:
             lookup = recovery.lookup_call(state)
-            found, error = yield Call(getattr(exchange, lookup.method), *lookup.args, params=lookup.params)
+            call = Call(getattr(exchange, lookup.method), *lookup.args, params=lookup.params)
+            found, error = yield _read(call, deadline.left())
             step = _after_lookup(recovery, state, found, error)
         else:  # RESEND, with the same client order id: the exchange refuses a duplicate
             log.warning("order_resent", exchange=exchange.id, client_order_id=client_order_id)
@@ -214,10 +274,14 @@ def cancel_plan(
     recovery: OrderRecovery,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
+    deadline: Deadline | None = None,
 ) -> Plan:
-    """Cancel one order, confirming its state when the answer is lost; returns what ccxt returns."""
+    """Cancel one order, confirming its state when the answer is lost; returns what ccxt returns.
+    ``deadline`` defaults to the current hardened call's."""
     bound = _bind("cancel_order", _CANCEL_ARGS, args, kwargs)
     order_id, symbol, params = bound.get("id"), bound.get("symbol"), bound.get("params") or {}
+    if deadline is None:
+        deadline = Deadline.of_current_call()
     sent_at = time.time()
     result, first = yield Call(exchange.cancel_order, order_id, symbol, params)
     if first is None:
@@ -237,10 +301,13 @@ def cancel_plan(
         if step.action is RecoveryAction.GIVE_UP:
             _publish_unknown(exchange.id, "cancel_order", step.error)
             raise step.error from first  # type: ignore[misc]
+        if deadline.left() <= step.delay_s:  # passed, or the wait would end past it: stop now
+            step = recovery.out_of_time(state, deadline.seconds, step)
+            continue
         if step.delay_s > 0:
             yield Wait(step.delay_s)
         if step.action is RecoveryAction.LOOKUP:  # by exchange id: the caller cancels by it
-            found, error = yield Call(exchange.fetch_order, order_id, symbol, params)
+            found, error = yield _read(Call(exchange.fetch_order, order_id, symbol, params), deadline.left())
             step = _after_lookup(recovery, state, found, error)
         else:  # RESEND the cancel: the order is still open
             result, error = yield Call(exchange.cancel_order, order_id, symbol, params)
@@ -317,9 +384,10 @@ def _with_id(order: Any, client_order_id: str) -> Any:
     return order
 
 
-def run_plan_sync(plan: Plan) -> Any:
+def run_plan_sync(plan: Plan, sleep: Callable[[float], Any] = time.sleep) -> Any:
     """Drive a plan, blocking: make its calls, sleep its waits; the plan is closed however it ends
-    (its ``finally`` frees the client order id even when the caller is interrupted)."""
+    (its ``finally`` frees the client order id even when the caller is interrupted). A lookup is
+    not bounded here: the sync client's watchdog cuts any request off at the call's deadline."""
     ctx = current_call.get()
     outcome: Outcome | None = None
     try:
@@ -329,7 +397,7 @@ def run_plan_sync(plan: Plan) -> Any:
             except StopIteration as done:
                 return done.value
             if isinstance(op, Wait):
-                time.sleep(op.seconds)
+                sleep(op.seconds)
                 outcome = None
                 continue
             if ctx is not None:
@@ -342,9 +410,10 @@ def run_plan_sync(plan: Plan) -> Any:
         plan.close()
 
 
-async def run_plan_async(plan: Plan) -> Any:
+async def run_plan_async(plan: Plan, sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> Any:
     """Drive a plan in the current task: await its calls and its waits; closed however it ends
-    (a cancelled task frees its client order id at once)."""
+    (a cancelled task frees its client order id at once). A lookup runs at most the seconds the
+    plan allows it (``Call.within``): cut off, it fails as a ``ccxt.RequestTimeout``."""
     ctx = current_call.get()
     outcome: Outcome | None = None
     try:
@@ -354,15 +423,30 @@ async def run_plan_async(plan: Plan) -> Any:
             except StopIteration as done:
                 return done.value
             if isinstance(op, Wait):
-                await asyncio.sleep(op.seconds)
+                await sleep(op.seconds)
                 outcome = None
                 continue
             if ctx is not None:
                 ctx.http_status = None
             try:
-                result = op.fn(*op.args, **op.kwargs)
-                outcome = (await result if isinstance(result, Awaitable) else result, None)
+                outcome = (await _call_async(op), None)
             except Exception as error:
                 outcome = (None, parser_failure(ctx, error))
     finally:
         plan.close()
+
+
+async def _call_async(op: Call) -> Any:
+    """Make one call of a plan; a read (``op.within`` set) is cut off when its time is up."""
+    if op.within is None or math.isinf(op.within):
+        result = op.fn(*op.args, **op.kwargs)
+        return await result if isinstance(result, Awaitable) else result
+    bound = asyncio.timeout(max(op.within, 0.0))
+    try:
+        async with bound:
+            result = op.fn(*op.args, **op.kwargs)
+            return await result if isinstance(result, Awaitable) else result
+    except TimeoutError as cut:
+        if not bound.expired():
+            raise
+        raise ccxt.RequestTimeout(f"lookup cut off at the call deadline after {op.within:.2f}s") from cut
