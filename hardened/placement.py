@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from typing import Any
 
 import ccxt
@@ -180,9 +180,19 @@ def create_plan(
     try:
         if deadline is None:
             deadline = Deadline.of_current_call()
-        return (yield from _place(exchange, profile, recovery, send, request, client_order_id, deadline))
+        order = yield from _place(exchange, profile, recovery, send, request, client_order_id, deadline)
+        if _supplied(profile, bound.get("params")):  # only a caller's id can come round again
+            recovery.placed(client_order_id, order)
+        return order
     finally:
         recovery.release(client_order_id)
+
+
+def _supplied(profile: ExchangeProfile, params: Any) -> bool:
+    """Whether the caller's params carry a client order id of their own."""
+    return isinstance(params, Mapping) and any(
+        params.get(name) is not None for name in profile.client_order_id.names
+    )
 
 
 def _place(
@@ -210,7 +220,10 @@ def _place(
         symbol=symbol,
         error=type(first).__name__,
     )
-    state = recovery.start_create(client_order_id, symbol, sent_at, request)
+    offset_ms, skew_ms = _exchange_clock(exchange, profile)
+    state = recovery.start_create(
+        client_order_id, symbol, sent_at, request, exchange_offset_ms=offset_ms, clock_skew_ms=skew_ms
+    )
     step = recovery.first_step(state, time.time())
     while True:
         if step.action is RecoveryAction.RETURN:
@@ -250,6 +263,32 @@ def _place(
                 step = recovery.on_resend_failed(state, now)
             else:
                 raise error
+
+
+def _exchange_clock(exchange: Any, profile: ExchangeProfile) -> tuple[float, float]:
+    """The exchange's clock minus ours as ccxt estimates it (``-timeDifference``, ms; 0 unknown),
+    and how far our clock may run ahead of the exchange's beyond that estimate while it still
+    accepts our requests: the request window when ccxt signs with our raw clock and the window is
+    widened instead (Bitvavo), else nothing beyond the recovery's own allowance."""
+    options = getattr(exchange, "options", None)
+    options = options if isinstance(options, dict) else {}
+    difference = _float(options.get("timeDifference"))
+    clock = profile.clock
+    skew = 0.0
+    if clock.resync == "widen_window":
+        window = _float(options.get(clock.window_option)) if clock.window_option else None
+        skew = window if window is not None else float(clock.window_ms or 0)
+    return (-difference if difference is not None else 0.0), skew
+
+
+def _float(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _no_verdict(profile: ExchangeProfile, error: BaseException) -> bool:
