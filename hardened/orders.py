@@ -34,6 +34,7 @@ __all__ = [
     "RecoveryStep",
     "client_order_id_param",
     "is_ambiguous_failure",
+    "is_order_not_found",
     "new_client_order_id",
     "order_mismatch",
     "with_client_order_id",
@@ -129,6 +130,15 @@ def is_ambiguous_failure(profile: ExchangeProfile, exc: BaseException) -> bool:
     if status is not None and 400 <= status < 500 and status != 408:
         return False  # the exchange answered and refused the request
     return isinstance(exc, (ccxt.RequestTimeout, ccxt.NetworkError, ccxt.BadResponse))
+
+
+def is_order_not_found(profile: ExchangeProfile, error: BaseException) -> bool:
+    """Whether ``error`` is the exchange saying it has no such order: its profile's
+    ORDER_NOT_FOUND codes first, else ccxt's ``OrderNotFound``."""
+    rule = profile.classify_exception(error)
+    if rule is not None:
+        return rule.kind is FailureKind.ORDER_NOT_FOUND
+    return isinstance(error, ccxt.OrderNotFound)
 
 
 @dataclass(frozen=True, slots=True)
@@ -514,12 +524,7 @@ class OrderRecovery:
 
     def on_lookup_failed(self, state: RecoveryState, error: BaseException, now: float) -> RecoveryStep:
         """The lookup raised: "order not found" answers count as ``on_not_found``, others as failures."""
-        rule = self.profile.classify_exception(error)
-        if rule is not None:
-            not_found = rule.kind is FailureKind.ORDER_NOT_FOUND
-        else:
-            not_found = isinstance(error, ccxt.OrderNotFound)
-        if not_found:
+        if is_order_not_found(self.profile, error):
             return self.on_not_found(state, now)
         state.failures += 1
         delay = min(self.max_backoff_s, max(self.lag_s, 0.1) * 2.0 ** (state.failures - 1))

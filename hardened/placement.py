@@ -41,6 +41,7 @@ from hardened.orders import (
     OrderRequest,
     RecoveryAction,
     is_ambiguous_failure,
+    is_order_not_found,
     with_client_order_id,
 )
 from hardened.pipeline import current_call
@@ -325,6 +326,8 @@ def cancel_plan(
     result, first = yield Call(exchange.cancel_order, order_id, symbol, params)
     if first is None:
         return result
+    if is_order_not_found(profile, first):
+        return (yield from _confirm_cancelled(exchange, order_id, symbol, params, first, deadline))
     if not is_ambiguous_failure(profile, first):
         raise first
     state = recovery.start_cancel(str(order_id), symbol, sent_at, _client_order_id_in(profile, params))
@@ -357,6 +360,23 @@ def cancel_plan(
                 step = recovery.on_resend_failed(state, now)
             else:
                 step = recovery.on_lookup_failed(state, error, now)  # "not found" now means done
+
+
+def _confirm_cancelled(
+    exchange: Any, order_id: Any, symbol: Any, params: Any, not_found: BaseException, deadline: Deadline
+) -> Plan:
+    """A cancel answered "no such order": look the order up once by its id. Cancelled, the cancel's
+    goal holds, so the order is returned: the answer may be to a resend of this very cancel (aiohttp
+    silently resends a DELETE whose answer was dropped), and a cancel cannot tell its own resent
+    request from an earlier cancel. Filled, open, absent or unknowable: the original error."""
+    if deadline.left() <= 0:
+        raise not_found
+    found, error = yield _read(Call(exchange.fetch_order, order_id, symbol, params), deadline.left())
+    status = found.get("status") if error is None and isinstance(found, Mapping) else None
+    if status not in ("canceled", "cancelled"):
+        raise not_found
+    log.info("cancel_confirmed", exchange=exchange.id, order_id=order_id, reason="not found, but cancelled")
+    return found
 
 
 def _client_order_id_in(profile: ExchangeProfile, params: Any) -> str | None:
