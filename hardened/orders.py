@@ -43,6 +43,9 @@ __all__ = [
 # Order statuses (ccxt unified) after which there is nothing left to cancel.
 _FINISHED = frozenset({"closed", "canceled", "cancelled", "expired", "rejected"})
 _UUID_MARKER = b"hd"  # 0x6864: Bitvavo ids (UUIDs) made here start with "6864"
+# create_order params that size an order by its cost in the quote currency: ccxt's unified one,
+# Binance's, KuCoin's and Bitvavo's own
+_COST_PARAMS = ("cost", "quoteOrderQty", "funds", "amountQuote")
 _PLACED_KEPT = 10_000  # client order ids whose returned order a client remembers (about 2 MB at most)
 
 
@@ -158,16 +161,31 @@ class OrderRequest:
     price_step: float | None = None
 
     @classmethod
-    def of(cls, exchange: Any, symbol: Any, type: Any, side: Any, amount: Any, price: Any) -> OrderRequest:
-        """The request as sent, with the steps of ``symbol``'s market if the markets are loaded."""
+    def of(
+        cls,
+        exchange: Any,
+        symbol: Any,
+        type: Any,
+        side: Any,
+        amount: Any,
+        price: Any,
+        params: Mapping[str, Any] | None = None,
+    ) -> OrderRequest:
+        """The request as sent, with the steps of ``symbol``'s market if the markets are loaded.
+
+        An order sized by what it costs (``params`` with ccxt's ``cost`` or an exchange's own quote
+        amount: ``create_market_buy_order_with_cost`` passes the cost as the amount) has no amount
+        to compare: the order found holds the base amount the cost bought.
+        """
         market = (getattr(exchange, "markets", None) or {}).get(symbol) if isinstance(symbol, str) else None
         precision = market.get("precision") if isinstance(market, Mapping) else None
         mode = getattr(exchange, "precisionMode", ccxt.TICK_SIZE)
+        by_cost = isinstance(params, Mapping) and any(params.get(key) is not None for key in _COST_PARAMS)
         return cls(
             symbol if isinstance(symbol, str) else None,
             type.lower() if isinstance(type, str) else None,
             side.lower() if isinstance(side, str) else None,
-            _number(amount),
+            None if by_cost else _number(amount),
             _number(price),
             _step(precision, "amount", mode),
             _step(precision, "price", mode),

@@ -176,7 +176,7 @@ def create_plan(
     params, client_order_id = with_client_order_id(exchange.id, bound.get("params"))
     symbol = bound.get("symbol")
     send = (symbol, bound.get("type"), bound.get("side"), bound.get("amount"), bound.get("price"), params)
-    request = OrderRequest.of(exchange, *send[:5])
+    request = OrderRequest.of(exchange, *send)
     recovery.claim(client_order_id)  # raises ClientOrderIdInUse while another call holds the id
     try:
         if deadline is None:

@@ -127,6 +127,25 @@ def test_the_price_of_a_market_order_is_not_compared() -> None:
     assert place(ex, "BTC/USDT", "market", "buy", 0.01, None)["id"] == "42"
 
 
+@pytest.mark.parametrize("param", ["cost", "quoteOrderQty"])
+def test_an_order_sized_by_its_cost_is_not_compared_by_amount(param: str) -> None:
+    """create_market_buy_order_with_cost passes the cost as the amount: the order found holds the
+    base amount it bought, which is no mismatch."""
+    ex = Scripted(
+        create_order=[ccxt.RequestTimeout("lost")],
+        fetch_order=[order(type="market", amount=0.0004, price=49_000.0, status="closed")],
+    )
+    recovery = OrderRecovery(load_profile("binance"), lag_ms=0)
+    args = ("BTC/USDT", "market", "buy", 20.0, None, {param: 20.0})
+    assert run_plan_sync(create_plan(ex, load_profile("binance"), recovery, args, {}))["id"] == "42"
+    wrong_side = Scripted(
+        create_order=[ccxt.RequestTimeout("lost")],
+        fetch_order=[order(type="market", side="sell", amount=0.0004, status="closed")],
+    )
+    with pytest.raises(ClientOrderIdConflict, match="side"):
+        run_plan_sync(create_plan(wrong_side, load_profile("binance"), recovery, args, {}))
+
+
 def test_a_resend_refused_as_a_repeated_id_never_returns_another_requests_order() -> None:
     ex = Scripted(
         create_order=[
