@@ -49,6 +49,7 @@ from hardened.pipeline.retry import RetryBudget, RetryPolicy
 from hardened.pipeline.validate import ValidateStage, reject_garbled_answer
 from hardened.placement import cancel_plan, create_plan, run_plan_async, run_plan_sync
 from hardened.ratelimit import RateLimitBudget
+from hardened.shortcuts import ShortcutSelf, order_shortcut
 from hardened.status import ensure_status_server
 from hardened.telemetry import health as health_score
 from hardened.telemetry import registry
@@ -165,6 +166,7 @@ class _Core:
         "recovery",
         "runtimes",
         "shared",
+        "shortcut_self",
         "stats_by_endpoint",
     )
 
@@ -203,6 +205,7 @@ class _Core:
             self.cache.shared = self.shared.cache
         self.pipeline = Pipeline(_chosen_stages(self, stages), self.classify)
         self.name = ""
+        self.shortcut_self: Any = None  # hardened.shortcuts.ShortcutSelf, made on first use
 
     def known_endpoints(self) -> set[str]:
         return {*CORE_ENDPOINTS, *self.config.endpoints, *self.runtimes}
@@ -354,6 +357,7 @@ class _HardenedBase:
     inner: Any
     _hd: _Core
     _wrap: Any  # (endpoint, name, bound method) -> wrapper: each driver class says how a call runs
+    _wrap_shortcut: Any  # the same for an order shortcut routed through create_order
 
     def __init__(
         self,
@@ -396,7 +400,11 @@ class _HardenedBase:
         if endpoint is None:
             return getattr(inner, name)
         method = getattr(inner, name)
-        wrapper = self._wrap(endpoint, name, method)
+        shortcut = order_shortcut(type(inner), endpoint.method)
+        if shortcut is None:
+            wrapper = self._wrap(endpoint, name, method)
+        else:
+            wrapper = self._wrap_shortcut(endpoint, name, method, shortcut)
         object.__setattr__(self, name, wrapper)
         return wrapper
 
@@ -446,6 +454,21 @@ class _HardenedBase:
     def health(self) -> dict[str, Any]:
         """``score`` 0-100, ``status`` (excellent/good/fair/poor/critical) and the reasons."""
         return health_score.client_health(self._hd.stats())
+
+
+def _shortcut_self(client: _HardenedBase) -> ShortcutSelf:
+    """The ``self`` a routed order shortcut runs with (hardened/shortcuts.py), one per client."""
+    core = client._hd
+    if core.shortcut_self is None:
+        core.shortcut_self = ShortcutSelf(client, client.inner)
+    return core.shortcut_self
+
+
+def _patched(exchange: Any, endpoint: Endpoint, name: str) -> bool:
+    """Whether ``exchange`` has the method patched on the instance (a test's stand-in): honoured
+    as any other method is, through its own pipeline endpoint."""
+    own = vars(exchange)
+    return name in own or endpoint.method in own
 
 
 def _check_kind(exchange: Any, asynchronous: bool) -> None:
@@ -560,6 +583,20 @@ class HardenedClient(_HardenedBase):
 
         return _named(call, name, method)
 
+    def _wrap_shortcut(self, endpoint: Endpoint, name: str, method: Any, shortcut: Any) -> Any:
+        """An order shortcut (``create_limit_buy_order``...): ccxt's own implementation, run so that
+        the ``create_order`` it makes is this client's (plan and pipeline, counted once there)."""
+        pipeline_call: list[Any] = []
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if _patched(self.inner, endpoint, name):
+                if not pipeline_call:
+                    pipeline_call.append(self._wrap(endpoint, name, method))
+                return pipeline_call[0](*args, **kwargs)
+            return shortcut(_shortcut_self(self), *args, **kwargs)
+
+        return _named(call, name, method)
+
     def close(self) -> None:
         """Release the wrapped exchange's HTTP session and forget this client in the registry."""
         registry.unregister(self._hd.name)
@@ -599,6 +636,20 @@ class AsyncHardenedClient(_HardenedBase):
         async def call(*args: Any, **kwargs: Any) -> Any:
             target = place if plan is not None else getattr(exchange, name)
             return await run_async(pipe, CallContext(rt, endpoint, args, kwargs, perf()), target, resync)
+
+        return _named(call, name, method)
+
+    def _wrap_shortcut(self, endpoint: Endpoint, name: str, method: Any, shortcut: Any) -> Any:
+        """An order shortcut (``create_limit_buy_order``...): ccxt's own implementation, run so that
+        the ``create_order`` it awaits is this client's (plan and pipeline, counted once there)."""
+        pipeline_call: list[Any] = []
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            if _patched(self.inner, endpoint, name):
+                if not pipeline_call:
+                    pipeline_call.append(self._wrap(endpoint, name, method))
+                return await pipeline_call[0](*args, **kwargs)
+            return await shortcut(_shortcut_self(self), *args, **kwargs)
 
         return _named(call, name, method)
 
