@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -586,14 +587,15 @@ class HardenedClient(_HardenedBase):
     def _wrap_shortcut(self, endpoint: Endpoint, name: str, method: Any, shortcut: Any) -> Any:
         """An order shortcut (``create_limit_buy_order``...): ccxt's own implementation, run so that
         the ``create_order`` it makes is this client's (plan and pipeline, counted once there)."""
+        client, inner = weakref.ref(self), self.inner  # no cycle through the wrapper cached on self
         pipeline_call: list[Any] = []
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            if _patched(self.inner, endpoint, name):
+            if _patched(inner, endpoint, name):
                 if not pipeline_call:
-                    pipeline_call.append(self._wrap(endpoint, name, method))
+                    pipeline_call.append(client()._wrap(endpoint, name, method))  # type: ignore[union-attr]
                 return pipeline_call[0](*args, **kwargs)
-            return shortcut(_shortcut_self(self), *args, **kwargs)
+            return shortcut(_shortcut_self(client()), *args, **kwargs)  # type: ignore[arg-type]
 
         return _named(call, name, method)
 
@@ -642,14 +644,15 @@ class AsyncHardenedClient(_HardenedBase):
     def _wrap_shortcut(self, endpoint: Endpoint, name: str, method: Any, shortcut: Any) -> Any:
         """An order shortcut (``create_limit_buy_order``...): ccxt's own implementation, run so that
         the ``create_order`` it awaits is this client's (plan and pipeline, counted once there)."""
+        client, inner = weakref.ref(self), self.inner  # no cycle through the wrapper cached on self
         pipeline_call: list[Any] = []
 
         async def call(*args: Any, **kwargs: Any) -> Any:
-            if _patched(self.inner, endpoint, name):
+            if _patched(inner, endpoint, name):
                 if not pipeline_call:
-                    pipeline_call.append(self._wrap(endpoint, name, method))
+                    pipeline_call.append(client()._wrap(endpoint, name, method))  # type: ignore[union-attr]
                 return await pipeline_call[0](*args, **kwargs)
-            return await shortcut(_shortcut_self(self), *args, **kwargs)
+            return await shortcut(_shortcut_self(client()), *args, **kwargs)  # type: ignore[arg-type]
 
         return _named(call, name, method)
 

@@ -23,6 +23,7 @@ import ast
 import functools
 import inspect
 import textwrap
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -132,19 +133,22 @@ class ShortcutSelf:
     """What a routed shortcut sees as ``self``: the wrapped exchange, except that ``create_order``
     and the routed shortcuts are the hardened client's. Everything else is read from and written
     to the exchange. Holds no state of its own: one per client, shared by threads and tasks, and
-    nothing on the shared exchange is patched."""
+    nothing on the shared exchange is patched. The client is held weakly (it holds this)."""
 
     __slots__ = ("_client", "_inner")
 
     def __init__(self, client: Any, inner: Any) -> None:
-        object.__setattr__(self, "_client", client)
+        object.__setattr__(self, "_client", weakref.ref(client))
         object.__setattr__(self, "_inner", inner)
 
     def __getattr__(self, name: str) -> Any:
         inner = object.__getattribute__(self, "_inner")
         snake = _snake(name)
         if snake == _PLACES or order_shortcut(type(inner), snake) is not None:
-            return getattr(object.__getattribute__(self, "_client"), name)
+            client = object.__getattribute__(self, "_client")()
+            if client is None:
+                raise ReferenceError("the hardened client of this order shortcut is gone")
+            return getattr(client, name)
         return getattr(inner, name)
 
     def __setattr__(self, name: str, value: Any) -> None:

@@ -4,7 +4,9 @@ run. ``create_orders`` and ``edit_order`` have no exactly-once plan, and are nev
 
 from __future__ import annotations
 
+import gc
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -283,3 +285,19 @@ def test_a_shortcut_patched_on_the_exchange_is_honoured() -> None:
     assert ex.create_limit_buy_order("BTC/USDT", 0.01, 10_000)["id"] == "7"
     assert script.calls == 1
     ex.close()
+
+
+def test_a_client_that_ran_a_shortcut_is_freed_as_soon_as_it_is_dropped() -> None:
+    """No reference cycle through the cached shortcut wrapper: the registry forgets the client
+    at once, not at the next garbage collection."""
+    raw = ccxt.binance()
+    raw.create_order = Script({"id": "1", "symbol": "BTC/USDT", "status": "open"})
+    ex = HardenedClient(raw, **FAST, quality_policy="off", rate_limit_pacing=False)
+    assert ex.create_limit_buy_order("BTC/USDT", 0.01, 10_000)["id"] == "1"
+    gc.disable()
+    try:
+        ref = weakref.ref(ex)
+        del ex
+        assert ref() is None
+    finally:
+        gc.enable()
