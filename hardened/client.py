@@ -12,7 +12,6 @@ from __future__ import annotations
 import inspect
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -167,7 +166,6 @@ class _Core:
         "recovery",
         "runtimes",
         "shared",
-        "shortcut_self",
         "stats_by_endpoint",
     )
 
@@ -206,7 +204,6 @@ class _Core:
             self.cache.shared = self.shared.cache
         self.pipeline = Pipeline(_chosen_stages(self, stages), self.classify)
         self.name = ""
-        self.shortcut_self: Any = None  # hardened.shortcuts.ShortcutSelf, made on first use
 
     def known_endpoints(self) -> set[str]:
         return {*CORE_ENDPOINTS, *self.config.endpoints, *self.runtimes}
@@ -457,14 +454,6 @@ class _HardenedBase:
         return health_score.client_health(self._hd.stats())
 
 
-def _shortcut_self(client: _HardenedBase) -> ShortcutSelf:
-    """The ``self`` a routed order shortcut runs with (hardened/shortcuts.py), one per client."""
-    core = client._hd
-    if core.shortcut_self is None:
-        core.shortcut_self = ShortcutSelf(client, client.inner)
-    return core.shortcut_self
-
-
 def _patched(exchange: Any, endpoint: Endpoint, name: str) -> bool:
     """Whether ``exchange`` has the method patched on the instance (a test's stand-in): honoured
     as any other method is, through its own pipeline endpoint."""
@@ -562,10 +551,13 @@ class HardenedClient(_HardenedBase):
     """
 
     def _wrap(self, endpoint: Endpoint, name: str, method: Any) -> Any:
-        core = self._hd
+        return self._pipeline_call(self._hd, self.inner, endpoint, name, method)
+
+    @staticmethod
+    def _pipeline_call(core: _Core, exchange: Any, endpoint: Endpoint, name: str, method: Any) -> Any:
+        """The wrapper that runs ``name`` through the pipeline (and an order plan for orders)."""
         rt = core.runtime(endpoint.name)
         pipe = core.pipeline
-        exchange = self.inner
         perf = time.perf_counter
         plan = ORDER_PLANS.get(endpoint.name)
 
@@ -587,15 +579,18 @@ class HardenedClient(_HardenedBase):
     def _wrap_shortcut(self, endpoint: Endpoint, name: str, method: Any, shortcut: Any) -> Any:
         """An order shortcut (``create_limit_buy_order``...): ccxt's own implementation, run so that
         the ``create_order`` it makes is this client's (plan and pipeline, counted once there)."""
-        client, inner = weakref.ref(self), self.inner  # no cycle through the wrapper cached on self
-        pipeline_call: list[Any] = []
+        # Nothing here refers to the client itself (its create_order wrapper holds its core), so a
+        # dropped client is freed at once and a wrapper taken from it keeps working.
+        core, inner, build = self._hd, self.inner, self._pipeline_call
+        own_self = ShortcutSelf(inner, self.create_order)
+        patched_call: list[Any] = []
 
         def call(*args: Any, **kwargs: Any) -> Any:
             if _patched(inner, endpoint, name):
-                if not pipeline_call:
-                    pipeline_call.append(client()._wrap(endpoint, name, method))  # type: ignore[union-attr]
-                return pipeline_call[0](*args, **kwargs)
-            return shortcut(_shortcut_self(client()), *args, **kwargs)  # type: ignore[arg-type]
+                if not patched_call:
+                    patched_call.append(build(core, inner, endpoint, name, method))
+                return patched_call[0](*args, **kwargs)
+            return shortcut(own_self, *args, **kwargs)
 
         return _named(call, name, method)
 
@@ -620,10 +615,13 @@ class AsyncHardenedClient(_HardenedBase):
     """
 
     def _wrap(self, endpoint: Endpoint, name: str, method: Any) -> Any:
-        core = self._hd
+        return self._pipeline_call(self._hd, self.inner, endpoint, name, method)
+
+    @staticmethod
+    def _pipeline_call(core: _Core, exchange: Any, endpoint: Endpoint, name: str, method: Any) -> Any:
+        """The wrapper that runs ``name`` through the pipeline (and an order plan for orders)."""
         rt = core.runtime(endpoint.name)
         pipe = core.pipeline
-        exchange = self.inner
         perf = time.perf_counter
         plan = ORDER_PLANS.get(endpoint.name)
 
@@ -644,15 +642,16 @@ class AsyncHardenedClient(_HardenedBase):
     def _wrap_shortcut(self, endpoint: Endpoint, name: str, method: Any, shortcut: Any) -> Any:
         """An order shortcut (``create_limit_buy_order``...): ccxt's own implementation, run so that
         the ``create_order`` it awaits is this client's (plan and pipeline, counted once there)."""
-        client, inner = weakref.ref(self), self.inner  # no cycle through the wrapper cached on self
-        pipeline_call: list[Any] = []
+        core, inner, build = self._hd, self.inner, self._pipeline_call  # no reference to the client
+        own_self = ShortcutSelf(inner, self.create_order)
+        patched_call: list[Any] = []
 
         async def call(*args: Any, **kwargs: Any) -> Any:
             if _patched(inner, endpoint, name):
-                if not pipeline_call:
-                    pipeline_call.append(client()._wrap(endpoint, name, method))  # type: ignore[union-attr]
-                return await pipeline_call[0](*args, **kwargs)
-            return await shortcut(_shortcut_self(client()), *args, **kwargs)  # type: ignore[arg-type]
+                if not patched_call:
+                    patched_call.append(build(core, inner, endpoint, name, method))
+                return await patched_call[0](*args, **kwargs)
+            return await shortcut(own_self, *args, **kwargs)
 
         return _named(call, name, method)
 

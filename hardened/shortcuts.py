@@ -23,7 +23,7 @@ import ast
 import functools
 import inspect
 import textwrap
-import weakref
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -131,24 +131,29 @@ def routed_shortcuts(cls: type) -> list[str]:
 
 class ShortcutSelf:
     """What a routed shortcut sees as ``self``: the wrapped exchange, except that ``create_order``
-    and the routed shortcuts are the hardened client's. Everything else is read from and written
-    to the exchange. Holds no state of its own: one per client, shared by threads and tasks, and
-    nothing on the shared exchange is patched. The client is held weakly (it holds this)."""
+    is the hardened client's (and another routed shortcut runs with this ``self`` too). Everything
+    else is read from and written to the exchange. Holds no state of its own, so threads and tasks
+    share it, and nothing on the shared exchange is patched.
 
-    __slots__ = ("_client", "_inner")
+    Args:
+        inner: the wrapped ccxt exchange.
+        create_order: the client's ``create_order`` (plan and pipeline).
+    """
 
-    def __init__(self, client: Any, inner: Any) -> None:
-        object.__setattr__(self, "_client", weakref.ref(client))
+    __slots__ = ("_create_order", "_inner")
+
+    def __init__(self, inner: Any, create_order: Callable[..., Any]) -> None:
         object.__setattr__(self, "_inner", inner)
+        object.__setattr__(self, "_create_order", create_order)
 
     def __getattr__(self, name: str) -> Any:
         inner = object.__getattribute__(self, "_inner")
         snake = _snake(name)
-        if snake == _PLACES or order_shortcut(type(inner), snake) is not None:
-            client = object.__getattribute__(self, "_client")()
-            if client is None:
-                raise ReferenceError("the hardened client of this order shortcut is gone")
-            return getattr(client, name)
+        if snake == _PLACES:
+            return object.__getattribute__(self, "_create_order")
+        shortcut = order_shortcut(type(inner), snake)
+        if shortcut is not None:
+            return types.MethodType(shortcut, self)
         return getattr(inner, name)
 
     def __setattr__(self, name: str, value: Any) -> None:

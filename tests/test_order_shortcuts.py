@@ -301,3 +301,28 @@ def test_a_client_that_ran_a_shortcut_is_freed_as_soon_as_it_is_dropped() -> Non
         assert ref() is None
     finally:
         gc.enable()
+
+
+def test_a_shortcut_taken_from_a_client_outlives_the_name_it_was_taken_by() -> None:
+    raw = ccxt.binance()
+    raw.create_order = Script({"id": "2", "symbol": "BTC/USDT", "status": "open"})
+    buy = HardenedClient(raw, **FAST, quality_policy="off", rate_limit_pacing=False).create_limit_buy_order
+    assert buy("BTC/USDT", 0.01, 10_000)["id"] == "2"
+
+
+@pytest.mark.usefixtures("calm")
+def test_a_shortcut_calling_another_shortcut_still_places_once_through_the_plan(sim: Simulator) -> None:
+    """KuCoin's create_market_buy_order_with_cost calls its create_market_order_with_cost, which
+    calls create_order: both run with the stand-in self, the order goes through the plan once."""
+    raw = sim.attach(ccxt.kucoin({"enableRateLimit": False, "timeout": 3000}))
+    ex = HardenedClient(raw, **FAST)
+    ex.load_markets()
+    sim.set_profile(DROP)
+    try:
+        order = ex.create_market_buy_order_with_cost("BTC/USDT", 20)
+    finally:
+        sim.set_profile("calm")
+    (held,) = _ours(sim, "kucoin", order)
+    assert str(held.id) == str(order["id"]) and held.side == "buy"
+    assert ex.stats()["endpoints"]["create_order"]["calls"] == 1
+    ex.close()
