@@ -49,6 +49,7 @@ from hardened.pipeline.retry import RetryBudget, RetryPolicy
 from hardened.pipeline.validate import ValidateStage, reject_garbled_answer
 from hardened.placement import cancel_plan, create_plan, run_plan_async, run_plan_sync
 from hardened.ratelimit import RateLimitBudget
+from hardened.shortcuts import ShortcutSelf, order_shortcut
 from hardened.status import ensure_status_server
 from hardened.telemetry import health as health_score
 from hardened.telemetry import registry
@@ -357,6 +358,7 @@ class _HardenedBase:
     inner: Any
     _hd: _Core
     _wrap: Any  # (endpoint, name, bound method) -> wrapper: each driver class says how a call runs
+    _wrap_shortcut: Any  # the same for an order shortcut routed through create_order
 
     def __init__(
         self,
@@ -399,7 +401,11 @@ class _HardenedBase:
         if endpoint is None:
             return getattr(inner, name)
         method = getattr(inner, name)
-        wrapper = self._wrap(endpoint, name, method)
+        shortcut = order_shortcut(type(inner), endpoint.method)
+        if shortcut is None:
+            wrapper = self._wrap(endpoint, name, method)
+        else:
+            wrapper = self._wrap_shortcut(endpoint, name, method, shortcut)
         object.__setattr__(self, name, wrapper)
         return wrapper
 
@@ -449,6 +455,13 @@ class _HardenedBase:
     def health(self) -> dict[str, Any]:
         """``score`` 0-100, ``status`` (excellent/good/fair/poor/critical) and the reasons."""
         return health_score.client_health(self._hd.stats())
+
+
+def _patched(exchange: Any, endpoint: Endpoint, name: str) -> bool:
+    """Whether ``exchange`` has the method patched on the instance (a test's stand-in): honoured
+    as any other method is, through its own pipeline endpoint."""
+    own = vars(exchange)
+    return name in own or endpoint.method in own
 
 
 def _check_kind(exchange: Any, asynchronous: bool) -> None:
@@ -541,10 +554,13 @@ class HardenedClient(_HardenedBase):
     """
 
     def _wrap(self, endpoint: Endpoint, name: str, method: Any) -> Any:
-        core = self._hd
+        return self._pipeline_call(self._hd, self.inner, endpoint, name, method)
+
+    @staticmethod
+    def _pipeline_call(core: _Core, exchange: Any, endpoint: Endpoint, name: str, method: Any) -> Any:
+        """The wrapper that runs ``name`` through the pipeline (and an order plan for orders)."""
         rt = core.runtime(endpoint.name)
         pipe = core.pipeline
-        exchange = self.inner
         perf = time.perf_counter
         plan = ORDER_PLANS.get(endpoint.name)
 
@@ -560,6 +576,24 @@ class HardenedClient(_HardenedBase):
             # Looked up per call (tens of ns) so a method patched on the exchange later is honoured.
             target = place if plan is not None else getattr(exchange, name)
             return run_sync(pipe, CallContext(rt, endpoint, args, kwargs, perf()), target, resync)
+
+        return _named(call, name, method)
+
+    def _wrap_shortcut(self, endpoint: Endpoint, name: str, method: Any, shortcut: Any) -> Any:
+        """An order shortcut (``create_limit_buy_order``...): ccxt's own implementation, run so that
+        the ``create_order`` it makes is this client's (plan and pipeline, counted once there)."""
+        # Nothing here refers to the client itself (its create_order wrapper holds its core), so a
+        # dropped client is freed at once and a wrapper taken from it keeps working.
+        core, inner, build = self._hd, self.inner, self._pipeline_call
+        own_self = ShortcutSelf(inner, self.create_order)
+        patched_call: list[Any] = []
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if _patched(inner, endpoint, name):
+                if not patched_call:
+                    patched_call.append(build(core, inner, endpoint, name, method))
+                return patched_call[0](*args, **kwargs)
+            return shortcut(own_self, *args, **kwargs)
 
         return _named(call, name, method)
 
@@ -584,10 +618,13 @@ class AsyncHardenedClient(_HardenedBase):
     """
 
     def _wrap(self, endpoint: Endpoint, name: str, method: Any) -> Any:
-        core = self._hd
+        return self._pipeline_call(self._hd, self.inner, endpoint, name, method)
+
+    @staticmethod
+    def _pipeline_call(core: _Core, exchange: Any, endpoint: Endpoint, name: str, method: Any) -> Any:
+        """The wrapper that runs ``name`` through the pipeline (and an order plan for orders)."""
         rt = core.runtime(endpoint.name)
         pipe = core.pipeline
-        exchange = self.inner
         perf = time.perf_counter
         plan = ORDER_PLANS.get(endpoint.name)
 
@@ -602,6 +639,22 @@ class AsyncHardenedClient(_HardenedBase):
         async def call(*args: Any, **kwargs: Any) -> Any:
             target = place if plan is not None else getattr(exchange, name)
             return await run_async(pipe, CallContext(rt, endpoint, args, kwargs, perf()), target, resync)
+
+        return _named(call, name, method)
+
+    def _wrap_shortcut(self, endpoint: Endpoint, name: str, method: Any, shortcut: Any) -> Any:
+        """An order shortcut (``create_limit_buy_order``...): ccxt's own implementation, run so that
+        the ``create_order`` it awaits is this client's (plan and pipeline, counted once there)."""
+        core, inner, build = self._hd, self.inner, self._pipeline_call  # no reference to the client
+        own_self = ShortcutSelf(inner, self.create_order)
+        patched_call: list[Any] = []
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            if _patched(inner, endpoint, name):
+                if not patched_call:
+                    patched_call.append(build(core, inner, endpoint, name, method))
+                return await patched_call[0](*args, **kwargs)
+            return await shortcut(own_self, *args, **kwargs)
 
         return _named(call, name, method)
 

@@ -99,35 +99,68 @@ class DataQualityError(ccxt.BadResponse):
 
 
 class OrderStateUnknown(ccxt.NetworkError):
-    """An order was sent but whether the exchange holds it could not be learned; reconcile by its id."""
+    """An order was sent but whether the exchange holds it could not be learned; reconcile by its id.
 
-    def __init__(self, client_order_id: str, symbol: str | None, reason: str) -> None:
+    ``client_order_id`` is the id a create_order placed the order under; ``order_id`` the
+    exchange's own id (a cancel_order knows only that one, so its ``client_order_id`` is None).
+    """
+
+    def __init__(
+        self, client_order_id: str | None, symbol: str | None, reason: str, *, order_id: str | None = None
+    ) -> None:
         self.client_order_id = client_order_id
+        self.order_id = order_id
         self.symbol = symbol
         self.reason = reason
-        super().__init__(
-            f"state of order with client order id {client_order_id} ({symbol}) unknown: {reason}"
-        )
+        ids = []
+        if client_order_id is not None:
+            ids.append(f"client order id {client_order_id}")
+        if order_id is not None:
+            ids.append(f"order id {order_id}")
+        super().__init__(f"state of order with {' and '.join(ids) or 'no id'} ({symbol}) unknown: {reason}")
 
 
 class ClientOrderIdConflict(ccxt.DuplicateOrderId):
     """The order the exchange holds under this client order id is not the order asked for.
 
     Found while recovering a lost answer (or after the exchange refused a resend as a repeat of an
-    id): its symbol, side, amount or price differ, so it belongs to another request and is never
-    returned as this one. ``mismatched`` maps each differing field to ``(asked, found)``.
+    id): its symbol, side, amount or price differ, or it is an earlier order that reused the id
+    (Binance and Bitvavo want an id unique among open orders only), so it belongs to another
+    request and is never returned as this one. ``mismatched`` maps each differing field to
+    ``(asked, found)``. ``earlier`` is set for an earlier order: ``earlier_because`` says how it was
+    known (its exchange timestamp is before this call's first send, or an earlier create_order of
+    this client returned it), and ``mismatched["timestamp"]``, when that decided, holds ``(the
+    earliest time this call's order could carry, the order's timestamp)`` in ms.
     """
 
-    def __init__(self, client_order_id: str, order_id: Any, mismatched: dict[str, tuple[Any, Any]]) -> None:
+    def __init__(
+        self,
+        client_order_id: str,
+        order_id: Any,
+        mismatched: dict[str, tuple[Any, Any]],
+        *,
+        earlier_because: str | None = None,
+    ) -> None:
         self.client_order_id = client_order_id
         self.order_id = order_id
         self.mismatched = mismatched
-        fields = ", ".join(
-            f"{name} asked {asked!r} found {found!r}" for name, (asked, found) in mismatched.items()
+        self.earlier = earlier_because is not None
+        self.earlier_because = earlier_because
+        reasons = [
+            f"{name} asked {asked!r} found {found!r}"
+            for name, (asked, found) in mismatched.items()
+            if name != "timestamp"
+        ]
+        if earlier_because is not None:
+            reasons.append(f"an earlier order: {earlier_because}")
+        outcome = (
+            "the lookup by the id found that order, none placed by this call; nothing was resent"
+            if earlier_because is not None
+            else "this create_order was not placed under it"
         )
         super().__init__(
-            f"client order id {client_order_id} is held by another order ({order_id}): {fields}; "
-            "this create_order was not placed under it"
+            f"client order id {client_order_id} is held by another order ({order_id}): "
+            f"{'; '.join(reasons)}; {outcome}"
         )
 
 

@@ -16,6 +16,7 @@ import os
 import secrets
 import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,7 @@ __all__ = [
     "RecoveryStep",
     "client_order_id_param",
     "is_ambiguous_failure",
+    "is_order_not_found",
     "new_client_order_id",
     "order_mismatch",
     "with_client_order_id",
@@ -41,6 +43,10 @@ __all__ = [
 # Order statuses (ccxt unified) after which there is nothing left to cancel.
 _FINISHED = frozenset({"closed", "canceled", "cancelled", "expired", "rejected"})
 _UUID_MARKER = b"hd"  # 0x6864: Bitvavo ids (UUIDs) made here start with "6864"
+# create_order params that size an order by its cost in the quote currency: ccxt's unified one,
+# Binance's, KuCoin's and Bitvavo's own
+_COST_PARAMS = ("cost", "quoteOrderQty", "funds", "amountQuote")
+_PLACED_KEPT = 10_000  # client order ids whose returned order a client remembers (about 2 MB at most)
 
 
 def new_client_order_id(exchange_id: str) -> str:
@@ -129,6 +135,15 @@ def is_ambiguous_failure(profile: ExchangeProfile, exc: BaseException) -> bool:
     return isinstance(exc, (ccxt.RequestTimeout, ccxt.NetworkError, ccxt.BadResponse))
 
 
+def is_order_not_found(profile: ExchangeProfile, error: BaseException) -> bool:
+    """Whether ``error`` is the exchange saying it has no such order: its profile's
+    ORDER_NOT_FOUND codes first, else ccxt's ``OrderNotFound``."""
+    rule = profile.classify_exception(error)
+    if rule is not None:
+        return rule.kind is FailureKind.ORDER_NOT_FOUND
+    return isinstance(error, ccxt.OrderNotFound)
+
+
 @dataclass(frozen=True, slots=True)
 class OrderRequest:
     """What a create_order asked for, and the market's steps to compare amounts and prices with.
@@ -146,16 +161,31 @@ class OrderRequest:
     price_step: float | None = None
 
     @classmethod
-    def of(cls, exchange: Any, symbol: Any, type: Any, side: Any, amount: Any, price: Any) -> OrderRequest:
-        """The request as sent, with the steps of ``symbol``'s market if the markets are loaded."""
+    def of(
+        cls,
+        exchange: Any,
+        symbol: Any,
+        type: Any,
+        side: Any,
+        amount: Any,
+        price: Any,
+        params: Mapping[str, Any] | None = None,
+    ) -> OrderRequest:
+        """The request as sent, with the steps of ``symbol``'s market if the markets are loaded.
+
+        An order sized by what it costs (``params`` with ccxt's ``cost`` or an exchange's own quote
+        amount: ``create_market_buy_order_with_cost`` passes the cost as the amount) has no amount
+        to compare: the order found holds the base amount the cost bought.
+        """
         market = (getattr(exchange, "markets", None) or {}).get(symbol) if isinstance(symbol, str) else None
         precision = market.get("precision") if isinstance(market, Mapping) else None
         mode = getattr(exchange, "precisionMode", ccxt.TICK_SIZE)
+        by_cost = isinstance(params, Mapping) and any(params.get(key) is not None for key in _COST_PARAMS)
         return cls(
             symbol if isinstance(symbol, str) else None,
             type.lower() if isinstance(type, str) else None,
             side.lower() if isinstance(side, str) else None,
-            _number(amount),
+            None if by_cost else _number(amount),
             _number(price),
             _step(precision, "amount", mode),
             _step(precision, "price", mode),
@@ -219,6 +249,17 @@ def order_mismatch(request: OrderRequest, order: Any) -> dict[str, tuple[Any, An
     return mismatched
 
 
+def _stamped_before(order: Any, not_before_ms: float | None) -> tuple[int, int] | None:
+    """``(not_before_ms, timestamp)`` when ``order`` carries an exchange timestamp earlier than
+    ``not_before_ms``; None when it is not earlier, or carries no timestamp (nothing to judge by)."""
+    if not_before_ms is None or not isinstance(order, Mapping):
+        return None
+    stamp = _number(order.get("timestamp"))
+    if stamp is None or stamp >= not_before_ms:
+        return None
+    return round(not_before_ms), round(stamp)
+
+
 class RecoveryAction(enum.Enum):
     """The next move after an ambiguous failure."""
 
@@ -247,7 +288,9 @@ class RecoveryState:
         "client_order_id",
         "failures",
         "lookups",
+        "not_before_ms",
         "operation",
+        "order_id",
         "request",
         "resends",
         "sent_at",
@@ -257,23 +300,29 @@ class RecoveryState:
     def __init__(
         self,
         operation: str,
-        client_order_id: str,
+        client_order_id: str | None,
         symbol: str | None,
         sent_at: float,
         request: OrderRequest | None = None,
+        *,
+        order_id: str | None = None,
     ) -> None:
         self.operation = operation
-        self.client_order_id = client_order_id
+        self.client_order_id = client_order_id  # create: the id the order was sent under
+        self.order_id = order_id  # cancel: the exchange's id the caller cancels by
         self.symbol = symbol
         self.sent_at = sent_at
         self.request = request  # create: what was asked, to check the order found is ours
+        # create: an order found with an exchange timestamp before this (ms) predates this call
+        self.not_before_ms: float | None = None
         self.lookups = 0
         self.failures = 0
         self.resends = 0
 
     def __repr__(self) -> str:
         return (
-            f"RecoveryState({self.operation} {self.client_order_id} {self.symbol}: lookups={self.lookups} "
+            f"RecoveryState({self.operation} {self.client_order_id or self.order_id} {self.symbol}: "
+            f"lookups={self.lookups} "
             f"failures={self.failures} resends={self.resends})"
         )
 
@@ -294,9 +343,22 @@ class OrderRecovery:
         lag_ms: visibility lag to allow after sending; defaults to the profile's.
         max_resends: most resends of a create or cancel before giving up.
         max_backoff_s: cap on the wait between failed lookups.
+        clock_skew_ms: how far before our first send (by the exchange's clock, as ccxt's
+            ``timeDifference`` estimates it) an order found may be stamped and still be this call's;
+            stamped earlier, it is an earlier order that reused the client order id.
     """
 
-    __slots__ = ("_in_flight", "_lock", "lag_s", "max_backoff_s", "max_lookups", "max_resends", "profile")
+    __slots__ = (
+        "_in_flight",
+        "_lock",
+        "_placed",
+        "clock_skew_ms",
+        "lag_s",
+        "max_backoff_s",
+        "max_lookups",
+        "max_resends",
+        "profile",
+    )
 
     def __init__(
         self,
@@ -306,6 +368,7 @@ class OrderRecovery:
         *,
         max_resends: int = 1,
         max_backoff_s: float = 5.0,
+        clock_skew_ms: float = 5000.0,
     ) -> None:
         if max_lookups < 1:
             raise ValueError(f"max_lookups must be at least 1, got {max_lookups}")
@@ -314,6 +377,9 @@ class OrderRecovery:
         lag = profile.client_order_id.visibility_lag_ms if lag_ms is None else lag_ms
         if lag < 0:
             raise ValueError(f"lag_ms must be at least 0, got {lag}")
+        if not clock_skew_ms >= 0:
+            raise ValueError(f"clock_skew_ms must be at least 0, got {clock_skew_ms}")
+        self.clock_skew_ms = clock_skew_ms
         self.profile = profile
         self.max_lookups = max_lookups
         self.lag_s = lag / 1000.0
@@ -321,6 +387,9 @@ class OrderRecovery:
         self.max_backoff_s = max_backoff_s
         self._in_flight: set[str] = set()  # client order ids of this client's create_orders in flight
         self._lock = threading.Lock()  # held for a set operation only, never across a call
+        # client order id -> exchange order id of the latest order a create_order of this client
+        # returned under it: found again by a later call reusing the id, it is that earlier order
+        self._placed: OrderedDict[str, str] = OrderedDict()
 
     # -- ids in flight --------------------------------------------------------------------------------
 
@@ -348,18 +417,57 @@ class OrderRecovery:
         with self._lock:
             return frozenset(self._in_flight)
 
+    def _returned_before(self, client_order_id: str | None, order: Any) -> bool:
+        """Whether ``order`` is the one an earlier create_order of this client returned under the id."""
+        order_id = order.get("id") if isinstance(order, Mapping) else None
+        if client_order_id is None or order_id is None:
+            return False
+        with self._lock:
+            return self._placed.get(client_order_id) == str(order_id)
+
+    def placed(self, client_order_id: str, order: Any) -> None:
+        """A create_order of this client returned ``order`` under ``client_order_id``: remembered
+        (the latest ``_PLACED_KEPT`` ids) so a later call that reuses the id and finds this very
+        order after a lost answer knows it for an earlier one, however soon after it came."""
+        order_id = order.get("id") if isinstance(order, Mapping) else None
+        if order_id is None:
+            return
+        with self._lock:
+            self._placed[client_order_id] = str(order_id)
+            self._placed.move_to_end(client_order_id)
+            while len(self._placed) > _PLACED_KEPT:
+                self._placed.popitem(last=False)
+
     # -- starting -----------------------------------------------------------------------------------
 
     def start_create(
-        self, client_order_id: str, symbol: str | None, sent_at: float, request: OrderRequest | None = None
+        self,
+        client_order_id: str,
+        symbol: str | None,
+        sent_at: float,
+        request: OrderRequest | None = None,
+        *,
+        exchange_offset_ms: float = 0.0,
+        clock_skew_ms: float = 0.0,
     ) -> RecoveryState:
-        """Begin recovering a create_order sent at ``sent_at`` (epoch s) whose answer was lost;
-        with ``request``, an order found by the id must match it to be returned."""
-        return RecoveryState("create", client_order_id, symbol, sent_at, request)
+        """Begin recovering a create_order first sent at ``sent_at`` (epoch s, our clock) whose answer
+        was lost; with ``request``, an order found by the id must match it to be returned.
 
-    def start_cancel(self, client_order_id: str, symbol: str | None, sent_at: float) -> RecoveryState:
-        """Begin recovering a cancel_order that timed out, or answered "order not found" after a timeout."""
-        return RecoveryState("cancel", client_order_id, symbol, sent_at)
+        An order found must also not be stamped (``timestamp``, the exchange's clock) before the
+        send: ``exchange_offset_ms`` is the exchange's clock minus ours (ccxt's ``-timeDifference``),
+        and the larger of ``clock_skew_ms`` and this recovery's own allowance absorbs what that
+        estimate misses.
+        """
+        state = RecoveryState("create", client_order_id, symbol, sent_at, request)
+        state.not_before_ms = sent_at * 1000.0 + exchange_offset_ms - max(self.clock_skew_ms, clock_skew_ms)
+        return state
+
+    def start_cancel(
+        self, order_id: str, symbol: str | None, sent_at: float, client_order_id: str | None = None
+    ) -> RecoveryState:
+        """Begin recovering a cancel_order of the exchange's order ``order_id`` that timed out, or
+        answered "order not found" after a timeout; its client order id only if known."""
+        return RecoveryState("cancel", client_order_id, symbol, sent_at, order_id=order_id)
 
     def first_step(self, state: RecoveryState, now: float) -> RecoveryStep:
         """The first move: look the order up at once."""
@@ -381,14 +489,27 @@ class OrderRecovery:
         """The lookup returned the order; for a create, only ours (same symbol, side, amount, price)
         is returned, another request's order under the same id ends the recovery with a conflict."""
         if state.operation == "create":
-            if state.request is not None:
-                mismatched = order_mismatch(state.request, order)
-                if mismatched:
-                    order_id = order.get("id") if isinstance(order, Mapping) else None
-                    error = ClientOrderIdConflict(state.client_order_id, order_id, mismatched)
-                    return RecoveryStep(
-                        RecoveryAction.GIVE_UP, order=order, error=error, reason="the id holds another order"
-                    )
+            mismatched = order_mismatch(state.request, order) if state.request is not None else {}
+            # Binance and Bitvavo need an id unique among OPEN orders only: a finished order may
+            # hold the id this call reused. Not ours, and never to be resent over.
+            because = None
+            stamped = _stamped_before(order, state.not_before_ms)
+            if stamped is not None:
+                mismatched["timestamp"] = stamped
+                because = (
+                    f"its timestamp {stamped[1]} is before this call first sent it ({stamped[0]}, "
+                    "the send by the exchange's clock less the clock-skew allowance)"
+                )
+            elif self._returned_before(state.client_order_id, order):
+                because = "an earlier create_order of this client returned it"
+            if mismatched or because is not None:
+                order_id = order.get("id") if isinstance(order, Mapping) else None
+                error = ClientOrderIdConflict(
+                    str(state.client_order_id), order_id, mismatched, earlier_because=because
+                )
+                return RecoveryStep(
+                    RecoveryAction.GIVE_UP, order=order, error=error, reason="the id holds another order"
+                )
             return RecoveryStep(RecoveryAction.RETURN, order=order, reason="the exchange has the order")
         status = order.get("status") if isinstance(order, Mapping) else None
         if status in _FINISHED:
@@ -421,12 +542,7 @@ class OrderRecovery:
 
     def on_lookup_failed(self, state: RecoveryState, error: BaseException, now: float) -> RecoveryStep:
         """The lookup raised: "order not found" answers count as ``on_not_found``, others as failures."""
-        rule = self.profile.classify_exception(error)
-        if rule is not None:
-            not_found = rule.kind is FailureKind.ORDER_NOT_FOUND
-        else:
-            not_found = isinstance(error, ccxt.OrderNotFound)
-        if not_found:
+        if is_order_not_found(self.profile, error):
             return self.on_not_found(state, now)
         state.failures += 1
         delay = min(self.max_backoff_s, max(self.lag_s, 0.1) * 2.0 ** (state.failures - 1))
@@ -441,6 +557,18 @@ class OrderRecovery:
         state.sent_at = now
         return self._lookup(state, 0.0, "resend answer lost: look the order up")
 
+    def out_of_time(self, state: RecoveryState, call_deadline: float, step: RecoveryStep) -> RecoveryStep:
+        """The call's deadline has passed, or the wait before ``step`` would end past it: give up
+        now with ``OrderStateUnknown`` (the id in hand) rather than look or send past the deadline."""
+        looking = step.action is RecoveryAction.LOOKUP
+        what = "look the order up" if looking else "send again"
+        done = state.lookups - 1 if looking else state.lookups  # a LOOKUP step counts itself when made
+        if step.delay_s > 0:
+            why = f"the {step.delay_s:.1f}s wait to {what} would pass the call_deadline of {call_deadline:g}s"
+        else:
+            why = f"the call_deadline of {call_deadline:g}s passed before it could {what}"
+        return self._give_up(state, f"{why} (after {done} lookups)")
+
     # -- helpers ------------------------------------------------------------------------------------
 
     def _lookup(self, state: RecoveryState, delay_s: float, reason: str) -> RecoveryStep:
@@ -451,5 +579,7 @@ class OrderRecovery:
 
     def _give_up(self, state: RecoveryState, reason: str) -> RecoveryStep:
         what = "create_order" if state.operation == "create" else "cancel_order"
-        error = OrderStateUnknown(state.client_order_id, state.symbol, f"{what}: {reason}")
+        error = OrderStateUnknown(
+            state.client_order_id, state.symbol, f"{what}: {reason}", order_id=state.order_id
+        )
         return RecoveryStep(RecoveryAction.GIVE_UP, error=error, reason=reason)

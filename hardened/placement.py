@@ -12,6 +12,12 @@ at once (the second gets ``ClientOrderIdInUse`` before anything is sent).
 ``cancel_order`` is treated the same careful way: after a lost answer the order is looked up,
 and a finished order means the cancel is done.
 
+A plan honours the call's ``call_deadline`` itself: it gives up with ``OrderStateUnknown`` (the
+id in hand) as soon as the deadline has passed or its next wait would end past it, and hands the
+async driver each lookup with the time left to bound it by (the sync client's watchdog cuts
+requests off at the deadline). A send is never cut off mid-flight by the driver: ccxt's own
+request timeout bounds it, and a lost answer is what the plan recovers from.
+
 The decisions are ``hardened.orders.OrderRecovery``'s. The plan below is a generator that yields
 what it needs done (a call, a wait) and receives the outcome, so the sync and async drivers are a
 dozen lines each and the plan is written once.
@@ -20,8 +26,9 @@ dozen lines each and the plan is written once.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from typing import Any
 
 import ccxt
@@ -34,6 +41,7 @@ from hardened.orders import (
     OrderRequest,
     RecoveryAction,
     is_ambiguous_failure,
+    is_order_not_found,
     with_client_order_id,
 )
 from hardened.pipeline import current_call
@@ -42,20 +50,32 @@ from hardened.quality.private import validate_order
 from hardened.quality.report import QualityReport
 from hardened.telemetry.events import bus
 
-__all__ = ["Call", "Wait", "cancel_plan", "create_plan", "run_plan_async", "run_plan_sync"]
+__all__ = ["Call", "Deadline", "Wait", "cancel_plan", "create_plan", "run_plan_async", "run_plan_sync"]
 
 log = structlog.get_logger("hardened")
 
 
 class Call:
-    """Ask the driver to call ``fn(*args, **kwargs)`` and send back ``(result, error)``."""
+    """Ask the driver to call ``fn(*args, **kwargs)`` and send back ``(result, error)``.
 
-    __slots__ = ("args", "fn", "kwargs")
+    ``within``: seconds the async driver may let the call run before cutting it off (a lookup,
+    safe to cut off, bounded by the call's deadline); None for a send, which only ccxt's own
+    request timeout bounds.
+    """
+
+    __slots__ = ("args", "fn", "kwargs", "within")
 
     def __init__(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         self.fn = fn
         self.args = args
         self.kwargs = kwargs
+        self.within: float | None = None
+
+
+def _read(call: Call, within: float) -> Call:
+    """``call`` marked as a read the driver may cut off after ``within`` seconds."""
+    call.within = within
+    return call
 
 
 class Wait:
@@ -70,17 +90,69 @@ class Wait:
 Outcome = tuple[Any, BaseException | None]
 Plan = Generator[Call | Wait, Outcome | None, Any]
 
+
+class Deadline:
+    """When the call must be over, on ``clock`` (``time.perf_counter`` seconds by default).
+
+    Args:
+        at: the clock reading by which the call must be over (inf: no deadline).
+        seconds: the ``call_deadline`` it came from, for messages.
+        clock: the clock to read; tests pass their own.
+    """
+
+    __slots__ = ("at", "clock", "seconds")
+
+    def __init__(self, at: float, seconds: float, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.at = at
+        self.seconds = seconds
+        self.clock = clock
+
+    @classmethod
+    def of_current_call(cls) -> Deadline:
+        """The deadline of the hardened call in flight (``call_deadline`` after it started);
+        none outside one."""
+        ctx = current_call.get()
+        if ctx is None:
+            return cls(math.inf, math.inf)
+        seconds = ctx.rt.policy.call_deadline
+        return cls(ctx.started + seconds, seconds)
+
+    def left(self) -> float:
+        """Seconds left before the deadline (negative once it has passed)."""
+        return self.at - self.clock()
+
+
 # create_order(symbol, type, side, amount, price=None, params={})
 _CREATE_ARGS = ("symbol", "type", "side", "amount", "price", "params")
 # cancel_order(id, symbol=None, params={})
 _CANCEL_ARGS = ("id", "symbol", "params")
 
 
-def _bind(names: tuple[str, ...], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+def _bind(
+    method: str, names: tuple[str, ...], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """The arguments by name, refused as ccxt's own signature would refuse them (``TypeError``)
+    before anything is sent: a surplus positional argument, an unknown keyword, or a keyword that
+    repeats a positional one. Dropping a surplus argument silently would place an order the
+    caller did not describe."""
+    if len(args) > len(names):
+        # named by position and type, not value: a value may be anything, a secret included
+        surplus = ", ".join(
+            f"#{index} ({type(value).__name__})"
+            for index, value in enumerate(args[len(names) :], len(names) + 1)
+        )
+        raise TypeError(
+            f"{method}() takes at most {len(names)} positional arguments ({', '.join(names)}) but "
+            f"{len(args)} were given; surplus argument(s): {surplus}"
+        )
     bound = dict(zip(names, args, strict=False))
     for key, value in kwargs.items():
         if key not in names:
-            raise TypeError(f"unexpected keyword argument {key!r} (expected one of {', '.join(names)})")
+            raise TypeError(
+                f"{method}() got an unexpected keyword argument {key!r} (expected one of {', '.join(names)})"
+            )
+        if key in bound:
+            raise TypeError(f"{method}() got multiple values for argument {key!r}")
         bound[key] = value
     return bound
 
@@ -96,18 +168,32 @@ def create_plan(
     recovery: OrderRecovery,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
+    deadline: Deadline | None = None,
 ) -> Plan:
-    """Place one order exactly once (see the module docstring); returns the unified order."""
-    bound = _bind(_CREATE_ARGS, args, kwargs)
+    """Place one order exactly once (see the module docstring); returns the unified order.
+    ``deadline`` defaults to the current hardened call's."""
+    bound = _bind("create_order", _CREATE_ARGS, args, kwargs)
     params, client_order_id = with_client_order_id(exchange.id, bound.get("params"))
     symbol = bound.get("symbol")
     send = (symbol, bound.get("type"), bound.get("side"), bound.get("amount"), bound.get("price"), params)
-    request = OrderRequest.of(exchange, *send[:5])
+    request = OrderRequest.of(exchange, *send)
     recovery.claim(client_order_id)  # raises ClientOrderIdInUse while another call holds the id
     try:
-        return (yield from _place(exchange, profile, recovery, send, request, client_order_id))
+        if deadline is None:
+            deadline = Deadline.of_current_call()
+        order = yield from _place(exchange, profile, recovery, send, request, client_order_id, deadline)
+        if _supplied(profile, bound.get("params")):  # only a caller's id can come round again
+            recovery.placed(client_order_id, order)
+        return order
     finally:
         recovery.release(client_order_id)
+
+
+def _supplied(profile: ExchangeProfile, params: Any) -> bool:
+    """Whether the caller's params carry a client order id of their own."""
+    return isinstance(params, Mapping) and any(
+        params.get(name) is not None for name in profile.client_order_id.names
+    )
 
 
 def _place(
@@ -117,6 +203,7 @@ def _place(
     send: tuple[Any, ...],
     request: OrderRequest,
     client_order_id: str,
+    deadline: Deadline,
 ) -> Plan:
     symbol = send[0]
     sent_at = time.time()
@@ -134,7 +221,10 @@ def _place(
         symbol=symbol,
         error=type(first).__name__,
     )
-    state = recovery.start_create(client_order_id, symbol, sent_at, request)
+    offset_ms, skew_ms = _exchange_clock(exchange, profile)
+    state = recovery.start_create(
+        client_order_id, symbol, sent_at, request, exchange_offset_ms=offset_ms, clock_skew_ms=skew_ms
+    )
     step = recovery.first_step(state, time.time())
     while True:
         if step.action is RecoveryAction.RETURN:
@@ -148,11 +238,15 @@ def _place(
         if step.action is RecoveryAction.GIVE_UP:
             _publish_unknown(exchange.id, "create_order", step.error)
             raise step.error from first  # type: ignore[misc]
+        if deadline.left() <= step.delay_s:  # passed, or the wait would end past it: stop now
+            step = recovery.out_of_time(state, deadline.seconds, step)
+            continue
         if step.delay_s > 0:
             yield Wait(step.delay_s)
         if step.action is RecoveryAction.LOOKUP:
             lookup = recovery.lookup_call(state)
-            found, error = yield Call(getattr(exchange, lookup.method), *lookup.args, params=lookup.params)
+            call = Call(getattr(exchange, lookup.method), *lookup.args, params=lookup.params)
+            found, error = yield _read(call, deadline.left())
             step = _after_lookup(recovery, state, found, error)
         else:  # RESEND, with the same client order id: the exchange refuses a duplicate
             log.warning("order_resent", exchange=exchange.id, client_order_id=client_order_id)
@@ -170,6 +264,32 @@ def _place(
                 step = recovery.on_resend_failed(state, now)
             else:
                 raise error
+
+
+def _exchange_clock(exchange: Any, profile: ExchangeProfile) -> tuple[float, float]:
+    """The exchange's clock minus ours as ccxt estimates it (``-timeDifference``, ms; 0 unknown),
+    and how far our clock may run ahead of the exchange's beyond that estimate while it still
+    accepts our requests: the request window when ccxt signs with our raw clock and the window is
+    widened instead (Bitvavo), else nothing beyond the recovery's own allowance."""
+    options = getattr(exchange, "options", None)
+    options = options if isinstance(options, dict) else {}
+    difference = _float(options.get("timeDifference"))
+    clock = profile.clock
+    skew = 0.0
+    if clock.resync == "widen_window":
+        window = _float(options.get(clock.window_option)) if clock.window_option else None
+        skew = window if window is not None else float(clock.window_ms or 0)
+    return (-difference if difference is not None else 0.0), skew
+
+
+def _float(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _no_verdict(profile: ExchangeProfile, error: BaseException) -> bool:
@@ -194,17 +314,23 @@ def cancel_plan(
     recovery: OrderRecovery,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
+    deadline: Deadline | None = None,
 ) -> Plan:
-    """Cancel one order, confirming its state when the answer is lost; returns what ccxt returns."""
-    bound = _bind(_CANCEL_ARGS, args, kwargs)
+    """Cancel one order, confirming its state when the answer is lost; returns what ccxt returns.
+    ``deadline`` defaults to the current hardened call's."""
+    bound = _bind("cancel_order", _CANCEL_ARGS, args, kwargs)
     order_id, symbol, params = bound.get("id"), bound.get("symbol"), bound.get("params") or {}
+    if deadline is None:
+        deadline = Deadline.of_current_call()
     sent_at = time.time()
     result, first = yield Call(exchange.cancel_order, order_id, symbol, params)
     if first is None:
         return result
+    if is_order_not_found(profile, first):
+        return (yield from _confirm_cancelled(exchange, order_id, symbol, params, first, deadline))
     if not is_ambiguous_failure(profile, first):
         raise first
-    state = recovery.start_cancel(str(order_id), symbol, sent_at)
+    state = recovery.start_cancel(str(order_id), symbol, sent_at, _client_order_id_in(profile, params))
     step = recovery.first_step(state, time.time())
     while True:
         if step.action is RecoveryAction.DONE:
@@ -217,10 +343,13 @@ def cancel_plan(
         if step.action is RecoveryAction.GIVE_UP:
             _publish_unknown(exchange.id, "cancel_order", step.error)
             raise step.error from first  # type: ignore[misc]
+        if deadline.left() <= step.delay_s:  # passed, or the wait would end past it: stop now
+            step = recovery.out_of_time(state, deadline.seconds, step)
+            continue
         if step.delay_s > 0:
             yield Wait(step.delay_s)
         if step.action is RecoveryAction.LOOKUP:  # by exchange id: the caller cancels by it
-            found, error = yield Call(exchange.fetch_order, order_id, symbol, params)
+            found, error = yield _read(Call(exchange.fetch_order, order_id, symbol, params), deadline.left())
             step = _after_lookup(recovery, state, found, error)
         else:  # RESEND the cancel: the order is still open
             result, error = yield Call(exchange.cancel_order, order_id, symbol, params)
@@ -233,6 +362,36 @@ def cancel_plan(
                 step = recovery.on_lookup_failed(state, error, now)  # "not found" now means done
 
 
+def _confirm_cancelled(
+    exchange: Any, order_id: Any, symbol: Any, params: Any, not_found: BaseException, deadline: Deadline
+) -> Plan:
+    """A cancel answered "no such order": look the order up once by its id. Cancelled, the cancel's
+    goal holds, so the order is returned: the answer may be to a resend of this very cancel (aiohttp
+    silently resends a DELETE whose answer was dropped), and a cancel cannot tell its own resent
+    request from an earlier cancel. Filled, open, absent or unknowable: the original error."""
+    if deadline.left() <= 0:
+        raise not_found
+    found, error = yield _read(Call(exchange.fetch_order, order_id, symbol, params), deadline.left())
+    status = found.get("status") if error is None and isinstance(found, Mapping) else None
+    if status not in ("canceled", "cancelled"):
+        raise not_found
+    log.info("cancel_confirmed", exchange=exchange.id, order_id=order_id, reason="not found, but cancelled")
+    return found
+
+
+def _client_order_id_in(profile: ExchangeProfile, params: Any) -> str | None:
+    """The client order id a cancel's params name (the exchange's lookup parameter or one a caller
+    may use for it), so that ``OrderStateUnknown`` can carry it too; None when the caller gave none."""
+    if not isinstance(params, dict):
+        return None
+    spec = profile.client_order_id
+    for name in (spec.cancel.param, *spec.names):
+        value = params.get(name)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
 def _publish_unknown(exchange_id: str, operation: str, error: Any) -> None:
     """``order_state_unknown`` on the event bus, for the alerts (the caller gets the error itself)."""
     bus.publish(
@@ -241,6 +400,7 @@ def _publish_unknown(exchange_id: str, operation: str, error: Any) -> None:
         endpoint=operation,
         operation=operation,
         client_order_id=getattr(error, "client_order_id", None),
+        order_id=getattr(error, "order_id", None),
         symbol=getattr(error, "symbol", None),
         reason=getattr(error, "reason", str(error)),
     )
@@ -283,9 +443,10 @@ def _with_id(order: Any, client_order_id: str) -> Any:
     return order
 
 
-def run_plan_sync(plan: Plan) -> Any:
+def run_plan_sync(plan: Plan, sleep: Callable[[float], Any] = time.sleep) -> Any:
     """Drive a plan, blocking: make its calls, sleep its waits; the plan is closed however it ends
-    (its ``finally`` frees the client order id even when the caller is interrupted)."""
+    (its ``finally`` frees the client order id even when the caller is interrupted). A lookup is
+    not bounded here: the sync client's watchdog cuts any request off at the call's deadline."""
     ctx = current_call.get()
     outcome: Outcome | None = None
     try:
@@ -295,7 +456,7 @@ def run_plan_sync(plan: Plan) -> Any:
             except StopIteration as done:
                 return done.value
             if isinstance(op, Wait):
-                time.sleep(op.seconds)
+                sleep(op.seconds)
                 outcome = None
                 continue
             if ctx is not None:
@@ -308,9 +469,10 @@ def run_plan_sync(plan: Plan) -> Any:
         plan.close()
 
 
-async def run_plan_async(plan: Plan) -> Any:
+async def run_plan_async(plan: Plan, sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> Any:
     """Drive a plan in the current task: await its calls and its waits; closed however it ends
-    (a cancelled task frees its client order id at once)."""
+    (a cancelled task frees its client order id at once). A lookup runs at most the seconds the
+    plan allows it (``Call.within``): cut off, it fails as a ``ccxt.RequestTimeout``."""
     ctx = current_call.get()
     outcome: Outcome | None = None
     try:
@@ -320,15 +482,30 @@ async def run_plan_async(plan: Plan) -> Any:
             except StopIteration as done:
                 return done.value
             if isinstance(op, Wait):
-                await asyncio.sleep(op.seconds)
+                await sleep(op.seconds)
                 outcome = None
                 continue
             if ctx is not None:
                 ctx.http_status = None
             try:
-                result = op.fn(*op.args, **op.kwargs)
-                outcome = (await result if isinstance(result, Awaitable) else result, None)
+                outcome = (await _call_async(op), None)
             except Exception as error:
                 outcome = (None, parser_failure(ctx, error))
     finally:
         plan.close()
+
+
+async def _call_async(op: Call) -> Any:
+    """Make one call of a plan; a read (``op.within`` set) is cut off when its time is up."""
+    if op.within is None or math.isinf(op.within):
+        result = op.fn(*op.args, **op.kwargs)
+        return await result if isinstance(result, Awaitable) else result
+    bound = asyncio.timeout(max(op.within, 0.0))
+    try:
+        async with bound:
+            result = op.fn(*op.args, **op.kwargs)
+            return await result if isinstance(result, Awaitable) else result
+    except TimeoutError as cut:
+        if not bound.expired():
+            raise
+        raise ccxt.RequestTimeout(f"lookup cut off at the call deadline after {op.within:.2f}s") from cut

@@ -13,7 +13,7 @@ from hardened.adapters import load_profile
 from hardened.alerts.alert import AlertType, Level
 from hardened.alerts.rules import AlertRules
 from hardened.orders import OrderRecovery
-from hardened.placement import Call, create_plan
+from hardened.placement import Call, cancel_plan, create_plan
 from hardened.sim import Simulator
 from hardened.testing import capture_events
 
@@ -88,6 +88,57 @@ def test_order_state_unknown_is_published_with_the_client_order_id() -> None:
     assert event["operation"] == "create_order" and event["symbol"] == "BTC/USDT"
     (alert,) = AlertRules().on_event(event, event["ts"])
     assert alert.level is Level.CRITICAL and caught.value.client_order_id in alert.message
+
+
+def test_a_cancel_whose_state_is_unknown_is_published_with_the_exchange_order_id() -> None:
+    profile = load_profile("binance")
+    plan = cancel_plan(
+        _LostAnswers(),
+        profile,
+        OrderRecovery(profile, max_lookups=1, lag_ms=0),
+        ("4000000007", "BTC/USDT"),
+        {},
+    )
+    outcome: Any = None
+    with capture_events(["order_state_unknown"]) as events, pytest.raises(OrderStateUnknown) as caught:
+        while True:  # drive the plan without sleeping through its waits
+            op = plan.send(outcome)
+            if isinstance(op, Call):
+                try:
+                    outcome = (op.fn(*op.args, **op.kwargs), None)
+                except ccxt.BaseError as error:
+                    outcome = (None, error)
+            else:
+                outcome = None
+    assert caught.value.order_id == "4000000007" and caught.value.client_order_id is None
+    assert "client order id" not in str(caught.value)
+    (event,) = events
+    assert event["order_id"] == "4000000007" and event["client_order_id"] is None
+    assert event["operation"] == "cancel_order"
+    (alert,) = AlertRules().on_event(event, event["ts"])
+    assert "4000000007" in alert.message and "client order id" not in alert.message
+    assert alert.details["order_id"] == "4000000007"
+
+
+@pytest.mark.usefixtures("calm")
+def test_a_cancel_timing_out_reports_the_order_id_it_was_given(sim: Simulator) -> None:
+    raw = sim.attach(ccxt.binance({"enableRateLimit": False, "timeout": 300}))
+    ex = HardenedClient(raw, order_lookup_lag_ms=0, order_lookups=1, cache_ttl=0.0, stale_if_error=0.0)
+    ex.load_markets()
+    placed = ex.create_order("BTC/USDT", "limit", "buy", 0.01, 10_000)
+    sim.set_profile(
+        {
+            "name": "lost",
+            "faults": [{"kind": "timeout", "endpoints": ["cancel_order", "fetch_order"], "hold": 0.4}],
+        }
+    )
+    with pytest.raises(OrderStateUnknown) as caught:
+        ex.cancel_order(placed["id"], "BTC/USDT")
+    sim.set_profile("calm")
+    assert caught.value.order_id == str(placed["id"]) and caught.value.client_order_id is None
+    assert "client order id" not in str(caught.value)
+    ex.cancel_order(placed["id"], "BTC/USDT")
+    ex.close()
 
 
 @pytest.mark.usefixtures("calm")

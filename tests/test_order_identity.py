@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 from hardened import AsyncHardenedClient, ClientOrderIdConflict, ClientOrderIdInUse, HardenedClient
 from hardened.adapters import load_profile
 from hardened.orders import OrderRecovery
-from hardened.placement import create_plan, run_plan_async, run_plan_sync
+from hardened.placement import cancel_plan, create_plan, run_plan_async, run_plan_sync
 from hardened.sim import Simulator
 
 FAST = {
@@ -54,6 +55,9 @@ class Scripted:
 
     def fetch_order(self, *args: Any, **kwargs: Any) -> Any:
         return self._next("fetch_order", args, kwargs)
+
+    def cancel_order(self, *args: Any, **kwargs: Any) -> Any:
+        return self._next("cancel_order", args, kwargs)
 
 
 def order(**fields: Any) -> dict[str, Any]:
@@ -123,6 +127,25 @@ def test_the_price_of_a_market_order_is_not_compared() -> None:
     assert place(ex, "BTC/USDT", "market", "buy", 0.01, None)["id"] == "42"
 
 
+@pytest.mark.parametrize("param", ["cost", "quoteOrderQty"])
+def test_an_order_sized_by_its_cost_is_not_compared_by_amount(param: str) -> None:
+    """create_market_buy_order_with_cost passes the cost as the amount: the order found holds the
+    base amount it bought, which is no mismatch."""
+    ex = Scripted(
+        create_order=[ccxt.RequestTimeout("lost")],
+        fetch_order=[order(type="market", amount=0.0004, price=49_000.0, status="closed")],
+    )
+    recovery = OrderRecovery(load_profile("binance"), lag_ms=0)
+    args = ("BTC/USDT", "market", "buy", 20.0, None, {param: 20.0})
+    assert run_plan_sync(create_plan(ex, load_profile("binance"), recovery, args, {}))["id"] == "42"
+    wrong_side = Scripted(
+        create_order=[ccxt.RequestTimeout("lost")],
+        fetch_order=[order(type="market", side="sell", amount=0.0004, status="closed")],
+    )
+    with pytest.raises(ClientOrderIdConflict, match="side"):
+        run_plan_sync(create_plan(wrong_side, load_profile("binance"), recovery, args, {}))
+
+
 def test_a_resend_refused_as_a_repeated_id_never_returns_another_requests_order() -> None:
     ex = Scripted(
         create_order=[
@@ -149,6 +172,94 @@ def test_a_lookup_answer_without_an_order_id_is_not_an_order() -> None:
     )
     assert place(ex, *LIMIT_BUY)["id"] == "42"
     assert [name for name, _, _ in ex.calls] == ["create_order", "fetch_order", "fetch_order"]
+
+
+# --- an earlier order that reused the id ----------------------------------------------------
+
+
+def now_ms() -> float:
+    return time.time() * 1000.0
+
+
+def test_a_found_order_stamped_before_the_send_is_an_earlier_order_not_resent_over() -> None:
+    earlier = order(status="closed", timestamp=now_ms() - 60_000)
+    ex = Scripted(
+        create_order=[ccxt.ExchangeNotAvailable("binance 503 Service Unavailable")], fetch_order=[earlier]
+    )
+    with pytest.raises(ClientOrderIdConflict, match="an earlier order: its timestamp") as info:
+        place(ex, *LIMIT_BUY)
+    assert isinstance(info.value, ccxt.DuplicateOrderId)
+    assert info.value.earlier and info.value.order_id == "42"
+    not_before, stamp = info.value.mismatched["timestamp"]
+    assert stamp == round(earlier["timestamp"]) and not_before > stamp
+    assert [name for name, _, _ in ex.calls] == ["create_order", "fetch_order"]  # never resent
+
+
+def test_a_found_order_stamped_within_the_clock_skew_allowance_is_ours() -> None:
+    ex = Scripted(create_order=[ccxt.RequestTimeout("lost")], fetch_order=[order(timestamp=now_ms() - 2_000)])
+    assert place(ex, *LIMIT_BUY)["id"] == "42"
+
+
+def test_a_found_order_without_a_timestamp_is_judged_by_its_fields_as_before() -> None:
+    ex = Scripted(create_order=[ccxt.RequestTimeout("lost")], fetch_order=[order(timestamp=None)])
+    assert place(ex, *LIMIT_BUY)["id"] == "42"
+
+
+def test_the_exchanges_time_difference_moves_the_line() -> None:
+    """Our clock 20 s ahead of the exchange's (ccxt's timeDifference after a resync): the order this
+    call placed carries a timestamp 20 s before our send, and is ours."""
+    stamped = now_ms() - 20_000
+    ahead = Scripted(create_order=[ccxt.RequestTimeout("lost")], fetch_order=[order(timestamp=stamped)])
+    ahead.options = {"timeDifference": 20_000}
+    assert place(ahead, *LIMIT_BUY)["id"] == "42"
+    unknown = Scripted(create_order=[ccxt.RequestTimeout("lost")], fetch_order=[order(timestamp=stamped)])
+    unknown.options = {"timeDifference": 0}
+    with pytest.raises(ClientOrderIdConflict, match="an earlier order"):
+        place(unknown, *LIMIT_BUY)
+
+
+def test_bitvavo_allows_for_its_whole_request_window() -> None:
+    """ccxt signs Bitvavo requests with our raw clock, and Bitvavo accepts any skew within the
+    window (widened to 60 s after a clock error): an order 30 s "early" may be this call's."""
+    profile = load_profile("bitvavo")
+    ex = Scripted(
+        create_order=[ccxt.RequestTimeout("lost")],
+        fetch_order=[order(symbol="BTC/EUR", timestamp=now_ms() - 30_000)],
+    )
+    ex.id = "bitvavo"
+    ex.markets = {"BTC/EUR": {"precision": {"amount": 0.00001, "price": 0.01}}}
+    ex.options = {"recvWindow": 60_000}
+    recovery = OrderRecovery(profile, lag_ms=0)
+    args = ("BTC/EUR", "limit", "buy", 0.01, 10_000.0, {})
+    assert run_plan_sync(create_plan(ex, profile, recovery, args, {}))["id"] == "42"
+    ex.script = {
+        "create_order": [ccxt.RequestTimeout("lost")],
+        "fetch_order": [order(timestamp=now_ms() - 90_000)],
+    }
+    ex.script["fetch_order"][0]["symbol"] = "BTC/EUR"
+    with pytest.raises(ClientOrderIdConflict, match="an earlier order"):
+        run_plan_sync(create_plan(ex, profile, recovery, args, {}))
+
+
+def test_an_order_an_earlier_call_of_this_client_returned_is_an_earlier_order_however_recent() -> None:
+    recovery = OrderRecovery(load_profile("binance"), lag_ms=0)
+    profile = load_profile("binance")
+    args = (*LIMIT_BUY, {"clientOrderId": "bot-1"})
+    first = order(status="closed", timestamp=now_ms(), clientOrderId="bot-1")
+    ex = Scripted(create_order=[first, ccxt.RequestTimeout("lost")], fetch_order=[dict(first)])
+    assert run_plan_sync(create_plan(ex, profile, recovery, args, {}))["id"] == "42"
+    with pytest.raises(
+        ClientOrderIdConflict, match="an earlier create_order of this client returned it"
+    ) as info:
+        run_plan_sync(create_plan(ex, profile, recovery, args, {}))
+    assert info.value.earlier and info.value.order_id == "42"
+    assert [name for name, _, _ in ex.calls] == ["create_order", "create_order", "fetch_order"]
+    # a new order under the reused id (another exchange id) is this call's
+    ex.script = {
+        "create_order": [ccxt.RequestTimeout("lost")],
+        "fetch_order": [order(id="43", timestamp=now_ms())],
+    }
+    assert run_plan_sync(create_plan(ex, profile, recovery, args, {}))["id"] == "43"
 
 
 # --- two calls with the same id in flight ---------------------------------------------------
@@ -273,6 +384,62 @@ def test_a_lost_answer_never_returns_the_order_another_request_placed_under_the_
         ex.cancel_order(first["id"], symbol)
 
 
+def _create_requests(sim: Simulator) -> int:
+    return sum(
+        1 for r in sim.ground_truth() if r["exchange"] == "binance" and r["endpoint"] == "create_order"
+    )
+
+
+SERVER_ERROR = {
+    "name": "5xx",
+    "faults": [{"kind": "http_5xx", "endpoints": ["create_order"], "status": [503]}],
+}
+
+
+@pytest.mark.usefixtures("calm")
+def test_reusing_the_id_of_a_filled_order_never_returns_that_order(sim: Simulator) -> None:
+    """Binance wants an id unique among open orders only: a filled order's id may be reused. The
+    reuse answers 503 (nothing placed); the lookup finds the filled order; it is not this call's."""
+    ex = HardenedClient(sim.attach(ccxt.binance({"enableRateLimit": False, "timeout": 3000})), **FAST)
+    ex.load_markets()
+    first = ex.create_order("BTC/USDT", "market", "buy", 0.001, None, {"clientOrderId": "reused-1"})
+    assert first["status"] == "closed"
+    sim.clear_ground_truth()
+    sim.set_profile(SERVER_ERROR)
+    try:
+        with pytest.raises(ClientOrderIdConflict) as info:
+            ex.create_order("BTC/USDT", "market", "buy", 0.001, None, {"clientOrderId": "reused-1"})
+    finally:
+        sim.set_profile("calm")
+    assert info.value.earlier and info.value.order_id == first["id"]
+    assert _create_requests(sim) == 1  # not resent
+    assert [o.id for o in sim.orders("binance") if o.client_order_id == "reused-1"] == [first["id"]]
+    ex.close()
+
+
+@pytest.mark.usefixtures("calm")
+def test_an_earlier_order_of_another_process_is_known_by_its_timestamp(sim: Simulator) -> None:
+    """The earlier order was placed by another process (this client never saw it) a minute ago."""
+    other = sim.attach(ccxt.binance({"enableRateLimit": False, "timeout": 3000}))
+    other.load_markets()
+    sim.clock_offset_ms = -60_000  # placed "a minute ago": the exchange's clock, and ccxt's estimate
+    other.options["timeDifference"] = 60_000
+    first = other.create_order("BTC/USDT", "market", "buy", 0.001, None, {"newClientOrderId": "reused-2"})
+    sim.clock_offset_ms = 0
+    ex = HardenedClient(sim.attach(ccxt.binance({"enableRateLimit": False, "timeout": 3000})), **FAST)
+    ex.load_markets()
+    sim.clear_ground_truth()
+    sim.set_profile(SERVER_ERROR)
+    try:
+        with pytest.raises(ClientOrderIdConflict, match="its timestamp") as info:
+            ex.create_order("BTC/USDT", "market", "buy", 0.001, None, {"clientOrderId": "reused-2"})
+    finally:
+        sim.set_profile("calm")
+    assert info.value.order_id == first["id"] and "timestamp" in info.value.mismatched
+    assert _create_requests(sim) == 1
+    ex.close()
+
+
 @pytest.mark.usefixtures("calm")
 def test_threads_of_one_client_never_share_an_order(sim: Simulator) -> None:
     raw = sim.attach(ccxt.binance({"enableRateLimit": False, "timeout": 3000}))
@@ -318,3 +485,64 @@ async def test_async_tasks_of_one_client_never_share_an_order(sim: Simulator) ->
         assert len(placed) == 1 and len(refused) == 1
         assert isinstance(refused[0], ClientOrderIdInUse), refused[0]
         await ex.cancel_order(placed[0]["id"], "BTC/USDT")
+
+
+# --- arguments refused before anything is sent -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "match"),
+    [
+        ((*LIMIT_BUY, {}, "surplus"), {}, r"at most 6 positional arguments.*#7 \(str\)"),
+        ((*LIMIT_BUY, {}, "a", 7), {}, r"#7 \(str\), #8 \(int\)"),
+        (LIMIT_BUY, {"price": 11_000.0}, r"multiple values for argument 'price'"),
+        (
+            ("BTC/USDT", "limit"),
+            {"symbol": "ETH/USDT", "side": "buy", "amount": 1},
+            r"multiple values.*'symbol'",
+        ),
+        (LIMIT_BUY, {"prize": 1}, r"unexpected keyword argument 'prize'"),
+    ],
+)
+def test_create_arguments_ccxt_would_refuse_raise_type_error_before_sending(
+    args: tuple[Any, ...], kwargs: dict[str, Any], match: str
+) -> None:
+    ex = Scripted(create_order=[order()])
+    recovery = OrderRecovery(load_profile("binance"), lag_ms=0)
+    with pytest.raises(TypeError, match=match) as info:
+        run_plan_sync(create_plan(ex, load_profile("binance"), recovery, args, kwargs))
+    assert "'surplus'" not in str(info.value)  # named by position and type, never echoed
+    assert ex.calls == []
+    assert recovery.in_flight() == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "match"),
+    [
+        (("42", "BTC/USDT", {}, "surplus"), {}, r"cancel_order\(\) takes at most 3 positional.*#4 \(str\)"),
+        (("42", "BTC/USDT"), {"symbol": "ETH/USDT"}, r"multiple values for argument 'symbol'"),
+        (("42",), {"id": "43"}, r"multiple values for argument 'id'"),
+    ],
+)
+def test_cancel_arguments_ccxt_would_refuse_raise_type_error_before_sending(
+    args: tuple[Any, ...], kwargs: dict[str, Any], match: str
+) -> None:
+    ex = Scripted(cancel_order=[{"id": "42", "status": "canceled"}])
+    recovery = OrderRecovery(load_profile("binance"), lag_ms=0)
+    with pytest.raises(TypeError, match=match):
+        run_plan_sync(cancel_plan(ex, load_profile("binance"), recovery, args, kwargs))
+    assert ex.calls == []
+
+
+@pytest.mark.usefixtures("calm")
+def test_a_surplus_argument_places_no_order_through_the_client(sim: Simulator) -> None:
+    raw = sim.attach(ccxt.binance({"enableRateLimit": False, "timeout": 3000}))
+    ex = HardenedClient(raw, **FAST)
+    ex.load_markets()
+    before = len(sim.orders("binance"))
+    with pytest.raises(TypeError, match="surplus"):
+        ex.create_order("BTC/USDT", "limit", "buy", 0.01, 10_000, {}, "surplus")
+    with pytest.raises(TypeError, match="surplus"):
+        ex.cancel_order("1", "BTC/USDT", {}, "surplus")
+    assert len(sim.orders("binance")) == before
+    ex.close()

@@ -375,13 +375,33 @@ def test_cancel_of_a_finished_order_is_done(status: str) -> None:
 
 def test_cancel_of_a_still_open_order_is_sent_again_then_given_up() -> None:
     rec = recovery("bitvavo", max_resends=1)
-    state = rec.start_cancel("hdabc", "BTC/EUR", sent_at=T0)
+    state = rec.start_cancel("1", "BTC/EUR", sent_at=T0, client_order_id="hdabc")
     rec.first_step(state, T0 + 1)
     assert rec.on_found(state, {"status": "open"}, T0 + 1).action is RecoveryAction.RESEND
     assert rec.cancel_call(state).params == {"clientOrderId": "hdabc"}
     assert rec.on_resend_failed(state, T0 + 2).action is RecoveryAction.LOOKUP
     step = rec.on_found(state, {"status": "open"}, T0 + 3)
     assert step.action is RecoveryAction.GIVE_UP and "cancel_order" in str(step.error)
+    assert isinstance(step.error, OrderStateUnknown)
+    assert (step.error.order_id, step.error.client_order_id) == ("1", "hdabc")
+
+
+def test_a_cancel_given_up_names_the_exchange_order_id_not_a_client_order_id() -> None:
+    rec = recovery("binance", max_lookups=1)
+    state = rec.start_cancel("4000000001", "BTC/USDT", sent_at=T0)
+    rec.first_step(state, T0)
+    step = rec.on_lookup_failed(state, ccxt.RequestTimeout("lost"), T0 + 1)
+    assert step.action is RecoveryAction.GIVE_UP
+    error = step.error
+    assert isinstance(error, OrderStateUnknown) and isinstance(error, ccxt.NetworkError)
+    assert error.order_id == "4000000001" and error.client_order_id is None
+    assert "order id 4000000001" in str(error) and "client order id" not in str(error)
+
+
+def test_order_state_unknown_stays_backwards_compatible() -> None:
+    error = OrderStateUnknown("hd1", "BTC/USDT", "lost")
+    assert (error.client_order_id, error.order_id, error.symbol) == ("hd1", None, "BTC/USDT")
+    assert "client order id hd1" in str(error)
 
 
 def test_cancel_not_found_after_a_timeout_looks_again_within_the_lag_then_is_done() -> None:

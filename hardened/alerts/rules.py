@@ -122,7 +122,14 @@ class AlertRules:
         if kind == "rate_limit_ban":
             return [self._ban(event, now)]
         if kind == "order_state_unknown":
-            exchange, oid = event.get("exchange"), event.get("client_order_id")
+            # a create names the order by its client order id; a cancel by the exchange's order id
+            exchange, cid, order_id = (
+                event.get("exchange"),
+                event.get("client_order_id"),
+                event.get("order_id"),
+            )
+            oid = cid if cid is not None else order_id
+            by = "client order id" if cid is not None else "order id"
             return [
                 Alert(
                     Level.CRITICAL,
@@ -130,11 +137,11 @@ class AlertRules:
                     f"order_state_unknown:{exchange}:{oid}",
                     f"{exchange}: state of order {oid} ({event.get('symbol')}) unknown after "
                     f"{event.get('operation', 'create_order')}: {event.get('reason', '')}; reconcile by its "
-                    "client order id",
+                    f"{by}",
                     exchange,
                     event.get("endpoint"),
                     now,
-                    {"client_order_id": oid, "symbol": event.get("symbol")},
+                    {"client_order_id": cid, "order_id": order_id, "symbol": event.get("symbol")},
                 )
             ]
         return []

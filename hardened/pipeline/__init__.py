@@ -277,7 +277,10 @@ async def _attempt_async(
             ctx.resync_clock = None
             await resync()
         left = _time_left(ctx)
-        if left > _request_bound(call):  # ccxt's own total timeout ends the request first
+        # A call that changes state (an order plan above all) is never cut off here: cutting a
+        # plan off mid-recovery would lose the client order id while the order may stand. The
+        # plan honours the deadline itself (hardened/placement.py), ccxt's timeout bounds a send.
+        if not ctx.endpoint.idempotent or left > _request_bound(call):
             answer = await call(*ctx.args, **ctx.kwargs)
         else:  # the call's deadline comes first: bound the request by it (a few us, only then)
             deadline = asyncio.timeout(left)
