@@ -42,6 +42,7 @@ from hardened.pipeline import CallContext, Pipeline, Stage, current_call, run_as
 from hardened.pipeline.breaker import BreakerView, EndpointBreaker
 from hardened.pipeline.breaker_stage import BreakerStage
 from hardened.pipeline.cache import DEFAULT_STALE_IF_ERROR, DEFAULT_TTL, NEVER_STALE, CacheStage
+from hardened.pipeline.context import ClockState
 from hardened.pipeline.gate import GateStage
 from hardened.pipeline.ratelimit_stage import RateLimitStage
 from hardened.pipeline.record import AttemptLogStage, EndpointStats, RecordStage
@@ -78,7 +79,17 @@ class EndpointRuntime:
     """What one endpoint of one client owns: its resolved policy, breaker, stats and retry policy,
     and its cache settings (TTL, how stale an answer may be served on errors)."""
 
-    __slots__ = ("breaker", "cacheable", "policy", "retry", "secrets", "stale_if_error", "stats", "ttl")
+    __slots__ = (
+        "breaker",
+        "cacheable",
+        "clock",
+        "policy",
+        "retry",
+        "secrets",
+        "stale_if_error",
+        "stats",
+        "ttl",
+    )
 
     def __init__(
         self,
@@ -89,8 +100,10 @@ class EndpointRuntime:
         retry: RetryPolicy,
         endpoint_ttl: float | None,
         secrets: Callable[[], tuple[str, ...]] = tuple,
+        clock: ClockState | None = None,
     ) -> None:
         self.policy = policy
+        self.clock = clock if clock is not None else ClockState()  # shared by the client's endpoints
         self.secrets = secrets  # the exchange's current credentials, for redacting error text
         self.breaker = breaker
         self.stats = stats
@@ -156,6 +169,7 @@ class _Core:
         "budget",
         "cache",
         "classify",
+        "clock",
         "config",
         "exchange",
         "exchange_id",
@@ -194,6 +208,7 @@ class _Core:
                 getattr(exchange, "apiKey", None),
                 config.shared_cache,
             )
+        self.clock = ClockState()  # one exchange clock: a skew seen by any endpoint resyncs the next call
         self.rate_limits = RateLimitBudget(self.profile, headroom=config.rate_limit_headroom)
         self.recovery = OrderRecovery(
             self.profile, config.order_lookups, config.order_lookup_lag_ms, max_resends=config.order_resends
@@ -232,6 +247,7 @@ class _Core:
                     RetryPolicy(policy, self.budget, self._retrying),
                     override.cache_ttl if override is not None else None,
                     self.record.secrets,
+                    self.clock,
                 )
                 self.runtimes[endpoint] = rt
         return rt
@@ -570,7 +586,7 @@ class HardenedClient(_HardenedBase):
             return None
 
         def place(*args: Any, **kwargs: Any) -> Any:
-            return run_plan_sync(plan(exchange, core.profile, core.recovery, args, kwargs))  # type: ignore[misc]
+            return run_plan_sync(plan(exchange, core.profile, core.recovery, args, kwargs, resync=resync))  # type: ignore[misc]
 
         def call(*args: Any, **kwargs: Any) -> Any:
             # Looked up per call (tens of ns) so a method patched on the exchange later is honoured.
@@ -634,7 +650,9 @@ class AsyncHardenedClient(_HardenedBase):
             return None
 
         async def place(*args: Any, **kwargs: Any) -> Any:
-            return await run_plan_async(plan(exchange, core.profile, core.recovery, args, kwargs))  # type: ignore[misc]
+            return await run_plan_async(
+                plan(exchange, core.profile, core.recovery, args, kwargs, resync=resync)
+            )  # type: ignore[misc]
 
         async def call(*args: Any, **kwargs: Any) -> Any:
             target = place if plan is not None else getattr(exchange, name)

@@ -24,7 +24,14 @@ from typing import Any
 import ccxt
 
 from hardened.adapters import ExchangeProfile, FailureKind, LookupCall, load_profile
-from hardened.errors import ClientOrderIdConflict, ClientOrderIdInUse, OrderStateUnknown, http_status_of
+from hardened.errors import (
+    ClientOrderIdConflict,
+    ClientOrderIdInUse,
+    ErrorKind,
+    OrderStateUnknown,
+    classify,
+    http_status_of,
+)
 
 __all__ = [
     "OrderRecovery",
@@ -142,6 +149,16 @@ def is_order_not_found(profile: ExchangeProfile, error: BaseException) -> bool:
     if rule is not None:
         return rule.kind is FailureKind.ORDER_NOT_FOUND
     return isinstance(error, ccxt.OrderNotFound)
+
+
+def is_clock_skew(profile: ExchangeProfile, error: BaseException) -> bool:
+    """Whether ``error`` is the exchange refusing a request for its timestamp (Binance -1021,
+    "outside of the recvWindow"): refused before it was looked at, so nothing was placed or
+    cancelled. Its profile's CLOCK_SKEW codes first, else ccxt's class and wording."""
+    rule = profile.classify_exception(error)
+    if rule is not None:
+        return rule.kind is FailureKind.CLOCK_SKEW
+    return classify(error) is ErrorKind.CLOCK_SKEW
 
 
 @dataclass(frozen=True, slots=True)

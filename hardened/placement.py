@@ -41,6 +41,7 @@ from hardened.orders import (
     OrderRequest,
     RecoveryAction,
     is_ambiguous_failure,
+    is_clock_skew,
     is_order_not_found,
     with_client_order_id,
 )
@@ -157,6 +158,23 @@ def _bind(
     return bound
 
 
+def _resynced(
+    exchange: Any,
+    profile: ExchangeProfile,
+    operation: str,
+    error: BaseException,
+    resync: Callable[[], Any] | None,
+) -> Plan:
+    """After a refusal for the request's timestamp (the local clock drifted from the exchange's),
+    resynchronise the clock; True when the request should go once more. Orders are never retried
+    by the pipeline, so without this every order fails until some other call resyncs."""
+    if resync is None or not is_clock_skew(profile, error):
+        return False
+    log.warning("order_clock_resync", exchange=exchange.id, operation=operation, error=type(error).__name__)
+    _, failed = yield Call(resync)
+    return failed is None
+
+
 def _is_duplicate(profile: ExchangeProfile, error: BaseException) -> bool:
     rule = profile.classify_exception(error)
     return rule is not None and rule.kind is FailureKind.DUPLICATE_ORDER
@@ -169,9 +187,11 @@ def create_plan(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     deadline: Deadline | None = None,
+    resync: Callable[[], Any] | None = None,
 ) -> Plan:
     """Place one order exactly once (see the module docstring); returns the unified order.
-    ``deadline`` defaults to the current hardened call's."""
+    ``deadline`` defaults to the current hardened call's; ``resync`` resynchronises the exchange
+    clock (the client's), after which an order refused for its timestamp is sent once more."""
     bound = _bind("create_order", _CREATE_ARGS, args, kwargs)
     params, client_order_id = with_client_order_id(exchange.id, bound.get("params"))
     symbol = bound.get("symbol")
@@ -181,7 +201,9 @@ def create_plan(
     try:
         if deadline is None:
             deadline = Deadline.of_current_call()
-        order = yield from _place(exchange, profile, recovery, send, request, client_order_id, deadline)
+        order = yield from _place(
+            exchange, profile, recovery, send, request, client_order_id, deadline, resync
+        )
         if _supplied(profile, bound.get("params")):  # only a caller's id can come round again
             recovery.placed(client_order_id, order)
         return order
@@ -204,10 +226,14 @@ def _place(
     request: OrderRequest,
     client_order_id: str,
     deadline: Deadline,
+    resync: Callable[[], Any] | None = None,
 ) -> Plan:
     symbol = send[0]
     sent_at = time.time()
     order, first = yield Call(exchange.create_order, *send)
+    if first is not None and (yield from _resynced(exchange, profile, "create_order", first, resync)):
+        sent_at = time.time()  # refused for its timestamp, nothing placed: once more, the same id
+        order, first = yield Call(exchange.create_order, *send)
     if first is None:
         first = _not_an_order("create_order", order, require_status=False)
         if first is None:
@@ -315,15 +341,20 @@ def cancel_plan(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     deadline: Deadline | None = None,
+    resync: Callable[[], Any] | None = None,
 ) -> Plan:
     """Cancel one order, confirming its state when the answer is lost; returns what ccxt returns.
-    ``deadline`` defaults to the current hardened call's."""
+    ``deadline`` defaults to the current hardened call's; with ``resync``, a cancel refused for
+    its timestamp is sent once more after the exchange clock is resynchronised."""
     bound = _bind("cancel_order", _CANCEL_ARGS, args, kwargs)
     order_id, symbol, params = bound.get("id"), bound.get("symbol"), bound.get("params") or {}
     if deadline is None:
         deadline = Deadline.of_current_call()
     sent_at = time.time()
     result, first = yield Call(exchange.cancel_order, order_id, symbol, params)
+    if first is not None and (yield from _resynced(exchange, profile, "cancel_order", first, resync)):
+        sent_at = time.time()
+        result, first = yield Call(exchange.cancel_order, order_id, symbol, params)
     if first is None:
         return result
     if is_order_not_found(profile, first):

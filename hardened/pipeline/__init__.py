@@ -141,8 +141,22 @@ def _attempt_failed(pipe: Pipeline, ctx: CallContext, error: BaseException) -> N
     kind = pipe.classify(error)
     ctx.error = error
     ctx.error_kind = kind
+    if kind is ErrorKind.CLOCK_SKEW:
+        ctx.rt.clock.suspect = True  # whether or not this call is retried, the next attempt resyncs
     for hook in pipe.on_attempt_error:
         hook(ctx, error, kind)
+
+
+def _clock_resync_due(ctx: CallContext) -> bool:
+    """Whether to resync the exchange clock before this attempt: a clock-skew failure of this call
+    is being retried, or one of any call of the client was not (orders are not retried, nor an
+    endpoint with ``max_retries=0``): they share one clock. At most once per call."""
+    clock = ctx.rt.clock
+    if not (ctx.resync_clock or clock.suspect) or ctx.resync_clock is None:
+        return False
+    ctx.resync_clock = None
+    clock.suspect = False
+    return True
 
 
 def _replay(first: BaseException, attempt: Callable[[], Any]) -> Callable[[], Any]:
@@ -176,13 +190,6 @@ def _pace(ctx: CallContext, wait: float) -> None:
         )
 
 
-def _request_bound(call: Callable[..., Any]) -> float:
-    """Seconds after which a ccxt method's own request gives up (its exchange's total ``timeout``,
-    which ccxt's async client hands to aiohttp); infinite for anything else."""
-    ms = getattr(getattr(call, "__self__", None), "timeout", None)
-    return ms / 1000.0 if type(ms) is int or type(ms) is float else float("inf")
-
-
 def _overdue(ctx: CallContext, error: BaseException) -> BaseException:
     """A request timeout past the deadline, or a request the sync client's watchdog cut off (its
     socket shut down: a connection error), is the deadline's doing. Orders keep their own errors:
@@ -209,8 +216,7 @@ def _attempt_sync(
             if wait:
                 _pace(ctx, wait)
                 time.sleep(wait)
-        if ctx.resync_clock:
-            ctx.resync_clock = None
+        if (ctx.resync_clock or ctx.rt.clock.suspect) and _clock_resync_due(ctx):
             resync()
         return _answered(pipe, ctx, call(*ctx.args, **ctx.kwargs))
     except BaseException as error:
@@ -273,19 +279,22 @@ async def _attempt_async(
             if wait:
                 _pace(ctx, wait)
                 await asyncio.sleep(wait)
-        if ctx.resync_clock:
-            ctx.resync_clock = None
-            await resync()
-        left = _time_left(ctx)
-        # A call that changes state (an order plan above all) is never cut off here: cutting a
-        # plan off mid-recovery would lose the client order id while the order may stand. The
-        # plan honours the deadline itself (hardened/placement.py), ccxt's timeout bounds a send.
-        if not ctx.endpoint.idempotent or left > _request_bound(call):
-            answer = await call(*ctx.args, **ctx.kwargs)
-        else:  # the call's deadline comes first: bound the request by it (a few us, only then)
-            deadline = asyncio.timeout(left)
+        if ctx.endpoint.idempotent:
+            # One timeout around everything the attempt sends: a clock resync, and every request
+            # of the ccxt method (a first call loads the markets: two more requests), so the
+            # deadline holds however many there are (a few us a call).
+            deadline = asyncio.timeout(_time_left(ctx))
             async with deadline:
+                if (ctx.resync_clock or ctx.rt.clock.suspect) and _clock_resync_due(ctx):
+                    await resync()
                 answer = await call(*ctx.args, **ctx.kwargs)
+        else:
+            # A call that changes state (an order plan above all) is never cut off here: cutting a
+            # plan off mid-recovery would lose the client order id while the order may stand. The
+            # plan honours the deadline itself (hardened/placement.py), ccxt's timeout bounds a send.
+            if (ctx.resync_clock or ctx.rt.clock.suspect) and _clock_resync_due(ctx):
+                await resync()
+            answer = await call(*ctx.args, **ctx.kwargs)
         return _answered(pipe, ctx, answer)
     except BaseException as error:
         if deadline is not None and deadline.expired():

@@ -8,6 +8,17 @@ from hardened.endpoints import Endpoint
 from hardened.errors import ErrorKind, classify
 
 
+class ClockState:
+    """What a client knows of its exchange clock, shared by all its endpoints: ``suspect`` once an
+    attempt failed for its timestamp (``recvWindow``) and no retry of that call resynced it (an
+    order, an endpoint without retries), so that the client's next attempt resyncs first."""
+
+    __slots__ = ("suspect",)
+
+    def __init__(self) -> None:
+        self.suspect = False
+
+
 class CallContext:
     """Everything one unified call needs to know: what was asked, what happened, how long it took.
 
