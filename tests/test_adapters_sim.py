@@ -79,6 +79,51 @@ def test_clock_skew_is_fixed_the_way_the_exchange_needs(sim: Simulator, exchange
         assert abs(ex.options["timeDifference"] + 20_000) < 5_000
 
 
+def _skewed_after_markets(sim: Simulator, exchange_id: str, offset_ms: int) -> HardenedClient:
+    """A client whose markets are loaded, then the exchange's clock steps ``offset_ms`` away."""
+    ex = client(sim, exchange_id)
+    ex.fetch_ticker(SYMBOL[exchange_id])  # whatever else the first call needs, before the skew
+    sim.clock_offset_ms = offset_ms
+    return ex
+
+
+@pytest.mark.parametrize("exchange_id", EXCHANGES)
+def test_an_order_refused_for_its_timestamp_is_resynced_and_placed_once(
+    sim: Simulator, exchange_id: str
+) -> None:
+    # Orders are never retried by the pipeline: without the plan's own resync every order failed
+    # (InvalidNonce) until some other call happened to resync the clock.
+    symbol = SYMBOL[exchange_id]
+    ex = _skewed_after_markets(sim, exchange_id, -30_000)
+    before = len(sim.orders(exchange_id))
+    order = ex.create_order(symbol, "limit", "buy", 0.01, 1000.0)
+    placed = sim.orders(exchange_id)[before:]
+    assert [o.id for o in placed] == [str(order["id"])]  # placed, and exactly once
+    assert order["clientOrderId"] == placed[0].client_order_id
+    assert ex.create_order(symbol, "limit", "buy", 0.01, 1000.0)["id"]  # the clock stays fixed
+    assert len(sim.orders(exchange_id)) == before + 2
+
+
+@pytest.mark.parametrize("exchange_id", EXCHANGES)
+def test_a_cancel_refused_for_its_timestamp_is_resynced_and_done(sim: Simulator, exchange_id: str) -> None:
+    symbol = SYMBOL[exchange_id]
+    ex = client(sim, exchange_id)
+    order = ex.create_order(symbol, "limit", "buy", 0.01, 1000.0)
+    sim.clock_offset_ms = -30_000
+    ex.cancel_order(order["id"], symbol)
+    assert [o.status for o in sim.orders(exchange_id) if o.id == str(order["id"])] == ["canceled"]
+
+
+def test_a_skew_on_an_endpoint_without_retries_resyncs_the_next_call(sim: Simulator) -> None:
+    ex = client(sim, "binance", max_retries=0)
+    ex.fetch_ticker("BTC/USDT")
+    sim.clock_offset_ms = -30_000  # the exchange's clock now runs 30 s behind ours
+    with pytest.raises(ccxt.InvalidNonce):
+        ex.fetch_balance()  # max_retries=0: refused, and not retried
+    assert ex.fetch_balance()["total"]  # the next call resynced first
+    assert abs(ex.options["timeDifference"] - 30_000) < 5_000
+
+
 @pytest.mark.parametrize("exchange_id", EXCHANGES)
 def test_a_ban_stops_the_client_until_it_ends(sim: Simulator, exchange_id: str) -> None:
     ex = client(sim, exchange_id, max_delay=5.0, max_retries=2)

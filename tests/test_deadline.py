@@ -241,3 +241,20 @@ def test_a_request_cut_off_by_the_deadline_shows_no_signature() -> None:
         ex.close()
     assert "signature=***" in str(caught.value)
     assert not re.search(r"signature=(?!\*\*\*)", str(caught.value))
+
+
+async def test_async_deadline_holds_however_many_requests_a_call_sends() -> None:
+    """A first call loads the markets (two requests) before its own: the async client bounded an
+    attempt by the deadline only when ccxt's per-request timeout was longer, so three answers of
+    0.3 s each under a 0.5 s timeout ran 0.9 s past a 0.6 s deadline. The sync client's watchdog
+    held it all along."""
+    from hardened.sim import Simulator
+
+    profile = {"faults": [{"kind": "latency", "latency": {"distribution": "fixed", "seconds": 0.3}}]}
+    with Simulator(exchange="binance", seed=7, profile=profile) as sim:
+        raw = sim.attach(accxt.binance({"timeout": 500, "enableRateLimit": False}))
+        async with AsyncHardenedClient(raw, **{**SETTINGS, "call_deadline": 0.6, "max_retries": 0}) as ex:
+            started = time.perf_counter()
+            with pytest.raises(DeadlineExceeded):
+                await ex.fetch_ticker("BTC/USDT")
+            assert time.perf_counter() - started < 0.85  # stopped at the deadline, not after 0.9 s
