@@ -63,6 +63,20 @@ class _LostAnswers:
         return lost
 
 
+def _drive(plan: Any) -> None:
+    """Run an order plan to its end without sleeping through its waits."""
+    outcome: Any = None
+    while True:
+        op = plan.send(outcome)
+        if isinstance(op, Call):
+            try:
+                outcome = (op.fn(*op.args, **op.kwargs), None)
+            except ccxt.BaseError as error:
+                outcome = (None, error)
+        else:
+            outcome = None
+
+
 def test_order_state_unknown_is_published_with_the_client_order_id() -> None:
     profile = load_profile("binance")
     plan = create_plan(
@@ -72,17 +86,8 @@ def test_order_state_unknown_is_published_with_the_client_order_id() -> None:
         ("BTC/USDT", "limit", "buy", 0.01, 100.0),
         {},
     )
-    outcome: Any = None
     with capture_events(["order_state_unknown"]) as events, pytest.raises(OrderStateUnknown) as caught:
-        while True:  # drive the plan without sleeping through its waits
-            op = plan.send(outcome)
-            if isinstance(op, Call):
-                try:
-                    outcome = (op.fn(*op.args, **op.kwargs), None)
-                except ccxt.BaseError as error:
-                    outcome = (None, error)
-            else:
-                outcome = None
+        _drive(plan)
     (event,) = events
     assert event["client_order_id"] == caught.value.client_order_id
     assert event["operation"] == "create_order" and event["symbol"] == "BTC/USDT"
@@ -99,17 +104,8 @@ def test_a_cancel_whose_state_is_unknown_is_published_with_the_exchange_order_id
         ("4000000007", "BTC/USDT"),
         {},
     )
-    outcome: Any = None
     with capture_events(["order_state_unknown"]) as events, pytest.raises(OrderStateUnknown) as caught:
-        while True:  # drive the plan without sleeping through its waits
-            op = plan.send(outcome)
-            if isinstance(op, Call):
-                try:
-                    outcome = (op.fn(*op.args, **op.kwargs), None)
-                except ccxt.BaseError as error:
-                    outcome = (None, error)
-            else:
-                outcome = None
+        _drive(plan)
     assert caught.value.order_id == "4000000007" and caught.value.client_order_id is None
     assert "client order id" not in str(caught.value)
     (event,) = events
