@@ -1,7 +1,10 @@
 """The cache stage: answers reused within a TTL, identical calls coalesced, stale-if-error.
 
-- TTL per endpoint (markets long, tickers short; orders and balances never unless configured),
-  keyed by endpoint and arguments; bounded by entries and by approximate bytes, LRU eviction.
+- TTL per endpoint (markets long, tickers short), keyed by endpoint and arguments; bounded by
+  entries and by approximate bytes, LRU eviction. The client-wide ``cache_ttl`` and
+  ``stale_if_error`` reach only public market data (``MARKET_DATA``); account state (balances,
+  orders, positions, ledgers, ...) is cached or served stale only when configured for that very
+  endpoint, and never served stale at all for ``NEVER_STALE``.
 - Coalescing: while a call is in flight, identical calls wait for its answer instead of sending
   their own (threads wait on an event, tasks on a future; nobody holds a lock while waiting).
   Whatever ends the leader, its waiters hear of it: its answer, its error, or (cancelled) the news
@@ -28,6 +31,7 @@ import marshal
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import ccxt
@@ -40,6 +44,8 @@ from hardened.telemetry.events import bus
 __all__ = [
     "DEFAULT_STALE_IF_ERROR",
     "DEFAULT_TTL",
+    "MARKET_DATA",
+    "NEVER_STALE",
     "CacheStage",
     "Flight",
     "approx_size",
@@ -69,10 +75,58 @@ DEFAULT_STALE_IF_ERROR: dict[str, float] = {
     "order_book": 5.0,
     "trades": 30.0,
 }
-# Never served from cache or stale, whatever the configuration says: a stale balance or order
-# state leads a bot to act on money or orders it does not have.
+# Public market data: the endpoints the client-wide ``cache_ttl`` and ``stale_if_error`` apply to.
+# Everything else is account state or an action (balances, orders, positions, ledgers, deposits,
+# transfers, ...): cached or served stale only when configured for that very endpoint, so that a
+# client-wide setting never hands a bot an old answer about its own money.
+MARKET_DATA = frozenset(
+    {
+        *DEFAULT_TTL,  # trading_fees among them: account data, but it changes rarely (1 h)
+        "order_books",
+        "l2_order_book",
+        "l3_order_book",
+        "bids_asks",
+        "last_prices",
+        "mark_prices",
+        "mark_ohlcv",
+        "index_ohlcv",
+        "premium_index_ohlcv",
+        "funding_rate",
+        "funding_rates",
+        "funding_rate_history",
+        "funding_interval",
+        "funding_intervals",
+        "open_interest",
+        "open_interests",
+        "open_interest_history",
+        "liquidations",
+        "long_short_ratio",
+        "long_short_ratio_history",
+        "option",
+        "option_chain",
+        "greeks",
+    }
+)
+# Never served stale, even when configured for the endpoint (a TTL set for the very endpoint is
+# honoured): a stale balance, order or position leads a bot to act on money, orders or exposure
+# it does not have.
 NEVER_STALE = frozenset(
-    {"balance", "order", "orders", "open_orders", "closed_orders", "my_trades", "positions"}
+    {
+        "balance",
+        "order",
+        "orders",
+        "open_orders",
+        "closed_orders",
+        "canceled_orders",
+        "canceled_and_closed_orders",
+        "order_with_client_order_id",
+        "order_trades",
+        "my_trades",
+        "position",
+        "positions",
+        "positions_risk",
+        "positions_for_symbol",
+    }
 )
 _STALE_ON = frozenset({ErrorKind.TRANSIENT, ErrorKind.RATE_LIMIT})
 _ASK_SHARED = object()  # on_call's marker: a local miss the shared cache may answer
@@ -276,6 +330,7 @@ class CacheStage(Stage):
         self.evictions = 0
         self.bytes = 0
         self.shared: Any = None  # the cache shared with other processes, if any (see module doc)
+        self.clock: Callable[[], float] = time.monotonic  # ages of answers (tests set their own)
 
     # --- keys and policies ------------------------------------------------------------------
 
@@ -300,7 +355,7 @@ class CacheStage(Stage):
             return None
         limit = _ohlcv_args(ctx).get("limit") if ohlcv else None
         ctx.cache_limit = limit
-        now = time.monotonic()
+        now = self.clock()
         held_entry: _Entry | None = None
         with self._lock:
             entry = self._entries.get(key)
@@ -347,7 +402,7 @@ class CacheStage(Stage):
                 ctx.cache_hit = False  # handed the leader's error: a failed call, not a hit
             return result, error
         ohlcv = ctx.endpoint.name == "ohlcv"
-        now = time.monotonic()
+        now = self.clock()
         copy = False  # whether the caller must get a copy (the object is also held by the cache)
         served_stale_age: float | None = None
         share: Any = None
@@ -415,7 +470,7 @@ class CacheStage(Stage):
             return False, None
         with self._lock:
             entry = self._entries.get(key)
-        if entry is None or time.monotonic() - entry.stored > max(rt.ttl, rt.stale_if_error):
+        if entry is None or self.clock() - entry.stored > max(rt.ttl, rt.stale_if_error):
             return False, None
         if ohlcv:
             return True, fresh_copy(_last(entry.value, _limit_of(ctx)))
