@@ -1,18 +1,23 @@
-"""The cache answers what the exchange would: account endpoints only when configured for them.
+"""The cache answers what the exchange would: OHLCV limits and holes, coalesced calls with other
+limits, and account endpoints only when configured for them.
 
 Time is injected: the cache's ``clock`` and the fake venue's ``now_ms`` move together, nothing
-sleeps.
+sleeps. Threads meet on events; ``_until`` only polls for a waiter to have joined a flight.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 from typing import Any
 
 import ccxt
+import ccxt.async_support as accxt
 import pytest
 
-from hardened import HardenedClient
+from hardened import AsyncHardenedClient, HardenedClient
+from hardened.pipeline.cache import _merge_candles
 
 FAST = {"initial_delay": 0.0, "jitter": 0.0, "max_retries": 0, "quality_policy": "off"}
 T0 = 1_700_000_000_000 // 60_000 * 60_000 + 30_000  # mid-candle
@@ -77,6 +82,138 @@ def ohlcv_client(venue: Venue, **settings: Any) -> tuple[HardenedClient, Clock]:
     clock = Clock(venue)
     ex._hd.cache.clock = clock
     return ex, clock
+
+
+def _until(condition: Any, timeout: float = 5.0) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "condition not reached"
+        time.sleep(0.001)
+
+
+def _held(ex: HardenedClient) -> list[list[float]]:
+    """The candles the client's one OHLCV series holds."""
+    (entry,) = ex._hd.cache._entries.values()
+    return getattr(entry.value, "candles", entry.value)
+
+
+# --- OHLCV: a series never has a hole -------------------------------------------------------------
+
+
+def test_a_series_idle_past_stale_if_error_is_forgotten_not_joined_with_a_hole() -> None:
+    venue = Venue()
+    ex, clock = ohlcv_client(venue)  # OHLCV defaults: TTL 2 s, stale_if_error 120 s
+    ex.fetch_ohlcv("BTC/USDT", "1m", limit=5)
+    clock.advance(600)  # ten candles later, past stale_if_error: the series is too old to extend
+    assert ex.fetch_ohlcv("BTC/USDT", "1m", limit=5) == venue.candles("1m", None, 5)
+    assert venue.calls[-1] == {"since": None, "limit": 5}
+    assert ex.fetch_ohlcv("BTC/USDT", "1m", limit=10) == venue.candles("1m", None, 10)  # no hole
+
+
+def test_a_refresh_after_a_long_idle_does_not_stop_short_of_now() -> None:
+    """Within a long stale_if_error, more candles may have opened than one refresh brings: the
+    refresh since the last candle held must not end hours ago."""
+    venue = Venue()
+    ex, clock = ohlcv_client(venue, endpoints={"ohlcv": {"stale_if_error": 86_400}})
+    ex.fetch_ohlcv("BTC/USDT", "1m", limit=5)
+    clock.advance(10 * 3600)  # 600 candles: more than a page from the last one held
+    assert ex.fetch_ohlcv("BTC/USDT", "1m", limit=5) == venue.candles("1m", None, 5)
+
+
+def test_a_refresh_that_skips_the_last_candle_held_leaves_no_hole() -> None:
+    venue = Venue()
+    ex, clock = ohlcv_client(venue)
+    ex.fetch_ohlcv("BTC/USDT", "1m", limit=5)
+    clock.advance(60)
+    venue.skip_since = 3  # a broken answer: starts three candles after the one asked for
+    with pytest.raises(ccxt.BadResponse):
+        ex.fetch_ohlcv("BTC/USDT", "1m", limit=5)
+    venue.skip_since = 0
+    assert ex.fetch_ohlcv("BTC/USDT", "1m", limit=5) == venue.candles("1m", None, 5)
+    assert venue.calls[-1] == {"since": None, "limit": 5}  # the series was forgotten: whole
+
+
+def test_an_answer_that_only_follows_the_held_candles_replaces_them() -> None:
+    """Held candles are kept only under an answer that overlaps them: one that merely follows
+    would keep the last held candle as it was while it was still forming."""
+    held = [[i * 60_000, 1.0, 1.0, 1.0, 1.0, 1.0] for i in range(5)]
+    follows = [[i * 60_000, 2.0, 2.0, 2.0, 2.0, 2.0] for i in range(5, 8)]
+    overlaps = [[i * 60_000, 3.0, 3.0, 3.0, 3.0, 3.0] for i in range(4, 8)]
+    assert _merge_candles(held, follows) == follows
+    assert _merge_candles(held, overlaps) == held[:4] + overlaps
+
+
+# --- OHLCV: coalesced calls with other limits -----------------------------------------------------
+
+
+def test_coalesced_ohlcv_calls_each_get_their_own_limit() -> None:
+    venue = Venue()
+    ex, _ = ohlcv_client(venue)
+    venue.gate = gate = threading.Event()
+    out: dict[Any, list[list[float]]] = {}
+
+    def call(limit: int | None) -> None:
+        out[limit] = ex.fetch_ohlcv("BTC/USDT", "1m", limit=limit)
+
+    leader = threading.Thread(target=call, args=(3,))
+    leader.start()
+    assert venue.entered.wait(5)
+    waiters = [threading.Thread(target=call, args=(n,)) for n in (1, 100, None)]
+    for t in waiters:
+        t.start()
+    _until(lambda: ex._hd.cache.waiting() == 3)
+    gate.set()
+    for t in [leader, *waiters]:
+        t.join(5)
+    assert {k: len(v) for k, v in out.items()} == {3: 3, 1: 1, 100: 100, None: 500}
+    for limit in (3, 1, 100, None):
+        assert out[limit] == venue.candles("1m", None, limit)
+    # the leader's answer served the one that wanted less; the others asked for themselves (or
+    # one of them took its answer from the other's, whichever came first)
+    assert len(venue.calls) <= 3 and all(c["limit"] != 1 for c in venue.calls)
+
+
+async def test_async_coalesced_ohlcv_calls_each_get_their_own_limit() -> None:
+    venue = Venue()
+    inner = accxt.binance()
+
+    async def fetch_ohlcv(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0)  # let the others join while this one is in flight
+        return venue.fetch_ohlcv(*args, **kwargs)
+
+    inner.fetch_ohlcv = fetch_ohlcv
+    async with AsyncHardenedClient(inner, **FAST) as ex:
+        ex._hd.cache.clock = Clock(venue)
+        limits = (3, 1, 100, 2)
+        answers = await asyncio.gather(*(ex.fetch_ohlcv("BTC/USDT", "1m", limit=n) for n in limits))
+    for limit, answer in zip(limits, answers, strict=True):
+        assert answer == venue.candles("1m", None, limit)
+
+
+# --- OHLCV: no limit means the exchange's own default ---------------------------------------------
+
+
+def test_ohlcv_without_limit_gets_what_the_exchange_sends_without_one() -> None:
+    venue = Venue()
+    ex, clock = ohlcv_client(venue)
+    assert len(ex.fetch_ohlcv("BTC/USDT", "1m", limit=5)) == 5
+    assert ex.fetch_ohlcv("BTC/USDT", "1m") == venue.candles("1m", None, None)  # 500, not the 5 held
+    assert ex.fetch_ohlcv("BTC/USDT", "1m") == venue.candles("1m", None, None)  # within TTL
+    clock.advance(2.5)
+    assert ex.fetch_ohlcv("BTC/USDT", "1m") == venue.candles("1m", None, None)
+    other, _ = ohlcv_client(Venue())
+    assert len(other.fetch_ohlcv("ETH/USDT", "1m", limit=1000)) == 1000
+    assert len(other.fetch_ohlcv("ETH/USDT", "1m")) == 500  # not the 1000 held
+
+
+def test_a_series_refreshed_for_a_small_limit_does_not_grow() -> None:
+    venue = Venue()
+    ex, clock = ohlcv_client(venue)
+    for _ in range(20):
+        assert ex.fetch_ohlcv("BTC/USDT", "1m", limit=5) == venue.candles("1m", None, 5)
+        clock.advance(61)
+    assert venue.calls[-1]["since"] is not None  # refreshed since the last candle held
+    assert len(_held(ex)) == 5  # no more than the exchange ever sent at once
 
 
 # --- account endpoints: client-wide settings reach market data only -------------------------------
