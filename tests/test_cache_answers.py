@@ -1,5 +1,5 @@
 """The cache answers what the exchange would: OHLCV limits and holes, coalesced calls with other
-limits, and account endpoints only when configured for them.
+limits, account endpoints, and ``load_markets(reload=True)``.
 
 Time is injected: the cache's ``clock`` and the fake venue's ``now_ms`` move together, nothing
 sleeps. Threads meet on events; ``_until`` only polls for a waiter to have joined a flight.
@@ -18,6 +18,7 @@ import pytest
 
 from hardened import AsyncHardenedClient, HardenedClient
 from hardened.pipeline.cache import _merge_candles
+from hardened.sim import Simulator
 
 FAST = {"initial_delay": 0.0, "jitter": 0.0, "max_retries": 0, "quality_policy": "off"}
 T0 = 1_700_000_000_000 // 60_000 * 60_000 + 30_000  # mid-candle
@@ -277,3 +278,40 @@ def test_an_account_endpoint_is_cached_when_configured_for_itself_but_positions_
     clock.advance(1)
     with pytest.raises(ccxt.NetworkError):  # a position is never served stale, whatever is set
         ex.fetch_position("BTC/USDT:USDT")
+
+
+# --- load_markets(reload=True) reaches the exchange -----------------------------------------------
+
+
+def test_load_markets_reload_reaches_the_exchange_and_later_loads_see_it() -> None:
+    with Simulator(exchange="binance", seed=7) as sim:
+        inner = sim.attach(ccxt.binance({"enableRateLimit": False}))
+        fetch_markets = inner.fetch_markets
+        drop: list[str] = []
+        inner.fetch_markets = lambda params={}: [m for m in fetch_markets(params) if m["symbol"] not in drop]
+        ex = HardenedClient(inner, **FAST)
+
+        def sent() -> int:
+            return sum(1 for r in sim.ground_truth() if r["endpoint"] == "markets")
+
+        first = ex.load_markets()
+        assert "ETH/USDT" in first and first is inner.markets  # what ccxt returns: its own markets
+        before = sent()
+        drop.append("ETH/USDT")
+        reloaded = ex.load_markets(True)
+        assert sent() > before and "ETH/USDT" not in reloaded
+        assert reloaded is inner.markets and "ETH/USDT" not in ex.markets
+        again = sent()
+        assert "ETH/USDT" not in ex.load_markets(reload=True) and sent() > again
+        plain = sent()
+        assert "ETH/USDT" not in ex.load_markets()  # the reloaded markets, as ccxt answers
+        assert sent() == plain  # and, as ccxt, without a request
+        held = inner.markets
+
+        def down(params: Any = None) -> Any:
+            raise ccxt.NetworkError("connection reset")
+
+        inner.fetch_markets = down
+        assert ex.load_markets(True) == held  # a failed reload: the last markets (stale-if-error)
+        assert inner.markets is held  # still what ccxt set last
+        ex.close()

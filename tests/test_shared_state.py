@@ -437,11 +437,26 @@ def test_shared_cache_serves_another_clients_answer(redis_server: RedisServer, s
     a.load_markets()
     first = a.fetch_ticker("ETH/USDT")
     stored = redis_server.client().keys
-    assert wait_for(lambda: len(stored("hardened:cache:binance:*")) == 2)  # markets and the ticker
+    assert wait_for(lambda: len(stored("hardened:cache:binance:*")) == 1)  # the ticker (not markets)
     before = requests_to(sim, "ticker")
     assert b.fetch_ticker("ETH/USDT") == first
     assert requests_to(sim, "ticker") == before
     assert b.stats()["endpoints"]["ticker"]["cache_hits"] == 1
+
+
+def test_load_markets_is_never_answered_from_the_shared_cache(
+    redis_server: RedisServer, sim: Simulator
+) -> None:
+    """ccxt's load_markets sets the markets on the exchange: an answer from Redis would leave
+    them unset (``ex.market(...)`` failing) although load_markets "succeeded"."""
+    cached = {**NO_CACHE, "cache_ttl": 30.0, "shared_cache": True}
+    a, b = local_client(sim, redis_server, **cached), local_client(sim, redis_server, **cached)
+    markets = a.load_markets()
+    a.fetch_ticker("ETH/USDT")  # written after anything load_markets would have written
+    assert wait_for(lambda: len(redis_server.client().keys("hardened:cache:binance:*")) >= 1)
+    assert b.load_markets() == markets
+    assert b.markets is not None and b.market("BTC/USDT")["id"] == "BTCUSDT"
+    assert b.amount_to_precision("BTC/USDT", 0.123456789) == a.amount_to_precision("BTC/USDT", 0.123456789)
 
 
 def test_bad_redis_url_fails_at_construction_without_showing_the_password() -> None:

@@ -16,11 +16,15 @@
   candles since the last one held, and merges them. Each caller gets the last ``limit`` candles
   (without ``limit``: as many as the exchange sends then, learned from its answer to such a call),
   and only when the series holds them all: otherwise the call is sent as asked.
+- ``load_markets`` is never answered from memory: ccxt keeps the markets on the exchange object and
+  answers again from them itself, and a ``reload`` must reach the exchange. Identical loads in
+  flight are coalesced, and the last answer is kept for stale-if-error.
 
 - Shared (optional, ``shared_cache`` with ``redis_url``): ``shared`` is an object with
   ``get(key) -> (answer, age) | None`` and ``put(key, answer, ttl)`` (``hardened.shared.cache``);
   a local miss of a sync client asks it before calling the exchange, and every answer stored here
-  is offered to it. OHLCV series stay local (they are merged incrementally).
+  is offered to it. OHLCV series stay local (they are merged incrementally), and so do
+  ``load_markets`` answers (ccxt must set the markets on the exchange itself).
 
 Results are handed out as fresh copies (dicts and lists rebuilt, leaves shared) so a bot that
 edits what it got cannot corrupt what the next caller gets.
@@ -375,6 +379,8 @@ class CacheStage(Stage):
             if not bound.get("params"):
                 return self._series_call(ctx, bound)
             # with params (an end time, a price kind): by its exact arguments, like a ticker
+        elif endpoint.method == "load_markets":
+            return self._markets_call(ctx)
         key = self._key(ctx)
         now = self.clock()
         with self._lock:
@@ -448,6 +454,21 @@ class CacheStage(Stage):
                 return None
         return Shortcut(fresh_copy(tail))
 
+    def _markets_call(self, ctx: CallContext) -> Shortcut | None:
+        """``load_markets``: never answered from memory. ccxt keeps the markets on the exchange and
+        answers a plain load from them itself (no request), a reload must reach the exchange, and
+        either way the exchange must hold what ccxt set. Concurrent loads share one call (a reload
+        joins none: the one in flight may be a plain load answered from old markets)."""
+        reload, params = _load_markets_args(ctx)
+        key = _MarketsKey(("load_markets", _freeze(params)))
+        with self._lock:
+            held = self._flights.get(key)
+            if held is not None:
+                return None if reload else self._join(ctx, key, held)
+            ctx.cache_key = key
+            self._flights[key] = ctx
+        return None
+
     def on_done(
         self, ctx: CallContext, result: Any, error: BaseException | None
     ) -> tuple[Any, BaseException | None]:
@@ -458,6 +479,7 @@ class CacheStage(Stage):
             return result, error
         if type(key) is _SeriesKey:
             return self._series_done(ctx, key, result, error)
+        markets = type(key) is _MarketsKey
         now = self.clock()
         copy = False  # whether the caller must get a copy (the object is also held by the cache)
         served_stale_age: float | None = None
@@ -468,7 +490,12 @@ class CacheStage(Stage):
             try:  # whatever happens here, the flight lands below: its waiters never hang
                 entry = self._entries.get(key)
                 if error is None:
-                    if ctx.rt.ttl > 0.0 or entry is None or now - entry.stored >= _stale_refresh(ctx):
+                    if markets:  # ccxt's own markets object: held (for stale-if-error) as it is
+                        if entry is not None and entry.value is result:
+                            entry.stored = now
+                        else:
+                            self._store(key, result, now, freeze=False)
+                    elif ctx.rt.ttl > 0.0 or entry is None or now - entry.stored >= _stale_refresh(ctx):
                         copy = self._store(key, result, now)
                         if self.shared is not None and not ctx.cache_hit:
                             share = result  # written by the shared cache's own thread, not under this lock
@@ -579,6 +606,8 @@ class CacheStage(Stage):
                 return False, None
             else:
                 key = _SeriesKey((bound.get("symbol"), bound.get("timeframe", "1m")))
+        elif ctx.endpoint.method == "load_markets":
+            key = _MarketsKey(("load_markets", _freeze(_load_markets_args(ctx)[1])))
         else:
             key = self._key(ctx)
         with self._lock:
@@ -707,6 +736,12 @@ class _SeriesKey(tuple):  # type: ignore[type-arg]
     __slots__ = ()
 
 
+class _MarketsKey(tuple):  # type: ignore[type-arg]
+    """The key of ``load_markets`` (its params; ``reload`` is not part of it)."""
+
+    __slots__ = ()
+
+
 class _Series:
     """The latest candles of one symbol and timeframe as the exchange sent them, oldest first.
 
@@ -827,3 +862,11 @@ def _merge_candles(held: list[list[Any]], fresh: list[Any]) -> list[list[Any]]:
     if first_new > held[-1][0]:
         return fresh
     return held[: bisect_left(held, first_new, key=_open_time)] + fresh
+
+
+def _load_markets_args(ctx: CallContext) -> tuple[Any, Any]:
+    """(reload, params) of a ``load_markets(reload=False, params={})`` call."""
+    args, kwargs = ctx.args, ctx.kwargs
+    reload = kwargs.get("reload", args[0] if args else False)
+    params = kwargs.get("params", args[1] if len(args) > 1 else None)
+    return reload, params or {}
