@@ -200,6 +200,7 @@ class _Core:
         self.shared: Any = None  # hardened.shared.SharedState when redis_url is set
         if config.redis_url is not None:  # imported here: the in-memory default never loads redis
             from hardened.shared import shared_state_for
+            from hardened.shared.cache import venue_of
 
             self.shared = shared_state_for(
                 config.redis_url,
@@ -207,6 +208,7 @@ class _Core:
                 self.exchange_id,
                 getattr(exchange, "apiKey", None),
                 config.shared_cache,
+                lambda: venue_of(exchange),
             )
         self.rate_limits = RateLimitBudget(self.profile, headroom=config.rate_limit_headroom)
         self.recovery = OrderRecovery(

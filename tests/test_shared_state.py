@@ -459,6 +459,38 @@ def test_load_markets_is_never_answered_from_the_shared_cache(
     assert b.amount_to_precision("BTC/USDT", 0.123456789) == a.amount_to_precision("BTC/USDT", 0.123456789)
 
 
+def test_the_shared_cache_never_serves_one_venues_answer_to_another(redis_server: RedisServer) -> None:
+    """Two keyless clients of one exchange id on different venues (a testnet and a mainnet, here
+    two simulators with other prices) must not answer each other."""
+    cached = {**NO_CACHE, "cache_ttl": 30.0, "shared_cache": True}
+    with Simulator(exchange="binance", seed=1) as testnet, Simulator(exchange="binance", seed=999) as live:
+        a = HardenedClient(
+            testnet.attach(ccxt.binance(), credentials=False), redis_url=redis_server.url, **cached
+        )
+        b = HardenedClient(
+            live.attach(ccxt.binance(), credentials=False), redis_url=redis_server.url, **cached
+        )
+        a.fetch_ticker("BTC/USDT")
+        assert wait_for(lambda: len(redis_server.client().keys("hardened:cache:binance:*")) == 1)
+        before = requests_to(live, "ticker")
+        b.fetch_ticker("BTC/USDT")
+        assert requests_to(live, "ticker") == before + 1  # asked its own venue
+        assert b.stats()["endpoints"]["ticker"]["cache_hits"] == 0
+
+
+def test_the_venue_of_a_shared_answer_follows_urls_sandbox_and_market_type() -> None:
+    from hardened.shared.cache import venue_of
+
+    assert venue_of(ccxt.binance()) == venue_of(ccxt.binance())
+    sandbox = ccxt.binance()
+    sandbox.set_sandbox_mode(True)
+    futures = ccxt.binance({"options": {"defaultType": "future"}})
+    moved = ccxt.binance()
+    moved.urls = {**moved.urls, "api": {**moved.urls["api"], "public": "https://example.test/api/v3"}}
+    venues = {venue_of(e) for e in (ccxt.binance(), sandbox, futures, moved)}
+    assert len(venues) == 4
+
+
 def test_bad_redis_url_fails_at_construction_without_showing_the_password() -> None:
     with pytest.raises(ConfigError, match="redis_url") as caught:
         HardenedConfig(redis_url=f"http://:{PASSWORD}@127.0.0.1:6379")
