@@ -1,5 +1,5 @@
 """The cache answers what the exchange would: OHLCV limits and holes, coalesced calls with other
-limits, account endpoints, and ``load_markets(reload=True)``.
+limits, account endpoints, ``load_markets(reload=True)``, and each waiter's own error.
 
 Time is injected: the cache's ``clock`` and the fake venue's ``now_ms`` move together, nothing
 sleeps. Threads meet on events; ``_until`` only polls for a waiter to have joined a flight.
@@ -315,3 +315,67 @@ def test_load_markets_reload_reaches_the_exchange_and_later_loads_see_it() -> No
         assert ex.load_markets(True) == held  # a failed reload: the last markets (stale-if-error)
         assert inner.markets is held  # still what ccxt set last
         ex.close()
+
+
+# --- each waiter raises an error of its own -------------------------------------------------------
+
+
+def test_coalesced_waiters_each_get_their_own_copy_of_the_leaders_error() -> None:
+    entered, gate = threading.Event(), threading.Event()
+    calls: list[int] = []
+
+    def fetch_ticker(symbol: str, params: Any = None) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            entered.set()
+            gate.wait(5)
+        raise ccxt.ExchangeNotAvailable("binance 503 Service Unavailable")
+
+    raw = ccxt.binance()
+    raw.fetch_ticker = fetch_ticker
+    ex = HardenedClient(raw, **{**FAST, "max_retries": 2}, failure_threshold=50, stale_if_error=0)
+    errors: dict[str, BaseException] = {}
+
+    def call(name: str) -> None:
+        try:
+            ex.fetch_ticker("BTC/USDT")
+        except ccxt.BaseError as exc:
+            errors[name] = exc
+
+    threads = [threading.Thread(target=call, args=("leader",))]
+    threads[0].start()
+    assert entered.wait(5)
+    threads += [threading.Thread(target=call, args=(f"waiter{i}",)) for i in range(3)]
+    for t in threads[1:]:
+        t.start()
+    _until(lambda: ex._hd.cache.waiting() == 3)
+    gate.set()
+    for t in threads:
+        t.join(5)
+    leader = errors.pop("leader")
+    assert leader.attempts == 3  # type: ignore[attr-defined]  # the leader's real attempts
+    assert len(calls) == 3
+    assert len({id(e) for e in errors.values()} | {id(leader)}) == 4
+    for error in errors.values():
+        assert type(error) is ccxt.ExchangeNotAvailable and str(error) == str(leader)
+        assert error.__cause__ is leader
+
+
+async def test_async_waiters_each_get_their_own_copy_of_the_leaders_error() -> None:
+    inner = accxt.binance()
+    calls: list[int] = []
+
+    async def fetch_ticker(symbol: str, params: Any = None) -> Any:
+        calls.append(1)
+        await asyncio.sleep(0)  # the others join while this one is in flight
+        raise ccxt.ExchangeNotAvailable("binance 503 Service Unavailable")
+
+    inner.fetch_ticker = fetch_ticker
+    async with AsyncHardenedClient(inner, **{**FAST, "max_retries": 1}, failure_threshold=50) as ex:
+        outcomes = await asyncio.gather(
+            *(ex.fetch_ticker("BTC/USDT") for _ in range(3)), return_exceptions=True
+        )
+    leader, *waiters = outcomes
+    assert isinstance(leader, ccxt.ExchangeNotAvailable) and leader.attempts == 2  # type: ignore[attr-defined]
+    assert len({id(o) for o in outcomes}) == 3
+    assert all(type(w) is ccxt.ExchangeNotAvailable and w.__cause__ is leader for w in waiters)

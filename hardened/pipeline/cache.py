@@ -258,7 +258,10 @@ class Flight:
             return self._lead_instead(ctx)
         error = self.error
         if error is not None:
-            raise error
+            own = _own_copy(error)  # each caller raises (and annotates) an exception of its own
+            if own is error:
+                raise error
+            raise own from error
         if self.series:
             candles, default = self.result
             tail = _tail(candles, ctx.cache_limit, default)
@@ -272,6 +275,22 @@ class Flight:
         ctx.cache_hit = False
         ctx.cache_flight = None
         return self.rejoin(ctx)
+
+
+def _own_copy(error: BaseException) -> BaseException:
+    """A copy of the leader's error for one waiter: same class, message and attributes, and a
+    traceback of its own (the waiter's driver then sets ``.attempts`` on it, not on the leader's);
+    the original when no copy can be made.
+
+    Built with ``__new__`` (``__init__`` is not run again: our errors take other arguments than
+    their message), so the copy is still the ccxt class a caller catches."""
+    cls = type(error)
+    try:
+        own = cls.__new__(cls, *error.args)
+        own.__dict__.update(error.__dict__)
+    except Exception:
+        return error
+    return own
 
 
 def _settle(future: asyncio.Future[Any]) -> None:
