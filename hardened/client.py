@@ -41,7 +41,13 @@ from hardened.orders import OrderRecovery
 from hardened.pipeline import CallContext, Pipeline, Stage, current_call, run_async, run_sync
 from hardened.pipeline.breaker import BreakerView, EndpointBreaker
 from hardened.pipeline.breaker_stage import BreakerStage
-from hardened.pipeline.cache import DEFAULT_STALE_IF_ERROR, DEFAULT_TTL, NEVER_STALE, CacheStage
+from hardened.pipeline.cache import (
+    DEFAULT_STALE_IF_ERROR,
+    DEFAULT_TTL,
+    MARKET_DATA,
+    NEVER_STALE,
+    CacheStage,
+)
 from hardened.pipeline.context import ClockState
 from hardened.pipeline.gate import GateStage
 from hardened.pipeline.ratelimit_stage import RateLimitStage
@@ -77,7 +83,11 @@ CORE_ENDPOINTS = (
 
 class EndpointRuntime:
     """What one endpoint of one client owns: its resolved policy, breaker, stats and retry policy,
-    and its cache settings (TTL, how stale an answer may be served on errors)."""
+    and its cache settings (TTL, how stale an answer may be served on errors).
+
+    The client-wide ``cache_ttl`` and ``stale_if_error`` (and the defaults) reach public market
+    data only (``MARKET_DATA``); any other endpoint is account state, cached or served stale only
+    when its own ``endpoints={...}`` entry says so, and ``NEVER_STALE`` ones never served stale."""
 
     __slots__ = (
         "breaker",
@@ -99,6 +109,7 @@ class EndpointRuntime:
         stats: EndpointStats,
         retry: RetryPolicy,
         endpoint_ttl: float | None,
+        endpoint_stale: float | None = None,
         secrets: Callable[[], tuple[str, ...]] = tuple,
         clock: ClockState | None = None,
     ) -> None:
@@ -109,15 +120,21 @@ class EndpointRuntime:
         self.stats = stats
         self.retry = retry
         idempotent = _idempotent(endpoint)
+        market_data = endpoint in MARKET_DATA
         if endpoint_ttl is not None:  # set for this very endpoint: honoured, even for balances
             ttl = endpoint_ttl
-        elif endpoint in NEVER_STALE:  # private state is never cached unless asked per endpoint
+        elif not market_data:  # account state is never cached unless asked per endpoint
             ttl = 0.0
         else:
             ttl = policy.cache_ttl if policy.cache_ttl is not None else DEFAULT_TTL.get(endpoint, 0.0)
-        stale = policy.stale_if_error
-        if stale is None:
-            stale = DEFAULT_STALE_IF_ERROR.get(endpoint, 0.0)
+        if endpoint_stale is not None:
+            stale = endpoint_stale
+        elif not market_data:
+            stale = 0.0
+        else:
+            stale = policy.stale_if_error
+            if stale is None:
+                stale = DEFAULT_STALE_IF_ERROR.get(endpoint, 0.0)
         self.ttl = ttl if idempotent else 0.0
         self.stale_if_error = 0.0 if endpoint in NEVER_STALE or not idempotent else stale
         self.cacheable = self.ttl > 0 or self.stale_if_error > 0
@@ -200,6 +217,7 @@ class _Core:
         self.shared: Any = None  # hardened.shared.SharedState when redis_url is set
         if config.redis_url is not None:  # imported here: the in-memory default never loads redis
             from hardened.shared import shared_state_for
+            from hardened.shared.cache import venue_of
 
             self.shared = shared_state_for(
                 config.redis_url,
@@ -207,6 +225,7 @@ class _Core:
                 self.exchange_id,
                 getattr(exchange, "apiKey", None),
                 config.shared_cache,
+                lambda: venue_of(exchange),
             )
         self.clock = ClockState()  # one exchange clock: a skew seen by any endpoint resyncs the next call
         self.rate_limits = RateLimitBudget(self.profile, headroom=config.rate_limit_headroom)
@@ -246,6 +265,7 @@ class _Core:
                     stats,
                     RetryPolicy(policy, self.budget, self._retrying),
                     override.cache_ttl if override is not None else None,
+                    override.stale_if_error if override is not None else None,
                     self.record.secrets,
                     self.clock,
                 )

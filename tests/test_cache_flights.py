@@ -141,13 +141,13 @@ def test_waiters_get_the_error_when_the_ohlcv_merge_fails() -> None:
 
     raw.fetch_ohlcv = fetch_ohlcv
     ex = HardenedClient(raw, **FAST, endpoints={"ohlcv": {"cache_ttl": 0.001}})
-    ex.fetch_ohlcv("BTC/USDT", "1m")
+    ex.fetch_ohlcv("BTC/USDT", "1m", limit=5)  # a limit: refreshed since the last candle held
     time.sleep(0.005)
     outcomes: list[Any] = []
 
     def call() -> None:
         try:
-            outcomes.append(ex.fetch_ohlcv("BTC/USDT", "1m"))
+            outcomes.append(ex.fetch_ohlcv("BTC/USDT", "1m", limit=5))
         except Exception as exc:
             outcomes.append(exc)
 

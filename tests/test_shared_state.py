@@ -437,11 +437,58 @@ def test_shared_cache_serves_another_clients_answer(redis_server: RedisServer, s
     a.load_markets()
     first = a.fetch_ticker("ETH/USDT")
     stored = redis_server.client().keys
-    assert wait_for(lambda: len(stored("hardened:cache:binance:*")) == 2)  # markets and the ticker
+    assert wait_for(lambda: len(stored("hardened:cache:binance:*")) == 1)  # the ticker (not markets)
     before = requests_to(sim, "ticker")
     assert b.fetch_ticker("ETH/USDT") == first
     assert requests_to(sim, "ticker") == before
     assert b.stats()["endpoints"]["ticker"]["cache_hits"] == 1
+
+
+def test_load_markets_is_never_answered_from_the_shared_cache(
+    redis_server: RedisServer, sim: Simulator
+) -> None:
+    """ccxt's load_markets sets the markets on the exchange: an answer from Redis would leave
+    them unset (``ex.market(...)`` failing) although load_markets "succeeded"."""
+    cached = {**NO_CACHE, "cache_ttl": 30.0, "shared_cache": True}
+    a, b = local_client(sim, redis_server, **cached), local_client(sim, redis_server, **cached)
+    markets = a.load_markets()
+    a.fetch_ticker("ETH/USDT")  # written after anything load_markets would have written
+    assert wait_for(lambda: len(redis_server.client().keys("hardened:cache:binance:*")) >= 1)
+    assert b.load_markets() == markets
+    assert b.markets is not None and b.market("BTC/USDT")["id"] == "BTCUSDT"
+    assert b.amount_to_precision("BTC/USDT", 0.123456789) == a.amount_to_precision("BTC/USDT", 0.123456789)
+
+
+def test_the_shared_cache_never_serves_one_venues_answer_to_another(redis_server: RedisServer) -> None:
+    """Two keyless clients of one exchange id on different venues (a testnet and a mainnet, here
+    two simulators with other prices) must not answer each other."""
+    cached = {**NO_CACHE, "cache_ttl": 30.0, "shared_cache": True}
+    with Simulator(exchange="binance", seed=1) as testnet, Simulator(exchange="binance", seed=999) as live:
+        a = HardenedClient(
+            testnet.attach(ccxt.binance(), credentials=False), redis_url=redis_server.url, **cached
+        )
+        b = HardenedClient(
+            live.attach(ccxt.binance(), credentials=False), redis_url=redis_server.url, **cached
+        )
+        a.fetch_ticker("BTC/USDT")
+        assert wait_for(lambda: len(redis_server.client().keys("hardened:cache:binance:*")) == 1)
+        before = requests_to(live, "ticker")
+        b.fetch_ticker("BTC/USDT")
+        assert requests_to(live, "ticker") == before + 1  # asked its own venue
+        assert b.stats()["endpoints"]["ticker"]["cache_hits"] == 0
+
+
+def test_the_venue_of_a_shared_answer_follows_urls_sandbox_and_market_type() -> None:
+    from hardened.shared.cache import venue_of
+
+    assert venue_of(ccxt.binance()) == venue_of(ccxt.binance())
+    sandbox = ccxt.binance()
+    sandbox.set_sandbox_mode(True)
+    futures = ccxt.binance({"options": {"defaultType": "future"}})
+    moved = ccxt.binance()
+    moved.urls = {**moved.urls, "api": {**moved.urls["api"], "public": "https://example.test/api/v3"}}
+    venues = {venue_of(e) for e in (ccxt.binance(), sandbox, futures, moved)}
+    assert len(venues) == 4
 
 
 def test_bad_redis_url_fails_at_construction_without_showing_the_password() -> None:

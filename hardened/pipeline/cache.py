@@ -1,7 +1,10 @@
 """The cache stage: answers reused within a TTL, identical calls coalesced, stale-if-error.
 
-- TTL per endpoint (markets long, tickers short; orders and balances never unless configured),
-  keyed by endpoint and arguments; bounded by entries and by approximate bytes, LRU eviction.
+- TTL per endpoint (markets long, tickers short), keyed by endpoint and arguments; bounded by
+  entries and by approximate bytes, LRU eviction. The client-wide ``cache_ttl`` and
+  ``stale_if_error`` reach only public market data (``MARKET_DATA``); account state (balances,
+  orders, positions, ledgers, ...) is cached or served stale only when configured for that very
+  endpoint, and never served stale at all for ``NEVER_STALE``.
 - Coalescing: while a call is in flight, identical calls wait for its answer instead of sending
   their own (threads wait on an event, tasks on a future; nobody holds a lock while waiting).
   Whatever ends the leader, its waiters hear of it: its answer, its error, or (cancelled) the news
@@ -10,12 +13,18 @@
   its last good result if it is younger than ``stale_if_error`` seconds; marked stale in the stats
   and published on the event bus. Never for orders or balances.
 - OHLCV is cached incrementally: once a series is held, a refresh asks the exchange only for the
-  candles since the last one held, and merges them.
+  candles since the last one held, and merges them. Each caller gets the last ``limit`` candles
+  (without ``limit``: as many as the exchange sends then, learned from its answer to such a call),
+  and only when the series holds them all: otherwise the call is sent as asked.
+- ``load_markets`` is never answered from memory: ccxt keeps the markets on the exchange object and
+  answers again from them itself, and a ``reload`` must reach the exchange. Identical loads in
+  flight are coalesced, and the last answer is kept for stale-if-error.
 
 - Shared (optional, ``shared_cache`` with ``redis_url``): ``shared`` is an object with
   ``get(key) -> (answer, age) | None`` and ``put(key, answer, ttl)`` (``hardened.shared.cache``);
   a local miss of a sync client asks it before calling the exchange, and every answer stored here
-  is offered to it. OHLCV series stay local (they are merged incrementally).
+  is offered to it. OHLCV series stay local (they are merged incrementally), and so do
+  ``load_markets`` answers (ccxt must set the markets on the exchange itself).
 
 Results are handed out as fresh copies (dicts and lists rebuilt, leaves shared) so a bot that
 edits what it got cannot corrupt what the next caller gets.
@@ -27,7 +36,10 @@ import asyncio
 import marshal
 import threading
 import time
+from bisect import bisect_left
 from collections import OrderedDict
+from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 
 import ccxt
@@ -40,6 +52,8 @@ from hardened.telemetry.events import bus
 __all__ = [
     "DEFAULT_STALE_IF_ERROR",
     "DEFAULT_TTL",
+    "MARKET_DATA",
+    "NEVER_STALE",
     "CacheStage",
     "Flight",
     "approx_size",
@@ -69,10 +83,58 @@ DEFAULT_STALE_IF_ERROR: dict[str, float] = {
     "order_book": 5.0,
     "trades": 30.0,
 }
-# Never served from cache or stale, whatever the configuration says: a stale balance or order
-# state leads a bot to act on money or orders it does not have.
+# Public market data: the endpoints the client-wide ``cache_ttl`` and ``stale_if_error`` apply to.
+# Everything else is account state or an action (balances, orders, positions, ledgers, deposits,
+# transfers, ...): cached or served stale only when configured for that very endpoint, so that a
+# client-wide setting never hands a bot an old answer about its own money.
+MARKET_DATA = frozenset(
+    {
+        *DEFAULT_TTL,  # trading_fees among them: account data, but it changes rarely (1 h)
+        "order_books",
+        "l2_order_book",
+        "l3_order_book",
+        "bids_asks",
+        "last_prices",
+        "mark_prices",
+        "mark_ohlcv",
+        "index_ohlcv",
+        "premium_index_ohlcv",
+        "funding_rate",
+        "funding_rates",
+        "funding_rate_history",
+        "funding_interval",
+        "funding_intervals",
+        "open_interest",
+        "open_interests",
+        "open_interest_history",
+        "liquidations",
+        "long_short_ratio",
+        "long_short_ratio_history",
+        "option",
+        "option_chain",
+        "greeks",
+    }
+)
+# Never served stale, even when configured for the endpoint (a TTL set for the very endpoint is
+# honoured): a stale balance, order or position leads a bot to act on money, orders or exposure
+# it does not have.
 NEVER_STALE = frozenset(
-    {"balance", "order", "orders", "open_orders", "closed_orders", "my_trades", "positions"}
+    {
+        "balance",
+        "order",
+        "orders",
+        "open_orders",
+        "closed_orders",
+        "canceled_orders",
+        "canceled_and_closed_orders",
+        "order_with_client_order_id",
+        "order_trades",
+        "my_trades",
+        "position",
+        "positions",
+        "positions_risk",
+        "positions_for_symbol",
+    }
 )
 _STALE_ON = frozenset({ErrorKind.TRANSIENT, ErrorKind.RATE_LIMIT})
 _ASK_SHARED = object()  # on_call's marker: a local miss the shared cache may answer
@@ -133,14 +195,17 @@ class Flight:
     event, tasks on a future; nobody holds a lock while waiting.
     """
 
-    __slots__ = ("abandoned", "error", "event", "future", "rejoin", "result", "waiters")
+    __slots__ = ("abandoned", "error", "event", "future", "rejoin", "result", "series", "waiters")
 
-    def __init__(self, asynchronous: bool, rejoin: Any) -> None:
+    def __init__(self, asynchronous: bool, rejoin: Any, series: bool = False) -> None:
         self.result: Any = None
         self.error: BaseException | None = None
         self.abandoned = False
         self.waiters = 0
         self.rejoin = rejoin  # (ctx) -> Shortcut | None: ask the cache again when the leader is gone
+        # an OHLCV series: ``result`` is (candles, default count or None) and each waiter takes
+        # its own ``limit`` from it
+        self.series = series
         self.event = None if asynchronous else threading.Event()
         self.future: asyncio.Future[Any] | None = (
             asyncio.get_running_loop().create_future() if asynchronous else None
@@ -190,12 +255,42 @@ class Flight:
 
     def _outcome(self, ctx: CallContext) -> Shortcut | None:
         if self.abandoned:  # the leader was cancelled: one waiter takes over, the others join it
-            ctx.cache_hit = False
-            ctx.cache_flight = None
-            return self.rejoin(ctx)
-        if self.error is not None:
-            raise self.error
+            return self._lead_instead(ctx)
+        error = self.error
+        if error is not None:
+            own = _own_copy(error)  # each caller raises (and annotates) an exception of its own
+            if own is error:
+                raise error
+            raise own from error
+        if self.series:
+            candles, default = self.result
+            tail = _tail(candles, ctx.cache_limit, default)
+            if tail is None:  # this caller wants more than the leader's answer holds: ask itself
+                return self._lead_instead(ctx)
+            return Shortcut(fresh_copy(tail))
         return Shortcut(fresh_copy(self.result))
+
+    def _lead_instead(self, ctx: CallContext) -> Shortcut | None:
+        """Not served by this flight: ask the cache again (a hit, another flight, or lead)."""
+        ctx.cache_hit = False
+        ctx.cache_flight = None
+        return self.rejoin(ctx)
+
+
+def _own_copy(error: BaseException) -> BaseException:
+    """A copy of the leader's error for one waiter: same class, message and attributes, and a
+    traceback of its own (the waiter's driver then sets ``.attempts`` on it, not on the leader's);
+    the original when no copy can be made.
+
+    Built with ``__new__`` (``__init__`` is not run again: our errors take other arguments than
+    their message), so the copy is still the ccxt class a caller catches."""
+    cls = type(error)
+    try:
+        own = cls.__new__(cls, *error.args)
+        own.__dict__.update(error.__dict__)
+    except Exception:
+        return error
+    return own
 
 
 def _settle(future: asyncio.Future[Any]) -> None:
@@ -276,6 +371,7 @@ class CacheStage(Stage):
         self.evictions = 0
         self.bytes = 0
         self.shared: Any = None  # the cache shared with other processes, if any (see module doc)
+        self.clock: Callable[[], float] = time.monotonic  # ages of answers (tests set their own)
 
     # --- keys and policies ------------------------------------------------------------------
 
@@ -294,49 +390,103 @@ class CacheStage(Stage):
         rt = ctx.rt
         if not rt.cacheable:
             return None
-        ohlcv = ctx.endpoint.name == "ohlcv"
-        key = _ohlcv_series_key(ctx) if ohlcv else self._key(ctx)
-        if key is None:  # an OHLCV call for a fixed window (since=...): not a "latest" series
-            return None
-        limit = _ohlcv_args(ctx).get("limit") if ohlcv else None
-        ctx.cache_limit = limit
-        now = time.monotonic()
-        held_entry: _Entry | None = None
+        endpoint = ctx.endpoint
+        if endpoint.name == "ohlcv":
+            bound = _ohlcv_args(ctx)
+            if bound.get("since") is not None:  # a fixed window: sent as asked
+                return None
+            if not bound.get("params"):
+                return self._series_call(ctx, bound)
+            # with params (an end time, a price kind): by its exact arguments, like a ticker
+        elif endpoint.method == "load_markets":
+            return self._markets_call(ctx)
+        key = self._key(ctx)
+        now = self.clock()
         with self._lock:
             entry = self._entries.get(key)
-            if ohlcv and entry is not None and isinstance(limit, int) and len(entry.value) < limit:
-                entry = None  # the series held is shorter than asked: fetch it whole
             if entry is not None and now - entry.stored < rt.ttl:
                 self._entries.move_to_end(key)
                 ctx.cache_hit = True
-                value = entry.value
-                if not ohlcv:
-                    held_entry = entry
             else:
                 held = self._flights.get(key)
                 if held is not None:  # an identical call is in flight: wait for it
-                    flight = held if type(held) is Flight else self._open_flight(key)
-                    flight.waiters += 1
-                    ctx.cache_hit = True
-                    ctx.cache_flight = flight
-                    return Shortcut(None, flight)
+                    return self._join(ctx, key, held)
                 ctx.cache_key = key
                 self._flights[key] = ctx  # a mark, not an object: a Flight only if someone joins
-                if ohlcv and entry is not None and entry.value and now - entry.stored <= rt.stale_if_error:
-                    _ask_since_last(ctx, entry.value)
-                if self.shared is None or ohlcv or self.asynchronous or rt.ttl <= 0:
+                if self.shared is None or self.asynchronous or rt.ttl <= 0:
                     return None
-                value = _ASK_SHARED
-        if value is _ASK_SHARED:  # leading a local miss: ask the shared cache, without the lock
+                entry = None  # leading a local miss: the shared cache may answer it
+        if entry is None:  # asked without the lock
             return self._from_shared(ctx, key, now)
-        if ohlcv:
-            return Shortcut(fresh_copy(_last(value, _limit_of(ctx))))
-        return Shortcut(held_entry.copy())
+        return Shortcut(entry.copy())
+
+    def _join(self, ctx: CallContext, key: Any, held: Any) -> Shortcut:
+        """Wait for the identical call in flight under ``key`` (locked)."""
+        flight = held if type(held) is Flight else self._open_flight(key)
+        flight.waiters += 1
+        ctx.cache_hit = True
+        ctx.cache_flight = flight
+        return Shortcut(None, flight)
 
     def _open_flight(self, key: Any) -> Flight:
         """Replace the leader's mark by a Flight the second identical call can wait on (locked)."""
-        flight = self._flights[key] = Flight(self.asynchronous, self.on_call)
+        flight = self._flights[key] = Flight(self.asynchronous, self.on_call, type(key) is _SeriesKey)
         return flight
+
+    def _series_call(self, ctx: CallContext, bound: dict[str, Any]) -> Shortcut | None:
+        """``fetch_ohlcv`` for the latest candles: the series held answers if it holds this call's
+        ``limit`` and is within its TTL; else this call leads a refresh (only the candles since the
+        last one held, when that is safe) or waits for the one in flight."""
+        rt = ctx.rt
+        limit = bound.get("limit")
+        if limit is not None and (type(limit) is not int or limit <= 0):
+            return None  # an unusual limit: sent as asked, the exchange decides what it means
+        ctx.cache_limit = limit
+        key = _SeriesKey((bound.get("symbol"), bound.get("timeframe", "1m")))
+        now = self.clock()
+        tail: list[list[Any]] | None = None
+        with self._lock:
+            entry = self._entries.get(key)
+            series: _Series | None = None
+            age = 0.0
+            if entry is not None:
+                age = now - entry.stored
+                if age >= rt.ttl and age > rt.stale_if_error:
+                    # too old to answer, to serve stale or to refresh from: a refresh of the
+                    # latest candles could not join it without a hole
+                    self._forget(key)
+                else:
+                    series = entry.value
+            if series is not None and age < rt.ttl:
+                tail = series.tail(limit, current=True)
+            if tail is not None:
+                self._entries.move_to_end(key)
+                ctx.cache_hit = True
+            else:
+                held = self._flights.get(key)
+                if held is not None:
+                    return self._join(ctx, key, held)
+                ctx.cache_key = key
+                self._flights[key] = ctx
+                if series is not None and limit is not None and len(series.candles) >= limit:
+                    _ask_since_last(ctx, series, age)
+                return None
+        return Shortcut(fresh_copy(tail))
+
+    def _markets_call(self, ctx: CallContext) -> Shortcut | None:
+        """``load_markets``: never answered from memory. ccxt keeps the markets on the exchange and
+        answers a plain load from them itself (no request), a reload must reach the exchange, and
+        either way the exchange must hold what ccxt set. Concurrent loads share one call (a reload
+        joins none: the one in flight may be a plain load answered from old markets)."""
+        reload, params = _load_markets_args(ctx)
+        key = _MarketsKey(("load_markets", _freeze(params)))
+        with self._lock:
+            held = self._flights.get(key)
+            if held is not None:
+                return None if reload else self._join(ctx, key, held)
+            ctx.cache_key = key
+            self._flights[key] = ctx
+        return None
 
     def on_done(
         self, ctx: CallContext, result: Any, error: BaseException | None
@@ -346,8 +496,10 @@ class CacheStage(Stage):
             if error is not None and ctx.cache_flight is not None:
                 ctx.cache_hit = False  # handed the leader's error: a failed call, not a hit
             return result, error
-        ohlcv = ctx.endpoint.name == "ohlcv"
-        now = time.monotonic()
+        if type(key) is _SeriesKey:
+            return self._series_done(ctx, key, result, error)
+        markets = type(key) is _MarketsKey
+        now = self.clock()
         copy = False  # whether the caller must get a copy (the object is also held by the cache)
         served_stale_age: float | None = None
         share: Any = None
@@ -357,10 +509,11 @@ class CacheStage(Stage):
             try:  # whatever happens here, the flight lands below: its waiters never hang
                 entry = self._entries.get(key)
                 if error is None:
-                    if ohlcv:
-                        stored = _merge_candles(entry.value if entry is not None else None, result)
-                        self._store(key, stored, now, freeze=False)
-                        result, copy = _last(stored, _limit_of(ctx)), True
+                    if markets:  # ccxt's own markets object: held (for stale-if-error) as it is
+                        if entry is not None and entry.value is result:
+                            entry.stored = now
+                        else:
+                            self._store(key, result, now, freeze=False)
                     elif ctx.rt.ttl > 0.0 or entry is None or now - entry.stored >= _stale_refresh(ctx):
                         copy = self._store(key, result, now)
                         if self.shared is not None and not ctx.cache_hit:
@@ -372,9 +525,7 @@ class CacheStage(Stage):
                     ctx.stale = ctx.cache_hit = True
                     served_stale_age = now - entry.stored
                     result, error, copy = entry.value, None, True
-                    if ohlcv:
-                        result = _last(result, _limit_of(ctx))
-            except Exception as failure:  # e.g. candles that cannot be merged: forget the series
+            except Exception as failure:
                 self._forget(key)
                 result, error, copy = None, _as_ccxt_error(ctx, failure), False
         if share is not None:
@@ -392,15 +543,68 @@ class CacheStage(Stage):
                     raise
                 flight.land(shared, None)
         if served_stale_age is not None:
-            bus.publish(
-                "stale_served",
-                exchange=self.exchange_id,
-                endpoint=ctx.endpoint.name,
-                age_s=round(served_stale_age, 3),
-            )
+            self._published_stale(ctx, served_stale_age)
         if copy:
             result = fresh_copy(result)  # the stored object never leaves the cache itself
         return result, error
+
+    def _series_done(
+        self, ctx: CallContext, key: Any, result: Any, error: BaseException | None
+    ) -> tuple[Any, BaseException | None]:
+        """The end of an OHLCV series refresh: merge the answer into the series, hand the leader
+        its answer and the waiters the series (each takes its own ``limit``), or serve stale."""
+        now = self.clock()
+        landed: tuple[list[list[Any]], int | None] | None = None
+        served_stale_age: float | None = None
+        copy = False
+        with self._lock:
+            held = self._flights.pop(key, None)
+            flight = held if type(held) is Flight else None
+            try:  # whatever happens here, the flight lands below: its waiters never hang
+                entry = self._entries.get(key)
+                if error is None:
+                    if type(result) is list:
+                        series, result = _refreshed(ctx, entry.value if entry is not None else None, result)
+                        if series is None:
+                            self._forget(key)
+                        else:
+                            self._store(key, series, now, approx_size(series.candles), freeze=False)
+                            landed = (series.candles, series.default if series.default_current else None)
+                        copy = True  # the answer's candles are the series' own
+                    else:  # not candles (a stage of the user's made something else): not held
+                        self._forget(key)
+                elif not isinstance(error, Exception):
+                    pass  # cancelled (or interrupted): not an answer; waiters take over below
+                elif entry is not None and self._may_serve_stale(ctx, error, now - entry.stored):
+                    series = entry.value
+                    tail = series.tail(ctx.cache_limit, current=False)
+                    if tail is not None:
+                        ctx.stale = ctx.cache_hit = True
+                        served_stale_age = now - entry.stored
+                        result, error, copy = tail, None, True
+                        landed = (series.candles, series.default)
+            except Exception as failure:  # e.g. candles that cannot be merged: forget the series
+                self._forget(key)
+                result, error, copy = None, _as_ccxt_error(ctx, failure), False
+        if flight is not None:
+            if error is not None and not isinstance(error, Exception):
+                flight.land(None, None, abandoned=True)
+            elif error is not None:
+                flight.land(None, error)
+            elif landed is not None:
+                flight.land(landed, None)
+            else:  # nothing held to slice: every waiter asks for itself
+                flight.land(None, None, abandoned=True)
+        if served_stale_age is not None:
+            self._published_stale(ctx, served_stale_age)
+        if copy:
+            result = fresh_copy(result)
+        return result, error
+
+    def _published_stale(self, ctx: CallContext, age: float) -> None:
+        bus.publish(
+            "stale_served", exchange=self.exchange_id, endpoint=ctx.endpoint.name, age_s=round(age, 3)
+        )
 
     def peek(self, ctx: CallContext) -> tuple[bool, Any]:
         """(held, a copy of the answer held for this call) if it is young enough to serve on an
@@ -409,16 +613,29 @@ class CacheStage(Stage):
         rt = ctx.rt
         if not rt.cacheable or ctx.endpoint.name in NEVER_STALE:
             return False, None
-        ohlcv = ctx.endpoint.name == "ohlcv"
-        key = _ohlcv_series_key(ctx) if ohlcv else self._key(ctx)
-        if key is None:
-            return False, None
+        limit: Any = None
+        if ctx.endpoint.name == "ohlcv":
+            bound = _ohlcv_args(ctx)
+            if bound.get("since") is not None:
+                return False, None
+            limit = bound.get("limit")
+            if bound.get("params"):
+                key = self._key(ctx)
+            elif limit is not None and (type(limit) is not int or limit <= 0):
+                return False, None
+            else:
+                key = _SeriesKey((bound.get("symbol"), bound.get("timeframe", "1m")))
+        elif ctx.endpoint.method == "load_markets":
+            key = _MarketsKey(("load_markets", _freeze(_load_markets_args(ctx)[1])))
+        else:
+            key = self._key(ctx)
         with self._lock:
             entry = self._entries.get(key)
-        if entry is None or time.monotonic() - entry.stored > max(rt.ttl, rt.stale_if_error):
+        if entry is None or self.clock() - entry.stored > max(rt.ttl, rt.stale_if_error):
             return False, None
-        if ohlcv:
-            return True, fresh_copy(_last(entry.value, _limit_of(ctx)))
+        if type(key) is _SeriesKey:
+            tail = entry.value.tail(limit, current=False)
+            return (False, None) if tail is None else (True, fresh_copy(tail))
         return True, entry.copy()
 
     # --- internals --------------------------------------------------------------------------
@@ -528,6 +745,59 @@ def _freeze(value: Any) -> Any:
 # --- incremental OHLCV ------------------------------------------------------------------------
 # fetch_ohlcv(symbol, timeframe="1m", since=None, limit=None, params={})
 _OHLCV_NAMES = ("symbol", "timeframe", "since", "limit", "params")
+_SERIES_CAP = 5000  # no series holds more candles, whatever the exchange sends in one answer
+_ARRIVAL_S = 10.0  # the most an answer's candles may have aged before it was stored (seconds)
+_open_time = itemgetter(0)
+
+
+class _SeriesKey(tuple):  # type: ignore[type-arg]
+    """The key of a "latest candles" series, (symbol, timeframe): a type of its own, so that
+    ``on_done`` tells it from an exact-arguments key with one ``type`` check."""
+
+    __slots__ = ()
+
+
+class _MarketsKey(tuple):  # type: ignore[type-arg]
+    """The key of ``load_markets`` (its params; ``reload`` is not part of it)."""
+
+    __slots__ = ()
+
+
+class _Series:
+    """The latest candles of one symbol and timeframe as the exchange sent them, oldest first.
+
+    ``span`` is the most candles the exchange sent for it in one answer: the series never holds
+    more, so a ``limit`` it holds is one the exchange would have answered in full. ``default`` is
+    how many candles the exchange sends when asked without a limit (learned from such an answer);
+    ``default_current`` says whether that answer is the series' latest update, the only time its
+    last ``default`` candles are sure to be what the exchange would send (a market younger than
+    the exchange's default answers with all it has, and that grows).
+    """
+
+    __slots__ = ("candles", "default", "default_current", "span")
+
+    def __init__(
+        self, candles: list[list[Any]], span: int, default: int | None, default_current: bool
+    ) -> None:
+        self.candles = candles  # never changed in place: a refresh makes a new list
+        self.span = span
+        self.default = default
+        self.default_current = default_current
+
+    def tail(self, limit: int | None, current: bool) -> list[list[Any]] | None:
+        """The candles a call with ``limit`` gets, or None when the series cannot tell them;
+        ``current=False`` (stale answers) accepts a default count learned before the last update."""
+        if limit is None and (current and not self.default_current):
+            return None
+        return _tail(self.candles, limit, self.default)
+
+
+def _tail(candles: list[list[Any]], limit: int | None, default: int | None) -> list[list[Any]] | None:
+    """The last ``limit`` candles (without limit: the ``default`` count), if ``candles`` hold them."""
+    want = limit if limit is not None else default
+    if want is None or len(candles) < want:
+        return None
+    return candles[-want:]
 
 
 def _ohlcv_args(ctx: CallContext) -> dict[str, Any]:
@@ -536,48 +806,88 @@ def _ohlcv_args(ctx: CallContext) -> dict[str, Any]:
     return bound
 
 
-def _ohlcv_series_key(ctx: CallContext) -> Any:
-    """The key of the "latest candles" series, or None for a call asking for a fixed window."""
-    bound = _ohlcv_args(ctx)
-    if bound.get("since") is not None:
-        return None
-    return (
-        "fetch_ohlcv",
-        bound.get("symbol"),
-        bound.get("timeframe", "1m"),
-        _freeze(bound.get("params") or {}),
-    )
-
-
-def _limit_of(ctx: CallContext) -> int | None:
-    value = ctx.cache_limit
-    return value if isinstance(value, int) and value > 0 else None
-
-
-def _ask_since_last(ctx: CallContext, held: list[list[Any]]) -> None:
-    """Rewrite this call to fetch only candles from the last one held (it may have changed)."""
+def _ask_since_last(ctx: CallContext, series: _Series, age: float) -> None:
+    """Rewrite this call to fetch only the candles from the last one held (it may have changed),
+    when one answer surely brings them all: the series was the latest when it was stored ``age``
+    seconds ago (less the time its answer took to arrive: ``_ARRIVAL_S`` allows for that), so at
+    most ``(age + _ARRIVAL_S) / timeframe + 2`` candles have opened since its last one began.
+    Asked with a ``limit`` above that bound, an answer that fills it is impossible (``_refreshed``
+    refuses it)."""
     bound = _ohlcv_args(ctx)
     symbol, timeframe = bound.get("symbol"), bound.get("timeframe", "1m")
-    params = bound.get("params") or {}
+    try:
+        step = ccxt.Exchange.parse_timeframe(timeframe)
+    except Exception:  # a timeframe ccxt cannot read: fetch the whole window
+        return
+    if not step or step <= 0:
+        return
+    needed = int((age + _ARRIVAL_S) // step) + 2
+    ask = min(series.span, 2 * needed + 8)
+    if needed >= ask:  # more may be missing than one answer of the series' size: fetch whole
+        return
     if ctx.asked is None:
         ctx.asked = (ctx.args, ctx.kwargs)
+    ctx.cache_series = series
     ctx.args = (symbol, timeframe)
-    ctx.kwargs = {"since": held[-1][0], "params": params}
+    ctx.kwargs = {"since": series.candles[-1][0], "limit": ask}
 
 
-def _merge_candles(held: list[list[Any]] | None, fresh: Any) -> Any:
-    """Held candles with ``fresh`` ones merged in by timestamp (fresh wins), in time order."""
-    if not held or not isinstance(fresh, list):
+def _refreshed(ctx: CallContext, held: _Series | None, fresh: list[Any]) -> tuple[_Series | None, list[Any]]:
+    """The series after ``fresh`` candles, and this call's answer from them.
+
+    A call sent as asked gets the exchange's answer itself; a refresh since the last candle held
+    (``ctx.cache_series``) gets the last ``limit`` candles of the merged series. Raises
+    ``ccxt.BadResponse`` when a refresh cannot say what the latest candles are (an answer that
+    fills the limit sent, or that misses the last candle held and is too short on its own)."""
+    limit = ctx.cache_limit
+    base = ctx.cache_series
+    if base is not None:  # a refresh from the last candle held
+        sent = ctx.kwargs.get("limit")
+        if isinstance(sent, int) and len(fresh) >= sent:
+            raise ccxt.BadResponse(
+                f"ohlcv: {len(fresh)} candles since the last one held, more than time allows; "
+                "asked again whole on the next call"
+            )
+        candles = _merge_candles(base.candles, fresh)
+        if len(candles) < limit:  # the answer did not join the series and is too short alone
+            raise ccxt.BadResponse(
+                "ohlcv: the refresh from the last candle held came back without it; "
+                "asked again whole on the next call"
+            )
+        series = _Series(_bounded(candles, base.span), base.span, base.default, False)
+        return series, series.candles[-limit:]
+    if not fresh:  # nothing to hold (an empty answer): the caller gets it as it is
+        return None, fresh
+    span = min(max(held.span if held is not None else 0, len(fresh)), _SERIES_CAP)
+    candles = _merge_candles(held.candles, fresh) if held is not None else fresh
+    if limit is None:
+        series = _Series(_bounded(candles, span), span, len(fresh), True)
+    else:
+        series = _Series(_bounded(candles, span), span, held.default if held is not None else None, False)
+    return series, fresh
+
+
+def _bounded(candles: list[list[Any]], span: int) -> list[list[Any]]:
+    return candles[-span:] if len(candles) > span else candles
+
+
+def _merge_candles(held: list[list[Any]], fresh: list[Any]) -> list[list[Any]]:
+    """Held candles with ``fresh`` ones merged in by open time (fresh wins), in time order.
+
+    Only an answer that overlaps the held candles joins them: one that begins after the last
+    held candle would leave a hole (candles neither answer holds), or keep that last candle as it
+    was while still forming. The held candles are then dropped and the series restarts."""
+    if not fresh or not held:
         return fresh
-    if not fresh:
-        return held
     first_new = fresh[0][0]
-    kept = [c for c in held if c[0] < first_new]
-    merged = kept + [c for c in fresh if c[0] >= first_new]
-    return merged[-5000:]  # a bound: a long-running bot must not grow one series forever
+    if first_new > held[-1][0]:
+        return fresh
+    return held[: bisect_left(held, first_new, key=_open_time)] + fresh
 
 
-def _last(candles: Any, limit: int | None) -> Any:
-    if limit is None or not isinstance(candles, list):
-        return candles
-    return candles[-limit:]
+def _load_markets_args(ctx: CallContext) -> tuple[Any, Any]:
+    """(reload, params) of a ``load_markets(reload=False, params={})`` call."""
+    args, kwargs = ctx.args, ctx.kwargs
+    reload = kwargs.get("reload", args[0] if args else False)
+    params = kwargs.get("params", args[1] if len(args) > 1 else None)
+    return reload, params or {}

@@ -37,7 +37,8 @@ class CallContext:
     cache_hit = False
     cache_key: Any = None  # set when this call leads a cacheable request
     cache_flight: Any = None  # the in-flight request this call leads or waits for
-    cache_limit: Any = None
+    cache_limit: Any = None  # an OHLCV series call's ``limit``
+    cache_series: Any = None  # the OHLCV series a refresh since its last candle extends
     stale = False
     resync_clock: bool | None = False  # True: resync before next attempt; None: done once
     error: BaseException | None = None  # the last attempt's error, and its kind

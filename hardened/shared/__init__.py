@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["SharedState", "disconnect_all", "shared_state_for"]
@@ -45,9 +46,15 @@ class SharedState:
 
 
 def shared_state_for(
-    url: str, timeout_ms: int, exchange_id: str, api_key: str | None, share_cache: bool
+    url: str,
+    timeout_ms: int,
+    exchange_id: str,
+    api_key: str | None,
+    share_cache: bool,
+    venue: Callable[[], str] | None = None,
 ) -> SharedState:
-    """The shared state of one client: the process's link to ``url`` and its sharers."""
+    """The shared state of one client: the process's link to ``url`` and its sharers; ``venue``
+    tells which venue the client talks to (see ``hardened.shared.cache.venue_of``)."""
     from hardened.shared.breaker_state import SharedBreakers
     from hardened.shared.budget import SharedBudget, key_id
     from hardened.shared.cache import SharedCache
@@ -66,7 +73,7 @@ def shared_state_for(
         budget = sharers.get(budget_key)
         if budget is None:  # clients of one key in one process spend the same leases
             budget = sharers[budget_key] = SharedBudget(link, exchange_id, api_key)
-    cache = SharedCache(link, exchange_id, api_key) if share_cache else None
+    cache = SharedCache(link, exchange_id, api_key, venue) if share_cache else None
     return SharedState(link, sharers["breakers"], budget, cache, sharers["counters"])
 
 
