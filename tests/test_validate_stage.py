@@ -117,3 +117,16 @@ def test_user_checks_run_inside_the_client(sim: Simulator) -> None:
     finally:
         quality.remove_custom_check("no_btc_above_a_million")
     assert ex.fetch_ticker("BTC/USDT")["last"] > 1.0
+
+
+@pytest.mark.parametrize("key", ["startTime", "endTime"])
+def test_a_window_placed_by_the_exchanges_own_params_is_not_stale(sim: Simulator, key: str) -> None:
+    # Binance's startTime (like ccxt's since) asks for old candles on purpose: they were refused
+    # as "stale x49" under the default policy.
+    ex = client(sim)
+    raw = sim.attach(ccxt.binance({"enableRateLimit": False}))
+    at = raw.milliseconds() - 3_600_000
+    params = {key: at - at % 60_000}
+    assert ex.fetch_ohlcv("BTC/USDT", "1m", limit=10, params=params) == raw.fetch_ohlcv(
+        "BTC/USDT", "1m", limit=10, params=params
+    )

@@ -45,6 +45,10 @@ _LIST_ENDPOINTS = frozenset(
 )
 # Endpoints whose first argument is not a symbol (an order id).
 _BY_ID = frozenset(("order", "cancel_order", "edit_order"))
+# Exchange-specific params that place an OHLCV window in time (ccxt's ``until``; Binance's
+# startTime/endTime, KuCoin's startAt/endAt, Bitvavo's start/end): the caller chose the window, so
+# its last candle being old is no staleness.
+_WINDOW_PARAMS = frozenset(("until", "startTime", "endTime", "startAt", "endAt", "start", "end"))
 
 
 PARSER_ERRORS = (AttributeError, TypeError, KeyError, IndexError, ValueError)
@@ -188,8 +192,8 @@ class ValidateStage(Stage):
             timeframe = bound.get("timeframe") or "1m"
             since, limit = bound.get("since"), bound.get("limit")
             params = bound.get("params") or {}
-            if "until" in params or "endTime" in params:
-                now_ms = None  # a window that ends in the past is old on purpose
+            if isinstance(params, dict) and not _WINDOW_PARAMS.isdisjoint(params):
+                now_ms = None  # a window placed in the past is old on purpose
             symbol = bound.get("symbol")
         elif endpoint in _BY_ID:
             symbol = args[1] if len(args) > 1 else ctx.kwargs.get("symbol")
