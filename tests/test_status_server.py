@@ -22,6 +22,8 @@ from typing import Any
 import ccxt
 import ccxt.async_support as accxt
 import pytest
+import structlog
+import structlog.testing
 from websockets.asyncio.client import connect as aconnect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
@@ -408,6 +410,27 @@ def test_ensure_status_server_starts_once() -> None:
         assert ensure_status_server(port, http_port=0) is first
     finally:
         first.stop()
+
+
+def test_a_taken_status_port_does_not_stop_the_bot() -> None:
+    """``status_port=`` on a port another process holds: the client still works, and a warning
+    names the port and the reason (it used to raise OSError out of the client's constructor)."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        ex = ccxt.binance()
+        ex.fetch_ticker = fresh_ticker
+        with structlog.testing.capture_logs() as logs:
+            assert ensure_status_server(port, http_port=0) is None
+            c = HardenedClient(ex, status_port=port, cache_ttl=0)
+        try:
+            assert c.fetch_ticker("BTC/USDT")["last"] == 100.0
+        finally:
+            c.close()
+    warnings = [e for e in logs if e["event"] == "status_server_unavailable"]
+    assert len(warnings) == 2 and warnings[0]["log_level"] == "warning"
+    assert warnings[0]["port"] == port and "address already in use" in warnings[0]["error"]
 
 
 async def test_serve_status_runs_as_a_task_in_an_async_bot() -> None:

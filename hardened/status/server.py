@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from http import HTTPStatus
 from typing import Any
 
+import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -54,6 +55,8 @@ __all__ = [
     "serve_status",
     "start_status_server",
 ]
+
+_log = structlog.get_logger("hardened.status")
 
 SCHEMA_VERSION = 1
 AGGREGATED_KINDS = frozenset({"call_failed", "stale_served", "request_skipped"})
@@ -855,10 +858,15 @@ _shared_lock = threading.Lock()
 _shared: dict[int, StatusServerHandle] = {}
 
 
-def ensure_status_server(port: int, http_port: int | None = None, **options: Any) -> StatusServerHandle:
+def ensure_status_server(
+    port: int, http_port: int | None = None, **options: Any
+) -> StatusServerHandle | None:
     """The process's status server on ``port``, started once (what ``status_port=`` uses).
 
     ``http_port`` defaults to ``port + 1``. Later calls with the same port return the same handle.
+    The status server is an optional view of the bot, so a port that cannot be bound (another
+    process holds it, or it is not permitted) does not stop the bot: a ``status_server_unavailable``
+    warning says which ports and why, and None is returned (a later call tries again).
     """
     with _shared_lock:
         handle = _shared.get(port)
@@ -866,6 +874,16 @@ def ensure_status_server(port: int, http_port: int | None = None, **options: Any
             return handle
         if http_port is None and port:
             http_port = port + 1 if port < 65_535 else None
-        handle = start_status_server(port=port, http_port=http_port, **options)
+        try:
+            handle = start_status_server(port=port, http_port=http_port, **options)
+        except (OSError, TimeoutError) as exc:
+            _log.warning(
+                "status_server_unavailable",
+                port=port,
+                http_port=http_port,
+                error=f"{type(exc).__name__}: {exc}",
+                hint="the bot runs without the status server; free the port or choose another status_port",
+            )
+            return None
         _shared[port] = handle
         return handle
