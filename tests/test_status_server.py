@@ -31,7 +31,7 @@ from websockets.sync.client import ClientConnection, connect
 from hardened import AsyncHardenedClient, HardenedClient
 from hardened.status import StatusServer, ensure_status_server, serve_status, start_status_server
 from hardened.status.auth import host_allowed, is_loopback, token_from
-from hardened.telemetry.events import bus
+from hardened.telemetry.events import EventBus, bus
 from hardened.telemetry.health import HealthGate
 
 
@@ -380,6 +380,26 @@ def test_repeated_failures_are_aggregated(client: HardenedClient) -> None:
     assert merged["event"]["count"] == 39
     assert merged["event"]["first_ts"] <= merged["event"]["ts"]
     assert merged["event"]["message"] == "connection reset by peer"
+
+
+def test_aggregation_keeps_the_count_an_event_carries() -> None:
+    """``request_skipped`` says how many calls were skipped; the stream used to reset it to 1 (and
+    count the merged repeats as events), so 50 skipped calls showed as 3."""
+    events = EventBus()
+    skipped = {"exchange": "binance", "endpoint": "ohlcv", "probability": 0.97}
+    with (
+        start_status_server(
+            port=0, http_port=None, event_bus=events, stats_source=dict, aggregate_s=0.2, interval=60
+        ) as h,
+        connect(h.url) as ws,
+    ):
+        recv_json(ws)
+        for count in (37, 5, 8):
+            events.publish("request_skipped", **skipped, count=count)
+        first = recv_until(ws, lambda m: m["type"] == "event")
+        merged = recv_until(ws, lambda m: m["type"] == "event" and m["event"].get("aggregated"))
+    assert first["event"]["count"] == 37
+    assert merged["event"]["count"] == 13 and merged["event"]["probability"] == 0.97
 
 
 def test_stop_releases_the_port_and_unsubscribes(client: HardenedClient) -> None:

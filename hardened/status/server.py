@@ -545,13 +545,17 @@ class StatusServer:
                 event.get("endpoint"),
                 event.get("error"),
             )
+            # An event may stand for several occurrences already (``request_skipped`` carries the
+            # calls skipped since the last one): its own count is kept and summed, not reset to 1.
+            own = event.get("count")
+            weight = own if isinstance(own, int) and not isinstance(own, bool) and own > 0 else 1
             pending = self._pending_failures.get(key)
             if pending is not None:  # already forwarded one in this window: count, send at the flush
-                pending[0] += 1
+                pending[0] += weight
                 pending[1] = event
                 return None
             self._pending_failures[key] = [0, None, event.get("ts")]
-            event = {**event, "count": 1}
+            event = {**event, "count": weight}
         return self._record(event)
 
     def _record(self, event: Event) -> bytes:
