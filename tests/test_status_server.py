@@ -558,6 +558,40 @@ def test_the_http_connection_cap_refuses_when_every_connection_is_busy(client: H
     assert status == 503
 
 
+@pytest.mark.parametrize(
+    ("token", "request_line"),
+    [
+        ("s3cret", b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"),  # no token
+        (None, b"GET /health HTTP/1.1\r\nHost: evil.example\r\n\r\n"),  # DNS rebinding
+    ],
+)
+def test_refused_http_clients_cannot_hold_the_connection_slots(
+    client: HardenedClient, token: str | None, request_line: bytes
+) -> None:
+    """A request refused (401, 421) used to count as served and its connection stayed open: a
+    client without the token holding every slot got the operator's ``/health`` a 503."""
+    with start_status_server(
+        port=0, http_port=0, token=token, stats_source=only(client), max_http_connections=2
+    ) as h:
+        assert h.http_port is not None
+        held = []
+        try:
+            for _ in range(2):
+                sock = socket.create_connection(("127.0.0.1", h.http_port), timeout=5)
+                sock.sendall(request_line)
+                answer = b""
+                while b"\r\n\r\n" not in answer:
+                    answer += sock.recv(4096)
+                assert answer.startswith((b"HTTP/1.1 401", b"HTTP/1.1 421"))
+                held.append(sock)
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            status, _ = http_get(h.http_url + "/health", headers)
+        finally:
+            for sock in held:
+                sock.close()
+    assert status == 200
+
+
 @pytest.mark.parametrize("bad", ["[" * 4096, "{" * 4000, '{"type": ' * 400 + "1" + "}" * 400])
 def test_deeply_nested_messages_get_an_error_reply_and_the_peer_stays_usable(
     client: HardenedClient, bad: str, caplog: pytest.LogCaptureFixture
