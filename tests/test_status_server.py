@@ -22,6 +22,8 @@ from typing import Any
 import ccxt
 import ccxt.async_support as accxt
 import pytest
+import structlog
+import structlog.testing
 from websockets.asyncio.client import connect as aconnect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
@@ -29,7 +31,7 @@ from websockets.sync.client import ClientConnection, connect
 from hardened import AsyncHardenedClient, HardenedClient
 from hardened.status import StatusServer, ensure_status_server, serve_status, start_status_server
 from hardened.status.auth import host_allowed, is_loopback, token_from
-from hardened.telemetry.events import bus
+from hardened.telemetry.events import EventBus, bus
 from hardened.telemetry.health import HealthGate
 
 
@@ -380,6 +382,26 @@ def test_repeated_failures_are_aggregated(client: HardenedClient) -> None:
     assert merged["event"]["message"] == "connection reset by peer"
 
 
+def test_aggregation_keeps_the_count_an_event_carries() -> None:
+    """``request_skipped`` says how many calls were skipped; the stream used to reset it to 1 (and
+    count the merged repeats as events), so 50 skipped calls showed as 3."""
+    events = EventBus()
+    skipped = {"exchange": "binance", "endpoint": "ohlcv", "probability": 0.97}
+    with (
+        start_status_server(
+            port=0, http_port=None, event_bus=events, stats_source=dict, aggregate_s=0.2, interval=60
+        ) as h,
+        connect(h.url) as ws,
+    ):
+        recv_json(ws)
+        for count in (37, 5, 8):
+            events.publish("request_skipped", **skipped, count=count)
+        first = recv_until(ws, lambda m: m["type"] == "event")
+        merged = recv_until(ws, lambda m: m["type"] == "event" and m["event"].get("aggregated"))
+    assert first["event"]["count"] == 37
+    assert merged["event"]["count"] == 13 and merged["event"]["probability"] == 0.97
+
+
 def test_stop_releases_the_port_and_unsubscribes(client: HardenedClient) -> None:
     handle = start_status_server(port=0, http_port=0, stats_source=only(client))
     port, before = handle.port, handle.server.counters["events"]
@@ -408,6 +430,27 @@ def test_ensure_status_server_starts_once() -> None:
         assert ensure_status_server(port, http_port=0) is first
     finally:
         first.stop()
+
+
+def test_a_taken_status_port_does_not_stop_the_bot() -> None:
+    """``status_port=`` on a port another process holds: the client still works, and a warning
+    names the port and the reason (it used to raise OSError out of the client's constructor)."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        ex = ccxt.binance()
+        ex.fetch_ticker = fresh_ticker
+        with structlog.testing.capture_logs() as logs:
+            assert ensure_status_server(port, http_port=0) is None
+            c = HardenedClient(ex, status_port=port, cache_ttl=0)
+        try:
+            assert c.fetch_ticker("BTC/USDT")["last"] == 100.0
+        finally:
+            c.close()
+    warnings = [e for e in logs if e["event"] == "status_server_unavailable"]
+    assert len(warnings) == 2 and warnings[0]["log_level"] == "warning"
+    assert warnings[0]["port"] == port and "address already in use" in warnings[0]["error"]
 
 
 async def test_serve_status_runs_as_a_task_in_an_async_bot() -> None:
@@ -513,6 +556,40 @@ def test_the_http_connection_cap_refuses_when_every_connection_is_busy(client: H
             for sock in kept:
                 sock.close()
     assert status == 503
+
+
+@pytest.mark.parametrize(
+    ("token", "request_line"),
+    [
+        ("s3cret", b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"),  # no token
+        (None, b"GET /health HTTP/1.1\r\nHost: evil.example\r\n\r\n"),  # DNS rebinding
+    ],
+)
+def test_refused_http_clients_cannot_hold_the_connection_slots(
+    client: HardenedClient, token: str | None, request_line: bytes
+) -> None:
+    """A request refused (401, 421) used to count as served and its connection stayed open: a
+    client without the token holding every slot got the operator's ``/health`` a 503."""
+    with start_status_server(
+        port=0, http_port=0, token=token, stats_source=only(client), max_http_connections=2
+    ) as h:
+        assert h.http_port is not None
+        held = []
+        try:
+            for _ in range(2):
+                sock = socket.create_connection(("127.0.0.1", h.http_port), timeout=5)
+                sock.sendall(request_line)
+                answer = b""
+                while b"\r\n\r\n" not in answer:
+                    answer += sock.recv(4096)
+                assert answer.startswith((b"HTTP/1.1 401", b"HTTP/1.1 421"))
+                held.append(sock)
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            status, _ = http_get(h.http_url + "/health", headers)
+        finally:
+            for sock in held:
+                sock.close()
+    assert status == 200
 
 
 @pytest.mark.parametrize("bad", ["[" * 4096, "{" * 4000, '{"type": ' * 400 + "1" + "}" * 400])

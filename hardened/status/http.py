@@ -13,7 +13,9 @@ seconds; a keep-alive connection idle for ``idle_timeout`` seconds is closed (ai
 ``keepalive_timeout``); at most ``max_http_connections`` are open at once. At the cap the oldest
 connection still waiting for its headers is closed to make room, so ``/health`` keeps answering a
 load balancer during such an attack; when every open connection has been served (none is merely
-waiting), the newcomer gets ``503`` and is closed.
+waiting), the newcomer gets ``503`` and is closed. Only an accepted request counts as served: one
+refused for its token or ``Host`` header is answered and its connection closed, so a client
+without the token cannot hold connection slots.
 """
 
 from __future__ import annotations
@@ -200,15 +202,23 @@ def build_app(server: StatusServer, bounds: ConnectionBounds | None = None) -> w
     """The aiohttp application serving ``server``'s page, health and metrics."""
     page = _page()
 
+    def refuse(error: str, status: int) -> web.Response:
+        # Closed after the answer, and never marked served: a client without the token must not
+        # keep a connection slot (kept alive and re-used, it would count as served and could never
+        # be evicted, so a few of them would get every operator and load balancer a 503).
+        response = web.json_response({"error": error}, status=status)
+        response.force_close()
+        return response
+
     @web.middleware
     async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
-        if bounds is not None:
-            bounds.served(request.protocol)
         if server.token is not None:
             if not token_matches(token_from(request.path_qs, request.headers), server.token):
-                return web.json_response({"error": "missing or wrong token"}, status=401)
+                return refuse("missing or wrong token", 401)
         elif not host_allowed(request.headers.get("Host")):
-            return web.json_response({"error": "unknown Host header"}, status=421)
+            return refuse("unknown Host header", 421)
+        if bounds is not None:
+            bounds.served(request.protocol)
         return await handler(request)
 
     async def index(_request: web.Request) -> web.Response:

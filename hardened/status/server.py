@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from http import HTTPStatus
 from typing import Any
 
+import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -54,6 +55,8 @@ __all__ = [
     "serve_status",
     "start_status_server",
 ]
+
+_log = structlog.get_logger("hardened.status")
 
 SCHEMA_VERSION = 1
 AGGREGATED_KINDS = frozenset({"call_failed", "stale_served", "request_skipped"})
@@ -542,13 +545,17 @@ class StatusServer:
                 event.get("endpoint"),
                 event.get("error"),
             )
+            # An event may stand for several occurrences already (``request_skipped`` carries the
+            # calls skipped since the last one): its own count is kept and summed, not reset to 1.
+            own = event.get("count")
+            weight = own if isinstance(own, int) and not isinstance(own, bool) and own > 0 else 1
             pending = self._pending_failures.get(key)
             if pending is not None:  # already forwarded one in this window: count, send at the flush
-                pending[0] += 1
+                pending[0] += weight
                 pending[1] = event
                 return None
             self._pending_failures[key] = [0, None, event.get("ts")]
-            event = {**event, "count": 1}
+            event = {**event, "count": weight}
         return self._record(event)
 
     def _record(self, event: Event) -> bytes:
@@ -855,10 +862,15 @@ _shared_lock = threading.Lock()
 _shared: dict[int, StatusServerHandle] = {}
 
 
-def ensure_status_server(port: int, http_port: int | None = None, **options: Any) -> StatusServerHandle:
+def ensure_status_server(
+    port: int, http_port: int | None = None, **options: Any
+) -> StatusServerHandle | None:
     """The process's status server on ``port``, started once (what ``status_port=`` uses).
 
     ``http_port`` defaults to ``port + 1``. Later calls with the same port return the same handle.
+    The status server is an optional view of the bot, so a port that cannot be bound (another
+    process holds it, or it is not permitted) does not stop the bot: a ``status_server_unavailable``
+    warning says which ports and why, and None is returned (a later call tries again).
     """
     with _shared_lock:
         handle = _shared.get(port)
@@ -866,6 +878,16 @@ def ensure_status_server(port: int, http_port: int | None = None, **options: Any
             return handle
         if http_port is None and port:
             http_port = port + 1 if port < 65_535 else None
-        handle = start_status_server(port=port, http_port=http_port, **options)
+        try:
+            handle = start_status_server(port=port, http_port=http_port, **options)
+        except (OSError, TimeoutError) as exc:
+            _log.warning(
+                "status_server_unavailable",
+                port=port,
+                http_port=http_port,
+                error=f"{type(exc).__name__}: {exc}",
+                hint="the bot runs without the status server; free the port or choose another status_port",
+            )
+            return None
         _shared[port] = handle
         return handle
