@@ -588,6 +588,50 @@ def test_stage_skips_the_failing_market_in_a_client(tmp_path: Path) -> None:
             client.close()
 
 
+def test_orders_and_cancels_are_never_skipped_but_still_recorded(tmp_path: Path) -> None:
+    """A model that saw every order and cancel fail still lets the next ones go: a skipped
+    cancel leaves an order working that the caller wanted gone. Market data is still skipped."""
+    with Simulator(exchange="binance", seed=3) as sim:
+        raw = sim.attach(
+            ccxt.binance({"apiKey": "k", "secret": "s", "enableRateLimit": False, "timeout": 3000})
+        )
+        client = HardenedClient(
+            raw,
+            gate_enabled=True,
+            gate_min_samples=40,
+            gate_probe_share=0.0,
+            learning_store=str(tmp_path / "orders.db"),
+            max_retries=0,
+            cache_ttl=0,
+        )
+        try:
+            learner = client.pipeline.stages[1].learner
+            learner.background = False
+            client.load_markets()
+            order_args = ("BTC/USDT", "limit", "buy", 0.01, 10_000)
+            for _ in range(40):  # an outage the gate saw: every order and cancel failed
+                for endpoint, args in (("create_order", order_args), ("cancel_order", ("1", "BTC/USDT"))):
+                    symbol, timeframe, limit, variant = call_arguments(endpoint, args, {})
+                    key, call = learner.call_key(
+                        "exchange", "binance", endpoint, symbol, timeframe, variant, limit, breaker="closed"
+                    )
+                    learner.finish(key, call, True, 0.5, "ExchangeNotAvailable", "transient")
+                key, call = learner.call_key("exchange", "binance", "ticker", "ETH/USDT", breaker="closed")
+                learner.finish(key, call, True, 0.5, "ExchangeNotAvailable", "transient")
+                key, call = learner.call_key("exchange", "binance", "ticker", "BTC/USDT", breaker="closed")
+                learner.finish(key, call, False, 0.01)
+            assert learner.train() is not None
+            recorded = learner.store.count()
+            order = client.create_order(*order_args)
+            assert client.cancel_order(order["id"], "BTC/USDT")["status"] == "canceled"
+            with pytest.raises(RequestSkipped):  # the gate still acts on market data
+                client.fetch_ticker("ETH/USDT")
+            assert learner.store.count() == recorded + 2  # the order and the cancel, as sent
+            assert client.stats()["endpoints"]["cancel_order"]["skips"] == 0
+        finally:
+            client.close()
+
+
 def test_recording_only_by_default(tmp_path: Path) -> None:
     with Simulator(exchange="binance", seed=3) as sim:
         raw = sim.attach(ccxt.binance({"enableRateLimit": False, "timeout": 3000}))
