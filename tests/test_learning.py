@@ -654,6 +654,35 @@ def test_recording_only_by_default(tmp_path: Path) -> None:
         off.close()
 
 
+def test_a_failure_answered_stale_by_the_cache_is_recorded_as_a_failure(tmp_path: Path) -> None:
+    """stale-if-error gives the caller an earlier answer when the exchange fails: the gate still
+    learns that the exchange failed (not a run of successes through an outage). A call the
+    breaker refused, answered stale, never reached the exchange and is not recorded."""
+    with Simulator(exchange="binance", seed=3) as sim:
+        raw = sim.attach(ccxt.binance({"enableRateLimit": False, "timeout": 3000}))
+        client = HardenedClient(
+            raw,
+            learning_store=str(tmp_path / "stale.db"),
+            max_retries=0,
+            cache_ttl=0,
+            stale_if_error=600,
+            failure_threshold=4,
+        )
+        try:
+            learner = client.pipeline.stages[1].learner
+            first = client.fetch_ticker("BTC/USDT")
+            sim.set_profile({"name": "down", "faults": [{"kind": "http_5xx", "endpoints": ["ticker"]}]})
+            for _ in range(6):  # four 503s answered stale, then two refusals of the open breaker
+                assert client.fetch_ticker("BTC/USDT")["last"] == first["last"]
+            assert client.breakers["binance_ticker"].state == "open"
+            sent = [r for r in sim.ground_truth() if r["endpoint"] == "ticker"]
+            assert len(sent) == 5
+            rows = learner.store.query("SELECT had_error, error_kind FROM calls ORDER BY id")
+            assert rows == [(0, None)] + [(1, "transient")] * 4
+        finally:
+            client.close()
+
+
 def test_recording_pays_the_features_on_the_learners_thread(tmp_path: Path) -> None:
     """With the gate off, the caller's thread hands the outcome over; features, stats and the row
     are made on the learner's background thread, and no model is trained for nobody."""

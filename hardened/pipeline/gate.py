@@ -207,7 +207,13 @@ class GateStage(Stage):
     def on_done(
         self, ctx: CallContext, result: Any, error: BaseException | None
     ) -> tuple[Any, BaseException | None]:
-        if ctx.attempt == 0 or (ctx.attempt == 1 and isinstance(error, _NOT_SENT)):
+        seen = error
+        if seen is None and ctx.stale:
+            # Served stale (stale-if-error): the exchange failed and the cache answered with an
+            # earlier answer. The caller gets data; the gate must still learn the failure, or an
+            # outage on a cached endpoint reads as a run of successes (and ends a skip streak).
+            seen = ctx.error
+        if ctx.attempt == 0 or (ctx.attempt == 1 and isinstance(seen, _NOT_SENT)):
             return result, error  # answered locally: nothing learned about the exchange
         data = ctx.learning
         if data is None:
@@ -226,9 +232,9 @@ class GateStage(Stage):
             data = (headroom, breaker, args, kwargs, self._left)
         failed = False
         name = kind = None
-        if error is not None:
-            name = type(error).__name__
-            found = ctx.kind_of(error)
+        if seen is not None:
+            name = type(seen).__name__
+            found = ctx.kind_of(seen)
             kind = found.value
             failed = found is not ErrorKind.PERMANENT  # a bad request is the caller's, not a failure
         learner = self.learner
