@@ -260,6 +260,34 @@ def test_learns_a_failing_symbol_and_skips_only_that_one() -> None:
         learner.close()
 
 
+def test_never_skips_an_endpoint_the_model_saw_no_outcome_of() -> None:
+    """A model trained on ticker calls only (BTC/USDT always failing) scores BTC/USDT's order
+    book and candles as failing too; it saw none of them, so they are not skipped."""
+    clock = Clock()
+    learner = _learner(clock=clock, probe_share=0.0)
+    try:
+        _feed_symbol_pattern(learner, clock)
+        assert learner.train() is not None
+        for endpoint in ("order_book", "ohlcv"):
+            key, call = learner.call_key("exchange", "binance", endpoint, "BTC/USDT")
+            assert learner.probability(key) >= learner.threshold  # what the model says ...
+            assert learner.decide(key, call)[0] is False  # ... is not acted on without data
+        key, call = learner.call_key("exchange", "binance", "ticker", "BTC/USDT")
+        assert learner.decide(key, call)[0] is True  # the endpoint it learned is still skipped
+        # once the endpoint has outcomes of its own, the model decides on it
+        for _ in range(30):
+            key, call = learner.call_key("exchange", "binance", "ohlcv", "BTC/USDT")
+            learner.finish(key, call, True, 0.02)
+            key, call = learner.call_key("exchange", "binance", "ohlcv", "ETH/USDT")
+            learner.finish(key, call, False, 0.02)
+            clock.t += 1.0
+        assert learner.train() is not None
+        key, call = learner.call_key("exchange", "binance", "ohlcv", "BTC/USDT")
+        assert learner.decide(key, call)[0] is True
+    finally:
+        learner.close()
+
+
 def test_probes_go_through_and_a_recovery_is_seen() -> None:
     clock = Clock()
     learner = _learner(clock=clock, probe_share=0.1)
