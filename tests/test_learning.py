@@ -260,6 +260,34 @@ def test_learns_a_failing_symbol_and_skips_only_that_one() -> None:
         learner.close()
 
 
+def test_never_skips_an_endpoint_the_model_saw_no_outcome_of() -> None:
+    """A model trained on ticker calls only (BTC/USDT always failing) scores BTC/USDT's order
+    book and candles as failing too; it saw none of them, so they are not skipped."""
+    clock = Clock()
+    learner = _learner(clock=clock, probe_share=0.0)
+    try:
+        _feed_symbol_pattern(learner, clock)
+        assert learner.train() is not None
+        for endpoint in ("order_book", "ohlcv"):
+            key, call = learner.call_key("exchange", "binance", endpoint, "BTC/USDT")
+            assert learner.probability(key) >= learner.threshold  # what the model says ...
+            assert learner.decide(key, call)[0] is False  # ... is not acted on without data
+        key, call = learner.call_key("exchange", "binance", "ticker", "BTC/USDT")
+        assert learner.decide(key, call)[0] is True  # the endpoint it learned is still skipped
+        # once the endpoint has outcomes of its own, the model decides on it
+        for _ in range(30):
+            key, call = learner.call_key("exchange", "binance", "ohlcv", "BTC/USDT")
+            learner.finish(key, call, True, 0.02)
+            key, call = learner.call_key("exchange", "binance", "ohlcv", "ETH/USDT")
+            learner.finish(key, call, False, 0.02)
+            clock.t += 1.0
+        assert learner.train() is not None
+        key, call = learner.call_key("exchange", "binance", "ohlcv", "BTC/USDT")
+        assert learner.decide(key, call)[0] is True
+    finally:
+        learner.close()
+
+
 def test_probes_go_through_and_a_recovery_is_seen() -> None:
     clock = Clock()
     learner = _learner(clock=clock, probe_share=0.1)
@@ -588,6 +616,50 @@ def test_stage_skips_the_failing_market_in_a_client(tmp_path: Path) -> None:
             client.close()
 
 
+def test_orders_and_cancels_are_never_skipped_but_still_recorded(tmp_path: Path) -> None:
+    """A model that saw every order and cancel fail still lets the next ones go: a skipped
+    cancel leaves an order working that the caller wanted gone. Market data is still skipped."""
+    with Simulator(exchange="binance", seed=3) as sim:
+        raw = sim.attach(
+            ccxt.binance({"apiKey": "k", "secret": "s", "enableRateLimit": False, "timeout": 3000})
+        )
+        client = HardenedClient(
+            raw,
+            gate_enabled=True,
+            gate_min_samples=40,
+            gate_probe_share=0.0,
+            learning_store=str(tmp_path / "orders.db"),
+            max_retries=0,
+            cache_ttl=0,
+        )
+        try:
+            learner = client.pipeline.stages[1].learner
+            learner.background = False
+            client.load_markets()
+            order_args = ("BTC/USDT", "limit", "buy", 0.01, 10_000)
+            for _ in range(40):  # an outage the gate saw: every order and cancel failed
+                for endpoint, args in (("create_order", order_args), ("cancel_order", ("1", "BTC/USDT"))):
+                    symbol, timeframe, limit, variant = call_arguments(endpoint, args, {})
+                    key, call = learner.call_key(
+                        "exchange", "binance", endpoint, symbol, timeframe, variant, limit, breaker="closed"
+                    )
+                    learner.finish(key, call, True, 0.5, "ExchangeNotAvailable", "transient")
+                key, call = learner.call_key("exchange", "binance", "ticker", "ETH/USDT", breaker="closed")
+                learner.finish(key, call, True, 0.5, "ExchangeNotAvailable", "transient")
+                key, call = learner.call_key("exchange", "binance", "ticker", "BTC/USDT", breaker="closed")
+                learner.finish(key, call, False, 0.01)
+            assert learner.train() is not None
+            recorded = learner.store.count()
+            order = client.create_order(*order_args)
+            assert client.cancel_order(order["id"], "BTC/USDT")["status"] == "canceled"
+            with pytest.raises(RequestSkipped):  # the gate still acts on market data
+                client.fetch_ticker("ETH/USDT")
+            assert learner.store.count() == recorded + 2  # the order and the cancel, as sent
+            assert client.stats()["endpoints"]["cancel_order"]["skips"] == 0
+        finally:
+            client.close()
+
+
 def test_recording_only_by_default(tmp_path: Path) -> None:
     with Simulator(exchange="binance", seed=3) as sim:
         raw = sim.attach(ccxt.binance({"enableRateLimit": False, "timeout": 3000}))
@@ -608,6 +680,35 @@ def test_recording_only_by_default(tmp_path: Path) -> None:
         off = HardenedClient(ccxt.binance(), learning_record=False)
         assert "gate" not in off.pipeline.names()
         off.close()
+
+
+def test_a_failure_answered_stale_by_the_cache_is_recorded_as_a_failure(tmp_path: Path) -> None:
+    """stale-if-error gives the caller an earlier answer when the exchange fails: the gate still
+    learns that the exchange failed (not a run of successes through an outage). A call the
+    breaker refused, answered stale, never reached the exchange and is not recorded."""
+    with Simulator(exchange="binance", seed=3) as sim:
+        raw = sim.attach(ccxt.binance({"enableRateLimit": False, "timeout": 3000}))
+        client = HardenedClient(
+            raw,
+            learning_store=str(tmp_path / "stale.db"),
+            max_retries=0,
+            cache_ttl=0,
+            stale_if_error=600,
+            failure_threshold=4,
+        )
+        try:
+            learner = client.pipeline.stages[1].learner
+            first = client.fetch_ticker("BTC/USDT")
+            sim.set_profile({"name": "down", "faults": [{"kind": "http_5xx", "endpoints": ["ticker"]}]})
+            for _ in range(6):  # four 503s answered stale, then two refusals of the open breaker
+                assert client.fetch_ticker("BTC/USDT")["last"] == first["last"]
+            assert client.breakers["binance_ticker"].state == "open"
+            sent = [r for r in sim.ground_truth() if r["endpoint"] == "ticker"]
+            assert len(sent) == 5
+            rows = learner.store.query("SELECT had_error, error_kind FROM calls ORDER BY id")
+            assert rows == [(0, None)] + [(1, "transient")] * 4
+        finally:
+            client.close()
 
 
 def test_recording_pays_the_features_on_the_learners_thread(tmp_path: Path) -> None:

@@ -83,6 +83,10 @@ _HOURS = tuple(float(h) for h in range(24))  # the hour feature, without a float
 _STATE = tuple(FEATURES.index(name) for name in ("hour", "room", "err_ep", "err_call", "streak_call"))
 _H, _R, _E, _C, _S = _STATE
 _MAX_DEFERRED = 100_000  # outcomes waiting for the background thread before new ones are dropped
+# Outcomes of an endpoint (component x exchange x endpoint) the model must have been trained on
+# before it may skip a call of that endpoint (capped by ``min_samples``): a model that saw only
+# ticker calls fail says nothing about an order book it never saw, whatever it scores.
+_MIN_ENDPOINT_SAMPLES = 20
 
 
 def _is_flag(value: Any) -> bool:
@@ -150,6 +154,7 @@ class ErrorLearner:
         self.anomaly_every = anomaly_every
         self.clock = clock
         self.model: GateModel | None = None
+        self._seen: set[str] | None = None  # endpoints the model saw enough of (None: not known)
         self._cache: dict[tuple[Any, ...], float] = {}
         self._pending: dict[tuple[Any, ...], None] = {}
         self._last_p: dict[tuple[Any, ...], float] = {}
@@ -386,6 +391,9 @@ class ErrorLearner:
                 return False, None, False
         if p < self.threshold or self._recovered.get(call, 0) >= _RECOVERED_AFTER:
             return False, p, False
+        seen = self._seen
+        if seen is not None and f"{call[0]}|{call[1]}|{call[2]}" not in seen:
+            return False, p, False  # an endpoint the model had (almost) no outcome of
         n = self._would_skip.get(call, 0) + 1
         self._would_skip[call] = n
         if self._probe_every and n % self._probe_every == 0 and not _spent(key):
@@ -658,6 +666,13 @@ class ErrorLearner:
         so the hot path finds them cached."""
         if warm is None:
             warm = [_floats(tuple(r[1 : 1 + _N_FEATURES])) for r in self.store.rows(limit=_WARM_ROWS)]
+        groups = model.schema.get("group_samples")
+        least = min(self.min_samples, _MIN_ENDPOINT_SAMPLES)
+        self._seen = (
+            {str(name) for name, n in groups.items() if isinstance(n, int) and n >= least}
+            if isinstance(groups, dict)
+            else None  # a model fitted outside ``train`` (no counts kept): trusted as it is
+        )
         self.model = model
         self._cache = {}
         self._last_p = {}

@@ -3,7 +3,8 @@
 Right after ``record``: ``on_call`` describes the call (exchange, endpoint, symbol, timeframe,
 limit, other arguments, the room the rate-limit budget has left for it, breaker state) in feature
 buckets, and when the gate is enabled asks the learner for the bucket's cached failure
-probability. At or above the threshold the call is skipped: answered from the cache when an
+probability. At or above the threshold the call is skipped (never a call that changes state on
+the exchange: orders, cancels, transfers are always sent): answered from the cache when an
 answer young enough is held, otherwise ``RequestSkipped`` (a ``ccxt.ExchangeNotAvailable``). A
 share of would-be skips goes through as probes. ``on_done`` hands the outcome of every call that
 reached the exchange to the learner's background thread (cache hits and local refusals teach
@@ -182,6 +183,13 @@ class GateStage(Stage):
         endpoint = ctx.endpoint.name
         headroom = self.headroom()  # re-reads the pools at most every 0.1 s
         key, call = self._call_key(endpoint, ctx.args, ctx.kwargs, ctx.rt.breaker.state, self._left, headroom)
+        if not ctx.endpoint.idempotent:
+            # An order, a cancel, a transfer: never skipped on a prediction. A skipped cancel
+            # leaves an order working that the caller wanted gone, a skipped order is a trade
+            # not made; only the caller can weigh that (the breaker still fails fast on an
+            # outage it has seen). Recorded all the same, for the model and the report.
+            ctx.learning = (key, call, False)
+            return None
         skip, p, probe = learner.decide(key, call)
         ctx.learning = (key, call, probe)
         if not skip:
@@ -199,7 +207,13 @@ class GateStage(Stage):
     def on_done(
         self, ctx: CallContext, result: Any, error: BaseException | None
     ) -> tuple[Any, BaseException | None]:
-        if ctx.attempt == 0 or (ctx.attempt == 1 and isinstance(error, _NOT_SENT)):
+        seen = error
+        if seen is None and ctx.stale:
+            # Served stale (stale-if-error): the exchange failed and the cache answered with an
+            # earlier answer. The caller gets data; the gate must still learn the failure, or an
+            # outage on a cached endpoint reads as a run of successes (and ends a skip streak).
+            seen = ctx.error
+        if ctx.attempt == 0 or (ctx.attempt == 1 and isinstance(seen, _NOT_SENT)):
             return result, error  # answered locally: nothing learned about the exchange
         data = ctx.learning
         if data is None:
@@ -218,9 +232,9 @@ class GateStage(Stage):
             data = (headroom, breaker, args, kwargs, self._left)
         failed = False
         name = kind = None
-        if error is not None:
-            name = type(error).__name__
-            found = ctx.kind_of(error)
+        if seen is not None:
+            name = type(seen).__name__
+            found = ctx.kind_of(seen)
             kind = found.value
             failed = found is not ErrorKind.PERMANENT  # a bad request is the caller's, not a failure
         learner = self.learner
