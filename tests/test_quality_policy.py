@@ -522,7 +522,10 @@ def test_html_body_parsed_by_ccxt_scores_zero(endpoint: str) -> None:
         "trades": lambda: exchange.parse_trades(html, None),
     }
     result = parsers[endpoint]()
-    report = QualityMonitor().validate(endpoint, result, timeframe="1m", now_ms=NOW, symbol="BTC/USDT")
+    binance = QualityThresholds(continuous_candles=True)  # its adapter profile's [market_data]
+    report = QualityMonitor().validate(
+        endpoint, result, timeframe="1m", now_ms=NOW, symbol="BTC/USDT", thresholds=binance
+    )
     assert report is not None and report.score < 1, report
     with pytest.raises(DataQualityError):
         QualityMonitor().check(endpoint, result, policy="repair", min_score=1, timeframe="1m", now_ms=NOW)
