@@ -132,7 +132,6 @@ def test_a_window_placed_by_the_exchanges_own_params_is_not_stale(sim: Simulator
     )
 
 
-
 @pytest.mark.parametrize(
     ("exchange_id", "limit", "quiet"), [("kucoin", 100, 60), ("bitvavo", 1, 10), ("bitvavo", 100, 60)]
 )
