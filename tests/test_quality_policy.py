@@ -454,6 +454,18 @@ def test_historical_ranges_are_not_stale() -> None:
     assert "stale" in {i.code for i in stale}
 
 
+def test_a_window_placed_by_params_is_not_the_latest_answer_gone_back() -> None:
+    """Candles asked for with ``until`` (no ``since``) after the latest ones: a window the caller
+    placed in the past, not the latest candles regressed."""
+    monitor = QualityMonitor()
+    kw: dict[str, Any] = {"timeframe": "1m", "symbol": "BTC/USDT", "exchange": "binance"}
+    monitor.check("ohlcv", candles(), now_ms=NOW, **kw)
+    older = candles(last_open=NOW // MINUTE * MINUTE - 360 * MINUTE)
+    assert monitor.check("ohlcv", older, window=True, **kw)[1].score == 100
+    with pytest.raises(DataQualityError, match="candles_regressed"):
+        monitor.check("ohlcv", older, **kw)
+
+
 def test_staler_series_score_lower(monitor: QualityMonitor) -> None:
     rows = candles()
     scores = [
