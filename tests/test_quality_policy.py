@@ -454,6 +454,18 @@ def test_historical_ranges_are_not_stale() -> None:
     assert "stale" in {i.code for i in stale}
 
 
+def test_a_window_placed_by_params_is_not_the_latest_answer_gone_back() -> None:
+    """Candles asked for with ``until`` (no ``since``) after the latest ones: a window the caller
+    placed in the past, not the latest candles regressed."""
+    monitor = QualityMonitor()
+    kw: dict[str, Any] = {"timeframe": "1m", "symbol": "BTC/USDT", "exchange": "binance"}
+    monitor.check("ohlcv", candles(), now_ms=NOW, **kw)
+    older = candles(last_open=NOW // MINUTE * MINUTE - 360 * MINUTE)
+    assert monitor.check("ohlcv", older, window=True, **kw)[1].score == 100
+    with pytest.raises(DataQualityError, match="candles_regressed"):
+        monitor.check("ohlcv", older, **kw)
+
+
 def test_staler_series_score_lower(monitor: QualityMonitor) -> None:
     rows = candles()
     scores = [
@@ -522,7 +534,10 @@ def test_html_body_parsed_by_ccxt_scores_zero(endpoint: str) -> None:
         "trades": lambda: exchange.parse_trades(html, None),
     }
     result = parsers[endpoint]()
-    report = QualityMonitor().validate(endpoint, result, timeframe="1m", now_ms=NOW, symbol="BTC/USDT")
+    binance = QualityThresholds(continuous_candles=True)  # its adapter profile's [market_data]
+    report = QualityMonitor().validate(
+        endpoint, result, timeframe="1m", now_ms=NOW, symbol="BTC/USDT", thresholds=binance
+    )
     assert report is not None and report.score < 1, report
     with pytest.raises(DataQualityError):
         QualityMonitor().check(endpoint, result, policy="repair", min_score=1, timeframe="1m", now_ms=NOW)

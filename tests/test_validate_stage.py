@@ -130,3 +130,60 @@ def test_a_window_placed_by_the_exchanges_own_params_is_not_stale(sim: Simulator
     assert ex.fetch_ohlcv("BTC/USDT", "1m", limit=10, params=params) == raw.fetch_ohlcv(
         "BTC/USDT", "1m", limit=10, params=params
     )
+
+
+@pytest.mark.parametrize(
+    ("exchange_id", "limit", "quiet"), [("kucoin", 100, 60), ("bitvavo", 1, 10), ("bitvavo", 100, 60)]
+)
+def test_a_quiet_market_where_quiet_minutes_are_skipped_is_not_refused(
+    sim: Simulator, exchange_id: str, limit: int, quiet: int
+) -> None:
+    """KuCoin and Bitvavo send no candle for a minute without trades: on a market quiet for the
+    last ``quiet`` minutes the newest candle is that old. That is the exchange's truth
+    (``limit=1``, "the latest candle", is a bot's everyday call), so the wrapper hands back
+    exactly what raw ccxt does instead of refusing it as stale."""
+    raw = sim.attach(getattr(ccxt, exchange_id)({"enableRateLimit": False}))
+    real = raw.publicGetMarketCandles
+
+    def quiet_answer(params: Any, *args: Any, **kwargs: Any) -> Any:
+        if exchange_id == "bitvavo":  # the newest ``limit`` candles the market has: ask for more
+            params = {**params, "limit": 1440}
+        answer = real(params, *args, **kwargs)  # newest first
+        cutoff = raw.milliseconds() - quiet * 60_000
+        if exchange_id == "kucoin":  # {"data": [[open in seconds (a string), ...], ...]}
+            answer["data"] = [row for row in answer["data"] if int(row[0]) * 1000 < cutoff]
+            return answer
+        return [row for row in answer if row[0] < cutoff][:limit]
+
+    raw.publicGetMarketCandles = quiet_answer
+    ex = HardenedClient(raw, **{**FAST, "max_retries": 0})
+    ex.load_markets()
+    expected = raw.fetch_ohlcv("BTC/USDT" if exchange_id == "kucoin" else "BTC/EUR", "1m", limit=limit)
+    assert expected and all(raw.milliseconds() - c[0] > quiet * 60_000 for c in expected)
+    got = ex.fetch_ohlcv("BTC/USDT" if exchange_id == "kucoin" else "BTC/EUR", "1m", limit=limit)
+    assert got == expected
+
+
+@pytest.mark.parametrize(
+    ("exchange_id", "symbol", "param"),
+    [("binance", "BTC/USDT", "endTime"), ("binance", "BTC/USDT", "until"), ("bitvavo", "BTC/EUR", "until")],
+)
+def test_a_window_placed_by_params_is_not_held_against_the_latest_answer(
+    sim: Simulator, exchange_id: str, symbol: str, param: str
+) -> None:
+    """A bot reads the latest candles and trades, then a window of six hours ago placed with
+    ccxt's ``until`` or the exchange's own ``endTime`` (no ``since``). That window is not "the
+    latest" gone back in time (``candles_regressed``, ``trades_regressed``): the wrapper hands
+    back exactly what raw ccxt does."""
+    raw = sim.attach(getattr(ccxt, exchange_id)({"enableRateLimit": False}))
+    ex = client(sim, exchange_id, max_retries=0)
+    end = raw.milliseconds() - 6 * 3_600_000
+    ex.fetch_ohlcv(symbol, "1m", limit=50)
+    expected = raw.fetch_ohlcv(symbol, "1m", limit=50, params={param: end})
+    assert expected and expected[-1][0] <= end
+    assert ex.fetch_ohlcv(symbol, "1m", limit=50, params={param: end}) == expected
+    ex.fetch_trades(symbol, limit=50)
+    trades = raw.fetch_trades(symbol, None, 50, {param: end})
+    assert trades and trades[-1]["timestamp"] <= end
+    assert ex.fetch_trades(symbol, None, 50, {param: end}) == trades
+    assert ex.fetch_trades(symbol, limit=50, params={param: end}) == trades

@@ -45,9 +45,10 @@ _LIST_ENDPOINTS = frozenset(
 )
 # Endpoints whose first argument is not a symbol (an order id).
 _BY_ID = frozenset(("order", "cancel_order", "edit_order"))
-# Exchange-specific params that place an OHLCV window in time (ccxt's ``until``; Binance's
-# startTime/endTime, KuCoin's startAt/endAt, Bitvavo's start/end): the caller chose the window, so
-# its last candle being old is no staleness.
+# Exchange-specific params that place an OHLCV or trades window in time (ccxt's ``until``;
+# Binance's startTime/endTime, KuCoin's startAt/endAt, Bitvavo's start/end): the caller chose the
+# window, so its last candle being old is no staleness, and the answer is not "the latest" that an
+# earlier "latest" answer could show to have gone back in time.
 _WINDOW_PARAMS = frozenset(("until", "startTime", "endTime", "startAt", "endAt", "start", "end"))
 
 
@@ -186,6 +187,7 @@ class ValidateStage(Stage):
             self._check_empty_list(ctx, endpoint, result)
         now_ms: int | None = self.exchange.milliseconds()
         timeframe = since = limit = None
+        window = False
         if endpoint == "ohlcv":
             bound = dict(zip(_OHLCV_ARGS, args, strict=False))
             bound.update(ctx.kwargs)
@@ -194,13 +196,16 @@ class ValidateStage(Stage):
             params = bound.get("params") or {}
             if isinstance(params, dict) and not _WINDOW_PARAMS.isdisjoint(params):
                 now_ms = None  # a window placed in the past is old on purpose
+                window = True
             symbol = bound.get("symbol")
         elif endpoint in _BY_ID:
             symbol = args[1] if len(args) > 1 else ctx.kwargs.get("symbol")
         else:
             symbol = args[0] if args else ctx.kwargs.get("symbol")
-            if endpoint == "trades":  # fetch_trades(symbol, since=None, ...): "latest" or a window
+            if endpoint == "trades":  # fetch_trades(symbol, since=None, limit=None, params={})
                 since = args[1] if len(args) > 1 else ctx.kwargs.get("since")
+                params = args[3] if len(args) > 3 else ctx.kwargs.get("params")
+                window = isinstance(params, dict) and not _WINDOW_PARAMS.isdisjoint(params)
         try:
             result, report = quality.check(
                 endpoint,
@@ -216,6 +221,7 @@ class ValidateStage(Stage):
                 thresholds=self.thresholds(),
                 venue=self._venue,
                 sent_at=ctx.started,
+                window=window,
             )
         except DataQualityError as error:
             ctx.quality = error.score

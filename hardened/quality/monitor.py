@@ -196,15 +196,16 @@ _CHECKS = {**_ENDPOINTS, **_PRIVATE}
 
 
 def _memory_key(
-    endpoint: str, who: Any, symbol: str | None, since: Any, timeframe: Any
+    endpoint: str, who: Any, symbol: str | None, since: Any, timeframe: Any, window: bool = False
 ) -> tuple[Any, ...] | None:
     """Where the memory of earlier answers keeps this request's: an order book by client (or
-    exchange) and symbol; the latest trades or candles (no ``since``) by endpoint and timeframe too."""
+    exchange) and symbol; the latest trades or candles (no ``since``, no ``window`` placed by the
+    exchange's own params) by endpoint and timeframe too."""
     if symbol is None:
         return None
     if endpoint == "order_book" or endpoint == "l2_order_book":
         return (who, symbol)
-    if since is None and (endpoint == "trades" or endpoint == "ohlcv"):
+    if since is None and not window and (endpoint == "trades" or endpoint == "ohlcv"):
         return (who, symbol, endpoint, timeframe)
     return None
 
@@ -338,6 +339,7 @@ class QualityMonitor:
         thresholds: QualityThresholds | None = None,
         venue: Any = None,
         sent_at: float | None = None,
+        window: bool = False,
     ) -> tuple[Any, QualityReport | None]:
         """Validate one answer and apply ``policy``; returns ``(result to hand back, report)``.
 
@@ -358,6 +360,9 @@ class QualityMonitor:
             sent_at: ``time.perf_counter()`` when the call began; the book or trades remembered
                 are only compared with answers to calls begun after they arrived (None: always).
             thresholds: per-call limits instead of the monitor's.
+            window: the trades or candles were asked for a window placed in time by other means
+                than ``since`` (ccxt's ``until``, Binance's ``endTime``...): not "the latest", so
+                never held against what an earlier "latest" answer showed.
 
         Returns the clean answer with a shared score-100 report when nothing was found.
 
@@ -376,7 +381,9 @@ class QualityMonitor:
             raise ValueError(f"unknown quality policy {policy!r}; expected raise, repair, warn or off")
         th = thresholds or self.thresholds
         last_nonce = None
-        nonce_key = _memory_key(endpoint, exchange if venue is None else venue, symbol, since, timeframe)
+        nonce_key = _memory_key(
+            endpoint, exchange if venue is None else venue, symbol, since, timeframe, window
+        )
         if nonce_key is not None:
             mark = self._nonces.get(nonce_key)
             # Only an answer asked for after the remembered one arrived must be newer: two calls

@@ -28,6 +28,7 @@ _HOUR = 3_600_000
 _MAD_TO_SIGMA = 1.4826  # MAD * 1.4826 estimates the standard deviation of a normal distribution
 _ERROR = Severity.ERROR
 _WARNING = Severity.WARNING
+_INFO = Severity.INFO
 _EMPTY = Issue("empty", Severity.WARNING, "no candles in the answer", 0, (), 1.0)
 _NOT_A_LIST = Issue("malformed", Severity.CRITICAL, "the answer is not a list of candles", 1, (), 1.0)
 
@@ -189,7 +190,9 @@ def validate_ohlcv(
     future checks. Staleness is skipped for historical requests: when ``since`` is given and
     ``since + limit * timeframe`` does not reach ``now_ms`` (an unknown ``limit`` counts as 100).
     With ``thresholds.continuous_candles`` (an exchange that sends every interval) a gap, a stale
-    last candle or no candle at all in a window that reaches now is impossible. ``seen`` (what an
+    last candle or no candle at all in a window that reaches now is impossible; without it (an
+    exchange that skips quiet intervals) an old last candle is a quiet market: staleness there
+    only informs. ``seen`` (what an
     earlier answer to the same "latest candles" request showed) makes an answer whose newest
     candle is older, or that lacks candles it showed within this one's span, impossible; ``marks``
     receives this answer's ``SeenSpan`` for the caller's memory.
@@ -340,10 +343,14 @@ def validate_ohlcv(
             age = now_ms - float(u[-1])
             if age > th.stale_intervals * tf.ms + th.stale_tolerance_ms:
                 behind = max(1, int(age // tf.ms) - 1)
+                # Where the exchange skips intervals without trades (KuCoin, Bitvavo, any exchange
+                # without a profile), an old last candle is what a quiet market looks like: it can
+                # only inform, or ``fetch_ohlcv(symbol, "1m", limit=1)`` on an illiquid market is
+                # refused. A stale answer there is caught by what earlier answers showed (``seen``).
                 issues.append(
                     Issue(
                         "stale",
-                        _ERROR,
+                        _ERROR if th.continuous_candles else _INFO,
                         f"last candle opened {age / 1000:.0f}s ago: {behind} {tf.name} candles missing",
                         behind,
                         (m - 1 if orig is None else int(orig[-1]),) if ordered else (),
