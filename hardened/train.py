@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -56,6 +57,13 @@ def main_argv(argv: Sequence[str] | None = None) -> int:
 
     config = HardenedConfig()
     path = store_path(args.store)
+    if not os.path.exists(path):  # opening it would create an empty store and train on nothing
+        print(
+            f"hardened train: no record store at {path} (clients record to their learning_store; "
+            "check --store or the configuration)",
+            file=sys.stderr,
+        )
+        return 2
     threshold = args.threshold if args.threshold is not None else config.gate_threshold
     try:
         learner = ErrorLearner(

@@ -885,3 +885,15 @@ def test_record_operation_result_refuses_what_it_would_store_wrongly(
             learner.record_operation_result("bot", {"symbol": "X"}, had_error=flag, execution_time=0)
     finally:
         learner.close()
+
+
+def test_train_refuses_a_store_that_does_not_exist(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mistyped --store named nothing and silently created an empty database there."""
+    from hardened.train import main_argv
+
+    missing = tmp_path / "typo.db"
+    assert main_argv(["--store", str(missing)]) == 2
+    assert str(missing) in capsys.readouterr().err
+    assert not missing.exists()
