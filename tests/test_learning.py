@@ -897,3 +897,22 @@ def test_train_refuses_a_store_that_does_not_exist(
     assert main_argv(["--store", str(missing)]) == 2
     assert str(missing) in capsys.readouterr().err
     assert not missing.exists()
+
+
+def test_outcomes_handed_to_the_learner_are_stored_at_a_normal_exit(tmp_path: Path) -> None:
+    """The learner's thread turns outcomes into rows every few ms; a bot that exited right after
+    its calls lost the ones still waiting."""
+    store = tmp_path / "exit.db"
+    script = f"""
+import ccxt
+from hardened import HardenedClient
+from hardened.sim import Simulator
+with Simulator(exchange="binance", seed=3) as sim:
+    ex = HardenedClient(sim.attach(ccxt.binance()), learning_store={str(store)!r}, cache_ttl=0)
+    for _ in range(30):
+        ex.fetch_ticker("BTC/USDT")
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60, capture_output=True)
+    with sqlite3.connect(store) as db:
+        (tickers,) = db.execute("SELECT COUNT(*) FROM calls WHERE endpoint = 'ticker'").fetchone()
+    assert tickers == 30

@@ -9,6 +9,7 @@ client's configuration.
 
 from __future__ import annotations
 
+import atexit
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,6 +35,20 @@ __all__ = [
 
 _learners: dict[str, ErrorLearner] = {}
 _lock = threading.Lock()
+
+
+@atexit.register
+def _drain_all() -> None:
+    """At a normal exit, turn the outcomes handed to each shared learner into rows before the
+    stores write and close: registered after the stores' own exit hook, so it runs first (the
+    learner's thread drains every few ms, and a bot that exits right after its calls lost them)."""
+    with _lock:
+        learners = list(_learners.values())
+    for learner in learners:
+        try:
+            learner.drain()
+        except Exception:  # exiting anyway: one learner that cannot drain must not stop the others
+            continue
 _MEMORY = ":memory:"
 
 
