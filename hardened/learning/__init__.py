@@ -49,6 +49,8 @@ def _drain_all() -> None:
             learner.drain()
         except Exception:  # exiting anyway: one learner that cannot drain must not stop the others
             continue
+
+
 _MEMORY = ":memory:"
 
 
