@@ -148,14 +148,13 @@ def _attempt_failed(pipe: Pipeline, ctx: CallContext, error: BaseException) -> N
 
 
 def _clock_resync_due(ctx: CallContext) -> bool:
-    """Whether to resync the exchange clock before this attempt: a clock-skew failure of this call
-    is being retried, or one of any call of the client was not (orders are not retried, nor an
-    endpoint with ``max_retries=0``): they share one clock. At most once per call."""
-    clock = ctx.rt.clock
-    if not (ctx.resync_clock or clock.suspect) or ctx.resync_clock is None:
+    """Asked once the attempt found a reason to resync the exchange clock (a clock-skew failure of
+    this call is being retried, or one of any call of the client was not: orders are not retried,
+    nor an endpoint with ``max_retries=0``; they share one clock): True at most once per call."""
+    if ctx.resync_clock is None:  # resynced once in this call already
         return False
     ctx.resync_clock = None
-    clock.suspect = False
+    ctx.rt.clock.suspect = False
     return True
 
 
