@@ -358,6 +358,23 @@ def test_an_invalid_config_names_the_field_and_never_shows_a_secret(monkeypatch:
     assert TOKEN not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"webhook_config": "https://hooks.example.com/services/T000/B000/SECRETHOOK42"},
+        {"telegram_config": TOKEN},
+        {"email_config": PASSWORD},
+    ],
+)
+def test_a_section_given_as_a_bare_value_is_refused_without_echoing_it(settings: dict[str, Any]) -> None:
+    """``"webhook_config": "https://..."`` (the URL where a table belongs) is a natural slip in a
+    monitoring_config.json: the error names the section and never quotes what was given."""
+    ((section, value),) = settings.items()
+    with pytest.raises(hardened.ConfigError, match=section) as caught:
+        AlertConfig(**settings)
+    assert value not in str(caught.value) and "SECRETHOOK42" not in str(caught.value)
+
+
 @pytest.mark.parametrize("bad", [" xyz", "\txyz", "\nX-Injected: 1", "\x7f"])
 def test_a_webhook_url_urllib_cannot_send_is_refused_at_configuration(
     bad: str, monkeypatch: pytest.MonkeyPatch

@@ -448,8 +448,16 @@ def _describe(exc: ValidationError) -> str:
             continue
         given = err.get("input")
         urls = any(p in ("urls", "base_url") for p in loc)  # a URL may hold a key or a token
-        secret = urls or holds_secret(AlertConfig, loc)
+        secret = urls or holds_secret(AlertConfig, loc) or _is_section(loc)
         shown = "" if secret or isinstance(given, dict | list) else f" = {given!r}"
         message = err["msg"].removeprefix("Value error, ")
         lines.append(f"{field}{shown}: {message}")
     return "invalid alert configuration: " + "; ".join(lines)
+
+
+def _is_section(loc: tuple[Any, ...]) -> bool:
+    """True for a whole channel section (``webhook_config``): a value given in its place is often
+    the URL, token or password that belongs inside it, so it is never shown."""
+    info = AlertConfig.model_fields.get(str(loc[0])) if len(loc) == 1 else None
+    annotation = info.annotation if info is not None else None
+    return isinstance(annotation, type) and issubclass(annotation, _Section)
