@@ -127,11 +127,21 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def do_GET(self) -> None:  # what urllib would turn a redirected POST into
+        with self.server.lock:
+            self.server.received.append((f"GET {self.path}", {}))
+        self._answer(200, {"ok": True})
+
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         with self.server.lock:
             self.server.received.append((self.path, body))
-        if self.path in ("/hook", "/slack"):
+        if self.path.startswith("/moved/"):  # /moved/302: a redirect to the good receiver
+            self.send_response(int(self.path.rsplit("/", 1)[1]))
+            self.send_header("Location", "/hook")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif self.path in ("/hook", "/slack"):
             self._answer(200, {"ok": True})
         elif self.path == "/fail":
             self._answer(500, {"error": "receiver is down"})
@@ -422,6 +432,25 @@ def test_a_url_urllib_refuses_fails_once_without_quoting_it() -> None:
     assert (sender.failed, sender.retries) == (1, 0)
     assert sender.last_error is not None and "invalid URL" in sender.last_error
     assert TOKEN not in json.dumps([logs, sender.counters()], default=str)
+
+
+@pytest.mark.parametrize("code", [301, 302, 303, 307, 308])
+def test_a_redirected_webhook_fails_instead_of_counting_a_bodiless_get_as_sent(
+    code: int, receiver: Receiver
+) -> None:
+    """urllib follows a 301/302/303 to a POST with a GET that has no body: the alert reached nobody
+    but counted as sent. A redirect is a failure that names the fix, and is not retried."""
+    from hardened.alerts import Alert, Level
+    from hardened.alerts.channels import WebhookChannel
+    from hardened.alerts.sender import ChannelSender
+
+    base = f"http://127.0.0.1:{receiver.server_address[1]}"
+    sender = ChannelSender(WebhookChannel(f"{base}/moved/{code}"), attempts=3, sleep=lambda _s: None)
+    with structlog.testing.capture_logs():
+        assert sender.deliver(Alert(Level.ERROR, "custom", "k", "breaker opened")) is False
+    assert (sender.sent, sender.failed, sender.retries) == (0, 1, 0)
+    assert sender.last_error is not None and f"HTTP {code} redirect not followed" in sender.last_error
+    assert [path for path, _ in receiver.received] == [f"/moved/{code}"]  # no GET, no second POST
 
 
 def test_status_stream_carries_alerts_and_delivery_counters() -> None:

@@ -47,8 +47,20 @@ def check_url(url: str, what: str) -> str:
     return url
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Refuse redirects: urllib follows a 301/302/303 to a POST with a GET that drops the body, and
+    the alert would count as sent although no receiver got it."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # urllib then raises HTTPError with the 3xx status
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
 def post_json(url: str, payload: Any, timeout: float, what: str) -> tuple[int, bytes]:
-    """POST ``payload`` as JSON; returns (status, body) for 2xx, raises ``DeliveryError`` otherwise."""
+    """POST ``payload`` as JSON; returns (status, body) for 2xx, raises ``DeliveryError`` otherwise
+    (a redirect included: it is not followed)."""
     data = json.dumps(payload, default=str).encode("utf-8")
     try:
         request = urllib.request.Request(
@@ -57,9 +69,15 @@ def post_json(url: str, payload: Any, timeout: float, what: str) -> tuple[int, b
             method="POST",
             headers={"Content-Type": "application/json", "User-Agent": "hardened-alerts/1"},
         )
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with _OPENER.open(request, timeout=timeout) as response:
             return response.status, response.read(65_536)
     except urllib.error.HTTPError as exc:
+        if 300 <= exc.code < 400:  # its Location is not shown: it may hold a token too
+            raise DeliveryError(
+                f"{what}: HTTP {exc.code} redirect not followed (it would drop the alert); "
+                "configure the URL it redirects to",
+                retryable=False,
+            ) from None
         body = exc.read(4096) if exc.fp is not None else b""
         retry_after = _retry_after(exc.headers.get("Retry-After") if exc.headers else None, body)
         raise DeliveryError(
