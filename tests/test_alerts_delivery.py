@@ -567,6 +567,27 @@ def test_a_client_can_start_the_alerts(monkeypatch: pytest.MonkeyPatch) -> None:
     assert hardened.alerts.current() is None
 
 
+def test_alerts_queued_when_the_process_exits_are_still_delivered(receiver: Receiver) -> None:
+    """A bot that exits without stop_alerts() (a client with alerts=True never calls it) still
+    delivers what it fired last: the dispatcher's daemon threads are stopped and drained at exit."""
+    import subprocess
+    import sys
+
+    url = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
+    script = f"""
+import hardened
+from hardened.alerts import Alert, Level
+dispatcher = hardened.start_alerts(
+    alert_channels=["webhook"], webhook_config={{"urls": ["{url}"]}}, health_interval=0
+)
+for i in range(3):
+    dispatcher.fire(Alert(Level.CRITICAL, "custom", f"exit:{{i}}", f"last words {{i}}"))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert sorted(body["alert"]["key"] for body in receiver.posts("/hook")) == ["exit:0", "exit:1", "exit:2"]
+
+
 def test_a_refused_login_fails_at_once_and_never_shows_the_password(smtp: tuple[Mailbox, int, str]) -> None:
     from hardened.alerts import Alert, Level
     from hardened.alerts.channels import EmailChannel

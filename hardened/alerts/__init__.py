@@ -14,6 +14,7 @@ retries. Modules: ``alert`` (the record), ``rules``, ``throttle``, ``escalation`
 
 from __future__ import annotations
 
+import atexit
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -42,6 +43,18 @@ __all__ = [
 
 _lock = threading.Lock()
 _current: AlertDispatcher | None = None
+_exit_hook = False
+EXIT_TIMEOUT = 5.0  # seconds a normal exit may spend delivering what is still queued
+
+
+def _stop_at_exit() -> None:
+    """At a normal exit, deliver what is queued: the dispatcher's threads are daemons, and a bot
+    that ends without ``stop_alerts()`` (a client started with ``alerts=True`` never calls it)
+    would lose its last alerts, often the ones about why it ended."""
+    try:
+        stop_alerts(EXIT_TIMEOUT)
+    except Exception:  # exiting anyway; a failing channel was already counted and logged
+        return
 
 
 def start_alerts(
@@ -52,12 +65,16 @@ def start_alerts(
     ``config`` (or ``AlertConfig(**settings)``, which also reads the environment and
     ``ALERT_CONFIG_FILE``) is used only by the call that starts it. Call ``stop_alerts()`` first
     to change the configuration. ``channels`` replaces the configured channels (any
-    ``hardened.alerts.channels.Channel``, for a target of your own).
+    ``hardened.alerts.channels.Channel``, for a target of your own). At a normal exit without
+    ``stop_alerts()``, what is queued is still delivered (within ``EXIT_TIMEOUT`` seconds).
     """
-    global _current
+    global _current, _exit_hook
     with _lock:
         if _current is not None and _current.running:
             return _current
+        if not _exit_hook:
+            atexit.register(_stop_at_exit)
+            _exit_hook = True
         if config is None:
             config = AlertConfig(**settings)
         elif settings:
