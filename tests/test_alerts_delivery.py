@@ -635,6 +635,60 @@ def test_a_refused_login_fails_at_once_and_never_shows_the_password(smtp: tuple[
     assert wrong not in shown and PASSWORD not in shown
 
 
+def test_a_line_break_in_an_alert_title_is_a_space_in_the_subject(smtp: tuple[Mailbox, int, str]) -> None:
+    """A custom alert whose type or exchange holds a line break: the mail could not be built, was
+    retried with back-off and lost. The subject keeps one line, and nothing is injected."""
+    from hardened.alerts import Alert, Level
+    from hardened.alerts.channels import EmailChannel
+    from hardened.alerts.sender import ChannelSender
+
+    mailbox, port, ca_file = smtp
+    before = len(mailbox.messages)
+    channel = EmailChannel(
+        "127.0.0.1",
+        port,
+        USER,
+        ["ops@example.com"],
+        username=USER,
+        password=PASSWORD,
+        ssl_context=ssl.create_default_context(cafile=ca_file),
+    )
+    sender = ChannelSender(channel, attempts=3, sleep=lambda _s: None)
+    alert = Alert(
+        Level.CRITICAL, "custom\ttype", "k", "disk full", exchange="binance\r\nBcc: evil@example.com"
+    )
+    with structlog.testing.capture_logs():
+        assert sender.deliver(alert) is True, sender.last_error
+    (mail,) = mailbox.messages[before:]
+    assert mail["to"] == ["ops@example.com"]
+    message = email.message_from_bytes(mail["content"], policy=email.policy.default)
+    assert message["Bcc"] is None
+    assert message["Subject"] == "[hardened] [CRITICAL] custom type binance Bcc: evil@example.com"
+
+
+@pytest.mark.parametrize(
+    ("email_config", "field"),
+    [
+        ({"from_email": USER, "subject_prefix": "[bot]\nBcc: evil@example.com"}, "subject_prefix"),
+        ({"from_email": f"{USER}\r\nBcc: evil@example.com"}, "from_email"),
+        ({"from_email": "not-an-address"}, "from_email"),
+        ({"username": "apikey"}, "from_email"),  # SendGrid's login name is no sender address
+    ],
+)
+def test_a_sender_or_subject_prefix_that_cannot_head_a_mail_is_a_config_error(
+    email_config: dict[str, Any], field: str
+) -> None:
+    settings = {"smtp_server": "127.0.0.1", "to_emails": ["ops@example.com"], **email_config}
+    with pytest.raises(hardened.ConfigError, match=f"email_config.{field}"):
+        AlertConfig(email_config=settings)
+    assert (
+        AlertConfig(
+            email_config={"smtp_server": "h", "to_emails": ["o@x.com"], "from_email": "Bot <bot@x.com>"}
+        ).email_config.from_email
+        == "Bot <bot@x.com>"
+    )
+
+
 def test_config_in_a_toml_file_under_an_alerts_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "hardened.toml"
     path.write_text(

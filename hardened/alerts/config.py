@@ -28,6 +28,7 @@ import contextvars
 import json
 import os
 import tomllib
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any, Literal
 
@@ -113,6 +114,22 @@ class EmailConfig(_Section):
             if "@" not in address or any(c.isspace() for c in address.strip()):
                 raise ValueError(f"{address!r} is not an e-mail address")
         return [a.strip() for a in value]
+
+    @field_validator("from_email")
+    @classmethod
+    def _from_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if any(c < " " or c == "\x7f" for c in value) or "@" not in parseaddr(value)[1]:
+            raise ValueError("not an e-mail address (one address, 'Name <a@b>' allowed, no line breaks)")
+        return value.strip()
+
+    @field_validator("subject_prefix")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        if any(c < " " or c == "\x7f" for c in value):  # a header: a line break would end it
+            raise ValueError("must not contain line breaks or control characters")
+        return value
 
 
 class TelegramConfig(_Section):
@@ -332,8 +349,13 @@ class AlertConfig(BaseSettings):
                     "alert_channels lists webhook but webhook_config.urls is empty (ALERT_WEBHOOK_URLS)"
                 )
         self._no_half_set_channel()
-        if self.email_config.configured and not (self.email_config.from_email or self.email_config.username):
-            raise ValueError("email_config.from_email (ALERT_EMAIL_FROM) is needed to send mail")
+        mail = self.email_config
+        if mail.configured and not mail.from_email and "@" not in (mail.username or ""):
+            # the login name stands in for the sender only when it is an address ("apikey" is not)
+            raise ValueError(
+                "email_config.from_email (ALERT_EMAIL_FROM) is needed to send mail "
+                "(the login name, if any, is not an e-mail address)"
+            )
         return self
 
     def _no_half_set_channel(self) -> None:

@@ -5,6 +5,7 @@ Blocking, in its sender thread, with a timeout. One message per alert to every r
 
 from __future__ import annotations
 
+import re
 import smtplib
 import ssl
 from collections.abc import Sequence
@@ -18,6 +19,9 @@ from hardened.alerts.channels.base import Channel, DeliveryError, render_html, r
 __all__ = ["EmailChannel"]
 
 Security = Literal["starttls", "ssl", "none"]
+# Line breaks and other control characters: never in a header (the mail could not be built, or in a
+# laxer library a second header could be injected), so a subject has them as spaces.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 
 class EmailChannel(Channel):
@@ -51,6 +55,9 @@ class EmailChannel(Channel):
             raise ValueError(f"{self.name} needs an SMTP server")
         if not to_addrs:
             raise ValueError(f"{self.name} needs at least one recipient")
+        for what, value in (("from address", from_addr), ("subject prefix", subject_prefix)):
+            if _CONTROL.search(value):
+                raise ValueError(f"{self.name} {what} must not contain line breaks or control characters")
         if security not in ("starttls", "ssl", "none"):
             raise ValueError(f"{self.name} security must be starttls, ssl or none, got {security!r}")
         self.host = host
@@ -67,7 +74,7 @@ class EmailChannel(Channel):
     def message(self, alert: Alert) -> EmailMessage:
         """The mail for ``alert``: multipart/alternative, text first, HTML second."""
         msg = EmailMessage()
-        msg["Subject"] = f"{self.subject_prefix} {alert.title}".strip()
+        msg["Subject"] = _CONTROL.sub(" ", f"{self.subject_prefix} {alert.title}").strip()
         msg["From"] = self.from_addr
         msg["To"] = ", ".join(self.to_addrs)
         msg["Date"] = formatdate(alert.ts, localtime=False)
@@ -77,7 +84,10 @@ class EmailChannel(Channel):
         return msg
 
     def send(self, alert: Alert) -> None:
-        msg = self.message(alert)
+        try:
+            msg = self.message(alert)
+        except ValueError as exc:  # the same alert would fail the same way: no retry
+            raise DeliveryError(f"{self.name}: cannot build the mail: {exc}", retryable=False) from None
         try:
             if self.security == "ssl":
                 smtp: smtplib.SMTP = smtplib.SMTP_SSL(
