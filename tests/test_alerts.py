@@ -207,6 +207,49 @@ def test_error_goes_to_the_log_at_once_and_to_telegram_only_if_still_firing() ->
     assert dispatcher.stats()["channels"]["telegram"]["cancelled"] == 1
 
 
+def test_a_wall_clock_stepped_back_delays_no_escalation_cooldown_or_summary() -> None:
+    """Decisions run on a monotonic clock: NTP stepping the wall clock back an hour right after a
+    breaker opened used to hold its Telegram escalation, and every cooldown, for that hour too.
+    An alert's ts still says the wall-clock time."""
+    import time
+
+    default = AlertDispatcher(AlertConfig(health_interval=0), channels=[], threaded=False)
+    assert default.clock is time.monotonic and default.wall_clock is time.time
+    mono, wall = Clock(5_000.0), Clock()
+    channels = {kind: Recorder(kind) for kind in ("log", "telegram")}
+    bus = EventBus()
+    dispatcher = AlertDispatcher(
+        AlertConfig(health_interval=0),
+        channels=list(channels.values()),
+        clock=mono,
+        wall_clock=wall,
+        event_bus=bus,
+        threaded=False,
+    ).start()
+    opened_at = wall.now
+    bus.publish(**opened("binance_ticker"))
+    dispatcher.flush()
+    mono.advance(60)
+    wall.advance(60 - 3600)  # NTP steps the wall clock back an hour
+    dispatcher.flush()
+    mono.advance(60)
+    wall.advance(60)
+    dispatcher.flush()  # 120 s after the breaker opened, by any clock that counts seconds
+    assert [a.key for a in channels["telegram"].got] == ["breaker_opened:binance_ticker"]
+    assert channels["telegram"].got[0].ts == opened_at  # when it fired, by the wall clock
+    # the cooldown ends 300 s after the first alert, and the repeat held inside it is summarised
+    bus.publish(**opened("binance_ticker"))
+    dispatcher.flush()
+    mono.advance(181)
+    wall.advance(181)
+    dispatcher.flush()
+    summary = channels["log"].got[-1]
+    assert summary.type == AlertType.SUPPRESSED_SUMMARY and summary.ts == wall.now
+    bus.publish(**opened("binance_ticker"))
+    dispatcher.flush()
+    assert [a.type for a in channels["log"].got].count(AlertType.BREAKER_OPENED) == 2
+
+
 def test_a_flapping_breaker_that_stays_open_still_reaches_telegram_once() -> None:
     clock = Clock()
     dispatcher, channels, bus = make(clock)

@@ -7,8 +7,10 @@ each alert that fires on the bus as kind ``alert``, and hands it to the channels
 its escalation delay (``escalation``); each channel's ``ChannelSender`` delivers from its own
 thread with retries. Health is read on this thread's schedule, never per call.
 
-Everything time-dependent reads ``clock()``; with ``threaded=False`` nothing runs by itself and a
-test drives it with ``step()`` and a fake clock.
+Every decision (cooldowns, rate windows, error-rate windows, escalation delays) reads ``clock()``,
+monotonic by default, so a wall clock stepped by NTP delays or hurries none of them; an alert's
+``ts`` reads ``wall_clock()``. With ``threaded=False`` nothing runs by itself and a test drives it
+with ``step()`` and a fake clock.
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ log = structlog.get_logger("hardened.alerts")
 HealthSource = Callable[[], Mapping[str, Any]]
 
 
+def _stamped(alert: Alert, wall: float) -> Alert:
+    """``alert`` with ``ts`` set to the wall-clock time ``wall``."""
+    return alert if alert.ts == wall else dataclasses.replace(alert, ts=wall)
+
+
 def _default_health() -> Mapping[str, Any]:
     from hardened.telemetry.health import overall_health
 
@@ -50,7 +57,9 @@ class AlertDispatcher:
     Args:
         config: an ``AlertConfig`` (default: read from the environment and ``ALERT_CONFIG_FILE``).
         channels: channels to use instead of those ``config`` describes.
-        clock: wall-clock seconds (``time.time``); tests pass a fake.
+        clock: seconds for every decision (``time.monotonic``); tests pass a fake.
+        wall_clock: seconds since the epoch for an alert's ``ts`` (``time.time``; ``clock`` when
+            only ``clock`` is given, so one fake drives both).
         event_bus: the bus to watch and publish ``alert`` events on.
         health_source: returns ``overall_health()``-shaped readings.
         threaded: run the dispatcher and the senders in background threads (False: call ``step()``).
@@ -62,7 +71,8 @@ class AlertDispatcher:
         config: AlertConfig | None = None,
         *,
         channels: Sequence[Channel] | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
+        wall_clock: Callable[[], float] | None = None,
         event_bus: EventBus | None = None,
         health_source: HealthSource | None = None,
         threaded: bool = True,
@@ -70,7 +80,8 @@ class AlertDispatcher:
     ) -> None:
         self.config = config if config is not None else AlertConfig()
         cfg = self.config
-        self.clock = clock
+        self.clock = clock if clock is not None else time.monotonic
+        self.wall_clock = wall_clock if wall_clock is not None else clock or time.time
         self.threaded = threaded
         self._bus = event_bus or bus
         self._health_source = health_source or _default_health
@@ -231,6 +242,9 @@ class AlertDispatcher:
             self._stepping = False
 
     def _step(self, now: float) -> None:
+        # The rules and the throttle stamp what they make with ``now``, the decision clock's
+        # reading: an alert says the wall-clock time instead.
+        wall = now if self.wall_clock is self.clock else self.wall_clock()
         inbox = self._inbox
         while inbox:
             item = inbox.popleft()
@@ -239,18 +253,18 @@ class AlertDispatcher:
                 continue
             self.counters["events"] += 1
             for alert in self.rules.on_event(item, now):
-                self._handle(alert, now)
+                self._handle(_stamped(alert, wall), now)
         for alert in self.rules.tick(now):
-            self._handle(alert, now)
+            self._handle(_stamped(alert, wall), now)
         interval = self.config.health_interval
         if interval > 0 and now >= self._next_health:
             self._next_health = now + interval
             for alert in self.rules.on_health(self._health_source(), now):
-                self._handle(alert, now)
+                self._handle(_stamped(alert, wall), now)
         summary = self.throttle.due_summary(now)
         if summary is not None:
             self.counters["summaries"] += 1
-            self._emit(self._clean(summary), now, immediate_only=True)
+            self._emit(self._clean(_stamped(summary, wall)), now, immediate_only=True)
         for alert, kind in self.pending.due(now):
             self._escalated_at[(alert.key, kind)] = now
             self._offer(alert, kind)
