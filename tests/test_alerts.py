@@ -599,6 +599,43 @@ def test_held_counts_what_waits_for_a_summary() -> None:
     assert len(summary.details["groups"]) == 2 and throttle.held == 0
 
 
+def test_a_configured_secret_is_masked_in_an_alerts_details_key_and_names_too() -> None:
+    """Only the message was masked: a bot token quoted in a custom alert's details (or key, or
+    exchange) went out in the webhook payload, the mail body and the status stream's alert event."""
+    import json
+
+    from hardened.alerts.channels import render_html, render_text, slack_payload
+
+    token = "987654321:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
+    recorder = Recorder("webhook")
+    bus = EventBus()
+    events: list[dict[str, Any]] = []
+    bus.subscribe(events.append)
+    config = AlertConfig(
+        health_interval=0,
+        alert_channels=["telegram"],
+        telegram_config={"bot_token": token, "chat_ids": ["1"]},
+    )
+    dispatcher = AlertDispatcher(config, channels=[recorder], event_bus=bus, threaded=False).start()
+    error = f"HTTP 409 from https://api.telegram.org/bot{token}/getUpdates"
+    dispatcher.fire(
+        Alert(
+            Level.WARNING,
+            "custom",
+            f"poller:{token}",
+            "my own Telegram poller failed",
+            exchange=f"bot{token}",
+            details={"error": error, "attempts": 3, "nested": {"last": [error]}},
+        )
+    )
+    dispatcher.flush()
+    (alert,) = recorder.got
+    assert alert.details["attempts"] == 3 and "HTTP 409" in alert.details["error"]
+    shown = [alert.to_dict(), render_text(alert), render_html(alert), slack_payload(alert)]
+    shown += [e for e in events if e["kind"] == "alert"] + dispatcher.recent()
+    assert token not in json.dumps(shown, default=str)
+
+
 def test_start_alerts_with_a_channel_of_your_own() -> None:
     import hardened
 

@@ -32,7 +32,7 @@ from hardened.alerts.rules import EVENT_KINDS, AlertRules
 from hardened.alerts.sender import ChannelSender
 from hardened.alerts.throttle import Throttle, Verdict
 from hardened.telemetry.events import Event, EventBus, bus
-from hardened.telemetry.redact import redact_text
+from hardened.telemetry.redact import redact_text, redact_value
 
 __all__ = ["AlertDispatcher"]
 
@@ -273,9 +273,18 @@ class AlertDispatcher:
             self._escalated_at = {k: t for k, t in self._escalated_at.items() if now - t < cooldown}
 
     def _clean(self, alert: Alert) -> Alert:
-        """``alert`` with credentials masked in its message (they could come from any event text)."""
-        message = redact_text(alert.message, self._secrets)
-        return alert if message == alert.message else dataclasses.replace(alert, message=message)
+        """``alert`` with credentials masked in every text it carries (message, details, key, type,
+        exchange, endpoint): any of them could quote an error, and each reaches a channel or the
+        status stream."""
+        secrets = self._secrets
+        changes: dict[str, Any] = {}
+        for name in ("message", "type", "key", "exchange", "endpoint"):
+            value = getattr(alert, name)
+            if isinstance(value, str) and (masked := redact_text(value, secrets)) != value:
+                changes[name] = masked
+        if alert.details and (details := redact_value(alert.details, secrets)) != alert.details:
+            changes["details"] = details
+        return dataclasses.replace(alert, **changes) if changes else alert
 
     def _handle(self, alert: Alert, now: float) -> None:
         alert = self._clean(alert)
