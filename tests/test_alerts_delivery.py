@@ -316,6 +316,37 @@ def test_slack_payload_shape(monkeypatch: pytest.MonkeyPatch, receiver: Receiver
     assert payload["attachments"][0]["color"].startswith("#")
 
 
+def test_slack_text_is_escaped_never_empty_and_cut_whole() -> None:
+    """Slack reads &, < and > as control characters: an alert quoting an HTML error page, or
+    ``<!channel>``, went out raw (a mention of everyone, a broken message); an empty message made
+    a zero-length section text, which Block Kit refuses; a cut could split an entity."""
+    from hardened.alerts import Alert, Level
+    from hardened.alerts.channels import slack_payload
+
+    payload = slack_payload(Alert(Level.ERROR, "custom", "k<1>", "503: <html>busy</html> <!channel> a&b"))
+    section = payload["blocks"][1]
+    texts = [payload["text"], section["text"]["text"], payload["blocks"][2]["elements"][0]["text"]]
+    texts += [f["text"] for f in section["fields"]]
+    assert not any("<" in t or ">" in t for t in texts)
+    assert "&lt;!channel&gt; a&amp;b" in section["text"]["text"] and "k&lt;1&gt;" in texts[2]
+    assert slack_payload(Alert(Level.ERROR, "custom", "k", ""))["blocks"][1]["text"]["text"] != ""
+    cut = slack_payload(Alert(Level.ERROR, "custom", "k", "x" + "&" * 5000))
+    for text in (cut["text"], cut["blocks"][1]["text"]["text"]):
+        assert len(text) <= 3000 and text.endswith("&amp;\u2026")
+
+
+def test_a_long_telegram_message_is_cut_without_splitting_an_entity_or_the_title() -> None:
+    from hardened.alerts import Alert, Level
+    from hardened.alerts.channels import TelegramChannel
+
+    channel = TelegramChannel("123:abc", "1")
+    for pad in range(8):  # every offset of the cut against the five characters of &amp;
+        text = channel.text(Alert(Level.ERROR, "custom", "k", "a" * (4060 + pad) + "&" * 20))
+        assert len(text) <= 4096 and text.endswith(("&amp;\u2026", "a\u2026"))
+    text = channel.text(Alert(Level.ERROR, "t" * 5000, "k", "the message"))
+    assert "</b>\n" in text and text.endswith("the message") and len(text) <= 4096
+
+
 def test_no_secret_reaches_a_log_line_an_event_an_error_or_a_payload(
     alert_env: dict[str, str], smtp: tuple[Mailbox, int, str], receiver: Receiver
 ) -> None:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from hardened.alerts.alert import Alert, Level
 
-__all__ = ["Channel", "DeliveryError", "render_html", "render_text"]
+__all__ = ["Channel", "DeliveryError", "cut_escaped", "render_html", "render_text"]
 
 # Emoji per level, as in the seed documents' alert levels.
 LEVEL_MARK = {
@@ -55,6 +55,18 @@ class Channel(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
+
+
+def cut_escaped(text: str, limit: int) -> str:
+    """``text`` (entity-escaped) in at most ``limit`` characters, an ellipsis marking a cut that
+    never splits an entity such as ``&amp;`` (a broken one shows as garbage, or is refused)."""
+    if len(text) <= limit:
+        return text
+    cut = text[: max(0, limit - 1)]
+    amp = cut.rfind("&", max(0, len(cut) - 9))  # the longest entity we write: &#x27; / &quot;
+    if amp != -1 and ";" not in cut[amp:]:
+        cut = cut[:amp]
+    return cut + "\u2026"
 
 
 def _when(alert: Alert) -> str:

@@ -11,7 +11,7 @@ import html
 import json
 
 from hardened.alerts.alert import Alert
-from hardened.alerts.channels.base import LEVEL_MARK, Channel, DeliveryError
+from hardened.alerts.channels.base import LEVEL_MARK, Channel, DeliveryError, cut_escaped
 from hardened.alerts.channels.http import check_sendable, check_url, post_json
 
 __all__ = ["TelegramChannel"]
@@ -47,9 +47,10 @@ class TelegramChannel(Channel):
         self.timeout = timeout
 
     def text(self, alert: Alert) -> str:
-        """The message: bold title, the message escaped for Telegram's HTML mode."""
-        body = f"{LEVEL_MARK[alert.level]} <b>{html.escape(alert.title)}</b>\n{html.escape(alert.message)}"
-        return body if len(body) <= _LIMIT else body[: _LIMIT - 1] + "…"
+        """The message: bold title, the message escaped for Telegram's HTML mode, cut to Telegram's
+        limit without splitting an entity or the title's tag."""
+        head = f"{LEVEL_MARK[alert.level]} <b>{cut_escaped(html.escape(alert.title), 512)}</b>\n"
+        return head + cut_escaped(html.escape(alert.message), _LIMIT - len(head))
 
     def send(self, alert: Alert) -> None:
         url = f"{self.base_url}/bot{self._token}/sendMessage"

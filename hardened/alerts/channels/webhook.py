@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from hardened.alerts.alert import Alert, Level
-from hardened.alerts.channels.base import LEVEL_MARK, Channel
+from hardened.alerts.channels.base import LEVEL_MARK, Channel, cut_escaped
 from hardened.alerts.channels.http import check_url, post_json
 
 __all__ = ["WebhookChannel", "slack_payload"]
@@ -19,11 +19,22 @@ WebhookFormat = Literal["json", "slack"]
 _COLOR = {Level.INFO: "#439FE0", Level.WARNING: "#DAA038", Level.ERROR: "#D00000", Level.CRITICAL: "#7D0000"}
 
 
+def _escape(text: str) -> str:
+    """Slack's control characters as entities: ``<!channel>`` in an alert must not notify a
+    channel, nor ``<url|text>`` become a link (api.slack.com/reference/surfaces/formatting)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def slack_payload(alert: Alert) -> dict[str, Any]:
-    """Slack's incoming-webhook shape: fallback ``text``, ``blocks`` to show, a coloured attachment."""
+    """Slack's incoming-webhook shape: fallback ``text``, ``blocks`` to show, a coloured attachment.
+
+    Every text from the alert is escaped for Slack; a text object is never empty (Block Kit
+    refuses one) nor longer than its 3000 characters.
+    """
     headline = f"{LEVEL_MARK[alert.level]} {alert.title}"
+    message = _escape(alert.message) or "-"
     fields = [
-        {"type": "mrkdwn", "text": f"*{name}*\n{value}"}
+        {"type": "mrkdwn", "text": cut_escaped(f"*{name}*\n{_escape(value)}", 2000)}
         for name, value in (
             ("level", alert.level.name),
             ("type", str(alert.type)),
@@ -32,11 +43,20 @@ def slack_payload(alert: Alert) -> dict[str, Any]:
         )
     ]
     return {
-        "text": f"{headline}: {alert.message}"[:3000],
+        "text": cut_escaped(f"{_escape(headline)}: {message}", 3000),
         "blocks": [
             {"type": "header", "text": {"type": "plain_text", "text": headline[:150]}},
-            {"type": "section", "text": {"type": "mrkdwn", "text": alert.message[:3000]}, "fields": fields},
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": f"key `{alert.key}` - hardened"}]},
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": cut_escaped(message, 3000)},
+                "fields": fields,
+            },
+            {
+                "type": "context",
+                "elements": [
+                    {"type": "mrkdwn", "text": cut_escaped(f"key `{_escape(alert.key)}` - hardened", 3000)}
+                ],
+            },
         ],
         "attachments": [{"color": _COLOR[alert.level], "fallback": alert.title, "ts": int(alert.ts)}],
     }
