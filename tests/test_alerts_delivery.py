@@ -582,6 +582,25 @@ def test_invalid_values_raise_config_error_naming_the_field(settings: dict[str, 
     assert field in str(caught.value)
 
 
+def test_a_channel_no_escalation_rule_reaches_is_a_config_error() -> None:
+    """``escalation`` replaces the default rules: a list written with the webhook in mind used to
+    leave a configured Telegram without a single alert, CRITICAL included, and say nothing."""
+    telegram = {"bot_token": TOKEN, "chat_ids": ["1"]}
+    hook = {"urls": ["https://hooks.example.com/T000/B000/XXXX"]}
+    only_webhook = [{"channel": "webhook", "min_level": "warning"}]
+    with pytest.raises(hardened.ConfigError, match="no rule for the telegram channel") as caught:
+        AlertConfig(telegram_config=telegram, webhook_config=hook, escalation=only_webhook)
+    assert TOKEN not in str(caught.value)
+    with pytest.raises(hardened.ConfigError, match="no rule for the log channel"):
+        AlertConfig(alert_channels=["log", "webhook"], webhook_config=hook, escalation=only_webhook)
+    # the log, only added by default, may go unused; a channel left out of alert_channels too
+    assert AlertConfig(webhook_config=hook, escalation=only_webhook).channel_kinds() == ("log", "webhook")
+    config = AlertConfig(
+        alert_channels=["webhook"], telegram_config=telegram, webhook_config=hook, escalation=only_webhook
+    )
+    assert config.channel_kinds() == ("webhook",)
+
+
 def test_a_client_can_start_the_alerts(monkeypatch: pytest.MonkeyPatch) -> None:
     import ccxt
 

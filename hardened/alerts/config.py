@@ -349,6 +349,7 @@ class AlertConfig(BaseSettings):
                     "alert_channels lists webhook but webhook_config.urls is empty (ALERT_WEBHOOK_URLS)"
                 )
         self._no_half_set_channel()
+        self._every_channel_reached()
         mail = self.email_config
         if mail.configured and not mail.from_email and "@" not in (mail.username or ""):
             # the login name stands in for the sender only when it is an address ("apikey" is not)
@@ -357,6 +358,20 @@ class AlertConfig(BaseSettings):
                 "(the login name, if any, is not an e-mail address)"
             )
         return self
+
+    def _every_channel_reached(self) -> None:
+        """A channel in use that no escalation rule names would never get an alert: ``escalation``
+        replaces the default rules, and a list written for one channel silently mutes the others.
+        The log, when only added by default, may be left out."""
+        reached = {rule.channel for rule in self.escalation}
+        listed = set(self.alert_channels or ())
+        for kind in self.channel_kinds():
+            if kind not in reached and (kind != "log" or kind in listed):
+                raise ValueError(
+                    f"escalation has no rule for the {kind} channel, so it would never get an alert "
+                    f"(the list replaces the defaults): add {{channel = {kind!r}, min_level = ...}} "
+                    f"or leave {kind} out of alert_channels"
+                )
 
     def _no_half_set_channel(self) -> None:
         """A channel given part of what it needs (a bot token without a chat, an SMTP server
