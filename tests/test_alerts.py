@@ -636,6 +636,33 @@ def test_a_configured_secret_is_masked_in_an_alerts_details_key_and_names_too() 
     assert token not in json.dumps(shown, default=str)
 
 
+def test_an_alert_fired_on_a_stopped_dispatcher_is_counted_and_logged() -> None:
+    """A reference kept from start_alerts() after stop_alerts(): fire() put the alert in an inbox
+    nobody reads, without a count or a word."""
+    import structlog
+
+    recorder = Recorder("log")
+    dispatcher = AlertDispatcher(
+        AlertConfig(health_interval=0), channels=[recorder], event_bus=EventBus(), threaded=False
+    ).start()
+    dispatcher.stop()
+    with structlog.testing.capture_logs() as logs:
+        dispatcher.fire(Alert(Level.CRITICAL, "custom", "late", "order state unknown"))
+    stats = dispatcher.stats()
+    assert (stats["inbox"], stats["inbox_dropped"], recorder.got) == (0, 1, [])
+    assert [(e["event"], e["alert_key"]) for e in logs] == [("alert_dropped", "late")]
+
+
+def test_an_empty_channel_list_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hardened.config import ConfigError
+
+    with pytest.raises(ConfigError, match="alert_channels"):
+        AlertConfig(alert_channels=[])
+    monkeypatch.setenv("ALERT_CHANNELS", ",")
+    with pytest.raises(ConfigError, match="alert_channels"):
+        AlertConfig()
+
+
 def test_start_alerts_with_a_channel_of_your_own() -> None:
     import hardened
 

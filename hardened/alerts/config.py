@@ -296,7 +296,9 @@ class AlertConfig(BaseSettings):
     model_config = SettingsConfigDict(extra="forbid", frozen=True)
 
     alert_channels: list[Literal["log", "webhook", "email", "telegram"]] | None = Field(
-        None, description="channel kinds to use; None: log plus every channel that is configured"
+        None,
+        min_length=1,  # an empty list would send every alert nowhere
+        description="channel kinds to use; None: log plus every channel that is configured",
     )
     alert_cooldown: Float = Field(300.0, ge=0, le=86_400, description="seconds between alerts of one key")
     # A level left out keeps its default limit; ``None`` (``null``) lifts it.

@@ -120,7 +120,7 @@ class AlertDispatcher:
         self._drop_lock = threading.Lock()
         self.counters = {
             "events": 0,  # bus events taken in
-            "inbox_dropped": 0,  # events refused because the inbox was full
+            "inbox_dropped": 0,  # events refused: the inbox was full, or alerts fired after stop()
             "fired": 0,  # alerts that passed the throttle
             "suppressed": 0,  # alerts held back by cooldowns and rate limits
             "summaries": 0,  # summaries of held-back alerts sent
@@ -197,6 +197,14 @@ class AlertDispatcher:
         """Raise an alert of your own (``Alert(Level.WARNING, "custom", key, message)``) from any thread."""
         if not isinstance(alert, Alert):  # it would fail on the dispatcher's thread, unseen
             raise TypeError(f"fire() takes an Alert, got {type(alert).__name__}")
+        if self._stopping.is_set():  # nobody reads the inbox any more: count it and say so
+            self._count_drop()
+            log.warning(
+                "alert_dropped",
+                reason="fired on a stopped dispatcher (hardened.alerts.current() is the running one)",
+                alert_key=redact_text(alert.key, self._secrets),
+            )
+            return
         if len(self._inbox) >= self._inbox_size:
             self._count_drop()
             return
