@@ -5,6 +5,7 @@ are counted, failures are visible, and every other channel still delivers.
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import json
@@ -482,6 +483,55 @@ def test_a_redirected_webhook_fails_instead_of_counting_a_bodiless_get_as_sent(
     assert (sender.sent, sender.failed, sender.retries) == (0, 1, 0)
     assert sender.last_error is not None and f"HTTP {code} redirect not followed" in sender.last_error
     assert [path for path, _ in receiver.received] == [f"/moved/{code}"]  # no GET, no second POST
+
+
+def trickling_server(answer: bytes, gap: float) -> tuple[int, threading.Event]:
+    """A server on 127.0.0.1 that sends ``answer`` one byte every ``gap`` seconds to one client
+    (after reading its request, if it sends one first); the event is set when it gives up."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    done = threading.Event()
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        conn.settimeout(0.2)
+        with contextlib.suppress(OSError):
+            conn.recv(65_536)
+        for byte in answer:
+            try:
+                conn.send(bytes([byte]))
+            except OSError:
+                break
+            time.sleep(gap)
+        conn.close()
+        server.close()
+        done.set()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server.getsockname()[1], done
+
+
+@pytest.mark.parametrize("kind", ["webhook", "email"])
+def test_a_server_trickling_its_answer_cannot_outlast_the_timeout(kind: str) -> None:
+    """``timeout`` bounds the whole exchange: urllib's and smtplib's bound each read, and a server
+    sending a byte every 0.2 s held the channel's thread for the whole answer (here ~12 s)."""
+    from hardened.alerts import Alert, Level
+    from hardened.alerts.channels import DeliveryError, EmailChannel, WebhookChannel
+
+    if kind == "webhook":
+        answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Pad: " + b"x" * 20 + b"\r\n\r\nok"
+        port, done = trickling_server(answer, 0.2)
+        channel: Any = WebhookChannel(f"http://127.0.0.1:{port}/hook", timeout=0.5)
+    else:
+        port, done = trickling_server(b"220 slow.example.com ESMTP at your service, eventually\r\n", 0.2)
+        channel = EmailChannel("127.0.0.1", port, USER, ["ops@example.com"], security="none", timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(DeliveryError, match=r"no complete (answer|session) within 0.5 s") as caught:
+        channel.send(Alert(Level.ERROR, "custom", "k", "m"))
+    assert time.monotonic() - started < 3.0
+    assert caught.value.retryable
+    assert done.wait(5)  # the server saw the connection go
 
 
 def test_status_stream_carries_alerts_and_delivery_counters() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import smtplib
+import socket
 import ssl
 from collections.abc import Sequence
 from email.message import EmailMessage
@@ -14,6 +15,7 @@ from email.utils import formatdate, make_msgid
 from typing import Literal
 
 from hardened.alerts.alert import Alert
+from hardened.alerts.channels import deadline as _deadline
 from hardened.alerts.channels.base import Channel, DeliveryError, render_html, render_text
 
 __all__ = ["EmailChannel"]
@@ -22,6 +24,26 @@ Security = Literal["starttls", "ssl", "none"]
 # Line breaks and other control characters: never in a header (the mail could not be built, or in a
 # laxer library a second header could be injected), so a subject has them as spaces.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def _watched(smtp: smtplib.SMTP, sock: socket.socket) -> socket.socket:
+    """Hand ``smtp`` to the thread's ``Deadline`` as soon as it has a socket (smtplib's timeout
+    bounds each read, so a server trickling its replies could hold the sender's thread)."""
+    smtp.sock = sock  # smtplib assigns it on return: set now, so the deadline never misses it
+    deadline = _deadline.current()
+    if deadline is not None:
+        deadline.watch(smtp)
+    return sock
+
+
+class _SMTP(smtplib.SMTP):
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        return _watched(self, super()._get_socket(host, port, timeout))
+
+
+class _SMTPSSL(smtplib.SMTP_SSL):
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        return _watched(self, super()._get_socket(host, port, timeout))
 
 
 class EmailChannel(Channel):
@@ -88,30 +110,45 @@ class EmailChannel(Channel):
             msg = self.message(alert)
         except ValueError as exc:  # the same alert would fail the same way: no retry
             raise DeliveryError(f"{self.name}: cannot build the mail: {exc}", retryable=False) from None
+        deadline = _deadline.Deadline(self.timeout)  # the timeout bounds the whole session
         try:
-            if self.security == "ssl":
-                smtp: smtplib.SMTP = smtplib.SMTP_SSL(
-                    self.host, self.port, timeout=self.timeout, context=self.ssl_context
-                )
-            else:
-                smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
-            with smtp:
-                if self.security == "starttls":
-                    smtp.starttls(context=self.ssl_context)
-                if self.username:
-                    smtp.login(self.username, self._password or "")
-                smtp.send_message(msg)
-        except smtplib.SMTPAuthenticationError as exc:
-            raise DeliveryError(f"{self.name}: login refused ({exc.smtp_code})", retryable=False) from None
-        except smtplib.SMTPNotSupportedError as exc:
-            raise DeliveryError(f"{self.name}: server does not support {exc}", retryable=False) from None
-        except smtplib.SMTPRecipientsRefused:
-            raise DeliveryError(f"{self.name}: every recipient refused", retryable=False) from None
+            with deadline:
+                self._session(msg)
         except (smtplib.SMTPException, ssl.SSLError, OSError) as exc:
-            raise DeliveryError(f"{self.name}: {type(exc).__name__}: {exc}", retryable=True) from None
+            if deadline.expired:
+                raise DeliveryError(
+                    f"{self.name}: no complete session within {self.timeout:g} s", retryable=True
+                ) from None
+            raise _failure(exc, self.name) from None
+
+    def _session(self, msg: EmailMessage) -> None:
+        """Connect, secure, log in and send ``msg``: one SMTP session."""
+        if self.security == "ssl":
+            smtp: smtplib.SMTP = _SMTPSSL(
+                self.host, self.port, timeout=self.timeout, context=self.ssl_context
+            )
+        else:
+            smtp = _SMTP(self.host, self.port, timeout=self.timeout)
+        with smtp:
+            if self.security == "starttls":
+                smtp.starttls(context=self.ssl_context)
+            if self.username:
+                smtp.login(self.username, self._password or "")
+            smtp.send_message(msg)
 
     def secrets(self) -> tuple[str, ...]:
         return (self._password,) if self._password else ()
 
     def __repr__(self) -> str:
         return f"<EmailChannel {self.name} {self.host}:{self.port} to={len(self.to_addrs)}>"
+
+
+def _failure(exc: Exception, name: str) -> DeliveryError:
+    """The ``DeliveryError`` for a session that raised ``exc``: refusals are final, the rest retried."""
+    if isinstance(exc, smtplib.SMTPAuthenticationError):
+        return DeliveryError(f"{name}: login refused ({exc.smtp_code})", retryable=False)
+    if isinstance(exc, smtplib.SMTPNotSupportedError):
+        return DeliveryError(f"{name}: server does not support {exc}", retryable=False)
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return DeliveryError(f"{name}: every recipient refused", retryable=False)
+    return DeliveryError(f"{name}: {type(exc).__name__}: {exc}", retryable=True)

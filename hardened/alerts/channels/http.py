@@ -16,6 +16,7 @@ import urllib.request
 from typing import Any
 from urllib.parse import urlsplit
 
+from hardened.alerts.channels import deadline as _deadline
 from hardened.alerts.channels.base import DeliveryError
 
 __all__ = ["check_sendable", "check_url", "post_json"]
@@ -55,13 +56,43 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None  # urllib then raises HTTPError with the 3xx status
 
 
-_OPENER = urllib.request.build_opener(_NoRedirect)
+class _Watched:
+    """Handler mixin: each connection it opens is watched by the calling thread's ``Deadline``."""
+
+    def do_open(self, http_class: Any, req: Any, **kwargs: Any) -> Any:
+        def connection(*args: Any, **kw: Any) -> Any:
+            conn = http_class(*args, **kw)
+            deadline = _deadline.current()
+            if deadline is not None:
+                deadline.watch(conn)
+                connect = conn.connect
+
+                def connect_then_check() -> None:
+                    connect()
+                    deadline.connected(conn)
+
+                conn.connect = connect_then_check
+            return conn
+
+        return super().do_open(connection, req, **kwargs)  # type: ignore[misc]
+
+
+class _HTTPHandler(_Watched, urllib.request.HTTPHandler):
+    pass
+
+
+class _HTTPSHandler(_Watched, urllib.request.HTTPSHandler):
+    pass
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect, _HTTPHandler, _HTTPSHandler)
 
 
 def post_json(url: str, payload: Any, timeout: float, what: str) -> tuple[int, bytes]:
     """POST ``payload`` as JSON; returns (status, body) for 2xx, raises ``DeliveryError`` otherwise
     (a redirect included: it is not followed)."""
     data = json.dumps(payload, default=str).encode("utf-8")
+    deadline = _deadline.Deadline(timeout)  # the timeout bounds the whole exchange, not each read
     try:
         request = urllib.request.Request(
             url,
@@ -69,7 +100,7 @@ def post_json(url: str, payload: Any, timeout: float, what: str) -> tuple[int, b
             method="POST",
             headers={"Content-Type": "application/json", "User-Agent": "hardened-alerts/1"},
         )
-        with _OPENER.open(request, timeout=timeout) as response:
+        with deadline, _OPENER.open(request, timeout=timeout) as response:
             return response.status, response.read(65_536)
     except urllib.error.HTTPError as exc:
         if 300 <= exc.code < 400:  # its Location is not shown: it may hold a token too
@@ -78,20 +109,30 @@ def post_json(url: str, payload: Any, timeout: float, what: str) -> tuple[int, b
                 "configure the URL it redirects to",
                 retryable=False,
             ) from None
-        body = exc.read(4096) if exc.fp is not None else b""
+        body = b""
+        with contextlib.suppress(OSError, ValueError, http.client.HTTPException):  # cut by the deadline
+            body = exc.read(4096) if exc.fp is not None else b""
         retry_after = _retry_after(exc.headers.get("Retry-After") if exc.headers else None, body)
         raise DeliveryError(
             f"{what}: HTTP {exc.code}",
             retryable=exc.code in _RETRYABLE,
             retry_after=retry_after,
         ) from None
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+        raise _failure(exc, what, timeout, deadline.expired) from None
+
+
+def _failure(exc: Exception, what: str, timeout: float, expired: bool) -> DeliveryError:
+    """The ``DeliveryError`` for an exchange that raised ``exc``; never quotes the URL."""
+    if expired:  # the deadline shut the socket: whatever broke, it broke because time was up
+        return DeliveryError(f"{what}: no complete answer within {timeout:g} s", retryable=True)
+    if isinstance(exc, OSError):  # URLError included
         reason = getattr(exc, "reason", exc)
-        raise DeliveryError(f"{what}: {type(reason).__name__}: {reason}", retryable=True) from None
-    except (http.client.InvalidURL, ValueError):  # http.client's and urllib's refusals quote the URL
-        raise DeliveryError(f"{what}: invalid URL", retryable=False) from None
-    except http.client.HTTPException as exc:  # a garbled answer (bad status line): its text is theirs
-        raise DeliveryError(f"{what}: {type(exc).__name__}", retryable=True) from None
+        return DeliveryError(f"{what}: {type(reason).__name__}: {reason}", retryable=True)
+    if isinstance(exc, ValueError | http.client.InvalidURL):  # their refusals quote the URL
+        return DeliveryError(f"{what}: invalid URL", retryable=False)
+    # a garbled answer (bad status line): its text is theirs
+    return DeliveryError(f"{what}: {type(exc).__name__}", retryable=True)
 
 
 def _retry_after(header: str | None, body: bytes) -> float | None:
