@@ -146,6 +146,10 @@ class Handler(BaseHTTPRequestHandler):
             self._answer(200, {"ok": True})
         elif self.path == "/fail":
             self._answer(500, {"error": "receiver is down"})
+        elif self.path.startswith("/status/"):  # /status/522: that answer once, then 200
+            with self.server.lock:
+                first = sum(1 for path, _ in self.server.received if path == self.path) == 1
+            self._answer(int(self.path.rsplit("/", 1)[1]) if first else 200, {"ok": not first})
         elif self.path == f"/bot{TOKEN}/sendMessage":
             if body.get("chat_id") == "333":
                 self._answer(
@@ -483,6 +487,25 @@ def test_a_redirected_webhook_fails_instead_of_counting_a_bodiless_get_as_sent(
     assert (sender.sent, sender.failed, sender.retries) == (0, 1, 0)
     assert sender.last_error is not None and f"HTTP {code} redirect not followed" in sender.last_error
     assert [path for path, _ in receiver.received] == [f"/moved/{code}"]  # no GET, no second POST
+
+
+@pytest.mark.parametrize(
+    ("code", "retried"), [(500, True), (507, True), (520, True), (522, True), (501, False), (404, False)]
+)
+def test_a_passing_5xx_is_retried_and_a_final_one_is_not(
+    code: int, retried: bool, receiver: Receiver
+) -> None:
+    """Only 500/502/503/504 were retried: a Cloudflare 52x in front of a Discord webhook (the
+    origin is down for a moment) lost the alert at the first try."""
+    from hardened.alerts import Alert, Level
+    from hardened.alerts.channels import WebhookChannel
+    from hardened.alerts.sender import ChannelSender
+
+    base = f"http://127.0.0.1:{receiver.server_address[1]}"
+    sender = ChannelSender(WebhookChannel(f"{base}/status/{code}"), attempts=3, sleep=lambda _s: None)
+    with structlog.testing.capture_logs():
+        delivered = sender.deliver(Alert(Level.ERROR, "custom", "k", "m"))
+    assert (delivered, sender.retries) == ((True, 1) if retried else (False, 0))
 
 
 def trickling_server(answer: bytes, gap: float) -> tuple[int, threading.Event]:

@@ -21,7 +21,17 @@ from hardened.alerts.channels.base import DeliveryError
 
 __all__ = ["check_sendable", "check_url", "post_json"]
 
-_RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
+_RETRYABLE = frozenset({408, 425, 429})
+# Every 5xx is the server's trouble, often passing (Cloudflare, in front of Discord's webhooks,
+# answers 520-524 while the origin is down), except these, which another try will not change.
+_FINAL_5XX = frozenset({501, 505, 511})
+
+
+def _retryable(code: int) -> bool:
+    """Whether another try can help after HTTP ``code``."""
+    return code in _RETRYABLE or (500 <= code < 600 and code not in _FINAL_5XX)
+
+
 # What http.client refuses to put in a request line (its _contains_disallowed_url_pchar_re).
 _UNSENDABLE = re.compile(r"[\x00-\x20\x7f]")
 
@@ -115,7 +125,7 @@ def post_json(url: str, payload: Any, timeout: float, what: str) -> tuple[int, b
         retry_after = _retry_after(exc.headers.get("Retry-After") if exc.headers else None, body)
         raise DeliveryError(
             f"{what}: HTTP {exc.code}",
-            retryable=exc.code in _RETRYABLE,
+            retryable=_retryable(exc.code),
             retry_after=retry_after,
         ) from None
     except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
