@@ -789,6 +789,22 @@ def test_a_line_break_in_an_alert_title_is_a_space_in_the_subject(smtp: tuple[Ma
     assert message["Subject"] == "[hardened] [CRITICAL] custom type binance Bcc: evil@example.com"
 
 
+def test_port_465_without_a_security_setting_speaks_tls_from_the_first_byte(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ALERT_SMTP_PORT=465 alone (SMTPS, as Gmail and most providers document it): the default,
+    STARTTLS, waited for a greeting in clear that never came, and every mail failed after the
+    timeout. An explicit ``security`` is left as given."""
+    monkeypatch.setenv("ALERT_SMTP_SERVER", "smtp.example.com")
+    monkeypatch.setenv("ALERT_SMTP_PORT", "465")
+    monkeypatch.setenv("ALERT_EMAIL_TO", "ops@example.com")
+    monkeypatch.setenv("ALERT_EMAIL_FROM", USER)
+    assert AlertConfig().email_config.security == "ssl"
+    assert AlertConfig(email_config={"security": "starttls"}).email_config.security == "starttls"
+    monkeypatch.setenv("ALERT_SMTP_PORT", "587")
+    assert AlertConfig().email_config.security == "starttls"
+
+
 @pytest.mark.parametrize(
     ("email_config", "field"),
     [

@@ -11,7 +11,7 @@ parts (``enabled``, ``check_interval``, ``enable_*``).
 | ``ALERT_CHANNELS`` (``log,email,telegram,webhook``) | ``alert_channels`` |
 | ``ALERT_COOLDOWN`` (seconds) | ``alert_cooldown`` |
 | ``ALERT_EMAIL_USER``, ``ALERT_EMAIL_PASS``, ``ALERT_EMAIL_FROM``, ``ALERT_EMAIL_TO`` | ``email_config`` |
-| ``ALERT_SMTP_SERVER``, ``ALERT_SMTP_PORT``, ``ALERT_SMTP_SECURITY`` | ``email_config`` |
+| ``ALERT_SMTP_SERVER``, ``ALERT_SMTP_PORT``, ``ALERT_SMTP_SECURITY`` (``ssl`` on 465) | ``email_config`` |
 | ``TELEGRAM_ALERT_BOT_TOKEN``, ``TELEGRAM_ALERT_CHAT_IDS`` | ``telegram_config`` |
 | ``TELEGRAM_ALERT_BASE_URL`` (a Bot API server of your own) | ``telegram_config`` |
 | ``ALERT_WEBHOOK_URLS``, ``ALERT_WEBHOOK_FORMAT`` (``json`` or ``slack``) | ``webhook_config`` |
@@ -97,6 +97,15 @@ class EmailConfig(_Section):
     def configured(self) -> bool:
         """True when there is a server and somebody to write to."""
         return bool(self.smtp_server and self.to_emails)
+
+    @model_validator(mode="after")
+    def _security_of_the_port(self) -> EmailConfig:
+        """Port 465 is SMTPS (TLS from the first byte): with no ``security`` given, use ``ssl``
+        there. The default, STARTTLS, would wait for a greeting the server never sends in clear,
+        and every mail fail after the timeout with nothing said about the port."""
+        if "security" not in self.model_fields_set and self.smtp_port == 465:
+            object.__setattr__(self, "security", "ssl")
+        return self
 
     @field_validator("ca_file")
     @classmethod
