@@ -434,11 +434,17 @@ def _describe_source(exc: SettingsError) -> str:
     return f"invalid hardened configuration: {where} is not valid JSON{why}"
 
 
+# pydantic's error types for a value that is not the section (table) its field holds
+_SECTION_ERRORS = frozenset({"dict_type", "model_type", "model_attributes_type", "dataclass_type"})
+
+
 def _describe(exc: ValidationError) -> str:
     """Turn pydantic's report into one line per bad field: name, value given, what is allowed.
 
     The value is left out for a secret field (``status_token``, ``redis_url``: hidden from the
-    repr) and for an unknown key (``redis_uri`` misspelt holds what ``redis_url`` would)."""
+    repr), for an unknown key (``redis_uri`` misspelt holds what ``redis_url`` would) and for a
+    bare value given where a section belongs (``endpoints = "redis://:pw@host"``: it may be any
+    setting, a credential included)."""
     lines = []
     for err in exc.errors():
         loc = err["loc"]
@@ -447,7 +453,9 @@ def _describe(exc: ValidationError) -> str:
             lines.append(f"{field}: {unknown_setting(HardenedConfig, loc)}")
             continue
         given = err.get("input")
-        hidden = holds_secret(HardenedConfig, loc) or isinstance(given, dict)
+        hidden = (
+            holds_secret(HardenedConfig, loc) or isinstance(given, dict) or err["type"] in _SECTION_ERRORS
+        )
         shown = "" if hidden else f" = {given!r}"
         lines.append(f"{field}{shown}: {err['msg']}{_allowed(loc)}")
     return "invalid hardened configuration: " + "; ".join(lines)

@@ -112,6 +112,13 @@ SECRET = "SECRETvalue99"
             "telegram_config.token",
             "bot_token",
         ),
+        # a bare value where a section belongs may be any setting, a credential included
+        (lambda: HardenedConfig(endpoints=f"redis://:{SECRET}@127.0.0.1"), "endpoints", "dictionary"),
+        (
+            lambda: HardenedConfig(endpoints={"ticker": f"redis://:{SECRET}@127.0.0.1"}),
+            "endpoints.ticker",
+            "dictionary",
+        ),
     ],
 )
 def test_a_configuration_error_never_shows_a_secret_or_an_unknown_keys_value(
