@@ -110,7 +110,7 @@ def _broken(tmp_path: Path, old: str, new: str, name: str = "binance") -> Path:
     ("old", "new", "field", "what"),
     [
         ('kind = "ban"', 'kind = "bogus"', "errors.0.kind", "Input should be"),
-        ('action = "resync_clock_then_retry_once"', 'action = "retry"', "errors.4", "does not fit kind"),
+        ('action = "resync_clock_then_retry_once"', 'action = "retry"', "errors.5", "does not fit kind"),
         ("limit = 6000\n", "limit = -6000\n", "rate_limit.pools.0.limit", "greater than 0"),
         ('name = "ip_banned"', 'name = "ip_banned"\nsurprise = 1', "errors.0.surprise", "Extra inputs"),
         (
@@ -148,7 +148,7 @@ def test_a_bad_profile_names_file_and_field(
 
 def test_a_rule_without_source_is_refused(tmp_path: Path) -> None:
     path = _broken(tmp_path, 'source = "[errors] -1021 INVALID_TIMESTAMP"\n', "")
-    with pytest.raises(ProfileError, match=r"field errors\.4\.source: Field required"):
+    with pytest.raises(ProfileError, match=r"field errors\.5\.source: Field required"):
         load_profile_file(path)
 
 

@@ -142,6 +142,16 @@ def test_order_count_429_without_retry_after_blocks_orders_until_the_window_rese
     assert b.delay_before("ticker", T0 + 3) == 0.0
 
 
+def test_binance_daily_order_limit_429_blocks_orders_until_the_day_resets() -> None:
+    """-1015 names its limiter: the daily one must not be retried when the 10 s window resets."""
+    b = budget("binance")
+    body = '{"code":-1015,"msg":"Too many new orders; current limit is 200000 orders per 1 DAY."}'
+    b.observe("create_order", 429, {}, T0 + 3, body=body)
+    day_end = (T0 // 86_400 + 1) * 86_400
+    assert b.delay_before("create_order", T0 + 3) == pytest.approx(day_end - T0 - 3)
+    assert b.delay_before("ticker", T0 + 3) == 0.0
+
+
 def test_bitvavo_105_ban_until_the_time_in_the_message() -> None:
     b = budget("bitvavo")
     end_ms = int((T0 + 90) * 1000)
