@@ -249,7 +249,8 @@ class EndpointCost(_Model):
     """What one call of an endpoint costs: ``weight`` in its pool plus ``also`` in other pools.
 
     ``ccxt_api`` (``"<api> <METHOD> <path> [cost key]"``) and ``ccxt_cost`` record the entry of ccxt's
-    ``describe()['api']`` the weight was checked against.
+    ``describe()['api']`` the weight was checked against; ``ccxt_differs`` says why ``weight`` is not
+    that cost (ccxt lags a weight the exchange has since changed), else they must agree.
     """
 
     weight: float = Field(ge=0)
@@ -259,6 +260,7 @@ class EndpointCost(_Model):
     no_symbol_weight: float | None = Field(default=None, ge=0)
     ccxt_cost: float | None = None
     ccxt_api: str | None = Field(default=None, pattern=r"^\w+ (GET|POST|PUT|DELETE) \S+( \w+)?$")
+    ccxt_differs: str | None = Field(default=None, min_length=1)
     source: str = Field(min_length=1)
 
     def weight_for(self, *, limit: int | None = None, has_symbol: bool = True) -> float:
