@@ -254,8 +254,10 @@ class _Core:
             if rt is None:
                 policy = self.config.for_endpoint(endpoint)
                 breaker = EndpointBreaker(f"{self.exchange_id}_{endpoint}", policy, self._breaker_moved)
-                if self.shared is not None:
-                    self.shared.breakers.register(breaker)
+                if self.shared is not None:  # shared with the same venue's breakers only
+                    from hardened.shared.cache import venue_of
+
+                    self.shared.breakers.register(breaker, venue_of(self.exchange))
                 stats = self.record.stats_for(endpoint)
                 override = self.config.endpoints.get(endpoint)
                 rt = EndpointRuntime(

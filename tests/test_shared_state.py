@@ -226,6 +226,27 @@ def test_a_recovery_in_one_client_closes_the_others(redis_server: RedisServer, s
     assert b.stats()["shared"]["state"] == "shared"
 
 
+def test_a_trip_on_one_venue_leaves_another_venues_breaker_closed(
+    redis_server: RedisServer, sim: Simulator
+) -> None:
+    """A testnet (another ``urls['api']``) on the same Redis trips its own ``binance_ticker``, not
+    mainnet's: the venues share a breaker name, not an outage."""
+    with Simulator(exchange="binance", seed=8) as testnet_sim:
+        mainnet = local_client(sim, redis_server)
+        other_mainnet = local_client(sim, redis_server)
+        testnet = local_client(testnet_sim, redis_server)
+        for ex in (mainnet, other_mainnet, testnet):
+            assert ex.breakers["binance_ticker"].state == "closed"  # each registers its breaker
+        testnet.breakers["binance_ticker"]._breaker.force_open()
+        mainnet.breakers["binance_ticker"]._breaker.force_open()
+        assert wait_for(lambda: other_mainnet.breakers["binance_ticker"].state == "open")  # same venue
+        mainnet.breakers["binance_ticker"].reset()
+        assert wait_for(lambda: other_mainnet.breakers["binance_ticker"].state == "closed")
+        time.sleep(0.2)  # time enough for a wrongly shared transition to arrive
+        assert testnet.breakers["binance_ticker"].state == "open"  # mainnet's recovery is not its own
+        assert mainnet.fetch_ticker("BTC/USDT")["symbol"] == "BTC/USDT"
+
+
 def test_one_process_probes_for_the_group(redis_server: RedisServer, sim: Simulator) -> None:
     a = local_client(sim, redis_server, failure_threshold=2, recovery_timeout=1.0)
     b = local_client(sim, redis_server, failure_threshold=2, recovery_timeout=1.0)
@@ -348,7 +369,8 @@ def test_redis_killed_mid_run_then_back(sim: Simulator) -> None:
         assert ":***@" in events[0]["redis"]
 
         # The trip made during the outage reached Redis on rejoin, and sharing works again.
-        held = server.client().hgetall("hardened:breaker:binance_ticker")
+        (key,) = server.client().keys("hardened:breaker:binance_ticker:*")  # one venue
+        held = server.client().hgetall(key)
         assert held[b"state"] == b"open"
         assert wait_for(lambda: other.breakers["binance_ticker"].state == "open")
         ex.breakers["binance_ticker"].reset()
