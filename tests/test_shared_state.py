@@ -30,7 +30,7 @@ from structlog.testing import capture_logs
 
 from hardened import CircuitOpenError, HardenedClient
 from hardened.config import ConfigError, HardenedConfig
-from hardened.shared import disconnect_all
+from hardened.shared import disconnect_all, shared_state_for
 from hardened.shared.budget import SharedBudget
 from hardened.shared.connection import RedisLink
 from hardened.sim import Simulator
@@ -341,6 +341,29 @@ def test_leases_across_processes_never_exceed_a_window(redis_server: RedisServer
     assert sum(booked.values()) >= 40  # at least one whole window was granted
     keys = [k.decode() for k in redis_server.client().keys("hardened:budget:*")]
     assert keys and not any("key-A" in k for k in keys)  # a hash of the key, never the key
+
+
+def test_a_pool_counted_per_ip_is_one_budget_for_every_key(redis_server: RedisServer) -> None:
+    """Binance counts request weight per IP: bots on one Redis with different API keys (or none)
+    share it, while a pool counted per account (orders) stays each key's own."""
+
+    def booked_now(budget: SharedBudget, pool: str) -> int:
+        """Calls booked at once (no wait) before the window of ``pool`` (cap 10 per hour) is spent."""
+        n, now = 0, time.time()
+        while n < 100:
+            wait, ok = budget.delay_before([(pool, 10.0, 3600.0, 1.0)], now)
+            if not ok or wait > 0.0:
+                return n
+            n += 1
+        return n
+
+    budgets = [
+        shared_state_for(redis_server.url, 1000, "binance", key, False).budget for key in ("A", "B", None)
+    ]
+    for budget in budgets:
+        budget.lease_share = 1.0  # one lease takes what is left: no top-up racing the count
+    assert sum(booked_now(budget, "request_weight") for budget in budgets) == 10  # scope "ip"
+    assert [booked_now(budget, "orders_1d") for budget in budgets] == [10, 10, 10]  # scope "account"
 
 
 # --- 3. Redis killed mid-run, then back --------------------------------------------------------------
