@@ -17,7 +17,13 @@ from typing import Any, NamedTuple
 
 from hardened.adapters import ENDPOINT_ALIASES, ExchangeProfile, FailureKind, PoolSpec
 
-__all__ = ["RETRY_AFTER_MAX_S", "PoolUsage", "RateLimitBudget", "parse_retry_after"]
+__all__ = [
+    "RETRY_AFTER_MAX_S",
+    "PoolUsage",
+    "RateLimitBudget",
+    "exchange_clock_offset_s",
+    "parse_retry_after",
+]
 
 # The longest wait a Retry-After is believed for: Binance's longest IP ban (its docs: "from 2
 # minutes to 3 days"). Anything longer is a broken header, not an exchange's request, and would
@@ -148,6 +154,17 @@ def parse_retry_after(value: Any, now: float) -> float | None:
     if not math.isfinite(seconds):
         return None
     return min(seconds, RETRY_AFTER_MAX_S) if seconds > 0.0 else 0.0
+
+
+def exchange_clock_offset_s(exchange: Any) -> float:
+    """The exchange's clock minus ours, in seconds, as ccxt measured it (``load_time_difference``
+    stores ours minus the exchange's in ``options['timeDifference']``, ms); 0.0 while unknown.
+
+    The budget needs it to read the epoch stamps the exchange sends (ban ends, window resets).
+    """
+    options = getattr(exchange, "options", None)
+    difference = _number(options.get("timeDifference")) if isinstance(options, dict) else None
+    return -difference / 1000.0 if difference is not None else 0.0
 
 
 def _number(value: Any) -> float | None:

@@ -3,6 +3,7 @@ bans and rate-limit budgets read from the answers' headers, careful cancels."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import ccxt
@@ -139,6 +140,18 @@ def test_a_ban_stops_the_client_until_it_ends(sim: Simulator, exchange_id: str) 
         assert info.value.banned and info.value.retry_in > 60
         assert isinstance(info.value, ccxt.RateLimitExceeded)
     assert len(sim.ground_truth()) == sent  # nothing was sent during the ban
+
+
+def test_a_ban_end_stamped_by_the_exchanges_clock_is_read_with_its_offset(sim: Simulator) -> None:
+    """Binance's 418 says "banned until <its epoch ms>": once ccxt has measured the exchange's
+    clock 30 s ahead of ours, a 5 s ban holds the client 5 s, not 35."""
+    ex = client(sim, "binance", max_retries=0)
+    sim.clock_offset_ms = 30_000
+    ex.inner.load_time_difference()
+    sim.set_profile({"name": "ban", "faults": [{"kind": "ban_418", "retry_after": 5}]})
+    with pytest.raises(ccxt.DDoSProtection):
+        ex.fetch_ticker("BTC/USDT")
+    assert ex._hd.rate_limits.banned_until - time.time() == pytest.approx(5.0, abs=1.5)
 
 
 @pytest.mark.parametrize("exchange_id", EXCHANGES)

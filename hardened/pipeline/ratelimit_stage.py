@@ -17,6 +17,7 @@ two, and a group-wide spent budget fails the call with ``RateLimitBackoff`` with
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from hardened.errors import CircuitOpenError, DeadlineExceeded, ErrorKind, RateLimitBackoff, RequestSkipped
@@ -38,10 +39,18 @@ class RateLimitStage(Stage):
 
     name = "rate_limit"
 
-    def __init__(self, exchange_id: str, budget: RateLimitBudget, shared: Any = None) -> None:
+    def __init__(
+        self,
+        exchange_id: str,
+        budget: RateLimitBudget,
+        shared: Any = None,
+        clock_offset: Callable[[], float] | None = None,
+    ) -> None:
         self.exchange_id = exchange_id
         self.budget = budget
         self.shared = shared
+        # () -> the exchange's clock minus ours (s), read before a refusal's epoch stamps are
+        self.clock_offset = clock_offset
         self._announced_until = 0.0  # end of the last refusal published (once per ban or spent window)
 
     def on_attempt(self, ctx: CallContext) -> float | None:
@@ -96,6 +105,8 @@ class RateLimitStage(Stage):
             self.budget.release(endpoint, weight)
             return
         body = str(error) if kind is ErrorKind.RATE_LIMIT else None
+        if self.clock_offset is not None:  # ccxt may have resynced since: ban ends are its clock's
+            self.budget.clock_offset_s = self.clock_offset()
         banned_before = self.budget.banned_until
         now = time.time()
         self.budget.observe(endpoint, ctx.http_status or 0, ctx.http_headers, now, body)
