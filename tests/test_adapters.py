@@ -132,6 +132,42 @@ def _broken(tmp_path: Path, old: str, new: str, name: str = "binance") -> Path:
             "client_order_id.visibility_lag_ms",
             "integer",
         ),
+        # wrong values pydantic's lax mode would have taken without a word
+        ("limit = 6000\n", "limit = true\n", "rate_limit.pools.0.limit", "valid number"),
+        ("limit = 6000\n", 'limit = "6000"\n', "rate_limit.pools.0.limit", "valid number"),
+        ("checks_timestamp = true", 'checks_timestamp = "no"', "clock.checks_timestamp", "valid boolean"),
+        ("per_request = true", "per_request = 1", "rate_limit.pools.1.per_request", "valid boolean"),
+        (
+            "by_limit = [[100, 5], [500, 25], [1000, 50], [5000, 250]]",
+            "by_limit = [[5000, 250], [100, 5], [500, 25], [1000, 50]]",
+            "rate_limit.endpoints.order_book.by_limit",
+            "strictly ascending",
+        ),
+        (
+            "by_limit = [[100, 5], [500, 25]",
+            "by_limit = [[100, -5], [500, 25]",
+            "rate_limit.endpoints.order_book.by_limit.0.1",
+            "greater than or equal to 0",
+        ),
+        (
+            "also = { orders_10s = 1,",
+            "also = { orders_10s = -1,",
+            "rate_limit.endpoints.create_order.also.orders_10s",
+            "greater than or equal to 0",
+        ),
+        (
+            'name = "X-MBX-ORDER-COUNT-10S"',
+            'name = "x-mbx-used-weight-1m"',
+            "rate_limit",
+            "declared twice",
+        ),
+        (
+            'retry_after_header = "Retry-After"',
+            'retry_after_header = ""',
+            "rate_limit.retry_after_header",
+            "1 character",
+        ),
+        ("window_ms = 5000\n", "window_ms = 600000\n", "clock", "over max_window_ms"),
     ],
 )
 def test_a_bad_profile_names_file_and_field(
