@@ -65,6 +65,9 @@ ENDPOINTS = (
     "fetch_order",
     "cancel_order",
     "open_orders",
+    "closed_orders",
+    "orders",
+    "my_trades",
     "time",
 )
 # hardened.endpoints names fetch_order "order" (the method without ``fetch_``): the same endpoint.

@@ -88,6 +88,21 @@ def test_weight_override_and_unknown_endpoints() -> None:
     assert b.weight_of("open_orders", has_symbol=False) == 80
 
 
+@pytest.mark.parametrize(
+    ("exchange", "endpoint", "weight"),
+    [("binance", "my_trades", 20), ("binance", "closed_orders", 20), ("kucoin", "my_trades", 10)],
+)
+def test_order_and_trade_history_calls_weigh_what_the_exchange_charges(
+    exchange: str, endpoint: str, weight: float
+) -> None:
+    """Not the default weight of 1: a burst of history calls must be paced before the exchange says 429."""
+    b = budget(exchange)
+    assert b.weight_of(endpoint) == weight
+    b.delay_before(endpoint, T0)
+    pool = load_profile(exchange).rate_limit.default_pool
+    assert pool is not None and b.usage(T0)[pool].used == weight
+
+
 def test_the_order_alias_of_hardened_endpoints_is_fetch_order() -> None:
     b = budget("binance")
     assert b.weight_of("order") == b.weight_of("fetch_order") == 4
