@@ -25,9 +25,9 @@ __all__ = [
     "parse_retry_after",
 ]
 
-# The longest wait a Retry-After is believed for: Binance's longest IP ban (its docs: "from 2
-# minutes to 3 days"). Anything longer is a broken header, not an exchange's request, and would
-# otherwise hold the client for good.
+# The longest wait a Retry-After, a ban end in a message or an AllowAt stamp is believed for:
+# Binance's longest IP ban (its docs: "from 2 minutes to 3 days"). Anything longer is a broken
+# header or stamp, not an exchange's request, and would otherwise hold the client for good.
 RETRY_AFTER_MAX_S = 3 * 86_400.0
 
 # Header meanings in the order they must be applied: a new limit before the remaining count it bounds.
@@ -396,7 +396,7 @@ class RateLimitBudget:
             return
         meaning = header.meaning
         if meaning == "allow_at_epoch_ms":
-            until = value / 1000.0 - self.clock_offset_s
+            until = min(value / 1000.0 - self.clock_offset_s, now + RETRY_AFTER_MAX_S)  # a broken stamp
             if until > self._banned_until:
                 self._banned_until = until
             return
@@ -451,8 +451,8 @@ class RateLimitBudget:
             until = None
             if rule is not None:
                 end = rule.ban_end(message)
-                if end is not None:
-                    until = end - self.clock_offset_s
+                if end is not None:  # no longer than Binance's longest ban, as a Retry-After
+                    until = min(end - self.clock_offset_s, now + RETRY_AFTER_MAX_S)
             if retry_after is not None:
                 until = max(until or 0.0, now + retry_after)
             if until is None and rule is not None and rule.backoff_s is not None:

@@ -175,6 +175,18 @@ def test_bitvavo_105_ban_until_the_time_in_the_message() -> None:
     assert b.delay_before("ticker", T0) == pytest.approx(90)
 
 
+def test_a_ban_end_stamped_past_the_longest_ban_is_cut_to_it() -> None:
+    """A garbled stamp (message or AllowAt header) must not hold the client for centuries."""
+    b = budget("binance")
+    body = '{"code":-1003,"msg":"Way too much request weight used; IP banned until 9999999999999."}'
+    b.observe("ticker", 418, {}, T0, body=body)
+    assert b.banned_until == pytest.approx(T0 + RETRY_AFTER_MAX_S)
+    v = budget("bitvavo")
+    headers = {"Bitvavo-Ratelimit-AllowAt": "99999999999999"}
+    v.observe("ticker", 429, headers, T0, body='{"errorCode":103,"error":"You have been rate limited."}')
+    assert v.banned_until == pytest.approx(T0 + RETRY_AFTER_MAX_S)
+
+
 def test_bitvavo_110_blocks_for_a_minute_after_the_window() -> None:
     b = budget("bitvavo")
     reset_ms = int((T0 + 45) * 1000)
