@@ -264,6 +264,17 @@ class RateLimitBudget:
             return self.profile.rate_limit.default_weight
         return cost.weight_for(limit=limit, has_symbol=has_symbol)
 
+    def held_until(self, endpoint: str) -> float:
+        """Epoch seconds until which the exchange holds calls of ``endpoint`` (a ban, a Retry-After
+        on one of its pools; 0.0 for none); books nothing. For a call that waited its turn: it
+        must not be sent into a ban that began meanwhile."""
+        with self._lock:
+            until = self._banned_until
+            for pool, _units in self._charges.get(endpoint, self._default_charges):
+                if pool.hold_until > until:
+                    until = pool.hold_until
+        return until
+
     def charges(
         self, endpoint: str, weight: float | None = None
     ) -> tuple[tuple[str, float, float, float], ...]:

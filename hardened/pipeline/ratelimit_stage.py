@@ -69,7 +69,29 @@ class RateLimitStage(Stage):
             if shared_wait > wait:
                 wait = shared_wait
                 self._within_deadline(ctx, endpoint, wait, weight)
-        return wait if wait > 0.0 else None
+        if wait > 0.0:
+            ctx.paced_until = now + wait  # what after_wait measures a hold heard meanwhile against
+            return wait
+        return None
+
+    def after_wait(self, ctx: CallContext) -> float | None:
+        """Before a call that waited its turn goes out: a ban or Retry-After heard meanwhile, one
+        that ends after the start the call was given, holds it on (refused, as before sending,
+        when that is past ``max_delay`` or the deadline)."""
+        endpoint = _PROFILE_NAME.get(ctx.endpoint.name, ctx.endpoint.name)
+        until = self.budget.held_until(endpoint)
+        if until <= ctx.paced_until:
+            return None  # nothing new: the hold the call waited for, if any, is over
+        now = time.time()
+        wait = until - now
+        if wait <= 0.0:
+            return None
+        ctx.paced_until = until
+        weight = _weight(self.budget, endpoint, ctx) if endpoint in _ARGUMENT_WEIGHTS else None
+        if wait > ctx.rt.policy.max_delay:
+            self._refuse(ctx, endpoint, now, wait, weight)
+        self._within_deadline(ctx, endpoint, wait, weight)
+        return wait
 
     def _within_deadline(self, ctx: CallContext, endpoint: str, wait: float, weight: float | None) -> None:
         """Refuse a wait that would end past the call's deadline with ``RateLimitBackoff``: nothing
