@@ -28,7 +28,7 @@ import pytest
 import redis
 from structlog.testing import capture_logs
 
-from hardened import CircuitOpenError, HardenedClient
+from hardened import CircuitOpenError, HardenedClient, RateLimitBackoff
 from hardened.config import ConfigError, HardenedConfig
 from hardened.shared import disconnect_all, shared_state_for
 from hardened.shared.budget import SharedBudget
@@ -364,6 +364,29 @@ def test_a_pool_counted_per_ip_is_one_budget_for_every_key(redis_server: RedisSe
         budget.lease_share = 1.0  # one lease takes what is left: no top-up racing the count
     assert sum(booked_now(budget, "request_weight") for budget in budgets) == 10  # scope "ip"
     assert [booked_now(budget, "orders_1d") for budget in budgets] == [10, 10, 10]  # scope "account"
+
+
+def test_calls_refused_while_the_group_window_is_spent_do_not_book_the_next_one(
+    redis_server: RedisServer,
+) -> None:
+    """The shared budget books such a call in the next window and says wait; refused (the wait is
+    past max_delay), the booking is given back: 200 refusals take one lease of the next minute, not
+    200 calls' weight (enough of them would starve it, and the one after, for the whole group)."""
+    raw = ccxt.binance()
+    raw.fetch_ticker = lambda symbol, params=None: {"symbol": symbol, "bid": 1.0}
+    ex = HardenedClient(raw, redis_url=redis_server.url, max_delay=1.0, **NO_CACHE)
+    server = redis_server.client()
+    seconds, micros = server.time()
+    if (seconds % 60) + micros / 1e6 > 57.0:  # not across a minute's end: the test needs one window
+        time.sleep(60.5 - (seconds % 60) - micros / 1e6)
+        seconds, _ = server.time()
+    window = seconds // 60
+    server.set(f"hardened:budget:binance:ip:request_weight:{window}", 5700)  # another process spent it
+    for _ in range(200):
+        with pytest.raises(RateLimitBackoff):
+            ex.fetch_ticker("BTC/USDT")
+    booked = float(server.get(f"hardened:budget:binance:ip:request_weight:{window + 1}") or 0)
+    assert booked <= 5700 * 0.02 + 2  # one lease (2 % of the cap), whatever the number of refusals
 
 
 # --- 3. Redis killed mid-run, then back --------------------------------------------------------------

@@ -63,12 +63,19 @@ class RateLimitStage(Stage):
         if wait > 0.0:  # (only a waiting call reads the clock)
             self._within_deadline(ctx, endpoint, wait, weight)
         if self.shared is not None:  # asked only for a call this client would send
-            shared_wait, booked = self.shared.delay_before(self.budget.charges(endpoint, weight), now)
+            charges = self.budget.charges(endpoint, weight)
+            shared_wait, booked = self.shared.delay_before(charges, now)
             if not booked or shared_wait > ctx.rt.policy.max_delay:
+                if booked:  # in the next window: given back, or refused calls book it away
+                    self.shared.release(charges)
                 self._refuse(ctx, endpoint, now, shared_wait, weight)
             if shared_wait > wait:
                 wait = shared_wait
-                self._within_deadline(ctx, endpoint, wait, weight)
+                try:
+                    self._within_deadline(ctx, endpoint, wait, weight)
+                except RateLimitBackoff:
+                    self.shared.release(charges)
+                    raise
         if wait > 0.0:
             ctx.paced_until = now + wait  # what after_wait measures a hold heard meanwhile against
             return wait

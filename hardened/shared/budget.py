@@ -171,6 +171,16 @@ class SharedBudget:
                 return blocked, False
         return 0.0, True  # three refills taken by other threads: let the local budget decide
 
+    def release(self, charges: Sequence[Charge]) -> None:
+        """Give back what ``delay_before`` booked for a call that is not sent (its wait was refused):
+        the units return to the lease they came from, so calls refused while a window is spent do
+        not book the next window away. Memory only: the lease stays this process's."""
+        with self._lock:
+            for name, _cap, _interval, units in charges:
+                lease = self._leases.get(name)
+                if lease is not None:
+                    lease.remaining += units
+
     def _covers(self, charge: Charge, now: float) -> bool:
         lease = self._leases.get(charge[0])
         return lease is not None and lease.end > now and lease.remaining >= charge[3]
