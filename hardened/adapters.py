@@ -15,9 +15,9 @@ import json
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 
 from hardened.errors import ErrorKind, http_status_of
 
@@ -65,6 +65,9 @@ ENDPOINTS = (
     "fetch_order",
     "cancel_order",
     "open_orders",
+    "closed_orders",
+    "orders",
+    "my_trades",
     "time",
 )
 # hardened.endpoints names fetch_order "order" (the method without ``fetch_``): the same endpoint.
@@ -128,6 +131,13 @@ _ALLOWED_ACTIONS: dict[FailureKind, frozenset[Action]] = {
 }
 
 
+# Numbers, integers and flags as TOML writes them: ``limit = true`` or ``limit = "6000"`` is an error
+# naming the field, not a pool of 1 unit (pydantic's lax mode would take both). Integers pass as numbers.
+Number = Annotated[float, Strict()]
+Integer = Annotated[int, Strict()]
+Flag = Annotated[bool, Strict()]
+
+
 class _Model(BaseModel):
     """Frozen, strict-keyed base: a misspelt field in a profile is an error, not a silent default."""
 
@@ -156,19 +166,19 @@ class ErrorRule(_Model):
 
     name: str = Field(min_length=1)
     code: str | None = None
-    http_status: tuple[int, ...] = ()
+    http_status: tuple[Integer, ...] = ()
     message: re.Pattern[str] | None = None
     kind: FailureKind
     action: Action
-    ambiguous: bool = False
-    backoff_s: float | None = Field(default=None, gt=0)
+    ambiguous: Flag = False
+    backoff_s: Number | None = Field(default=None, gt=0)
     backoff_from: Literal["now", "window_reset"] = "now"
     until: re.Pattern[str] | None = None
     pool: str | None = None
     source: str = Field(min_length=1)
     ccxt: str | None = None
     example: str | None = None
-    example_status: int | None = Field(default=None, ge=100, le=599)
+    example_status: Integer | None = Field(default=None, ge=100, le=599)
     example_body: Literal["json", "text"] = "json"
     note: str | None = None
 
@@ -228,11 +238,11 @@ class PoolSpec(_Model):
     """One rate-limit pool: ``limit`` units per ``interval_s`` seconds."""
 
     name: str = Field(min_length=1)
-    limit: float = Field(gt=0)
-    interval_s: float = Field(gt=0)
+    limit: Number = Field(gt=0)
+    interval_s: Number = Field(gt=0)
     window: Literal["aligned", "first_request"] = "aligned"
     scope: Literal["ip", "account", "api_key", "unknown"] = "unknown"
-    per_request: bool = False
+    per_request: Flag = False
     source: str = Field(min_length=1)
 
 
@@ -249,17 +259,29 @@ class EndpointCost(_Model):
     """What one call of an endpoint costs: ``weight`` in its pool plus ``also`` in other pools.
 
     ``ccxt_api`` (``"<api> <METHOD> <path> [cost key]"``) and ``ccxt_cost`` record the entry of ccxt's
-    ``describe()['api']`` the weight was checked against.
+    ``describe()['api']`` the weight was checked against; ``ccxt_differs`` says why ``weight`` is not
+    that cost (ccxt lags a weight the exchange has since changed), else they must agree.
     """
 
-    weight: float = Field(ge=0)
+    weight: Number = Field(ge=0)
     pool: str | None = None
-    also: dict[str, float] = Field(default_factory=dict)
-    by_limit: tuple[tuple[int, float], ...] = ()
-    no_symbol_weight: float | None = Field(default=None, ge=0)
-    ccxt_cost: float | None = None
+    also: dict[str, Annotated[Number, Field(ge=0)]] = Field(default_factory=dict)
+    by_limit: tuple[tuple[Annotated[Integer, Field(gt=0)], Annotated[Number, Field(ge=0)]], ...] = ()
+    no_symbol_weight: Number | None = Field(default=None, ge=0)
+    ccxt_cost: Number | None = None
     ccxt_api: str | None = Field(default=None, pattern=r"^\w+ (GET|POST|PUT|DELETE) \S+( \w+)?$")
+    ccxt_differs: str | None = Field(default=None, min_length=1)
     source: str = Field(min_length=1)
+
+    @field_validator("by_limit")
+    @classmethod
+    def _limits_ascend(cls, value: tuple[tuple[int, float], ...]) -> tuple[tuple[int, float], ...]:
+        """``weight_for`` takes the first step whose limit covers the call: steps out of order
+        would charge a small call the weight of a large one (or the reverse)."""
+        limits = [upto for upto, _weight in value]
+        if limits != sorted(set(limits)):
+            raise ValueError(f"the limits must be strictly ascending, got {limits}")
+        return value
 
     def weight_for(self, *, limit: int | None = None, has_symbol: bool = True) -> float:
         """The weight in the endpoint's own pool for a call with that ``limit`` / without a symbol."""
@@ -278,9 +300,9 @@ class RateLimitSpec(_Model):
     """The exchange's pools, the headers that publish usage and each endpoint's cost."""
 
     default_pool: str | None = None
-    default_weight: float = Field(default=1.0, ge=0)
-    ccxt_weight_per_cost: float = Field(default=1.0, gt=0)
-    retry_after_header: str = "Retry-After"
+    default_weight: Number = Field(default=1.0, ge=0)
+    ccxt_weight_per_cost: Number = Field(default=1.0, gt=0)
+    retry_after_header: str = Field(default="Retry-After", min_length=1)
     pools: tuple[PoolSpec, ...] = ()
     headers: tuple[HeaderSpec, ...] = ()
     endpoints: dict[str, EndpointCost] = Field(default_factory=dict)
@@ -295,9 +317,13 @@ class RateLimitSpec(_Model):
             raise ValueError(f"default_pool {self.default_pool!r} is not one of the pools {sorted(known)}")
         if self.pools and self.default_pool is None:
             raise ValueError("default_pool is required when pools are declared")
+        seen: set[str] = set()
         for header in self.headers:
             if header.pool is not None and header.pool not in known:
                 raise ValueError(f"header {header.name!r} names unknown pool {header.pool!r}")
+            if header.name.lower() in seen:  # HTTP header names are case-insensitive
+                raise ValueError(f"header {header.name!r} is declared twice")
+            seen.add(header.name.lower())
         for endpoint, cost in self.endpoints.items():
             if endpoint not in ENDPOINTS:
                 raise ValueError(f"unknown endpoint {endpoint!r}; endpoints are {', '.join(ENDPOINTS)}")
@@ -341,11 +367,11 @@ class ClientOrderIdSpec(_Model):
     accepted_params: tuple[str, ...] = ()
     format: Literal["token", "uuid"] = "token"
     prefix: str = "hd"
-    max_length: int = Field(ge=8, le=128)
+    max_length: Integer = Field(ge=8, le=128)
     pattern: re.Pattern[str]
     rule: str = Field(min_length=1)
     unique_among: Literal["open_orders", "all_orders", "unknown"] = "unknown"
-    visibility_lag_ms: int = Field(ge=0, le=60_000)
+    visibility_lag_ms: Integer = Field(ge=0, le=60_000)
     lookup: LookupSpec
     cancel: LookupSpec
     source: str = Field(min_length=1)
@@ -380,9 +406,9 @@ class ClientOrderIdSpec(_Model):
 class ClockSpec(_Model):
     """Whether the exchange checks request timestamps, in which window, and how ccxt resyncs."""
 
-    checks_timestamp: bool
-    window_ms: int | None = Field(default=None, gt=0)
-    max_window_ms: int | None = Field(default=None, gt=0)
+    checks_timestamp: Flag
+    window_ms: Integer | None = Field(default=None, gt=0)
+    max_window_ms: Integer | None = Field(default=None, gt=0)
     window_option: str | None = None
     resync: Literal["load_time_difference", "widen_window", "none"]
     adjust_option: str | None = None
@@ -392,6 +418,12 @@ class ClockSpec(_Model):
     def _resync_possible(self) -> ClockSpec:
         if self.resync == "widen_window" and (self.window_option is None or self.max_window_ms is None):
             raise ValueError("resync 'widen_window' needs window_option and max_window_ms")
+        if (
+            self.window_ms is not None
+            and self.max_window_ms is not None
+            and self.window_ms > self.max_window_ms
+        ):
+            raise ValueError(f"window_ms {self.window_ms} is over max_window_ms {self.max_window_ms}")
         return self
 
 
@@ -411,7 +443,7 @@ class MarketDataSpec(_Model):
     """
 
     ticker_prices: tuple[str, ...] = ()
-    continuous_candles: bool = False
+    continuous_candles: Flag = False
     source: str = ""
 
     @field_validator("ticker_prices")
@@ -429,7 +461,7 @@ class ExchangeProfile(_Model):
     exchange: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     name: str = Field(min_length=1)
     ccxt_version: str = Field(min_length=1)
-    generic: bool = False
+    generic: Flag = False
     notes: tuple[str, ...] = ()
     error_payload: ErrorPayload = Field(default_factory=ErrorPayload)
     errors: tuple[ErrorRule, ...] = ()

@@ -9,6 +9,7 @@ driver they hand each call to.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import threading
 import time
@@ -55,7 +56,7 @@ from hardened.pipeline.record import AttemptLogStage, EndpointStats, RecordStage
 from hardened.pipeline.retry import RetryBudget, RetryPolicy
 from hardened.pipeline.validate import ValidateStage, reject_garbled_answer
 from hardened.placement import cancel_plan, create_plan, run_plan_async, run_plan_sync
-from hardened.ratelimit import RateLimitBudget
+from hardened.ratelimit import RateLimitBudget, exchange_clock_offset_s
 from hardened.shortcuts import ShortcutSelf, order_shortcut
 from hardened.status import ensure_status_server
 from hardened.telemetry import health as health_score
@@ -254,8 +255,10 @@ class _Core:
             if rt is None:
                 policy = self.config.for_endpoint(endpoint)
                 breaker = EndpointBreaker(f"{self.exchange_id}_{endpoint}", policy, self._breaker_moved)
-                if self.shared is not None:
-                    self.shared.breakers.register(breaker)
+                if self.shared is not None:  # shared with the same venue's breakers only
+                    from hardened.shared.cache import venue_of
+
+                    self.shared.breakers.register(breaker, venue_of(self.exchange))
                 stats = self.record.stats_for(endpoint)
                 override = self.config.endpoints.get(endpoint)
                 rt = EndpointRuntime(
@@ -332,7 +335,8 @@ def default_stages(core: _Core) -> list[Stage]:
     stages += [core.cache, BreakerStage()]
     if core.config.rate_limit_pacing:
         shared_budget = core.shared.budget if core.shared is not None else None
-        stages.append(RateLimitStage(core.exchange_id, core.rate_limits, shared_budget))
+        offset = functools.partial(exchange_clock_offset_s, core.exchange)  # read at each refusal
+        stages.append(RateLimitStage(core.exchange_id, core.rate_limits, shared_budget, offset))
     stages.append(ValidateStage(core.exchange))
     if core.config.log_attempts:
         stages.append(AttemptLogStage(core.exchange_id))

@@ -17,11 +17,17 @@ from typing import Any, NamedTuple
 
 from hardened.adapters import ENDPOINT_ALIASES, ExchangeProfile, FailureKind, PoolSpec
 
-__all__ = ["RETRY_AFTER_MAX_S", "PoolUsage", "RateLimitBudget", "parse_retry_after"]
+__all__ = [
+    "RETRY_AFTER_MAX_S",
+    "PoolUsage",
+    "RateLimitBudget",
+    "exchange_clock_offset_s",
+    "parse_retry_after",
+]
 
-# The longest wait a Retry-After is believed for: Binance's longest IP ban (its docs: "from 2
-# minutes to 3 days"). Anything longer is a broken header, not an exchange's request, and would
-# otherwise hold the client for good.
+# The longest wait a Retry-After, a ban end in a message or an AllowAt stamp is believed for:
+# Binance's longest IP ban (its docs: "from 2 minutes to 3 days"). Anything longer is a broken
+# header or stamp, not an exchange's request, and would otherwise hold the client for good.
 RETRY_AFTER_MAX_S = 3 * 86_400.0
 
 # Header meanings in the order they must be applied: a new limit before the remaining count it bounds.
@@ -150,6 +156,17 @@ def parse_retry_after(value: Any, now: float) -> float | None:
     return min(seconds, RETRY_AFTER_MAX_S) if seconds > 0.0 else 0.0
 
 
+def exchange_clock_offset_s(exchange: Any) -> float:
+    """The exchange's clock minus ours, in seconds, as ccxt measured it (``load_time_difference``
+    stores ours minus the exchange's in ``options['timeDifference']``, ms); 0.0 while unknown.
+
+    The budget needs it to read the epoch stamps the exchange sends (ban ends, window resets).
+    """
+    options = getattr(exchange, "options", None)
+    difference = _number(options.get("timeDifference")) if isinstance(options, dict) else None
+    return -difference / 1000.0 if difference is not None else 0.0
+
+
 def _number(value: Any) -> float | None:
     try:
         number = float(value)
@@ -246,6 +263,17 @@ class RateLimitBudget:
         if cost is None:
             return self.profile.rate_limit.default_weight
         return cost.weight_for(limit=limit, has_symbol=has_symbol)
+
+    def held_until(self, endpoint: str) -> float:
+        """Epoch seconds until which the exchange holds calls of ``endpoint`` (a ban, a Retry-After
+        on one of its pools; 0.0 for none); books nothing. For a call that waited its turn: it
+        must not be sent into a ban that began meanwhile."""
+        with self._lock:
+            until = self._banned_until
+            for pool, _units in self._charges.get(endpoint, self._default_charges):
+                if pool.hold_until > until:
+                    until = pool.hold_until
+        return until
 
     def charges(
         self, endpoint: str, weight: float | None = None
@@ -379,7 +407,7 @@ class RateLimitBudget:
             return
         meaning = header.meaning
         if meaning == "allow_at_epoch_ms":
-            until = value / 1000.0 - self.clock_offset_s
+            until = min(value / 1000.0 - self.clock_offset_s, now + RETRY_AFTER_MAX_S)  # a broken stamp
             if until > self._banned_until:
                 self._banned_until = until
             return
@@ -434,8 +462,8 @@ class RateLimitBudget:
             until = None
             if rule is not None:
                 end = rule.ban_end(message)
-                if end is not None:
-                    until = end - self.clock_offset_s
+                if end is not None:  # no longer than Binance's longest ban, as a Retry-After
+                    until = min(end - self.clock_offset_s, now + RETRY_AFTER_MAX_S)
             if retry_after is not None:
                 until = max(until or 0.0, now + retry_after)
             if until is None and rule is not None and rule.backoff_s is not None:

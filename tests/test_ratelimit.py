@@ -88,6 +88,21 @@ def test_weight_override_and_unknown_endpoints() -> None:
     assert b.weight_of("open_orders", has_symbol=False) == 80
 
 
+@pytest.mark.parametrize(
+    ("exchange", "endpoint", "weight"),
+    [("binance", "my_trades", 20), ("binance", "closed_orders", 20), ("kucoin", "my_trades", 10)],
+)
+def test_order_and_trade_history_calls_weigh_what_the_exchange_charges(
+    exchange: str, endpoint: str, weight: float
+) -> None:
+    """Not the default weight of 1: a burst of history calls must be paced before the exchange says 429."""
+    b = budget(exchange)
+    assert b.weight_of(endpoint) == weight
+    b.delay_before(endpoint, T0)
+    pool = load_profile(exchange).rate_limit.default_pool
+    assert pool is not None and b.usage(T0)[pool].used == weight
+
+
 def test_the_order_alias_of_hardened_endpoints_is_fetch_order() -> None:
     b = budget("binance")
     assert b.weight_of("order") == b.weight_of("fetch_order") == 4
@@ -142,12 +157,34 @@ def test_order_count_429_without_retry_after_blocks_orders_until_the_window_rese
     assert b.delay_before("ticker", T0 + 3) == 0.0
 
 
+def test_binance_daily_order_limit_429_blocks_orders_until_the_day_resets() -> None:
+    """-1015 names its limiter: the daily one must not be retried when the 10 s window resets."""
+    b = budget("binance")
+    body = '{"code":-1015,"msg":"Too many new orders; current limit is 200000 orders per 1 DAY."}'
+    b.observe("create_order", 429, {}, T0 + 3, body=body)
+    day_end = (T0 // 86_400 + 1) * 86_400
+    assert b.delay_before("create_order", T0 + 3) == pytest.approx(day_end - T0 - 3)
+    assert b.delay_before("ticker", T0 + 3) == 0.0
+
+
 def test_bitvavo_105_ban_until_the_time_in_the_message() -> None:
     b = budget("bitvavo")
     end_ms = int((T0 + 90) * 1000)
     body = f'{{"errorCode":105,"error":"Your IP or API key has been banned. The ban expires at {end_ms}."}}'
     b.observe("ticker", 429, {}, T0, body=body)
     assert b.delay_before("ticker", T0) == pytest.approx(90)
+
+
+def test_a_ban_end_stamped_past_the_longest_ban_is_cut_to_it() -> None:
+    """A garbled stamp (message or AllowAt header) must not hold the client for centuries."""
+    b = budget("binance")
+    body = '{"code":-1003,"msg":"Way too much request weight used; IP banned until 9999999999999."}'
+    b.observe("ticker", 418, {}, T0, body=body)
+    assert b.banned_until == pytest.approx(T0 + RETRY_AFTER_MAX_S)
+    v = budget("bitvavo")
+    headers = {"Bitvavo-Ratelimit-AllowAt": "99999999999999"}
+    v.observe("ticker", 429, headers, T0, body='{"errorCode":103,"error":"You have been rate limited."}')
+    assert v.banned_until == pytest.approx(T0 + RETRY_AFTER_MAX_S)
 
 
 def test_bitvavo_110_blocks_for_a_minute_after_the_window() -> None:

@@ -243,3 +243,81 @@ async def test_async_a_rate_limit_wait_past_the_deadline_is_refused_not_retried_
         breaker = ex.breakers["binance_ticker"]
         assert (breaker.state, breaker.failure_count) == ("closed", 0)
     assert sent == []
+
+
+def _waiting_client(ticker: Any, client: Any = HardenedClient) -> Any:
+    """A client whose next ticker must wait 5 s: the exchange said 429 with Retry-After: 5."""
+    settings = {**FAST, "call_deadline": 60.0, "max_delay": 30.0}
+    ex = client(ticker, **settings)
+    ex._hd.rate_limits.observe("ticker", 429, {"Retry-After": "5"}, time.time())
+    return ex
+
+
+def _raw_with(fetch_ticker: Any, asynchronous: bool = False) -> Any:
+    raw = accxt.binance() if asynchronous else ccxt.binance()
+    raw.fetch_ticker = fetch_ticker
+    return raw
+
+
+def test_a_call_waiting_its_turn_is_not_sent_into_a_ban_heard_meanwhile() -> None:
+    """While a paced call sleeps, another call's answer says 418 for 10 minutes: the call wakes
+    to a ban and is refused unsent, instead of lengthening the ban."""
+    ticker = _Ticker()
+    ex = _waiting_client(_raw_with(ticker))
+    before = _used(ex)
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:  # no real wait: the ban arrives during it
+        slept.append(seconds)
+        ex._hd.rate_limits.observe("ticker", 418, {"Retry-After": "600"}, time.time())
+
+    clock = SimpleNamespace(perf_counter=time.perf_counter, sleep=sleep)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(hardened.pipeline, "time", clock)
+        with pytest.raises(RateLimitBackoff) as info:
+            ex.fetch_ticker("BTC/USDT")
+    assert info.value.banned and info.value.retry_in > 590
+    assert len(slept) == 1 and 4.0 < slept[0] <= 5.0
+    assert ticker.sent == 0
+    assert _used(ex) == before  # refused unsent: its booking given back
+
+
+def test_a_call_waiting_its_turn_waits_out_a_short_hold_heard_meanwhile_then_goes() -> None:
+    ticker = _Ticker()
+    ex = _waiting_client(_raw_with(ticker))
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        if len(slept) == 1:  # a second 429 during the wait: 8 s more
+            ex._hd.rate_limits.observe("ticker", 429, {"Retry-After": "8"}, time.time())
+
+    clock = SimpleNamespace(perf_counter=time.perf_counter, sleep=sleep)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(hardened.pipeline, "time", clock)
+        assert ex.fetch_ticker("BTC/USDT")["bid"] == 1.0
+    assert len(slept) == 2 and 7.0 < slept[1] <= 8.0  # the new hold, once: then it went
+    assert ticker.sent == 1
+
+
+async def test_async_a_call_waiting_its_turn_is_not_sent_into_a_ban_heard_meanwhile() -> None:
+    import asyncio
+
+    sent: list[str] = []
+
+    async def fetch_ticker(symbol: str, params: Any = None) -> Any:
+        sent.append(symbol)
+        return {"symbol": symbol, "bid": 1.0}
+
+    async with _waiting_client(_raw_with(fetch_ticker, asynchronous=True), AsyncHardenedClient) as ex:
+
+        async def sleep(seconds: float) -> None:
+            ex._hd.rate_limits.observe("ticker", 418, {"Retry-After": "600"}, time.time())
+
+        fake = SimpleNamespace(sleep=sleep, timeout=asyncio.timeout)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(hardened.pipeline, "asyncio", fake)
+            with pytest.raises(RateLimitBackoff) as info:
+                await ex.fetch_ticker("BTC/USDT")
+        assert info.value.banned
+    assert sent == []

@@ -28,9 +28,9 @@ import pytest
 import redis
 from structlog.testing import capture_logs
 
-from hardened import CircuitOpenError, HardenedClient
+from hardened import CircuitOpenError, HardenedClient, RateLimitBackoff
 from hardened.config import ConfigError, HardenedConfig
-from hardened.shared import disconnect_all
+from hardened.shared import disconnect_all, shared_state_for
 from hardened.shared.budget import SharedBudget
 from hardened.shared.connection import RedisLink
 from hardened.sim import Simulator
@@ -226,6 +226,27 @@ def test_a_recovery_in_one_client_closes_the_others(redis_server: RedisServer, s
     assert b.stats()["shared"]["state"] == "shared"
 
 
+def test_a_trip_on_one_venue_leaves_another_venues_breaker_closed(
+    redis_server: RedisServer, sim: Simulator
+) -> None:
+    """A testnet (another ``urls['api']``) on the same Redis trips its own ``binance_ticker``, not
+    mainnet's: the venues share a breaker name, not an outage."""
+    with Simulator(exchange="binance", seed=8) as testnet_sim:
+        mainnet = local_client(sim, redis_server)
+        other_mainnet = local_client(sim, redis_server)
+        testnet = local_client(testnet_sim, redis_server)
+        for ex in (mainnet, other_mainnet, testnet):
+            assert ex.breakers["binance_ticker"].state == "closed"  # each registers its breaker
+        testnet.breakers["binance_ticker"]._breaker.force_open()
+        mainnet.breakers["binance_ticker"]._breaker.force_open()
+        assert wait_for(lambda: other_mainnet.breakers["binance_ticker"].state == "open")  # same venue
+        mainnet.breakers["binance_ticker"].reset()
+        assert wait_for(lambda: other_mainnet.breakers["binance_ticker"].state == "closed")
+        time.sleep(0.2)  # time enough for a wrongly shared transition to arrive
+        assert testnet.breakers["binance_ticker"].state == "open"  # mainnet's recovery is not its own
+        assert mainnet.fetch_ticker("BTC/USDT")["symbol"] == "BTC/USDT"
+
+
 def test_one_process_probes_for_the_group(redis_server: RedisServer, sim: Simulator) -> None:
     a = local_client(sim, redis_server, failure_threshold=2, recovery_timeout=1.0)
     b = local_client(sim, redis_server, failure_threshold=2, recovery_timeout=1.0)
@@ -322,6 +343,52 @@ def test_leases_across_processes_never_exceed_a_window(redis_server: RedisServer
     assert keys and not any("key-A" in k for k in keys)  # a hash of the key, never the key
 
 
+def test_a_pool_counted_per_ip_is_one_budget_for_every_key(redis_server: RedisServer) -> None:
+    """Binance counts request weight per IP: bots on one Redis with different API keys (or none)
+    share it, while a pool counted per account (orders) stays each key's own."""
+
+    def booked_now(budget: SharedBudget, pool: str) -> int:
+        """Calls booked at once (no wait) before the window of ``pool`` (cap 10 per hour) is spent."""
+        n, now = 0, time.time()
+        while n < 100:
+            wait, ok = budget.delay_before([(pool, 10.0, 3600.0, 1.0)], now)
+            if not ok or wait > 0.0:
+                return n
+            n += 1
+        return n
+
+    budgets = [
+        shared_state_for(redis_server.url, 1000, "binance", key, False).budget for key in ("A", "B", None)
+    ]
+    for budget in budgets:
+        budget.lease_share = 1.0  # one lease takes what is left: no top-up racing the count
+    assert sum(booked_now(budget, "request_weight") for budget in budgets) == 10  # scope "ip"
+    assert [booked_now(budget, "orders_1d") for budget in budgets] == [10, 10, 10]  # scope "account"
+
+
+def test_calls_refused_while_the_group_window_is_spent_do_not_book_the_next_one(
+    redis_server: RedisServer,
+) -> None:
+    """The shared budget books such a call in the next window and says wait; refused (the wait is
+    past max_delay), the booking is given back: 200 refusals take one lease of the next minute, not
+    200 calls' weight (enough of them would starve it, and the one after, for the whole group)."""
+    raw = ccxt.binance()
+    raw.fetch_ticker = lambda symbol, params=None: {"symbol": symbol, "bid": 1.0}
+    ex = HardenedClient(raw, redis_url=redis_server.url, max_delay=1.0, **NO_CACHE)
+    server = redis_server.client()
+    seconds, micros = server.time()
+    if (seconds % 60) + micros / 1e6 > 57.0:  # not across a minute's end: the test needs one window
+        time.sleep(60.5 - (seconds % 60) - micros / 1e6)
+        seconds, _ = server.time()
+    window = seconds // 60
+    server.set(f"hardened:budget:binance:ip:request_weight:{window}", 5700)  # another process spent it
+    for _ in range(200):
+        with pytest.raises(RateLimitBackoff):
+            ex.fetch_ticker("BTC/USDT")
+    booked = float(server.get(f"hardened:budget:binance:ip:request_weight:{window + 1}") or 0)
+    assert booked <= 5700 * 0.02 + 2  # one lease (2 % of the cap), whatever the number of refusals
+
+
 # --- 3. Redis killed mid-run, then back --------------------------------------------------------------
 
 
@@ -348,7 +415,8 @@ def test_redis_killed_mid_run_then_back(sim: Simulator) -> None:
         assert ":***@" in events[0]["redis"]
 
         # The trip made during the outage reached Redis on rejoin, and sharing works again.
-        held = server.client().hgetall("hardened:breaker:binance_ticker")
+        (key,) = server.client().keys("hardened:breaker:binance_ticker:*")  # one venue
+        held = server.client().hgetall(key)
         assert held[b"state"] == b"open"
         assert wait_for(lambda: other.breakers["binance_ticker"].state == "open")
         ex.breakers["binance_ticker"].reset()

@@ -189,6 +189,13 @@ def _pace(ctx: CallContext, wait: float) -> None:
         )
 
 
+def _after_wait(hook: Callable[[CallContext], float | None], ctx: CallContext) -> float | None:
+    """Once a stage's wait is over, what its stage says now (a ban heard meanwhile: wait more, or
+    refuse): a call paced into the future must not be sent into a ban that began while it waited."""
+    after = getattr(getattr(hook, "__self__", None), "after_wait", None)
+    return after(ctx) if after is not None else None
+
+
 def _overdue(ctx: CallContext, error: BaseException) -> BaseException:
     """A request timeout past the deadline, or a request the sync client's watchdog cut off (its
     socket shut down: a connection error), is the deadline's doing. Orders keep their own errors:
@@ -212,9 +219,10 @@ def _attempt_sync(
     try:
         for hook in pipe.on_attempt:  # a refusal here still reaches on_attempt_error (probe slots)
             wait = hook(ctx)
-            if wait:
+            while wait:
                 _pace(ctx, wait)
                 time.sleep(wait)
+                wait = _after_wait(hook, ctx)
         if (ctx.resync_clock or ctx.rt.clock.suspect) and _clock_resync_due(ctx):
             resync()
         return _answered(pipe, ctx, call(*ctx.args, **ctx.kwargs))
@@ -275,9 +283,10 @@ async def _attempt_async(
     try:
         for hook in pipe.on_attempt:
             wait = hook(ctx)
-            if wait:
+            while wait:
                 _pace(ctx, wait)
                 await asyncio.sleep(wait)
+                wait = _after_wait(hook, ctx)
         if ctx.endpoint.idempotent:
             # One timeout around everything the attempt sends: a clock resync, and every request
             # of the ccxt method (a first call loads the markets: two more requests), so the

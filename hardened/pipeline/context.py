@@ -46,6 +46,7 @@ class CallContext:
     latency = 0.0
     quality: Any = None
     learning: Any = None  # the gate's (feature key, call identity, probe) for this call
+    paced_until = 0.0  # epoch s the rate-limit stage let this attempt go at (its after_wait)
     http_status: int | None = None
     http_headers: Any = None
     http_json: Any = None  # the last answer's parsed JSON (a list endpoint's "[]" check)

@@ -17,6 +17,7 @@ two, and a group-wide spent budget fails the call with ``RateLimitBackoff`` with
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from hardened.errors import CircuitOpenError, DeadlineExceeded, ErrorKind, RateLimitBackoff, RequestSkipped
@@ -38,10 +39,18 @@ class RateLimitStage(Stage):
 
     name = "rate_limit"
 
-    def __init__(self, exchange_id: str, budget: RateLimitBudget, shared: Any = None) -> None:
+    def __init__(
+        self,
+        exchange_id: str,
+        budget: RateLimitBudget,
+        shared: Any = None,
+        clock_offset: Callable[[], float] | None = None,
+    ) -> None:
         self.exchange_id = exchange_id
         self.budget = budget
         self.shared = shared
+        # () -> the exchange's clock minus ours (s), read before a refusal's epoch stamps are
+        self.clock_offset = clock_offset
         self._announced_until = 0.0  # end of the last refusal published (once per ban or spent window)
 
     def on_attempt(self, ctx: CallContext) -> float | None:
@@ -54,13 +63,42 @@ class RateLimitStage(Stage):
         if wait > 0.0:  # (only a waiting call reads the clock)
             self._within_deadline(ctx, endpoint, wait, weight)
         if self.shared is not None:  # asked only for a call this client would send
-            shared_wait, booked = self.shared.delay_before(self.budget.charges(endpoint, weight), now)
+            charges = self.budget.charges(endpoint, weight)
+            shared_wait, booked = self.shared.delay_before(charges, now)
             if not booked or shared_wait > ctx.rt.policy.max_delay:
+                if booked:  # in the next window: given back, or refused calls book it away
+                    self.shared.release(charges)
                 self._refuse(ctx, endpoint, now, shared_wait, weight)
             if shared_wait > wait:
                 wait = shared_wait
-                self._within_deadline(ctx, endpoint, wait, weight)
-        return wait if wait > 0.0 else None
+                try:
+                    self._within_deadline(ctx, endpoint, wait, weight)
+                except RateLimitBackoff:
+                    self.shared.release(charges)
+                    raise
+        if wait > 0.0:
+            ctx.paced_until = now + wait  # what after_wait measures a hold heard meanwhile against
+            return wait
+        return None
+
+    def after_wait(self, ctx: CallContext) -> float | None:
+        """Before a call that waited its turn goes out: a ban or Retry-After heard meanwhile, one
+        that ends after the start the call was given, holds it on (refused, as before sending,
+        when that is past ``max_delay`` or the deadline)."""
+        endpoint = _PROFILE_NAME.get(ctx.endpoint.name, ctx.endpoint.name)
+        until = self.budget.held_until(endpoint)
+        if until <= ctx.paced_until:
+            return None  # nothing new: the hold the call waited for, if any, is over
+        now = time.time()
+        wait = until - now
+        if wait <= 0.0:
+            return None
+        ctx.paced_until = until
+        weight = _weight(self.budget, endpoint, ctx) if endpoint in _ARGUMENT_WEIGHTS else None
+        if wait > ctx.rt.policy.max_delay:
+            self._refuse(ctx, endpoint, now, wait, weight)
+        self._within_deadline(ctx, endpoint, wait, weight)
+        return wait
 
     def _within_deadline(self, ctx: CallContext, endpoint: str, wait: float, weight: float | None) -> None:
         """Refuse a wait that would end past the call's deadline with ``RateLimitBackoff``: nothing
@@ -96,6 +134,8 @@ class RateLimitStage(Stage):
             self.budget.release(endpoint, weight)
             return
         body = str(error) if kind is ErrorKind.RATE_LIMIT else None
+        if self.clock_offset is not None:  # ccxt may have resynced since: ban ends are its clock's
+            self.budget.clock_offset_s = self.clock_offset()
         banned_before = self.budget.banned_until
         now = time.time()
         self.budget.observe(endpoint, ctx.http_status or 0, ctx.http_headers, now, body)

@@ -57,6 +57,11 @@ class Stage:
         """Before each attempt; returns seconds to wait before sending, or None."""
         return None
 
+    def after_wait(self, ctx: CallContext) -> float | None:
+        """After the wait ``on_attempt`` asked for, before sending: seconds more to wait (what the
+        exchange said meanwhile, a ban), or None; may raise to refuse the attempt unsent."""
+        return None
+
     def on_result(self, ctx: CallContext, result: Any) -> Any:
         """After each successful attempt; returns the result to pass on."""
         return result

@@ -55,6 +55,7 @@ def shared_state_for(
 ) -> SharedState:
     """The shared state of one client: the process's link to ``url`` and its sharers; ``venue``
     tells which venue the client talks to (see ``hardened.shared.cache.venue_of``)."""
+    from hardened.adapters import load_profile
     from hardened.shared.breaker_state import SharedBreakers
     from hardened.shared.budget import SharedBudget, key_id
     from hardened.shared.cache import SharedCache
@@ -72,7 +73,9 @@ def shared_state_for(
         budget_key = "budget:" + exchange_id + ":" + key_id(exchange_id, api_key)
         budget = sharers.get(budget_key)
         if budget is None:  # clients of one key in one process spend the same leases
-            budget = sharers[budget_key] = SharedBudget(link, exchange_id, api_key)
+            pools = load_profile(exchange_id).rate_limit.pools
+            ip_pools = [pool.name for pool in pools if pool.scope == "ip"]  # counted per IP, not key
+            budget = sharers[budget_key] = SharedBudget(link, exchange_id, api_key, ip_pools=ip_pools)
     cache = SharedCache(link, exchange_id, api_key, venue) if share_cache else None
     return SharedState(link, sharers["breakers"], budget, cache, sharers["counters"])
 

@@ -5,9 +5,11 @@ round trip per call, and a call blocked whenever Redis is slow) and keeps the fa
 there too. Here each process keeps its breakers in memory (the closed success path is a memory
 read, no Redis at all) and Redis only carries transitions:
 
-- a local ``open`` or ``closed`` transition is written to the hash ``hardened:breaker:{name}``
+- a local ``open`` or ``closed`` transition is written to the hash ``hardened:breaker:{name}:{venue}``
   (state, when it changed, when it opened) and published on the channel ``hardened:breaker``,
-  by the link's thread, never the caller's;
+  by the link's thread, never the caller's. The venue (``hardened.shared.cache.venue_of``: API URLs,
+  sandbox mode, default market type) keeps a testnet's or a futures API's outage from opening the
+  mainnet spot breaker of the same name;
 - every process subscribed to the channel applies a transition newer than its own last one: an
   ``open`` with the same ``opened_at`` (so every process probes at the same moment), a
   ``closed`` when a probe succeeded somewhere or an operator reset it;
@@ -16,7 +18,7 @@ read, no Redis at all) and Redis only carries transitions:
   it is the newer one (a trip made while Redis was down reaches the others on rejoin).
 
 When an open circuit's ``recovery_timeout`` has passed, one process probes for the group: it
-claims ``hardened:probe:{name}`` (``SET NX`` for ``recovery_timeout`` seconds) and goes half-open;
+claims ``hardened:probe:{name}:{venue}`` (``SET NX`` for ``recovery_timeout`` seconds) and goes half-open;
 the others stay open without a request until they hear the probe's outcome (``closed``, or
 ``open`` again with a new ``opened_at``). While Redis is down each process probes for itself.
 
@@ -77,18 +79,22 @@ class SharedBreakers:
         link.on_rejoin(self.resync)
         link.every(resync_s, self.resync)
 
-    def register(self, breaker: Any) -> None:
-        """Share ``breaker`` (an ``EndpointBreaker``): publish its transitions, apply the others'."""
+    def register(self, breaker: Any, venue: str = "") -> None:
+        """Share ``breaker`` (an ``EndpointBreaker``) with the breakers of the same name and venue in
+        other processes: publish its transitions, apply theirs. ``venue`` tells where its calls go
+        (``hardened.shared.cache.venue_of``): breakers of two venues never share a state."""
+        name = f"{breaker.name}:{venue}" if venue else breaker.name
         with self._lock:
-            self._by_name.setdefault(breaker.name, weakref.WeakSet()).add(breaker)
-        breaker.share(self)
-        self.link.send(lambda client: self._pull(client, [breaker.name]))
+            self._by_name.setdefault(name, weakref.WeakSet()).add(breaker)
+        breaker.share(_Publisher(self, name))
+        self.link.send(lambda client: self._pull(client, [name]))
 
     # --- out: called from the breaker's transition (under its lock): no I/O here ----------------
 
-    def publish(self, breaker: Any, state: str) -> None:
-        """Queue ``breaker``'s transition for the link's thread to write and publish."""
-        name, changed_at = breaker.name, breaker.changed_at
+    def publish(self, breaker: Any, state: str, name: str | None = None) -> None:
+        """Queue ``breaker``'s transition, shared under ``name`` (its own by default), for the link's
+        thread to write and publish."""
+        name, changed_at = name or breaker.name, breaker.changed_at
         opened_at = breaker.opened_at if state == "open" else None
         # Other clients of this process hear it back from Redis like everyone else: applying it to
         # them here would take their locks while this breaker's is held.
@@ -104,11 +110,12 @@ class SharedBreakers:
             client=client,
         )
 
-    def probe_elsewhere(self, breaker: Any) -> float | None:
-        """None if this process may probe ``breaker`` now (it claimed the probe, or Redis is down);
-        else the seconds until another process's claim runs out. One round trip, outside any lock;
-        a refusal is remembered, so the calls refused meanwhile do not ask Redis again."""
-        name, now = breaker.name, time.monotonic()
+    def probe_elsewhere(self, breaker: Any, name: str | None = None) -> float | None:
+        """None if this process may probe ``breaker`` (shared under ``name``, its own by default) now
+        (it claimed the probe, or Redis is down); else the seconds until another process's claim runs
+        out. One round trip, outside any lock; a refusal is remembered, so the calls refused
+        meanwhile do not ask Redis again."""
+        name, now = name or breaker.name, time.monotonic()
         until = self._probe_blocked.get(name, 0.0)
         if now < until:
             return until - now
@@ -172,3 +179,20 @@ class SharedBreakers:
         with self._lock:
             group = self._by_name.get(name)
             return list(group) if group is not None else []
+
+
+class _Publisher:
+    """What one registered breaker sees of ``SharedBreakers``: its transitions and probe claims go
+    under its shared name (breaker name and venue), not the bare breaker name."""
+
+    __slots__ = ("name", "shared")
+
+    def __init__(self, shared: SharedBreakers, name: str) -> None:
+        self.shared = shared
+        self.name = name
+
+    def publish(self, breaker: Any, state: str) -> None:
+        self.shared.publish(breaker, state, self.name)
+
+    def probe_elsewhere(self, breaker: Any) -> float | None:
+        return self.shared.probe_elsewhere(breaker, self.name)

@@ -4,7 +4,10 @@ The exchange counts requests per key (and IP), not per process: two bots on one 
 pace themselves to the published limit spend it twice. Each pool of the exchange's profile
 (Binance: request weight per minute, raw requests per 5 minutes, orders per 10 s, ...) gets a
 counter per window in Redis, ``hardened:budget:{exchange}:{key id}:{pool}:{window}``, where the key
-id is a hash of the API key (the key itself never reaches Redis).
+id is a hash of the API key (the key itself never reaches Redis). A pool the exchange counts per IP
+(profile ``scope = "ip"``: Binance's request weight, KuCoin's public pool) is counted once for the
+whole group, ``hardened:budget:{exchange}:ip:{pool}:{window}``, whatever key each process uses (or
+none): the processes that share a Redis are taken to share an IP, as they share a budget.
 
 A Redis round trip per call would cost more than the whole pipeline, so a process takes a *lease*:
 an atomic Lua script grants it a slice of a window's remaining budget (``lease_share`` of the cap,
@@ -25,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from hardened.shared.connection import RedisLink
@@ -98,12 +101,14 @@ class SharedBudget:
         exchange_id: the exchange (part of every key).
         api_key: the API key whose budget this is (only its hash is used).
         lease_share: share of a pool's cap leased at a time.
+        ip_pools: the pools the exchange counts per IP, not per key: shared by every key's budget.
     """
 
     __slots__ = (
         "_leases",
         "_lock",
         "_prefetching",
+        "_prefixes",
         "_script",
         "lease_share",
         "link",
@@ -113,12 +118,19 @@ class SharedBudget:
     )
 
     def __init__(
-        self, link: RedisLink, exchange_id: str, api_key: str | None, lease_share: float = 0.02
+        self,
+        link: RedisLink,
+        exchange_id: str,
+        api_key: str | None,
+        lease_share: float = 0.02,
+        ip_pools: Iterable[str] = (),
     ) -> None:
         if not 0.0 < lease_share <= 1.0:
             raise ValueError(f"lease_share must be in (0, 1], got {lease_share}")
         self.link = link
         self.prefix = f"hardened:budget:{exchange_id}:{key_id(exchange_id, api_key)}:"
+        ip_prefix = f"hardened:budget:{exchange_id}:ip:"  # no key id is "ip": hashes and "public"
+        self._prefixes = dict.fromkeys(ip_pools, ip_prefix)  # pool -> its prefix, when not ``prefix``
         self.lease_share = lease_share
         self._leases: dict[str, _Lease] = {}
         self._lock = threading.Lock()
@@ -159,6 +171,16 @@ class SharedBudget:
                 return blocked, False
         return 0.0, True  # three refills taken by other threads: let the local budget decide
 
+    def release(self, charges: Sequence[Charge]) -> None:
+        """Give back what ``delay_before`` booked for a call that is not sent (its wait was refused):
+        the units return to the lease they came from, so calls refused while a window is spent do
+        not book the next window away. Memory only: the lease stays this process's."""
+        with self._lock:
+            for name, _cap, _interval, units in charges:
+                lease = self._leases.get(name)
+                if lease is not None:
+                    lease.remaining += units
+
     def _covers(self, charge: Charge, now: float) -> bool:
         lease = self._leases.get(charge[0])
         return lease is not None and lease.end > now and lease.remaining >= charge[3]
@@ -178,7 +200,7 @@ class SharedBudget:
     def _refill(self, short: list[Charge], now: float, next_window: bool = True) -> float | None:
         """Lease more of each pool in ``short``: None if Redis is down, else seconds to wait when a
         pool has nothing left in this window or the next (0.0 when every pool was granted)."""
-        keys = [self.prefix + name for name, _cap, _interval, _units in short]
+        keys = [self._prefixes.get(name, self.prefix) + name for name, _cap, _interval, _units in short]
         args: list[Any] = [1 if next_window else 0]
         for charge in short:
             _name, cap, interval, units = charge
