@@ -153,6 +153,34 @@ def test_accept_then_drop_places_the_order_but_loses_the_answer(sim: Simulator, 
         ex.create_order("ETH/USDT", "limit", "buy", 0.1, price, {"clientOrderId": "dropped-1"})
 
 
+@pytest.mark.parametrize(
+    ("exchange_id", "broken", "healthy"),
+    [
+        ("binance", "BTC/USDT", "ETH/USDT"),
+        ("kucoin", "BTC/USDT", "ETH/USDT"),
+        ("bitvavo", "BTC/EUR", "ETH/EUR"),
+    ],
+)
+def test_a_rule_narrowed_to_one_market_fires_on_orders_whose_market_is_in_the_body(
+    exchange_id: str, broken: str, healthy: str
+) -> None:
+    """Orders carry their market in a form (Binance) or JSON (KuCoin, Bitvavo) body, not the query."""
+    profile = {
+        "faults": [{"kind": "http_5xx", "status": [503], "endpoints": ["create_order"], "symbols": [broken]}]
+    }
+    with Simulator(exchange=exchange_id, profile=profile, seed=1) as s:
+        ex = s.attach(getattr(ccxt, exchange_id)({"enableRateLimit": False}))
+        ex.load_markets()
+        with pytest.raises(ccxt.ExchangeNotAvailable):
+            ex.create_order(broken, "market", "buy", 0.001)
+        assert ex.create_order(healthy, "market", "buy", 0.01)["id"]
+        faults = [
+            (r["endpoint"], r["fault_kind"]) for r in s.ground_truth() if r["endpoint"] == "create_order"
+        ]
+        assert faults == [("create_order", "http_5xx"), ("create_order", None)]
+        assert [o.symbol for o in s.orders(exchange_id)] == [healthy]
+
+
 def test_latency_is_added_and_recorded(sim: Simulator, ex: ccxt.binance) -> None:
     sim.set_profile(
         {

@@ -344,11 +344,29 @@ class Simulator:
         method = request.method
         route, params = self._routers[exchange].match(method, path)
         endpoint = route.endpoint if route is not None else "unknown"
+        # The body is read before deciding: an order's market travels in it (Binance's form, KuCoin's
+        # and Bitvavo's JSON), and rules narrowed to one market must see it there too.
+        body = await request.read() if request.body_exists else b""
+        req = SimRequest(
+            exchange=exchange,
+            method=method,
+            path=path,
+            raw_query=request.rel_url.raw_query_string,
+            query=request.query,
+            headers=request.headers,
+            body=body,
+            remote=request.remote or "",
+            now_ms=self.now_ms(),
+            venue=self._venues[exchange],
+            endpoint=endpoint,
+            path_params=params,
+        )
         engine = self._engine
         decision: Decision | None = None
         if engine.active:
-            symbol, limit = _market_and_limit(request, params)
+            symbol, limit = _market_and_limit(req)
             decision = engine.decide(exchange, endpoint, symbol=symbol, limit=limit)
+            req.bad_data = decision.bad_data if decision else None
         started = time.monotonic()
         record: dict[str, Any] = {
             "ts": time.time(),
@@ -366,22 +384,6 @@ class Simulator:
         }
         self._log.append(record)  # visible at once; status, outcome and duration fill in as it goes
         try:
-            body = await request.read() if request.body_exists else b""
-            req = SimRequest(
-                exchange=exchange,
-                method=method,
-                path=path,
-                raw_query=request.rel_url.raw_query_string,
-                query=request.query,
-                headers=request.headers,
-                body=body,
-                remote=request.remote or "",
-                now_ms=self.now_ms(),
-                venue=self._venues[exchange],
-                endpoint=endpoint,
-                path_params=params,
-                bad_data=decision.bad_data if decision else None,
-            )
             if decision is not None:
                 if decision.latency:
                     await asyncio.sleep(decision.latency)
@@ -479,12 +481,16 @@ class Simulator:
         return SimResponse(200, result)
 
 
-def _market_and_limit(request: web.Request, params: Mapping[str, str]) -> tuple[str | None, int | None]:
-    """The request's market (``symbol`` or ``market`` in the query or path) and ``limit``, for
-    fault rules narrowed to one market or to large requests; best effort, never raises."""
-    query = request.query
-    symbol = query.get("symbol") or query.get("market") or params.get("market") or params.get("symbol")
-    raw = query.get("limit") or query.get("depth")
+def _market_and_limit(req: SimRequest) -> tuple[str | None, int | None]:
+    """The request's market (``symbol`` or ``market`` in the query, the path or the body: an order
+    carries it in a form or JSON body) and ``limit``, for fault rules narrowed to one market or to
+    large requests; best effort, never raises."""
+    params = req.path_params
+    try:
+        symbol = req.param("symbol") or req.param("market") or params.get("market") or params.get("symbol")
+        raw = req.param("limit") or req.param("depth")
+    except ValueError:  # a body that is not text: the handler words the refusal
+        return params.get("market") or params.get("symbol"), None
     try:
         limit = int(raw) if raw is not None else None
     except ValueError:
