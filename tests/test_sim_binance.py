@@ -112,6 +112,14 @@ def test_fetch_order_book_is_strictly_sorted(binance: ccxt.binance) -> None:
     assert book["nonce"] is not None
 
 
+def test_an_order_book_deeper_than_5000_is_truncated_not_refused(binance: ccxt.binance) -> None:
+    """Binance's docs: "If limit > 5000, then the response will truncate to 5000"."""
+    book = binance.fetch_order_book("BTC/USDT", 6000)
+    assert len(book["bids"]) == len(book["asks"]) == 5000
+    with pytest.raises(ccxt.BadRequest):
+        binance.fetch_order_book("BTC/USDT", 0)
+
+
 def test_fetch_trades_are_recent_ordered_and_complete(binance_sim: Simulator, binance: ccxt.binance) -> None:
     trades = binance.fetch_trades("BTC/USDT", limit=50)
     assert len(trades) == 50

@@ -68,6 +68,7 @@ INTERVALS = (
 )
 WEIGHT_LIMIT_1M = 6000
 ORDER_LIMIT_10S = 100
+MAX_DEPTH = 5000  # /api/v3/depth truncates deeper asks to this
 _CLIENT_ID_RE = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
 _STATUS = {"closed": "FILLED", "canceled": "CANCELED", "expired": "EXPIRED", "rejected": "REJECTED"}
 _Q8 = 8  # Binance prints every price and quantity with 8 decimals
@@ -579,11 +580,13 @@ class BinanceDialect(Dialect):
         ]
 
     def depth(self, req: SimRequest) -> Any:
-        """GET /api/v3/depth: limit default 100, max 5000."""
+        """GET /api/v3/depth: limit default 100, max 5000 ("If limit > 5000, then the response will
+        truncate to 5000", Binance's docs: a deeper ask is answered, not refused)."""
         spec = self._spec(req)
         limit = _int(req.param("limit"), 100)
-        if not 1 <= limit <= 5000:
+        if limit < 1:
             raise _err(-1100, "Illegal characters found in parameter 'limit'; legal range is '5000'.")
+        limit = min(limit, MAX_DEPTH)
         book = req.apply_bad_data(self.venue.order_book(spec.symbol, req.now_ms, limit))
         return {
             "lastUpdateId": book.nonce,
