@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 import urllib.error
 import urllib.request
+import warnings
 from decimal import Decimal
 from itertools import pairwise
 from typing import Any
@@ -303,6 +305,21 @@ def test_lifecycle_and_clock() -> None:
     sim.stop()  # idempotent
     with pytest.raises(ValueError, match="no dialect"):
         Simulator(exchanges=["no-such-exchange"])
+
+
+def test_a_port_already_taken_fails_to_start_without_leaking_the_event_loop() -> None:
+    """The failed start left its event loop (and the aiohttp runner) open: fds and a ResourceWarning."""
+    with Simulator(exchange="binance") as busy:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(5):
+                sim = Simulator(exchange="binance", port=busy.port)
+                with pytest.raises(OSError):
+                    sim.start()
+                assert not sim.running
+                del sim
+            gc.collect()
+        assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
 
 
 def test_cli_arguments() -> None:

@@ -164,6 +164,10 @@ class Simulator:
                 loop.run_until_complete(self._start_site())
             except BaseException as exc:
                 failure.append(exc)
+                # a port already taken: release what was set up (the runner, the loop's own fds)
+                with contextlib.suppress(Exception):
+                    loop.run_until_complete(self._shutdown())
+                loop.close()
                 ready.set()
                 return
             ready.set()
@@ -178,6 +182,7 @@ class Simulator:
         if failure:
             self._thread.join()
             self._thread = None
+            self._loop = None
             raise failure[0]
         return self
 
@@ -187,12 +192,12 @@ class Simulator:
         app.router.add_route("GET", "/", self._index)
         runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=0.25)
         await runner.setup()
+        self._runner = runner  # set before binding, so a failed bind still cleans it up
         site = web.TCPSite(runner, self.host, self.port)
         await site.start()
         server = site._server
         if server is not None and getattr(server, "sockets", None):
             self.port = server.sockets[0].getsockname()[1]
-        self._runner = runner
 
     async def _shutdown(self) -> None:
         for task in list(self._pending):
