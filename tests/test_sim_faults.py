@@ -79,6 +79,26 @@ def test_fault_reaches_ccxt_as_its_live_error(
     assert len(ex.fetch_ohlcv("BTC/USDT", "1m", limit=2)) == 2  # other endpoints untouched
 
 
+@pytest.mark.parametrize("kind", ["rate_limit_429", "ban_418"])
+@pytest.mark.parametrize(("retry_after", "header"), [(0.5, "1"), (2.5, "3"), (0.2, "1"), (0, "0")])
+def test_retry_after_is_rounded_up_to_whole_seconds(
+    sim: Simulator, ex: ccxt.binance, kind: str, retry_after: float, header: str
+) -> None:
+    """Retry-After means "not before": 0.5 s was sent as 0 (retry at once) and 2.5 s as 2."""
+    sim.set_profile(_on_ticker(kind, retry_after=retry_after))
+    with pytest.raises(ccxt.DDoSProtection):
+        ex.fetch_ticker("BTC/USDT")
+    assert ex.last_response_headers["Retry-After"] == header
+
+
+def test_a_kucoin_ban_rounds_retry_after_up() -> None:
+    with Simulator(exchange="kucoin", profile=_on_ticker("ban_418", retry_after=0.5)) as s:
+        kucoin = s.attach(ccxt.kucoin({"enableRateLimit": False}))
+        with pytest.raises(ccxt.RateLimitExceeded):
+            kucoin.fetch_ticker("BTC/USDT")
+        assert kucoin.last_response_headers["Retry-After"] == "1"
+
+
 def test_timeout_holds_the_connection_past_the_client_timeout(sim: Simulator, ex: ccxt.binance) -> None:
     sim.set_profile(_on_ticker("timeout", hold=10))
     ex.timeout = 300

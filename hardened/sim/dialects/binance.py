@@ -17,7 +17,15 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from hardened.sim.dialect import Dialect, DialectError, Route, SimRequest, SimResponse, hmac_sha256_hex
+from hardened.sim.dialect import (
+    Dialect,
+    DialectError,
+    Route,
+    SimRequest,
+    SimResponse,
+    hmac_sha256_hex,
+    retry_after_header,
+)
 from hardened.sim.venue import Candle, MarketSpec, Order, Ticker, Trade, VenueError, format_decimal
 
 __all__ = ["DIALECT", "BinanceDialect"]
@@ -202,7 +210,7 @@ class BinanceDialect(Dialect):
 
     def throttled(self, status: int, retry_after: float, req: SimRequest) -> SimResponse:
         """429 (-1003, too many requests) or 418 (-1003, IP banned until ...), with Retry-After."""
-        seconds = max(0, round(retry_after))
+        seconds = int(retry_after_header(retry_after))
         ip = req.remote or "127.0.0.1"
         if status == 418:
             until = req.now_ms + seconds * 1000
