@@ -17,15 +17,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
+from types import SimpleNamespace
 
 import ccxt
 import ccxt.async_support as accxt
 import pytest
 
 from hardened.sim import Simulator
+from hardened.sim import faults as faults_module
 from hardened.sim.faults import FaultEngine, ProfileError, load_profile
 
 
@@ -338,6 +341,28 @@ def test_schedule_switches_regimes_over_compressed_time() -> None:
     assert outage is not None and outage.action == "http_5xx" and outage.regime == "outage"
     busy = engine.decide("binance", "ticker", now=61.0)
     assert busy is not None and busy.action == "rate_limit_429" and busy.regime == "busy"
+
+
+def test_set_profile_keeps_the_hour_of_day_of_the_simulators_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """set_profile kept the start for windows but took the wall clock anew: after 3 h of running,
+    hour-of-day regimes moved 3 h later than those of the simulator's own clock."""
+    start_wall = time.time()
+    hour = time.gmtime(start_wall).tm_hour
+    profile = {
+        "regimes": {"busy": {"faults": [{"kind": "reset"}]}},
+        "schedule": {"hours": [{"hours": [hour, (hour + 1) % 24], "regime": "busy"}]},
+    }
+    sim = Simulator(exchange="binance", profile=profile)  # not started: the engine is the point
+    first = sim.faults
+    assert first.regimes_at(0.0) == (None, "busy")
+    later_mono, later_wall = time.monotonic() + 3 * 3600, time.time() + 3 * 3600
+    three_hours_on = SimpleNamespace(
+        monotonic=lambda: later_mono, time=lambda: later_wall, gmtime=time.gmtime
+    )
+    monkeypatch.setattr(faults_module, "time", three_hours_on)  # the fault engine's clock only
+    sim.set_profile(profile)
+    assert sim.faults.started == first.started and sim.faults.started_wall == first.started_wall
+    assert sim.faults.regimes_at(0.0) == (None, "busy")  # the simulator's first sim second
 
 
 def test_builtin_profiles_load() -> None:

@@ -258,9 +258,12 @@ class Simulator:
         return self._profile
 
     def set_profile(self, profile: Profile | Mapping[str, Any] | str | Path | None) -> None:
-        """Switch fault profile at run time (windows and schedules keep counting from start)."""
+        """Switch fault profile at run time (windows, schedules and hours of day keep counting from
+        start)."""
         loaded = load_profile(profile)
-        engine = FaultEngine(loaded, self.seed, started=self._engine.started)
+        engine = FaultEngine(
+            loaded, self.seed, started=self._engine.started, started_wall=self._engine.started_wall
+        )
         self._profile = loaded
         self._engine = engine
         for dialect in self._dialects.values():
