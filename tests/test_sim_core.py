@@ -322,6 +322,33 @@ def test_a_port_already_taken_fails_to_start_without_leaking_the_event_loop() ->
         assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"symbols": {"binance": ["DOGE/USDT"]}}, r"cannot simulate 'DOGE/USDT'.*BTC, ETH, SOL, XRP"),
+        ({"symbols": {"binance": ["BTCUSDT"]}}, r"'BTCUSDT' is not a unified symbol like 'BTC/USDT'"),
+        ({"symbols": {"binance": "BTC/USDT"}}, r"list of unified symbols.*not the string 'BTC/USDT'"),
+        ({"symbols": {"binance": []}}, r"symbols for 'binance': list at least one market"),
+        ({"symbols": {"kucoin": ["BTC/USDT"]}}, r"symbols given for 'kucoin', not served.*serving: binance"),
+        ({"profile": 123}, r"fault profile is a built-in name, a file path, a dict or a Profile, not int"),
+        ({"port": 70000}, r"port must be a whole number from 0 to 65535.*70000"),
+        ({"port": "http"}, r"port must be a whole number, not 'http'"),
+        ({"seed": "x"}, r"seed must be a whole number, not 'x'"),
+        ({"ground_truth_size": -1}, r"ground_truth_size must be a whole number >= 0, not -1"),
+    ],
+)
+def test_bad_simulator_arguments_fail_naming_the_argument(kwargs: dict[str, Any], message: str) -> None:
+    """These failed with KeyError 'DOGE', 'not enough values to unpack', a TypeError from Path or an
+    OverflowError at start(), none of which said which argument was wrong."""
+    with pytest.raises(ValueError, match=message):
+        Simulator(exchange="binance", **kwargs)
+
+
+def test_good_simulator_arguments_still_accepted() -> None:
+    sim = Simulator(exchange="binance", symbols={"binance": ["ETH/EUR"]}, port="0", seed=3)
+    assert list(sim.venue().markets) == ["ETH/EUR"] and sim.port == 0 and sim.seed == 3
+
+
 def test_cli_arguments() -> None:
     args = build_parser().parse_args(["--exchange", "binance,kucoin", "--port", "9100", "--profile", "storm"])
     assert (args.exchanges, args.port, args.profile, args.seed) == (["binance,kucoin"], 9100, "storm", None)

@@ -378,6 +378,10 @@ def load_profile(spec: Profile | Mapping[str, Any] | str | Path | None) -> Profi
         return spec
     if isinstance(spec, Mapping):
         return _validate(dict(spec), "(dict)")
+    if not isinstance(spec, str | Path):
+        raise ProfileError(
+            f"a fault profile is a built-in name, a file path, a dict or a Profile, not {type(spec).__name__}"
+        )
     path = Path(spec)
     if not path.suffix and not path.exists():
         for suffix in (".toml", ".json"):

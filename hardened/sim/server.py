@@ -96,6 +96,26 @@ class Simulator:
             ids.insert(0, exchange)
         if not ids:
             ids = ["binance"]
+        unserved = sorted(set(symbols or {}) - set(ids))
+        if unserved:
+            raise ValueError(
+                f"symbols given for {', '.join(map(repr, unserved))}, not served by this simulator "
+                f"(serving: {', '.join(ids)})"
+            )
+        port = _whole(port, "port")
+        if not 0 <= port <= 65535:
+            raise ValueError(
+                f"port must be a whole number from 0 to 65535 (0 picks a free one), not {port!r}"
+            )
+        clock_offset_ms = _whole(clock_offset_ms, "clock_offset_ms")
+        if seed is not None:
+            seed = _whole(seed, "seed")
+        if (
+            isinstance(ground_truth_size, bool)
+            or not isinstance(ground_truth_size, int)
+            or ground_truth_size < 0
+        ):
+            raise ValueError(f"ground_truth_size must be a whole number >= 0, not {ground_truth_size!r}")
         self._profile = load_profile(profile)
         self.seed = int(seed if seed is not None else (self._profile.seed or 0))
         self.host = host
@@ -487,6 +507,16 @@ class Simulator:
         if isinstance(result, SimResponse):
             return result
         return SimResponse(200, result)
+
+
+def _whole(value: Any, name: str) -> int:
+    """``value`` as an int (``9000`` or ``"9000"``), or a ValueError naming the argument."""
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError(f"{name} must be a whole number, not {value!r}")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a whole number, not {value!r}") from None
 
 
 def _market_and_limit(req: SimRequest) -> tuple[str | None, int | None]:

@@ -430,7 +430,7 @@ class Venue:
         self.exchange = exchange
         self.seed = int(seed)
         names = (
-            tuple(symbols)
+            _checked_symbols(exchange, symbols)
             if symbols is not None
             else DEFAULT_SYMBOLS.get(exchange, DEFAULT_SYMBOLS["binance"])
         )
@@ -1143,6 +1143,29 @@ class Venue:
         """Every order in the ledger (of one account when ``key`` is given), oldest first."""
         with self._lock:
             return [o.snapshot() for o in self._orders.values() if key is None or o.account == key]
+
+
+def _checked_symbols(exchange: str, symbols: Iterable[str]) -> tuple[str, ...]:
+    """``symbols`` as a tuple, or a ValueError naming the exchange, the symbol and what is wrong
+    (a bare string, ``BTCUSDT`` instead of ``BTC/USDT``, a base asset the venue cannot price)."""
+    if isinstance(symbols, str):
+        raise ValueError(
+            f"symbols for {exchange!r}: give a list of unified symbols such as ['BTC/USDT'], "
+            f"not the string {symbols!r}"
+        )
+    names = tuple(symbols)
+    if not names:
+        raise ValueError(f"symbols for {exchange!r}: list at least one market")
+    for name in names:
+        base, sep, quote = name.partition("/") if isinstance(name, str) else ("", "", "")
+        if not sep or not base or not quote or "/" in quote:
+            raise ValueError(f"symbols for {exchange!r}: {name!r} is not a unified symbol like 'BTC/USDT'")
+        if base not in _ASSET_RULES:
+            raise ValueError(
+                f"symbols for {exchange!r}: cannot simulate {name!r}; the base asset must be one of "
+                f"{', '.join(_ASSET_RULES)}"
+            )
+    return names
 
 
 def hash_name(name: str) -> int:
