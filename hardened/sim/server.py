@@ -372,29 +372,6 @@ class Simulator:
         method = request.method
         route, params = self._routers[exchange].match(method, path)
         endpoint = route.endpoint if route is not None else "unknown"
-        # The body is read before deciding: an order's market travels in it (Binance's form, KuCoin's
-        # and Bitvavo's JSON), and rules narrowed to one market must see it there too.
-        body = await request.read() if request.body_exists else b""
-        req = SimRequest(
-            exchange=exchange,
-            method=method,
-            path=path,
-            raw_query=request.rel_url.raw_query_string,
-            query=request.query,
-            headers=request.headers,
-            body=body,
-            remote=request.remote or "",
-            now_ms=self.now_ms(),
-            venue=self._venues[exchange],
-            endpoint=endpoint,
-            path_params=params,
-        )
-        engine = self._engine
-        decision: Decision | None = None
-        if engine.active:
-            symbol, limit = _market_and_limit(req)
-            decision = engine.decide(exchange, endpoint, symbol=symbol, limit=limit)
-            req.bad_data = decision.bad_data if decision else None
         started = time.monotonic()
         record: dict[str, Any] = {
             "ts": time.time(),
@@ -402,17 +379,44 @@ class Simulator:
             "endpoint": endpoint,
             "method": method,
             "path": _clean_path(request.path, request.rel_url.raw_query_string),
-            "fault": decision.fault if decision else None,
-            "fault_kind": (decision.action or "latency") if decision else None,
-            "regime": decision.regime if decision else None,
+            "fault": None,
+            "fault_kind": None,
+            "regime": None,
             "status": None,
             "outcome": "ok",
-            "latency_added": decision.latency if decision else 0.0,
+            "latency_added": 0.0,
             "duration": None,
         }
-        self._log.append(record)  # visible at once; status, outcome and duration fill in as it goes
+        self._log.append(record)  # visible at once; the decision, status and outcome fill in as it goes
         try:
+            # The body is read before deciding: an order's market travels in it (Binance's form,
+            # KuCoin's and Bitvavo's JSON), and rules narrowed to one market must see it there too.
+            body = await request.read() if request.body_exists else b""
+            req = SimRequest(
+                exchange=exchange,
+                method=method,
+                path=path,
+                raw_query=request.rel_url.raw_query_string,
+                query=request.query,
+                headers=request.headers,
+                body=body,
+                remote=request.remote or "",
+                now_ms=self.now_ms(),
+                venue=self._venues[exchange],
+                endpoint=endpoint,
+                path_params=params,
+            )
+            engine = self._engine
+            decision: Decision | None = None
+            if engine.active:
+                symbol, limit = _market_and_limit(req)
+                decision = engine.decide(exchange, endpoint, symbol=symbol, limit=limit)
             if decision is not None:
+                req.bad_data = decision.bad_data
+                record["fault"] = decision.fault
+                record["fault_kind"] = decision.action or "latency"
+                record["regime"] = decision.regime
+                record["latency_added"] = decision.latency
                 if decision.latency:
                     await asyncio.sleep(decision.latency)
                     req.now_ms = self.now_ms()
