@@ -183,6 +183,52 @@ def test_ledger_refusals() -> None:
     assert [o.id for o in v.orders("k")] == [filled.id]  # refused orders leave no trace
 
 
+@pytest.mark.parametrize("amount", ["NaN", "Infinity", "-inf", "sNaN"])
+def test_a_non_finite_amount_or_price_is_refused_as_an_invalid_order(amount: str) -> None:
+    """NaN parsed as a Decimal and then raised InvalidOperation in a comparison: a 500 from the
+    simulator (ExchangeNotAvailable, which clients retry) instead of the exchange's refusal."""
+    v = _fresh()
+    with pytest.raises(VenueError, match="invalid_order"):
+        v.create_order("k", "ETH/USDT", "buy", "limit", NOW, amount=amount, price="100")
+    with pytest.raises(VenueError, match="invalid_order"):
+        v.create_order("k", "ETH/USDT", "buy", "limit", NOW, amount="1", price=amount)
+    assert v.orders("k") == []
+
+
+def test_a_nan_quantity_gets_each_exchanges_parameter_error_over_http() -> None:
+    with Simulator(exchanges=["binance", "kucoin", "bitvavo"]) as sim:
+        binance = sim.attach(ccxt.binance({"enableRateLimit": False}))
+        binance.load_markets()
+        order = {"symbol": "ETHUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "price": "100"}
+        with pytest.raises(ccxt.BadRequest, match="-1100"):
+            binance.privatePostOrder({**order, "quantity": "NaN"})
+        kucoin = sim.attach(ccxt.kucoin({"enableRateLimit": False}))
+        with pytest.raises(ccxt.BadRequest, match="400100"):
+            kucoin.privatePostOrders(
+                {
+                    "clientOid": "nan-1",
+                    "symbol": "ETH-USDT",
+                    "side": "buy",
+                    "type": "limit",
+                    "size": "NaN",
+                    "price": "1",
+                }
+            )
+        bitvavo = sim.attach(ccxt.bitvavo({"enableRateLimit": False}))
+        with pytest.raises(ccxt.InvalidOrder, match="amount parameter is invalid"):
+            bitvavo.privatePostOrder(
+                {
+                    "market": "ETH-EUR",
+                    "side": "buy",
+                    "orderType": "limit",
+                    "amount": "NaN",
+                    "price": "1",
+                    "operatorId": 1,
+                }
+            )
+        assert not [r for r in sim.ground_truth() if r["status"] == 500]
+
+
 @pytest.mark.parametrize(("scope", "reuse_after_cancel"), [("open", True), ("all", False)])
 def test_client_order_id_scope(scope: str, reuse_after_cancel: bool) -> None:
     v = _fresh(scope)

@@ -1177,6 +1177,9 @@ def _dec(value: Decimal | str | float | None, name: str) -> Decimal | None:
     if value is None or value == "":
         return None
     try:
-        return value if isinstance(value, Decimal) else Decimal(str(value))
+        number = value if isinstance(value, Decimal) else Decimal(str(value))
     except ArithmeticError:
         raise VenueError("invalid_order", f"{name} {value!r} is not a number") from None
+    if not number.is_finite():  # NaN and Infinity parse, then crash every comparison
+        raise VenueError("invalid_order", f"{name} {value!r} is not a number")
+    return number
