@@ -120,6 +120,25 @@ def test_an_order_book_deeper_than_5000_is_truncated_not_refused(binance: ccxt.b
         binance.fetch_order_book("BTC/USDT", 0)
 
 
+@pytest.mark.parametrize("quote_qty", ["99999999999999999999999", "1e400"])
+def test_a_huge_quote_order_qty_is_answered_not_crashed_on(quote_qty: str) -> None:
+    """The LIMIT order was placed, then formatting its answer raised InvalidOperation: a 500 (ccxt
+    ExchangeNotAvailable, "not placed") for an order resting in the ledger; the MARKET one crashed
+    the book walk."""
+    with Simulator(exchange="binance") as sim:
+        ex = sim.attach(ccxt.binance({"enableRateLimit": False}))
+        ex.load_markets()
+        order = {"symbol": "ETHUSDT", "side": "BUY", "quoteOrderQty": quote_qty}
+        placed = ex.privatePostOrder(
+            {**order, "type": "LIMIT", "timeInForce": "GTC", "quantity": "0.1", "price": "100"}
+        )
+        assert placed["status"] == "NEW" and Decimal(placed["origQuoteOrderQty"]) == Decimal(quote_qty)
+        with pytest.raises(ccxt.InsufficientFunds):
+            ex.privatePostOrder({**order, "type": "MARKET"})
+        assert [(o.id, o.status) for o in sim.orders()] == [(str(placed["orderId"]), "open")]
+        assert not [r for r in sim.ground_truth() if r["status"] == 500]
+
+
 def test_fetch_trades_are_recent_ordered_and_complete(binance_sim: Simulator, binance: ccxt.binance) -> None:
     trades = binance.fetch_trades("BTC/USDT", limit=50)
     assert len(trades) == 50

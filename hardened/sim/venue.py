@@ -36,7 +36,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Context, Decimal
 from typing import Literal
 
 import numpy as np
@@ -168,7 +168,9 @@ def format_decimal(value: Decimal | float | int | None, places: int) -> str | No
     if not isinstance(value, Decimal):
         value = Decimal(repr(float(value)))
     quantum = Decimal(1).scaleb(-places)
-    return format(value.quantize(quantum, rounding=ROUND_HALF_UP), "f")
+    # enough digits for any magnitude: the default 28 made a large quote amount raise InvalidOperation
+    context = Context(prec=max(28, value.adjusted() + places + 2))
+    return format(value.quantize(quantum, rounding=ROUND_HALF_UP, context=context), "f")
 
 
 # --------------------------------------------------------------------------------------------
@@ -980,8 +982,8 @@ class Venue:
             q = Decimal(repr(raw_q)).quantize(spec.step, rounding=ROUND_DOWN)
             if left_qty is not None:
                 q = min(q, left_qty)
-            elif left_quote is not None:
-                q = min(q, (left_quote / p).quantize(spec.step, rounding=ROUND_DOWN))
+            elif left_quote is not None:  # the smaller first: a huge quote amount cannot be quantized
+                q = min(q, left_quote / p).quantize(spec.step, rounding=ROUND_DOWN)
             if q <= 0:
                 break
             takes.append((p, q))
