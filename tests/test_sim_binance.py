@@ -291,6 +291,29 @@ def test_usage_headers(binance: ccxt.binance) -> None:
     assert int(binance.last_response_headers["x-mbx-order-count-10s"]) >= 1
 
 
+@pytest.mark.parametrize(("ms_left", "header"), [(1_500, "2"), (59_001, "60"), (200, "1")])
+def test_the_weight_limit_retry_after_is_not_before_the_window_ends(ms_left: int, header: str) -> None:
+    """Retry-After was the seconds left rounded down: 1.5 s left said 1, and a client that obeyed it
+    was refused again."""
+    from hardened.sim.dialect import SimRequest
+    from hardened.sim.dialects.binance import BinanceDialect
+    from hardened.sim.venue import Venue
+
+    venue = Venue("binance")
+    dialect = BinanceDialect(venue)
+    dialect.enforce_rate_limits = True
+    now = 29_383_334 * 60_000 + 60_000 - ms_left  # ms_left before a minute (2025-11-13) ends
+
+    def info() -> SimRequest:
+        return SimRequest("binance", "GET", "/api/v3/exchangeInfo", "", {}, {}, b"", "10.0.0.1", now, venue)
+
+    answers = [dialect.before(info()) for _ in range(301)]  # 20 weight each: the 301st is over 6000
+    assert answers[:300] == [None] * 300
+    refused = answers[300]
+    assert refused is not None and refused.status == 429
+    assert refused.headers["Retry-After"] == header
+
+
 def test_request_weight_limit_when_enforced() -> None:
     with Simulator(exchange="binance", profile={"enforce_rate_limits": True}) as sim:
         ex = sim.attach(ccxt.binance({"enableRateLimit": False}))

@@ -282,7 +282,7 @@ class BinanceDialect(Dialect):
                     "msg": f"Too much request weight used; current limit is {WEIGHT_LIMIT_1M} request weight "
                     "per 1 MINUTE. Please use WebSocket Streams for live updates to avoid polling the API.",
                 },
-                {"Retry-After": str(max(1, retry // 1000))},
+                {"Retry-After": retry_after_header(max(1.0, retry / 1000))},  # the window's end, not before
             )
         return None
 
