@@ -141,6 +141,14 @@ def _fresh(scope: str = "open") -> Venue:
     return v
 
 
+@pytest.mark.parametrize("start", [{"since_ms": 0}, {"since_ms": LISTING_MS - 86_400_000}, {"from_id": 0}])
+def test_no_trades_before_the_listing(venue: Venue, start: dict[str, int]) -> None:
+    """fetch_trades(since=0) answered trades from 1970, years before the first candle (the listing)."""
+    trades = venue.trades("BTC/USDT", NOW, limit=5, **start)
+    assert len(trades) == 5 and trades[0].ts >= LISTING_MS
+    assert venue.candles("BTC/USDT", "1d", NOW, since_ms=0, limit=1)[0].ts == LISTING_MS
+
+
 def test_limit_order_rests_then_fills_when_the_market_crosses() -> None:
     v = _fresh()
     bid, _ask, _ = v._quote("BTC/USDT", NOW)

@@ -739,6 +739,7 @@ class Venue:
         if from_id is not None:
             since_ms = int(from_id) // _TRADE_SLOTS * 1000
         if since_ms is not None:
+            since_ms = max(int(since_ms), LISTING_MS)  # no trades before the listing, as no candles
             out: list[Trade] = []
             s = int(since_ms) // 1000
             while len(out) < limit and s * 1000 <= end:
