@@ -112,6 +112,33 @@ def test_fetch_order_book_is_strictly_sorted(binance: ccxt.binance) -> None:
     assert book["nonce"] is not None
 
 
+def test_an_order_book_deeper_than_5000_is_truncated_not_refused(binance: ccxt.binance) -> None:
+    """Binance's docs: "If limit > 5000, then the response will truncate to 5000"."""
+    book = binance.fetch_order_book("BTC/USDT", 6000)
+    assert len(book["bids"]) == len(book["asks"]) == 5000
+    with pytest.raises(ccxt.BadRequest):
+        binance.fetch_order_book("BTC/USDT", 0)
+
+
+@pytest.mark.parametrize("quote_qty", ["99999999999999999999999", "1e400"])
+def test_a_huge_quote_order_qty_is_answered_not_crashed_on(quote_qty: str) -> None:
+    """The LIMIT order was placed, then formatting its answer raised InvalidOperation: a 500 (ccxt
+    ExchangeNotAvailable, "not placed") for an order resting in the ledger; the MARKET one crashed
+    the book walk."""
+    with Simulator(exchange="binance") as sim:
+        ex = sim.attach(ccxt.binance({"enableRateLimit": False}))
+        ex.load_markets()
+        order = {"symbol": "ETHUSDT", "side": "BUY", "quoteOrderQty": quote_qty}
+        placed = ex.privatePostOrder(
+            {**order, "type": "LIMIT", "timeInForce": "GTC", "quantity": "0.1", "price": "100"}
+        )
+        assert placed["status"] == "NEW" and Decimal(placed["origQuoteOrderQty"]) == Decimal(quote_qty)
+        with pytest.raises(ccxt.InsufficientFunds):
+            ex.privatePostOrder({**order, "type": "MARKET"})
+        assert [(o.id, o.status) for o in sim.orders()] == [(str(placed["orderId"]), "open")]
+        assert not [r for r in sim.ground_truth() if r["status"] == 500]
+
+
 def test_fetch_trades_are_recent_ordered_and_complete(binance_sim: Simulator, binance: ccxt.binance) -> None:
     trades = binance.fetch_trades("BTC/USDT", limit=50)
     assert len(trades) == 50
@@ -262,6 +289,29 @@ def test_usage_headers(binance: ccxt.binance) -> None:
     assert second >= first + 5 or second == 5  # depth(100) weighs 5 (or a new minute began)
     binance.create_order("BTC/USDT", "market", "buy", 0.001)
     assert int(binance.last_response_headers["x-mbx-order-count-10s"]) >= 1
+
+
+@pytest.mark.parametrize(("ms_left", "header"), [(1_500, "2"), (59_001, "60"), (200, "1")])
+def test_the_weight_limit_retry_after_is_not_before_the_window_ends(ms_left: int, header: str) -> None:
+    """Retry-After was the seconds left rounded down: 1.5 s left said 1, and a client that obeyed it
+    was refused again."""
+    from hardened.sim.dialect import SimRequest
+    from hardened.sim.dialects.binance import BinanceDialect
+    from hardened.sim.venue import Venue
+
+    venue = Venue("binance")
+    dialect = BinanceDialect(venue)
+    dialect.enforce_rate_limits = True
+    now = 29_383_334 * 60_000 + 60_000 - ms_left  # ms_left before a minute (2025-11-13) ends
+
+    def info() -> SimRequest:
+        return SimRequest("binance", "GET", "/api/v3/exchangeInfo", "", {}, {}, b"", "10.0.0.1", now, venue)
+
+    answers = [dialect.before(info()) for _ in range(301)]  # 20 weight each: the 301st is over 6000
+    assert answers[:300] == [None] * 300
+    refused = answers[300]
+    assert refused is not None and refused.status == 429
+    assert refused.headers["Retry-After"] == header
 
 
 def test_request_weight_limit_when_enforced() -> None:

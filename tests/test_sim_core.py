@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 import urllib.error
 import urllib.request
+import warnings
 from decimal import Decimal
 from itertools import pairwise
 from typing import Any
@@ -139,6 +141,14 @@ def _fresh(scope: str = "open") -> Venue:
     return v
 
 
+@pytest.mark.parametrize("start", [{"since_ms": 0}, {"since_ms": LISTING_MS - 86_400_000}, {"from_id": 0}])
+def test_no_trades_before_the_listing(venue: Venue, start: dict[str, int]) -> None:
+    """fetch_trades(since=0) answered trades from 1970, years before the first candle (the listing)."""
+    trades = venue.trades("BTC/USDT", NOW, limit=5, **start)
+    assert len(trades) == 5 and trades[0].ts >= LISTING_MS
+    assert venue.candles("BTC/USDT", "1d", NOW, since_ms=0, limit=1)[0].ts == LISTING_MS
+
+
 def test_limit_order_rests_then_fills_when_the_market_crosses() -> None:
     v = _fresh()
     bid, _ask, _ = v._quote("BTC/USDT", NOW)
@@ -179,6 +189,52 @@ def test_ledger_refusals() -> None:
     with pytest.raises(VenueError, match="order_not_open"):
         v.cancel_order("k", NOW, order_id=filled.id)
     assert [o.id for o in v.orders("k")] == [filled.id]  # refused orders leave no trace
+
+
+@pytest.mark.parametrize("amount", ["NaN", "Infinity", "-inf", "sNaN"])
+def test_a_non_finite_amount_or_price_is_refused_as_an_invalid_order(amount: str) -> None:
+    """NaN parsed as a Decimal and then raised InvalidOperation in a comparison: a 500 from the
+    simulator (ExchangeNotAvailable, which clients retry) instead of the exchange's refusal."""
+    v = _fresh()
+    with pytest.raises(VenueError, match="invalid_order"):
+        v.create_order("k", "ETH/USDT", "buy", "limit", NOW, amount=amount, price="100")
+    with pytest.raises(VenueError, match="invalid_order"):
+        v.create_order("k", "ETH/USDT", "buy", "limit", NOW, amount="1", price=amount)
+    assert v.orders("k") == []
+
+
+def test_a_nan_quantity_gets_each_exchanges_parameter_error_over_http() -> None:
+    with Simulator(exchanges=["binance", "kucoin", "bitvavo"]) as sim:
+        binance = sim.attach(ccxt.binance({"enableRateLimit": False}))
+        binance.load_markets()
+        order = {"symbol": "ETHUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "price": "100"}
+        with pytest.raises(ccxt.BadRequest, match="-1100"):
+            binance.privatePostOrder({**order, "quantity": "NaN"})
+        kucoin = sim.attach(ccxt.kucoin({"enableRateLimit": False}))
+        with pytest.raises(ccxt.BadRequest, match="400100"):
+            kucoin.privatePostOrders(
+                {
+                    "clientOid": "nan-1",
+                    "symbol": "ETH-USDT",
+                    "side": "buy",
+                    "type": "limit",
+                    "size": "NaN",
+                    "price": "1",
+                }
+            )
+        bitvavo = sim.attach(ccxt.bitvavo({"enableRateLimit": False}))
+        with pytest.raises(ccxt.InvalidOrder, match="amount parameter is invalid"):
+            bitvavo.privatePostOrder(
+                {
+                    "market": "ETH-EUR",
+                    "side": "buy",
+                    "orderType": "limit",
+                    "amount": "NaN",
+                    "price": "1",
+                    "operatorId": 1,
+                }
+            )
+        assert not [r for r in sim.ground_truth() if r["status"] == 500]
 
 
 @pytest.mark.parametrize(("scope", "reuse_after_cancel"), [("open", True), ("all", False)])
@@ -303,6 +359,48 @@ def test_lifecycle_and_clock() -> None:
     sim.stop()  # idempotent
     with pytest.raises(ValueError, match="no dialect"):
         Simulator(exchanges=["no-such-exchange"])
+
+
+def test_a_port_already_taken_fails_to_start_without_leaking_the_event_loop() -> None:
+    """The failed start left its event loop (and the aiohttp runner) open: fds and a ResourceWarning."""
+    with Simulator(exchange="binance") as busy:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(5):
+                sim = Simulator(exchange="binance", port=busy.port)
+                with pytest.raises(OSError):
+                    sim.start()
+                assert not sim.running
+                del sim
+            gc.collect()
+        assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"symbols": {"binance": ["DOGE/USDT"]}}, r"cannot simulate 'DOGE/USDT'.*BTC, ETH, SOL, XRP"),
+        ({"symbols": {"binance": ["BTCUSDT"]}}, r"'BTCUSDT' is not a unified symbol like 'BTC/USDT'"),
+        ({"symbols": {"binance": "BTC/USDT"}}, r"list of unified symbols.*not the string 'BTC/USDT'"),
+        ({"symbols": {"binance": []}}, r"symbols for 'binance': list at least one market"),
+        ({"symbols": {"kucoin": ["BTC/USDT"]}}, r"symbols given for 'kucoin', not served.*serving: binance"),
+        ({"profile": 123}, r"fault profile is a built-in name, a file path, a dict or a Profile, not int"),
+        ({"port": 70000}, r"port must be a whole number from 0 to 65535.*70000"),
+        ({"port": "http"}, r"port must be a whole number, not 'http'"),
+        ({"seed": "x"}, r"seed must be a whole number, not 'x'"),
+        ({"ground_truth_size": -1}, r"ground_truth_size must be a whole number >= 0, not -1"),
+    ],
+)
+def test_bad_simulator_arguments_fail_naming_the_argument(kwargs: dict[str, Any], message: str) -> None:
+    """These failed with KeyError 'DOGE', 'not enough values to unpack', a TypeError from Path or an
+    OverflowError at start(), none of which said which argument was wrong."""
+    with pytest.raises(ValueError, match=message):
+        Simulator(exchange="binance", **kwargs)
+
+
+def test_good_simulator_arguments_still_accepted() -> None:
+    sim = Simulator(exchange="binance", symbols={"binance": ["ETH/EUR"]}, port="0", seed=3)
+    assert list(sim.venue().markets) == ["ETH/EUR"] and sim.port == 0 and sim.seed == 3
 
 
 def test_cli_arguments() -> None:

@@ -17,15 +17,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
+from types import SimpleNamespace
 
 import ccxt
 import ccxt.async_support as accxt
 import pytest
 
 from hardened.sim import Simulator
+from hardened.sim import faults as faults_module
 from hardened.sim.faults import FaultEngine, ProfileError, load_profile
 
 
@@ -77,6 +80,26 @@ def test_fault_reaches_ccxt_as_its_live_error(
         retry_after = profile["faults"][0].get("retry_after", 1)  # type: ignore[index]
         assert ex.last_response_headers["Retry-After"] == str(retry_after)
     assert len(ex.fetch_ohlcv("BTC/USDT", "1m", limit=2)) == 2  # other endpoints untouched
+
+
+@pytest.mark.parametrize("kind", ["rate_limit_429", "ban_418"])
+@pytest.mark.parametrize(("retry_after", "header"), [(0.5, "1"), (2.5, "3"), (0.2, "1"), (0, "0")])
+def test_retry_after_is_rounded_up_to_whole_seconds(
+    sim: Simulator, ex: ccxt.binance, kind: str, retry_after: float, header: str
+) -> None:
+    """Retry-After means "not before": 0.5 s was sent as 0 (retry at once) and 2.5 s as 2."""
+    sim.set_profile(_on_ticker(kind, retry_after=retry_after))
+    with pytest.raises(ccxt.DDoSProtection):
+        ex.fetch_ticker("BTC/USDT")
+    assert ex.last_response_headers["Retry-After"] == header
+
+
+def test_a_kucoin_ban_rounds_retry_after_up() -> None:
+    with Simulator(exchange="kucoin", profile=_on_ticker("ban_418", retry_after=0.5)) as s:
+        kucoin = s.attach(ccxt.kucoin({"enableRateLimit": False}))
+        with pytest.raises(ccxt.RateLimitExceeded):
+            kucoin.fetch_ticker("BTC/USDT")
+        assert kucoin.last_response_headers["Retry-After"] == "1"
 
 
 def test_timeout_holds_the_connection_past_the_client_timeout(sim: Simulator, ex: ccxt.binance) -> None:
@@ -151,6 +174,34 @@ def test_accept_then_drop_places_the_order_but_loses_the_answer(sim: Simulator, 
     assert found["id"] == placed[0].id and found["status"] == "open"
     with pytest.raises(ccxt.InvalidOrder, match="Duplicate"):  # a blind retry is refused
         ex.create_order("ETH/USDT", "limit", "buy", 0.1, price, {"clientOrderId": "dropped-1"})
+
+
+@pytest.mark.parametrize(
+    ("exchange_id", "broken", "healthy"),
+    [
+        ("binance", "BTC/USDT", "ETH/USDT"),
+        ("kucoin", "BTC/USDT", "ETH/USDT"),
+        ("bitvavo", "BTC/EUR", "ETH/EUR"),
+    ],
+)
+def test_a_rule_narrowed_to_one_market_fires_on_orders_whose_market_is_in_the_body(
+    exchange_id: str, broken: str, healthy: str
+) -> None:
+    """Orders carry their market in a form (Binance) or JSON (KuCoin, Bitvavo) body, not the query."""
+    profile = {
+        "faults": [{"kind": "http_5xx", "status": [503], "endpoints": ["create_order"], "symbols": [broken]}]
+    }
+    with Simulator(exchange=exchange_id, profile=profile, seed=1) as s:
+        ex = s.attach(getattr(ccxt, exchange_id)({"enableRateLimit": False}))
+        ex.load_markets()
+        with pytest.raises(ccxt.ExchangeNotAvailable):
+            ex.create_order(broken, "market", "buy", 0.001)
+        assert ex.create_order(healthy, "market", "buy", 0.01)["id"]
+        faults = [
+            (r["endpoint"], r["fault_kind"]) for r in s.ground_truth() if r["endpoint"] == "create_order"
+        ]
+        assert faults == [("create_order", "http_5xx"), ("create_order", None)]
+        assert [o.symbol for o in s.orders(exchange_id)] == [healthy]
 
 
 def test_latency_is_added_and_recorded(sim: Simulator, ex: ccxt.binance) -> None:
@@ -290,6 +341,28 @@ def test_schedule_switches_regimes_over_compressed_time() -> None:
     assert outage is not None and outage.action == "http_5xx" and outage.regime == "outage"
     busy = engine.decide("binance", "ticker", now=61.0)
     assert busy is not None and busy.action == "rate_limit_429" and busy.regime == "busy"
+
+
+def test_set_profile_keeps_the_hour_of_day_of_the_simulators_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """set_profile kept the start for windows but took the wall clock anew: after 3 h of running,
+    hour-of-day regimes moved 3 h later than those of the simulator's own clock."""
+    start_wall = time.time()
+    hour = time.gmtime(start_wall).tm_hour
+    profile = {
+        "regimes": {"busy": {"faults": [{"kind": "reset"}]}},
+        "schedule": {"hours": [{"hours": [hour, (hour + 1) % 24], "regime": "busy"}]},
+    }
+    sim = Simulator(exchange="binance", profile=profile)  # not started: the engine is the point
+    first = sim.faults
+    assert first.regimes_at(0.0) == (None, "busy")
+    later_mono, later_wall = time.monotonic() + 3 * 3600, time.time() + 3 * 3600
+    three_hours_on = SimpleNamespace(
+        monotonic=lambda: later_mono, time=lambda: later_wall, gmtime=time.gmtime
+    )
+    monkeypatch.setattr(faults_module, "time", three_hours_on)  # the fault engine's clock only
+    sim.set_profile(profile)
+    assert sim.faults.started == first.started and sim.faults.started_wall == first.started_wall
+    assert sim.faults.regimes_at(0.0) == (None, "busy")  # the simulator's first sim second
 
 
 def test_builtin_profiles_load() -> None:

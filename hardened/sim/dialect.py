@@ -40,6 +40,7 @@ import hashlib
 import hmac
 import importlib
 import json
+import math
 import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -66,6 +67,7 @@ __all__ = [
     "hmac_sha256_b64",
     "hmac_sha256_hex",
     "register_dialect",
+    "retry_after_header",
 ]
 
 ENDPOINTS = (
@@ -292,7 +294,9 @@ class Dialect(abc.ABC):
 
     def throttled(self, status: int, retry_after: float, req: SimRequest) -> SimResponse:
         """A 429 (rate limited) or 418 (banned) answer with Retry-After."""
-        return SimResponse(status, {"error": "too many requests"}, {"Retry-After": str(round(retry_after))})
+        return SimResponse(
+            status, {"error": "too many requests"}, {"Retry-After": retry_after_header(retry_after)}
+        )
 
     def server_error(self, status: int, req: SimRequest) -> SimResponse:
         """A 5xx answer as the exchange's front end sends it (HTML by default, as CDNs do)."""
@@ -370,6 +374,12 @@ class WeightWindow:
         if now_ms - start >= self.window_ms:
             return 0, now_ms + self.window_ms
         return used, start + self.window_ms
+
+
+def retry_after_header(seconds: float) -> str:
+    """``Retry-After`` in whole seconds, rounded up: the header says "not before", so a 0.5 s wait
+    must not become ``0`` (retry at once) nor 2.5 s become ``2``."""
+    return str(max(0, math.ceil(seconds)))
 
 
 def hmac_sha256_hex(secret: str, message: str) -> str:

@@ -378,6 +378,10 @@ def load_profile(spec: Profile | Mapping[str, Any] | str | Path | None) -> Profi
         return spec
     if isinstance(spec, Mapping):
         return _validate(dict(spec), "(dict)")
+    if not isinstance(spec, str | Path):
+        raise ProfileError(
+            f"a fault profile is a built-in name, a file path, a dict or a Profile, not {type(spec).__name__}"
+        )
     path = Path(spec)
     if not path.suffix and not path.exists():
         for suffix in (".toml", ".json"):
@@ -462,15 +466,18 @@ class FaultEngine:
         profile: the validated profile.
         seed: decisions are a pure function of (seed, exchange, endpoint, request number, rule).
         started: ``time.monotonic()`` at simulator start (windows and schedules count from it).
+        started_wall: ``time.time()`` at that start (hour-of-day regimes count from it; default now).
     """
 
     __slots__ = ("_counters", "_indexed", "_rule_cache", "profile", "seed", "started", "started_wall")
 
-    def __init__(self, profile: Profile, seed: int, started: float | None = None) -> None:
+    def __init__(
+        self, profile: Profile, seed: int, started: float | None = None, started_wall: float | None = None
+    ) -> None:
         self.profile = profile
         self.seed = int(seed)
         self.started = time.monotonic() if started is None else started
-        self.started_wall = time.time()
+        self.started_wall = time.time() if started_wall is None else started_wall
         self._counters: dict[tuple[str, str], itertools.count[int]] = {}
         self._rule_cache: dict[
             tuple[str, str, str | None, str | None], tuple[tuple[int, FaultRule], ...]

@@ -96,6 +96,26 @@ class Simulator:
             ids.insert(0, exchange)
         if not ids:
             ids = ["binance"]
+        unserved = sorted(set(symbols or {}) - set(ids))
+        if unserved:
+            raise ValueError(
+                f"symbols given for {', '.join(map(repr, unserved))}, not served by this simulator "
+                f"(serving: {', '.join(ids)})"
+            )
+        port = _whole(port, "port")
+        if not 0 <= port <= 65535:
+            raise ValueError(
+                f"port must be a whole number from 0 to 65535 (0 picks a free one), not {port!r}"
+            )
+        clock_offset_ms = _whole(clock_offset_ms, "clock_offset_ms")
+        if seed is not None:
+            seed = _whole(seed, "seed")
+        if (
+            isinstance(ground_truth_size, bool)
+            or not isinstance(ground_truth_size, int)
+            or ground_truth_size < 0
+        ):
+            raise ValueError(f"ground_truth_size must be a whole number >= 0, not {ground_truth_size!r}")
         self._profile = load_profile(profile)
         self.seed = int(seed if seed is not None else (self._profile.seed or 0))
         self.host = host
@@ -164,6 +184,10 @@ class Simulator:
                 loop.run_until_complete(self._start_site())
             except BaseException as exc:
                 failure.append(exc)
+                # a port already taken: release what was set up (the runner, the loop's own fds)
+                with contextlib.suppress(Exception):
+                    loop.run_until_complete(self._shutdown())
+                loop.close()
                 ready.set()
                 return
             ready.set()
@@ -178,6 +202,7 @@ class Simulator:
         if failure:
             self._thread.join()
             self._thread = None
+            self._loop = None
             raise failure[0]
         return self
 
@@ -187,12 +212,12 @@ class Simulator:
         app.router.add_route("GET", "/", self._index)
         runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=0.25)
         await runner.setup()
+        self._runner = runner  # set before binding, so a failed bind still cleans it up
         site = web.TCPSite(runner, self.host, self.port)
         await site.start()
         server = site._server
         if server is not None and getattr(server, "sockets", None):
             self.port = server.sockets[0].getsockname()[1]
-        self._runner = runner
 
     async def _shutdown(self) -> None:
         for task in list(self._pending):
@@ -253,9 +278,12 @@ class Simulator:
         return self._profile
 
     def set_profile(self, profile: Profile | Mapping[str, Any] | str | Path | None) -> None:
-        """Switch fault profile at run time (windows and schedules keep counting from start)."""
+        """Switch fault profile at run time (windows, schedules and hours of day keep counting from
+        start)."""
         loaded = load_profile(profile)
-        engine = FaultEngine(loaded, self.seed, started=self._engine.started)
+        engine = FaultEngine(
+            loaded, self.seed, started=self._engine.started, started_wall=self._engine.started_wall
+        )
         self._profile = loaded
         self._engine = engine
         for dialect in self._dialects.values():
@@ -344,11 +372,6 @@ class Simulator:
         method = request.method
         route, params = self._routers[exchange].match(method, path)
         endpoint = route.endpoint if route is not None else "unknown"
-        engine = self._engine
-        decision: Decision | None = None
-        if engine.active:
-            symbol, limit = _market_and_limit(request, params)
-            decision = engine.decide(exchange, endpoint, symbol=symbol, limit=limit)
         started = time.monotonic()
         record: dict[str, Any] = {
             "ts": time.time(),
@@ -356,16 +379,18 @@ class Simulator:
             "endpoint": endpoint,
             "method": method,
             "path": _clean_path(request.path, request.rel_url.raw_query_string),
-            "fault": decision.fault if decision else None,
-            "fault_kind": (decision.action or "latency") if decision else None,
-            "regime": decision.regime if decision else None,
+            "fault": None,
+            "fault_kind": None,
+            "regime": None,
             "status": None,
             "outcome": "ok",
-            "latency_added": decision.latency if decision else 0.0,
+            "latency_added": 0.0,
             "duration": None,
         }
-        self._log.append(record)  # visible at once; status, outcome and duration fill in as it goes
+        self._log.append(record)  # visible at once; the decision, status and outcome fill in as it goes
         try:
+            # The body is read before deciding: an order's market travels in it (Binance's form,
+            # KuCoin's and Bitvavo's JSON), and rules narrowed to one market must see it there too.
             body = await request.read() if request.body_exists else b""
             req = SimRequest(
                 exchange=exchange,
@@ -380,9 +405,18 @@ class Simulator:
                 venue=self._venues[exchange],
                 endpoint=endpoint,
                 path_params=params,
-                bad_data=decision.bad_data if decision else None,
             )
+            engine = self._engine
+            decision: Decision | None = None
+            if engine.active:
+                symbol, limit = _market_and_limit(req)
+                decision = engine.decide(exchange, endpoint, symbol=symbol, limit=limit)
             if decision is not None:
+                req.bad_data = decision.bad_data
+                record["fault"] = decision.fault
+                record["fault_kind"] = decision.action or "latency"
+                record["regime"] = decision.regime
+                record["latency_added"] = decision.latency
                 if decision.latency:
                     await asyncio.sleep(decision.latency)
                     req.now_ms = self.now_ms()
@@ -479,12 +513,26 @@ class Simulator:
         return SimResponse(200, result)
 
 
-def _market_and_limit(request: web.Request, params: Mapping[str, str]) -> tuple[str | None, int | None]:
-    """The request's market (``symbol`` or ``market`` in the query or path) and ``limit``, for
-    fault rules narrowed to one market or to large requests; best effort, never raises."""
-    query = request.query
-    symbol = query.get("symbol") or query.get("market") or params.get("market") or params.get("symbol")
-    raw = query.get("limit") or query.get("depth")
+def _whole(value: Any, name: str) -> int:
+    """``value`` as an int (``9000`` or ``"9000"``), or a ValueError naming the argument."""
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError(f"{name} must be a whole number, not {value!r}")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a whole number, not {value!r}") from None
+
+
+def _market_and_limit(req: SimRequest) -> tuple[str | None, int | None]:
+    """The request's market (``symbol`` or ``market`` in the query, the path or the body: an order
+    carries it in a form or JSON body) and ``limit``, for fault rules narrowed to one market or to
+    large requests; best effort, never raises."""
+    params = req.path_params
+    try:
+        symbol = req.param("symbol") or req.param("market") or params.get("market") or params.get("symbol")
+        raw = req.param("limit") or req.param("depth")
+    except ValueError:  # a body that is not text: the handler words the refusal
+        return params.get("market") or params.get("symbol"), None
     try:
         limit = int(raw) if raw is not None else None
     except ValueError:

@@ -36,7 +36,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Context, Decimal
 from typing import Literal
 
 import numpy as np
@@ -168,7 +168,9 @@ def format_decimal(value: Decimal | float | int | None, places: int) -> str | No
     if not isinstance(value, Decimal):
         value = Decimal(repr(float(value)))
     quantum = Decimal(1).scaleb(-places)
-    return format(value.quantize(quantum, rounding=ROUND_HALF_UP), "f")
+    # enough digits for any magnitude: the default 28 made a large quote amount raise InvalidOperation
+    context = Context(prec=max(28, value.adjusted() + places + 2))
+    return format(value.quantize(quantum, rounding=ROUND_HALF_UP, context=context), "f")
 
 
 # --------------------------------------------------------------------------------------------
@@ -430,7 +432,7 @@ class Venue:
         self.exchange = exchange
         self.seed = int(seed)
         names = (
-            tuple(symbols)
+            _checked_symbols(exchange, symbols)
             if symbols is not None
             else DEFAULT_SYMBOLS.get(exchange, DEFAULT_SYMBOLS["binance"])
         )
@@ -737,6 +739,7 @@ class Venue:
         if from_id is not None:
             since_ms = int(from_id) // _TRADE_SLOTS * 1000
         if since_ms is not None:
+            since_ms = max(int(since_ms), LISTING_MS)  # no trades before the listing, as no candles
             out: list[Trade] = []
             s = int(since_ms) // 1000
             while len(out) < limit and s * 1000 <= end:
@@ -980,8 +983,8 @@ class Venue:
             q = Decimal(repr(raw_q)).quantize(spec.step, rounding=ROUND_DOWN)
             if left_qty is not None:
                 q = min(q, left_qty)
-            elif left_quote is not None:
-                q = min(q, (left_quote / p).quantize(spec.step, rounding=ROUND_DOWN))
+            elif left_quote is not None:  # the smaller first: a huge quote amount cannot be quantized
+                q = min(q, left_quote / p).quantize(spec.step, rounding=ROUND_DOWN)
             if q <= 0:
                 break
             takes.append((p, q))
@@ -1145,6 +1148,29 @@ class Venue:
             return [o.snapshot() for o in self._orders.values() if key is None or o.account == key]
 
 
+def _checked_symbols(exchange: str, symbols: Iterable[str]) -> tuple[str, ...]:
+    """``symbols`` as a tuple, or a ValueError naming the exchange, the symbol and what is wrong
+    (a bare string, ``BTCUSDT`` instead of ``BTC/USDT``, a base asset the venue cannot price)."""
+    if isinstance(symbols, str):
+        raise ValueError(
+            f"symbols for {exchange!r}: give a list of unified symbols such as ['BTC/USDT'], "
+            f"not the string {symbols!r}"
+        )
+    names = tuple(symbols)
+    if not names:
+        raise ValueError(f"symbols for {exchange!r}: list at least one market")
+    for name in names:
+        base, sep, quote = name.partition("/") if isinstance(name, str) else ("", "", "")
+        if not sep or not base or not quote or "/" in quote:
+            raise ValueError(f"symbols for {exchange!r}: {name!r} is not a unified symbol like 'BTC/USDT'")
+        if base not in _ASSET_RULES:
+            raise ValueError(
+                f"symbols for {exchange!r}: cannot simulate {name!r}; the base asset must be one of "
+                f"{', '.join(_ASSET_RULES)}"
+            )
+    return names
+
+
 def hash_name(name: str) -> int:
     """A stable 32-bit hash of a name (Python's ``hash`` changes per process)."""
     return zlib.crc32(name.encode())
@@ -1154,6 +1180,9 @@ def _dec(value: Decimal | str | float | None, name: str) -> Decimal | None:
     if value is None or value == "":
         return None
     try:
-        return value if isinstance(value, Decimal) else Decimal(str(value))
+        number = value if isinstance(value, Decimal) else Decimal(str(value))
     except ArithmeticError:
         raise VenueError("invalid_order", f"{name} {value!r} is not a number") from None
+    if not number.is_finite():  # NaN and Infinity parse, then crash every comparison
+        raise VenueError("invalid_order", f"{name} {value!r} is not a number")
+    return number

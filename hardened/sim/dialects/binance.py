@@ -17,7 +17,15 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from hardened.sim.dialect import Dialect, DialectError, Route, SimRequest, SimResponse, hmac_sha256_hex
+from hardened.sim.dialect import (
+    Dialect,
+    DialectError,
+    Route,
+    SimRequest,
+    SimResponse,
+    hmac_sha256_hex,
+    retry_after_header,
+)
 from hardened.sim.venue import Candle, MarketSpec, Order, Ticker, Trade, VenueError, format_decimal
 
 __all__ = ["DIALECT", "BinanceDialect"]
@@ -68,6 +76,7 @@ INTERVALS = (
 )
 WEIGHT_LIMIT_1M = 6000
 ORDER_LIMIT_10S = 100
+MAX_DEPTH = 5000  # /api/v3/depth truncates deeper asks to this
 _CLIENT_ID_RE = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
 _STATUS = {"closed": "FILLED", "canceled": "CANCELED", "expired": "EXPIRED", "rejected": "REJECTED"}
 _Q8 = 8  # Binance prints every price and quantity with 8 decimals
@@ -201,7 +210,7 @@ class BinanceDialect(Dialect):
 
     def throttled(self, status: int, retry_after: float, req: SimRequest) -> SimResponse:
         """429 (-1003, too many requests) or 418 (-1003, IP banned until ...), with Retry-After."""
-        seconds = max(0, round(retry_after))
+        seconds = int(retry_after_header(retry_after))
         ip = req.remote or "127.0.0.1"
         if status == 418:
             until = req.now_ms + seconds * 1000
@@ -273,7 +282,7 @@ class BinanceDialect(Dialect):
                     "msg": f"Too much request weight used; current limit is {WEIGHT_LIMIT_1M} request weight "
                     "per 1 MINUTE. Please use WebSocket Streams for live updates to avoid polling the API.",
                 },
-                {"Retry-After": str(max(1, retry // 1000))},
+                {"Retry-After": retry_after_header(max(1.0, retry / 1000))},  # the window's end, not before
             )
         return None
 
@@ -579,11 +588,13 @@ class BinanceDialect(Dialect):
         ]
 
     def depth(self, req: SimRequest) -> Any:
-        """GET /api/v3/depth: limit default 100, max 5000."""
+        """GET /api/v3/depth: limit default 100, max 5000 ("If limit > 5000, then the response will
+        truncate to 5000", Binance's docs: a deeper ask is answered, not refused)."""
         spec = self._spec(req)
         limit = _int(req.param("limit"), 100)
-        if not 1 <= limit <= 5000:
+        if limit < 1:
             raise _err(-1100, "Illegal characters found in parameter 'limit'; legal range is '5000'.")
+        limit = min(limit, MAX_DEPTH)
         book = req.apply_bad_data(self.venue.order_book(spec.symbol, req.now_ms, limit))
         return {
             "lastUpdateId": book.nonce,

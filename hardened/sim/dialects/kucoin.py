@@ -68,6 +68,7 @@ from hardened.sim.dialect import (
     SimResponse,
     WeightWindow,
     hmac_sha256_b64,
+    retry_after_header,
 )
 from hardened.sim.venue import MarketSpec, Order, Venue, VenueError, format_decimal
 
@@ -309,7 +310,7 @@ class KucoinDialect(Dialect):
             "gw-ratelimit-reset": str(reset_ms),
         }
         if status == 418:
-            headers = {"Retry-After": str(max(0, round(retry_after)))}
+            headers = {"Retry-After": retry_after_header(retry_after)}
             return SimResponse(429, "error code: 1015", headers, content_type="text/plain")
         return SimResponse(429, {"code": "429000", "msg": "Too Many Requests"}, headers)
 
