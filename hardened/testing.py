@@ -25,7 +25,7 @@ from hardened.client import HardenedClient
 from hardened.sim import Simulator
 from hardened.telemetry.events import bus
 
-__all__ = ["capture_events", "exchange_sim", "heal_after_first_fault", "make_exchange"]
+__all__ = ["capture_events", "exchange_sim", "exchange_sim_server", "heal_after_first_fault", "make_exchange"]
 
 
 @contextlib.contextmanager
@@ -89,10 +89,20 @@ def _fixture(*args: Any, **kwargs: Any) -> Any:
 
 
 @_fixture(scope="module")
-def exchange_sim() -> Iterator[Simulator]:
-    """A calm simulator of Binance, KuCoin and Bitvavo on a free loopback port (one per module)."""
+def exchange_sim_server() -> Iterator[Simulator]:
+    """The simulator behind ``exchange_sim``: Binance, KuCoin and Bitvavo on a free loopback port,
+    started once per module."""
     with Simulator(exchanges=["binance", "kucoin", "bitvavo"], seed=1) as sim:
         yield sim
+
+
+@_fixture()
+def exchange_sim(exchange_sim_server: Simulator) -> Iterator[Simulator]:
+    """A calm simulator for each test: the module's server, set back to the default profile before
+    and after the test (a storm one test sets ends with it); its orders and balances carry over."""
+    exchange_sim_server.set_profile(None)
+    yield exchange_sim_server
+    exchange_sim_server.set_profile(None)
 
 
 @_fixture()
