@@ -916,3 +916,55 @@ with Simulator(exchange="binance", seed=3) as sim:
     with sqlite3.connect(store) as db:
         (tickers,) = db.execute("SELECT COUNT(*) FROM calls WHERE endpoint = 'ticker'").fetchone()
     assert tickers == 30
+
+
+# --- the store under bad rows, shutdown, several writers, bad paths -----------------------------
+
+
+def test_store_keeps_writing_after_a_row_it_cannot_store(tmp_path: Path) -> None:
+    """A row SQLite refuses (an int past 64 bits, a dict) once killed the writer thread, and with
+    it every later outcome; it also took the good rows of its batch with it."""
+    store = RecordStore(tmp_path / "s.db", ("ts", "v"), flush_interval=60.0)
+    try:
+        now = time.time()
+        for row in [(now, 1), (now, 10**30), (now, 2), (now, {"a": 1}), (now, 3)]:
+            store.append(row)
+        assert store.flush(timeout=5.0)
+        assert [r[1] for r in store.rows()] == [1, 2, 3]  # the good rows of the batch are kept
+        assert store.dropped == 2  # the refused ones are counted
+        store.append((now, 4))
+        assert store.flush(timeout=5.0)  # the writer is still alive
+        assert store.count() == 4
+    finally:
+        store.close()
+
+
+def test_store_counts_rows_appended_after_close(tmp_path: Path) -> None:
+    """A row appended once the writer has stopped is never written: it is counted as dropped."""
+    store = RecordStore(tmp_path / "s.db", ("ts", "v"))
+    store.append((time.time(), 1))
+    store.close()
+    store.append((time.time(), 2))
+    assert store.stats()["dropped"] == 1
+    assert store.stats()["queued"] == 0
+
+
+def test_store_row_bound_holds_with_two_writers_on_one_file(tmp_path: Path) -> None:
+    """Each writer counted only its own rows, so N processes on one file kept N x max_rows."""
+    a = RecordStore(tmp_path / "s.db", ("ts", "v"), max_rows=100, flush_interval=60.0)
+    b = RecordStore(tmp_path / "s.db", ("ts", "v"), max_rows=100, flush_interval=60.0)
+    try:
+        now = time.time()
+        for store in (a, b):
+            for j in range(90):
+                store.append((now, j))
+            assert store.flush()
+        assert a.count() == 100
+    finally:
+        a.close()
+        b.close()
+
+
+def test_store_path_that_is_a_directory_is_named(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="is a directory"):
+        RecordStore(tmp_path, ("ts", "a"))

@@ -116,6 +116,11 @@ class RecordStore:
 
     def _open(self) -> sqlite3.Connection:
         if self.path != _MEMORY:
+            if Path(self.path).is_dir():  # sqlite3 says only "unable to open database file"
+                raise StoreError(
+                    f"record store {self.path} is a directory: give a file path for the store "
+                    f"(e.g. {Path(self.path) / 'learning.db'})"
+                )
             try:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -157,7 +162,7 @@ class RecordStore:
     def append(self, row: tuple[Any, ...]) -> None:
         """Queue one row (a tuple in ``columns`` order); never blocks, never touches the disk."""
         queue = self._queue
-        if len(queue) < self.max_queue:
+        if len(queue) < self.max_queue and not self._closed:
             queue.append(row)
         else:
             self._drop()
@@ -167,7 +172,10 @@ class RecordStore:
         now = time.monotonic()
         if now - self._last_drop_log > 60.0:
             self._last_drop_log = now
-            log.warning("record_store_full", path=self.path, dropped=self.dropped, queue=self.max_queue)
+            if self._closed:  # the writer is gone: a row queued now would never be written
+                log.warning("record_store_closed", path=self.path, dropped=self.dropped)
+            else:
+                log.warning("record_store_full", path=self.path, dropped=self.dropped, queue=self.max_queue)
 
     # --- the writer -----------------------------------------------------------------------
 
@@ -175,8 +183,11 @@ class RecordStore:
         while True:
             self._wake.wait(self.flush_interval)
             self._wake.clear()
-            if self._drain():
-                return
+            try:
+                if self._drain():
+                    return
+            except Exception as exc:  # the writer must outlive any batch: a dead one loses every row after
+                log.error("record_store_writer_failed", path=self.path, error=type(exc).__name__)
 
     def _drain(self) -> bool:
         """Write what is queued, batch by batch; True when the stop marker was reached."""
@@ -204,33 +215,83 @@ class RecordStore:
         return False
 
     def _write(self, batch: list[tuple[Any, ...]]) -> None:
+        """Commit ``batch`` and apply the bounds; a row SQLite cannot store (a value of a type
+        or size it refuses) is dropped and counted alone, not with the batch around it."""
+        try:
+            self._commit(batch)
+        except sqlite3.OperationalError as exc:  # a full disk, a locked file: count, say so, keep going
+            self._failed(batch, exc)
+        except (sqlite3.Error, OverflowError, TypeError, ValueError):
+            self._rollback()
+            good: list[tuple[Any, ...]] = []
+            bad = 0
+            with self._db_lock:
+                for row in batch:  # find the rows that cannot be bound, without writing any
+                    try:
+                        self._conn.execute("SAVEPOINT probe")
+                        self._conn.execute(self._insert, row)
+                        good.append(row)
+                    except (sqlite3.Error, OverflowError, TypeError, ValueError):
+                        bad += 1
+                    finally:
+                        self._conn.execute("ROLLBACK TO probe")
+                        self._conn.execute("RELEASE probe")
+            self.dropped += bad
+            # the values are not logged: a row may hold a bot's own context
+            log.error("record_store_rows_refused", path=self.path, rows=bad)
+            if good:
+                try:
+                    self._commit(good)
+                except (sqlite3.Error, OverflowError, TypeError, ValueError) as exc:
+                    self._failed(good, exc)
+
+    def _commit(self, batch: list[tuple[Any, ...]]) -> None:
+        """One transaction: insert ``batch``, keep at most ``max_rows`` rows, apply the retention.
+
+        The row bound is read from the ids (assigned in increasing order; min/max are index
+        look-ups): a count kept in this process misses the rows other processes write to the
+        same file, and the table grew past ``max_rows`` by as many times as there were writers."""
+        with self._db_lock:
+            conn = self._conn
+            conn.execute("BEGIN")
+            try:
+                conn.executemany(self._insert, batch)
+                gone_rows = 0
+                lo, hi = conn.execute(
+                    "SELECT (SELECT min(id) FROM calls), (SELECT max(id) FROM calls)"
+                ).fetchone()
+                if hi is not None and hi - lo + 1 > self.max_rows:
+                    gone_rows = conn.execute(
+                        "DELETE FROM calls WHERE id <= ?", (hi - self.max_rows,)
+                    ).rowcount
+                now = self.clock()
+                prune = now - self._last_prune >= self.prune_every
+                if prune:
+                    gone_rows += conn.execute(
+                        "DELETE FROM calls WHERE ts < ?", (now - self.retention,)
+                    ).rowcount
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            if prune:
+                self._last_prune = now
+            self._rows += len(batch) - gone_rows
+            self.deleted += gone_rows
+        self.written += len(batch)
+
+    def _failed(self, batch: list[tuple[Any, ...]], exc: BaseException) -> None:
+        self.dropped += len(batch)
+        log.error("record_store_write_failed", path=self.path, rows=len(batch), error=str(exc))
+
+    def _rollback(self) -> None:
         try:
             with self._db_lock:
-                conn = self._conn
-                conn.execute("BEGIN")
-                conn.executemany(self._insert, batch)
-                self._rows += len(batch)
-                if self._rows > self.max_rows:
-                    cut = conn.execute("SELECT max(id) FROM calls").fetchone()[0] - self.max_rows
-                    gone = conn.execute("DELETE FROM calls WHERE id <= ?", (cut,)).rowcount
-                    self._rows -= gone
-                    self.deleted += gone
-                now = self.clock()
-                if now - self._last_prune >= self.prune_every:
-                    self._last_prune = now
-                    gone = conn.execute("DELETE FROM calls WHERE ts < ?", (now - self.retention,)).rowcount
-                    self._rows -= gone
-                    self.deleted += gone
-                conn.execute("COMMIT")
-            self.written += len(batch)
-        except sqlite3.Error as exc:  # a full disk, a locked file: count, say so, keep the process
-            self.dropped += len(batch)
-            log.error("record_store_write_failed", path=self.path, rows=len(batch), error=str(exc))
-            try:
-                with self._db_lock:
+                if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass  # no transaction was open: nothing to undo
+        except sqlite3.Error:
+            pass  # nothing to undo
 
     # --- control --------------------------------------------------------------------------
 
