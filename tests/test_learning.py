@@ -968,3 +968,38 @@ def test_store_row_bound_holds_with_two_writers_on_one_file(tmp_path: Path) -> N
 def test_store_path_that_is_a_directory_is_named(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="is a directory"):
         RecordStore(tmp_path, ("ts", "a"))
+
+
+# --- numbers a context may hold ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "context",
+    [{"limit": float("inf")}, {"limit": float("nan")}, {"size": 10**400}, {"size": float("-inf")}],
+)
+def test_non_finite_or_huge_context_numbers_read_unknown(context: dict[str, Any]) -> None:
+    """They raised OverflowError/ValueError from inside the bucketing (int(inf), float(10**400))."""
+    learner = _learner()
+    try:
+        learner.record_operation_result("bot", context, had_error=False)
+        key, _ = learner.context_key("bot", context)
+        assert key[FEATURES.index("limit_n")] is None and key[FEATURES.index("x0")] is None
+        assert learner.store.count() == 1
+    finally:
+        learner.close()
+
+
+@pytest.mark.parametrize("breaker", [{"state": "open"}, 10**30, 7, float("nan"), [1]])
+def test_a_context_breaker_that_is_no_state_is_refused(breaker: Any) -> None:
+    """It went into the key as it was: a dict made it unhashable, an int past 64 bits stopped the
+    store's writer thread (and with it every later outcome)."""
+    learner = _learner()
+    try:
+        with pytest.raises(ValueError, match="'breaker'"):
+            learner.record_operation_result("bot", {"breaker": breaker}, had_error=False)
+        learner.record_operation_result("bot", {"breaker": "half_open"}, had_error=False)
+        learner.record_operation_result("bot", {"breaker": 2}, had_error=False)
+        breakers = [r[1 + FEATURES.index("breaker")] for r in learner.store.rows()]
+        assert breakers == [1, 2]
+    finally:
+        learner.close()

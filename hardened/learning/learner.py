@@ -311,7 +311,7 @@ class ErrorLearner:
             variant,
             context.get("limit"),
             _number(context.get("headroom")),
-            context.get("breaker"),
+            _breaker(context.get("breaker")),
             numbers,
             now,
             _number(context.get("room")),
@@ -763,6 +763,21 @@ def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value) if math.isfinite(value) else None
+
+
+def _breaker(value: Any) -> int | float | None:
+    """A context's ``breaker``: a state name ("closed", "half_open", "open") or its code 0-2.
+    Anything else is refused here: it went into the key as it was, where a dict made the key
+    unhashable and an int past 64 bits stopped the store's writer."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return BREAKER_CODES.get(value)
+    if not isinstance(value, bool) and isinstance(value, Real) and value in (0, 1, 2):
+        return int(value)
+    raise ValueError(
+        f"context 'breaker' must be 'closed', 'half_open', 'open' or 0-2, got {type(value).__name__}"
+    )
 
 
 def _floats(key: tuple[Any, ...]) -> tuple[Any, ...]:
