@@ -1003,3 +1003,58 @@ def test_a_context_breaker_that_is_no_state_is_refused(breaker: Any) -> None:
         assert breakers == [1, 2]
     finally:
         learner.close()
+
+
+# --- a model file that cannot be used -----------------------------------------------------------
+
+
+def _saved_model(tmp_path: Path) -> Path:
+    clock = Clock()
+    learner = _learner(clock=clock, model_path=tmp_path / "m.joblib")
+    try:
+        _feed_symbol_pattern(learner, clock)
+        learner.train()
+    finally:
+        learner.close()
+    return tmp_path / "m.joblib"
+
+
+def test_a_corrupt_model_file_is_refused_not_fatal(tmp_path: Path) -> None:
+    """A truncated model (valid schema file beside it) made the learner's construction, and so a
+    client's, fail with an UnpicklingError."""
+    path = _saved_model(tmp_path)
+    with path.open("r+b") as f:
+        f.truncate(100)
+    with pytest.raises(ModelVersionError, match="cannot be read"):
+        GateModel.load(path)
+    learner = ErrorLearner(None, model_path=path, background=False)
+    try:
+        assert learner.model is None  # the gate waits for data, as for a model of another version
+    finally:
+        learner.close()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes")
+def test_a_model_file_other_users_can_write_is_not_loaded(tmp_path: Path) -> None:
+    """Loading a joblib file runs the code it holds: one every user can write was loaded silently."""
+    path = _saved_model(tmp_path)
+    assert not path.stat().st_mode & 0o022  # saved writable by its owner only
+    path.chmod(0o666)
+    with pytest.raises(ModelVersionError, match="writable by every user"):
+        GateModel.load(path)
+    path.chmod(0o644)
+    tmp_path.chmod(0o777)  # a folder anyone can write to (no sticky bit): anyone could replace it
+    try:
+        with pytest.raises(ModelVersionError, match="folder every user can write to"):
+            GateModel.load(path)
+    finally:
+        tmp_path.chmod(0o755)
+    if os.geteuid() == 0:  # only root can hand the file to another user here
+        os.chown(path, 12345, -1)
+        with pytest.raises(ModelVersionError, match="owned by another user"):
+            GateModel.load(path)
+    learner = ErrorLearner(None, model_path=path, background=False)
+    try:
+        assert learner.model is None
+    finally:
+        learner.close()
