@@ -89,7 +89,11 @@ def main_argv(argv: Sequence[str] | None = None) -> int:
             return 1
         # the command's stdout is its answer (--json): what the training logs goes to stderr
         with contextlib.redirect_stdout(sys.stderr):
-            results, info = evaluate_rows(rows, learner, args.split)
+            try:
+                results, info = evaluate_rows(rows, learner, args.split)
+            except ValueError as exc:  # too few calls, or all at one time: nothing to hold out
+                print(f"hardened train: cannot evaluate the calls in {path}: {exc}", file=sys.stderr)
+                return 1
             # a threshold for gate_threshold, chosen on the most recent quarter of the time
             choice = learner.tune_threshold(0.25, 0.01)
             suggested = choice["threshold"] if choice is not None else None

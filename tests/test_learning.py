@@ -1058,3 +1058,19 @@ def test_a_model_file_other_users_can_write_is_not_loaded(tmp_path: Path) -> Non
         assert learner.model is None
     finally:
         learner.close()
+
+
+def test_train_on_calls_it_cannot_hold_out_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Calls all recorded at one time (or fewer than 20) ended 'hardened train' in a traceback."""
+    from hardened.cli import main
+
+    monkeypatch.setenv("HARDENED_GATE_MIN_SAMPLES", "10")
+    store = tmp_path / "one-instant.db"
+    learner = ErrorLearner(store, background=False, clock=Clock(time.time()))
+    for i in range(30):
+        learner.record_operation_result("bot", {"symbol": "BTC/USDT"}, had_error=i % 3 == 0)
+    learner.close()
+    assert main(["train", "--store", str(store), "--no-save"]) == 1
+    assert "too little time to hold some out" in capsys.readouterr().err
