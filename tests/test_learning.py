@@ -1074,3 +1074,21 @@ def test_train_on_calls_it_cannot_hold_out_says_so(
     learner.close()
     assert main(["train", "--store", str(store), "--no-save"]) == 1
     assert "too little time to hold some out" in capsys.readouterr().err
+
+
+def test_the_store_masks_secrets_in_the_named_context_texts(tmp_path: Path) -> None:
+    """exchange, endpoint, symbol and timeframe (and the component name) were stored as given: an
+    endpoint passed as a signed URL kept its key and signature in the store."""
+    learner = _learner(tmp_path)
+    context = {
+        "endpoint": "https://api.x.com/v1/order?apiKey=SECRETkey1&signature=SECRETsig2",
+        "symbol": "token=SECRETtok3",
+        "exchange": "binance",
+    }
+    learner.record_operation_result("token=SECRETtok4", context, had_error=True)
+    learner.close()
+    with sqlite3.connect(tmp_path / "store.db") as db:
+        dump = "\n".join(db.iterdump())
+        (exchange, endpoint), *_ = db.execute("SELECT exchange, endpoint FROM calls")
+    assert "SECRET" not in dump
+    assert exchange == "binance" and endpoint.startswith("https://api.x.com/v1/order?apiKey=***")

@@ -303,7 +303,7 @@ class ErrorLearner:
             raise TypeError(f"operation context must be a mapping, got {type(context).__name__}")
         variant, numbers = generic_parts(context)
         return self.call_key(
-            str(component),
+            redact_text(component),
             _text(context.get("exchange")),
             _text(context.get("endpoint")),
             _text(context.get("symbol")),
@@ -756,7 +756,9 @@ def _spent(key: tuple[Any, ...]) -> bool:
 
 
 def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
+    """A context's text as stored and shown in reports: secret-looking parts masked (an
+    ``endpoint`` given as a signed URL kept its ``apiKey=`` and ``signature=`` in the store)."""
+    return None if value is None else redact_text(str(value))
 
 
 def _number(value: Any) -> float | None:
