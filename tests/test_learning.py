@@ -1092,3 +1092,26 @@ def test_the_store_masks_secrets_in_the_named_context_texts(tmp_path: Path) -> N
         (exchange, endpoint), *_ = db.execute("SELECT exchange, endpoint FROM calls")
     assert "SECRET" not in dump
     assert exchange == "binance" and endpoint.startswith("https://api.x.com/v1/order?apiKey=***")
+
+
+def test_store_leaves_another_applications_database_untouched(tmp_path: Path) -> None:
+    """A store path naming another application's SQLite file had our tables added to it and was
+    switched to WAL, silently."""
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE users (name TEXT)")
+    with pytest.raises(StoreError, match="not a hardened record store"):
+        RecordStore(path, ("ts", "a"))
+    db = sqlite3.connect(path)
+    try:
+        assert [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")] == ["users"]
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    finally:
+        db.close()
+    # a store of a newer hardened is refused rather than misread
+    newer = tmp_path / "newer.db"
+    RecordStore(newer, ("ts", "a")).close()
+    with sqlite3.connect(newer) as db:
+        db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(StoreError, match="newer hardened"):
+        RecordStore(newer, ("ts", "a"))

@@ -125,8 +125,10 @@ class RecordStore:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StoreError(f"cannot create the folder of record store {self.path}: {exc}") from exc
+        conn: sqlite3.Connection | None = None
         try:
             conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
+            _check_ours(conn, self.path)
             if self.path != _MEMORY:
                 mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
                 if str(mode).lower() != "wal":
@@ -147,6 +149,8 @@ class RecordStore:
                 # upgrade neither refuses to start nor throws away what was learned.
                 conn.execute(f"ALTER TABLE calls ADD COLUMN {_quote(column)}")
         except sqlite3.DatabaseError as exc:
+            if conn is not None:
+                conn.close()
             raise StoreError(f"cannot open record store {self.path}: {exc}") from exc
         if missing:
             log.warning(
@@ -378,6 +382,30 @@ class RecordStore:
             "max_rows": self.max_rows,
             "retention_s": self.retention,
         }
+
+
+def _check_ours(conn: sqlite3.Connection, path: str) -> None:
+    """Refuse a database that holds tables but is no record store: another application's file
+    given as the store was changed (our tables added to it, switched to WAL) before this."""
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if not tables:
+        return  # a new file
+    ours = "calls" in tables and any(row[1] == "ts" for row in conn.execute("PRAGMA table_info(calls)"))
+    if ours and "meta" in tables:
+        version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if version is not None and str(version[0]).isdigit() and int(version[0]) > STORE_SCHEMA_VERSION:
+            conn.close()
+            raise StoreError(
+                f"record store {path} was written by a newer hardened (store schema {version[0]}, "
+                f"this one reads {STORE_SCHEMA_VERSION}): upgrade hardened or use another store"
+            )
+    if not ours:
+        conn.close()
+        names = ", ".join(sorted(tables)[:5])
+        raise StoreError(
+            f"{path} is an SQLite database but not a hardened record store (it holds: {names}); "
+            "left untouched: give the store a file of its own"
+        )
 
 
 def _quote(name: str) -> str:
