@@ -53,10 +53,14 @@ def main_argv(argv: Sequence[str] | None = None) -> int:
     if not 0.0 < args.split < 1.0:
         print("hardened train: --split must be between 0 and 1", file=sys.stderr)
         return 2
-    from hardened.config import HardenedConfig
+    from hardened.config import ConfigError, HardenedConfig
 
-    config = HardenedConfig()
-    path = store_path(args.store)
+    try:  # a bad HARDENED_* variable or configuration file: its message, not a traceback
+        config = HardenedConfig()
+        path = store_path(args.store)
+    except ConfigError as exc:
+        print(f"hardened train: {exc}", file=sys.stderr)
+        return 2
     if not os.path.exists(path):  # opening it would create an empty store and train on nothing
         print(
             f"hardened train: no record store at {path} (clients record to their learning_store; "

@@ -1115,3 +1115,16 @@ def test_store_leaves_another_applications_database_untouched(tmp_path: Path) ->
         db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     with pytest.raises(StoreError, match="newer hardened"):
         RecordStore(newer, ("ts", "a"))
+
+
+def test_train_with_a_bad_configuration_names_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bad HARDENED_* variable ended 'hardened train' in a ConfigError traceback."""
+    from hardened.cli import main
+
+    monkeypatch.setenv("HARDENED_GATE_THRESHOLD", "5")
+    assert main(["train", "--store", str(tmp_path / "s.db")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hardened train: invalid hardened configuration: gate_threshold")
+    assert "Traceback" not in err
