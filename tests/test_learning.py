@@ -1128,3 +1128,21 @@ def test_train_with_a_bad_configuration_names_the_field(
     err = capsys.readouterr().err
     assert err.startswith("hardened train: invalid hardened configuration: gate_threshold")
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("argument", "value"),
+    [
+        ("tau", 0.0),
+        ("tau", -5.0),
+        ("tau", float("nan")),
+        ("retrain_every", 0),
+        ("train_rows", 0),
+        ("anomaly_every", 0.0),
+    ],
+)
+def test_learner_refuses_settings_it_would_fail_on_later(argument: str, value: Any) -> None:
+    """tau=0 constructed, then every record raised ZeroDivisionError; the others retrained or
+    scanned for anomalies on every outcome (a thread each), or never trained."""
+    with pytest.raises(ValueError, match=argument):
+        ErrorLearner(None, background=False, **{argument: value})

@@ -137,6 +137,15 @@ class ErrorLearner:
             raise ValueError(f"probe_share must be in [0, 1], got {probe_share}")
         if min_samples < 1:
             raise ValueError(f"min_samples must be at least 1, got {min_samples}")
+        # refused here rather than met later: tau 0 divided by zero at every record, a negative
+        # one overflowed the decay; 0 for the others retrained (or looked for anomalies) on every
+        # outcome, in a thread each, or never trained at all
+        for name, value in (("retrain_every", retrain_every), ("train_rows", train_rows)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
+        for name, value in (("tau", tau), ("anomaly_every", anomaly_every)):
+            if isinstance(value, bool) or not (isinstance(value, int | float) and value > 0):
+                raise ValueError(f"{name} must be a number of seconds above 0, got {value!r}")
         if isinstance(store, RecordStore):
             self.store = store
         else:
