@@ -1146,3 +1146,14 @@ def test_learner_refuses_settings_it_would_fail_on_later(argument: str, value: A
     scanned for anomalies on every outcome (a thread each), or never trained."""
     with pytest.raises(ValueError, match=argument):
         ErrorLearner(None, background=False, **{argument: value})
+
+
+@pytest.mark.parametrize(
+    ("argument", "value"),
+    [("flush_interval", 0.0), ("max_rows", 0), ("max_queue", 0), ("retention", -1.0), ("batch_max", 0)],
+)
+def test_store_refuses_bounds_that_keep_nothing_or_spin(argument: str, value: Any) -> None:
+    """flush_interval=0 made the writer spin a core; max_rows=0, max_queue=0 or a negative
+    retention kept no row at all, without a word."""
+    with pytest.raises(StoreError, match=argument):
+        RecordStore(None, ("ts", "v"), **{argument: value})

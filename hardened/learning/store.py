@@ -80,6 +80,14 @@ class RecordStore:
     ) -> None:
         if "ts" not in columns:
             raise StoreError("a record store needs a 'ts' column (retention is by time)")
+        # refused here: flush_interval 0 made the writer spin a core, max_rows 0 kept nothing,
+        # max_queue 0 dropped every row, a retention of 0 or less deleted every row written
+        for name, value in (("max_rows", max_rows), ("max_queue", max_queue), ("batch_max", batch_max)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 1:
+                raise StoreError(f"record store {name} must be a number of at least 1, got {value!r}")
+        for name, number in (("retention", retention), ("flush_interval", flush_interval)):
+            if isinstance(number, bool) or not (isinstance(number, int | float) and number > 0):
+                raise StoreError(f"record store {name} must be a number of seconds above 0, got {number!r}")
         self.path = _MEMORY if path is None or str(path) == _MEMORY else str(Path(path).expanduser())
         self.columns = tuple(columns)
         self.max_rows = int(max_rows)
