@@ -1157,3 +1157,31 @@ def test_store_refuses_bounds_that_keep_nothing_or_spin(argument: str, value: An
     retention kept no row at all, without a word."""
     with pytest.raises(StoreError, match=argument):
         RecordStore(None, ("ts", "v"), **{argument: value})
+
+
+def test_two_openers_upgrading_one_old_store_both_start(tmp_path: Path) -> None:
+    """Both read the old columns, both added the new ones, and the second failed to start
+    ('duplicate column name'); before the fix about one attempt in five failed."""
+    import threading
+
+    for attempt in range(30):
+        path = tmp_path / f"old-{attempt}.db"
+        RecordStore(path, ("ts", "component")).close()  # a store of an earlier schema
+        barrier = threading.Barrier(2)
+        errors: list[Exception] = []
+
+        def open_it(
+            store_path: Path = path, start: threading.Barrier = barrier, seen: list[Exception] = errors
+        ) -> None:
+            start.wait()
+            try:
+                RecordStore(store_path, ROW_COLUMNS).close()
+            except Exception as exc:  # collected for the assertion below
+                seen.append(exc)
+
+        threads = [threading.Thread(target=open_it) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not errors, f"attempt {attempt}: {errors[0]}"

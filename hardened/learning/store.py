@@ -143,19 +143,29 @@ class RecordStore:
                     raise StoreError(f"record store {self.path}: WAL mode refused (got {mode})")
                 conn.execute("PRAGMA synchronous=NORMAL")
             cols = ", ".join(f"{_quote(c)}" for c in self.columns if c != "id")
-            conn.execute(f"CREATE TABLE IF NOT EXISTS calls (id INTEGER PRIMARY KEY, {cols})")
-            conn.execute("CREATE INDEX IF NOT EXISTS calls_ts ON calls(ts)")
-            conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-            conn.execute(
-                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(STORE_SCHEMA_VERSION),)
-            )
-            found = {row[1] for row in conn.execute("PRAGMA table_info(calls)")}
-            missing = [c for c in self.columns if c not in found]
-            for column in missing:
-                # A store written by an earlier hardened (a feature added since, e.g. "room"): the
-                # new column is added and the rows already there read NULL (unknown) in it, so an
-                # upgrade neither refuses to start nor throws away what was learned.
-                conn.execute(f"ALTER TABLE calls ADD COLUMN {_quote(column)}")
+            # One write transaction, taken before the columns are read: two processes opening an
+            # old store at once both added the missing columns, and the second failed to start
+            # ("duplicate column name").
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(f"CREATE TABLE IF NOT EXISTS calls (id INTEGER PRIMARY KEY, {cols})")
+                conn.execute("CREATE INDEX IF NOT EXISTS calls_ts ON calls(ts)")
+                conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+                conn.execute(
+                    "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(STORE_SCHEMA_VERSION),)
+                )
+                found = {row[1] for row in conn.execute("PRAGMA table_info(calls)")}
+                missing = [c for c in self.columns if c not in found]
+                for column in missing:
+                    # A store written by an earlier hardened (a feature added since, e.g. "room"):
+                    # the new column is added and the rows already there read NULL (unknown) in
+                    # it, so an upgrade neither refuses to start nor throws away what was learned.
+                    conn.execute(f"ALTER TABLE calls ADD COLUMN {_quote(column)}")
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
         except sqlite3.DatabaseError as exc:
             if conn is not None:
                 conn.close()
