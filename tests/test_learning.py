@@ -1185,3 +1185,38 @@ def test_two_openers_upgrading_one_old_store_both_start(tmp_path: Path) -> None:
         for thread in threads:
             thread.join()
         assert not errors, f"attempt {attempt}: {errors[0]}"
+
+
+def test_two_learners_saving_one_model_at_once_leave_a_usable_model(tmp_path: Path) -> None:
+    """Two learners on one store (two processes) saved through one shared '.tmp' name: one save
+    failed (FileNotFoundError) and the file left was corrupt or did not match its schema file."""
+    import threading
+
+    first = GateModel.load(_saved_model(tmp_path))
+    second = GateModel.load(tmp_path / "m.joblib")
+    second.schema = {**second.schema, "samples": second.schema["samples"] + 1}  # a later training
+    target = tmp_path / "shared.joblib"
+    for _ in range(10):
+        barrier = threading.Barrier(2)
+        errors: list[Exception] = []
+
+        def save(
+            model: GateModel, start: threading.Barrier = barrier, seen: list[Exception] = errors
+        ) -> None:
+            start.wait()
+            try:
+                model.save(target)
+            except Exception as exc:  # collected for the assertion below
+                seen.append(exc)
+
+        threads = [threading.Thread(target=save, args=(m,)) for m in (first, second)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not errors
+        assert GateModel.load(target).schema["samples"] in (first.schema["samples"], second.schema["samples"])
+    assert sorted(p.name for p in tmp_path.iterdir() if "shared" in p.name) == [
+        "shared.joblib",
+        "shared.joblib.json",
+    ]  # no temporary file left behind

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -162,13 +163,22 @@ class GateModel:
         """Write the model (joblib) and its schema beside it (``.json``); returns the model path."""
         path = Path(path).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        joblib.dump({"models": self.models, "schema": self.schema}, tmp)
-        # never writable by others, whatever the umask: loading it unpickles (runs) what it holds
-        os.chmod(tmp, stat.S_IMODE(os.stat(tmp).st_mode) & ~0o022)
-        tmp.replace(path)  # atomic: a reader never sees half a model
+        # Temporary names of this process and thread: two learners on one store (two processes)
+        # saving at once shared one ".tmp", and the model left was corrupt or one save failed.
+        # Each file is replaced whole, so a reader never sees half of one.
+        own = f".{os.getpid()}.{threading.get_ident()}.tmp"
         sidecar = path.with_name(path.name + ".json")
-        sidecar.write_text(json.dumps(self.schema, indent=1, sort_keys=True))
+        tmp_sidecar = sidecar.with_name(sidecar.name + own)
+        tmp_sidecar.write_text(json.dumps(self.schema, indent=1, sort_keys=True))
+        tmp_sidecar.replace(sidecar)
+        tmp = path.with_name(path.name + own)
+        try:
+            joblib.dump({"models": self.models, "schema": self.schema}, tmp)
+            # never writable by others, whatever the umask: loading it unpickles (runs) what it holds
+            os.chmod(tmp, stat.S_IMODE(os.stat(tmp).st_mode) & ~0o022)
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
         return path
 
     @classmethod
@@ -192,8 +202,12 @@ class GateModel:
             raise ModelVersionError(
                 f"model {path} cannot be read ({type(exc).__name__}: {exc}): retrain it with 'hardened train'"
             ) from exc
-        if not isinstance(payload, dict) or payload.get("schema") != schema:
-            raise ModelVersionError(f"model {path} does not match its schema file {sidecar.name}")
+        if not isinstance(payload, dict) or not isinstance(payload.get("schema"), dict):
+            raise ModelVersionError(f"model {path} holds no hardened model: retrain it with 'hardened train'")
+        # The model's own schema decides: the schema file (read first, so that a model of another
+        # version is never unpickled) may be a concurrent save's, of the same version.
+        schema = payload["schema"]
+        check_schema(schema, str(path))
         model = cls(schema["vocab"], bool(schema.get("per_endpoint")))
         model.models = payload["models"]
         model.schema = schema
