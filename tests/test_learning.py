@@ -1220,3 +1220,9 @@ def test_two_learners_saving_one_model_at_once_leave_a_usable_model(tmp_path: Pa
         "shared.joblib",
         "shared.joblib.json",
     ]  # no temporary file left behind
+
+
+def test_a_context_with_keys_of_mixed_types_is_recorded() -> None:
+    """An int key among string keys raised "'<' not supported between 'int' and 'str'"."""
+    variant, numbers = generic_parts({"symbol": "BTC/USDT", 1: 0.5, "size": 2, "mode": "live"})
+    assert variant == "mode=live" and numbers == (0.5, 2.0, None, None)  # "1" sorts before "size"

@@ -173,7 +173,8 @@ def generic_parts(context: Mapping[str, Any]) -> tuple[str | None, tuple[float |
     text is masked: the variant is stored and shown in reports."""
     words: list[str] = []
     numbers: list[float | None] = []
-    for key in sorted(context):
+    # sorted by the key's text: keys of mixed types (an int among strings) raised TypeError here
+    for key in sorted(context, key=str):
         if key in KNOWN_KEYS or is_secret_key(str(key)):
             continue
         value = context[key]
