@@ -1226,3 +1226,33 @@ def test_a_context_with_keys_of_mixed_types_is_recorded() -> None:
     """An int key among string keys raised "'<' not supported between 'int' and 'str'"."""
     variant, numbers = generic_parts({"symbol": "BTC/USDT", 1: 0.5, "size": 2, "mode": "live"})
     assert variant == "mode=live" and numbers == (0.5, 2.0, None, None)  # "1" sorts before "size"
+
+
+def test_store_on_a_full_disk_counts_rows_and_says_so_once(tmp_path: Path) -> None:
+    """A full disk ('database or disk is full', forced with max_page_count): the rows are counted
+    as dropped, the writer survives and resumes once there is room, and the error is said once a
+    minute rather than for every batch (four a second)."""
+    from structlog.testing import capture_logs
+
+    store = RecordStore(tmp_path / "s.db", ("ts", "v"), flush_interval=60.0)
+    try:
+        store.append((time.time(), "x"))
+        assert store.flush()
+        with store._db_lock:
+            pages = store._conn.execute("PRAGMA page_count").fetchone()[0]
+            store._conn.execute(f"PRAGMA max_page_count = {pages}")
+        with capture_logs() as logs:
+            for _ in range(20):
+                store.append((time.time(), "y" * 5_000))
+                assert store.flush()
+        assert store.dropped == 20
+        assert [entry["event"] for entry in logs if entry["log_level"] == "error"] == [
+            "record_store_write_failed"
+        ]
+        with store._db_lock:
+            store._conn.execute("PRAGMA max_page_count = 1000000")
+        store.append((time.time(), "z"))
+        assert store.flush()
+        assert [r[1] for r in store.rows()] == ["x", "z"]
+    finally:
+        store.close()

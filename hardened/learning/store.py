@@ -15,6 +15,7 @@ write files.
 from __future__ import annotations
 
 import atexit
+import math
 import sqlite3
 import threading
 import time
@@ -108,6 +109,8 @@ class RecordStore:
         self._db_lock = threading.Lock()  # the writer's connection (shared by readers in memory mode)
         self._last_prune = 0.0
         self._last_drop_log = 0.0
+        self._last_fail_log = -math.inf  # the first failure is always said
+        self._failed_rows = 0  # rows lost to failed writes since that was last said
         self._conn = self._open()
         self._rows = self._conn.execute("SELECT count(*) FROM calls").fetchone()[0]
         self._insert = (
@@ -304,8 +307,15 @@ class RecordStore:
         self.written += len(batch)
 
     def _failed(self, batch: list[tuple[Any, ...]], exc: BaseException) -> None:
+        """Count a batch that could not be written; say so at most once a minute (a full disk
+        fails every batch, four a second, and logged each one)."""
         self.dropped += len(batch)
-        log.error("record_store_write_failed", path=self.path, rows=len(batch), error=str(exc))
+        self._failed_rows += len(batch)
+        now = time.monotonic()
+        if now - self._last_fail_log >= 60.0:
+            self._last_fail_log = now
+            log.error("record_store_write_failed", path=self.path, rows=self._failed_rows, error=str(exc))
+            self._failed_rows = 0
 
     def _rollback(self) -> None:
         try:
