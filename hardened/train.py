@@ -100,7 +100,10 @@ def main_argv(argv: Sequence[str] | None = None) -> int:
                 return 1
             # a threshold for gate_threshold, chosen on the most recent quarter of the time
             choice = learner.tune_threshold(0.25, 0.01)
-            suggested = choice["threshold"] if choice is not None else None
+            # a threshold is suggested only when one met the budget: the highest candidate, which
+            # tune_threshold falls back on, was printed as "skipped at most 1 %" when it skipped more
+            suggested = choice["threshold"] if choice is not None and choice["within_budget"] else None
+            unmet = choice if choice is not None and not choice["within_budget"] else None
             saved: str | None = None
             if not args.no_save:
                 learner.model_path = model_path_for(path)
@@ -111,6 +114,7 @@ def main_argv(argv: Sequence[str] | None = None) -> int:
             "results": results,
             **info,
             "threshold_suggested": suggested,
+            "threshold_candidates": choice["candidates"] if choice is not None else None,
             "model_saved": saved,
         }
         if args.json:
@@ -123,6 +127,14 @@ def main_argv(argv: Sequence[str] | None = None) -> int:
                 print(
                     f"\nsuggested gate_threshold: {suggested} (the lowest that skipped at most 1 % of the "
                     "good calls of the most recent quarter of the time, by a model fitted before it)"
+                )
+            elif unmet is not None:
+                last = unmet["candidates"][-1]
+                share = (last["good_skipped_share"] or 0.0) * 100.0
+                print(
+                    "\nno gate_threshold suggested: every candidate skipped more than 1 % of the good calls "
+                    f"of the most recent quarter of the time ({share:.1f} % at {last['threshold']}); "
+                    "keep gate_enabled off until more is recorded"
                 )
             print(f"\nmodel saved: {saved}" if saved else "\nmodel not saved (--no-save)")
         return 0

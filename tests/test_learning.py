@@ -1256,3 +1256,31 @@ def test_store_on_a_full_disk_counts_rows_and_says_so_once(tmp_path: Path) -> No
         assert [r[1] for r in store.rows()] == ["x", "z"]
     finally:
         store.close()
+
+
+def test_train_suggests_no_threshold_when_none_kept_good_calls_within_budget(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """BTC/USDT failed throughout the older time and succeeds in the most recent quarter, with
+    nothing in its features to tell them apart: every candidate skips a third of the good calls
+    there, and 'hardened train' suggested 0.95 as 'the lowest that skipped at most 1 %'."""
+    from hardened.cli import main
+
+    store = tmp_path / "recovered.db"
+    t0 = time.time() - 3_600.0
+    learner = ErrorLearner(store, background=False)
+    n = 900
+    for i in range(n):
+        symbol = ("BTC/USDT", "ETH/USDT", "SOL/USDT")[i % 3]
+        key, _ = learner.call_key("exchange", "binance", "ticker", symbol, now=t0)
+        failed = symbol == "BTC/USDT" and i < int(n * 0.72)
+        learner.store.append((t0 + i * 0.5, *key, int(failed), None, None, 1, 0.02, False, None))
+    learner.close()
+    assert main(["train", "--store", str(store), "--no-save", "--json"]) == 0
+    printed = capsys.readouterr().out
+    out = json.loads(printed[printed.index("{\n") :])
+    assert out["threshold_suggested"] is None
+    assert out["threshold_candidates"][-1]["good_skipped_share"] > 0.01
+    assert main(["train", "--store", str(store), "--no-save"]) == 0
+    text = capsys.readouterr().out
+    assert "suggested gate_threshold" not in text and "no gate_threshold suggested" in text

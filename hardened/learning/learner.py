@@ -659,8 +659,11 @@ class ErrorLearner:
         probs = [float(p) for p in model.predict(val_keys)]
         threshold, figures = choose_threshold(probs, labels[n_fit:], max_good_skipped)
         self.threshold = threshold
+        chosen = next(row for row in figures if row["threshold"] == threshold)
         found = {
             "threshold": threshold,
+            # False when no candidate met the budget (the highest is returned, and skips more)
+            "within_budget": (chosen["good_skipped_share"] or 0.0) <= max_good_skipped,
             "max_good_skipped": max_good_skipped,
             "fitted_on": n_fit,
             "validated_on": len(val_keys),
