@@ -248,27 +248,33 @@ class RecordStore:
             self._failed(batch, exc)
         except (sqlite3.Error, OverflowError, TypeError, ValueError):
             self._rollback()
-            good: list[tuple[Any, ...]] = []
-            bad = 0
-            with self._db_lock:
-                for row in batch:  # find the rows that cannot be bound, without writing any
-                    try:
-                        self._conn.execute("SAVEPOINT probe")
-                        self._conn.execute(self._insert, row)
-                        good.append(row)
-                    except (sqlite3.Error, OverflowError, TypeError, ValueError):
-                        bad += 1
-                    finally:
-                        self._conn.execute("ROLLBACK TO probe")
-                        self._conn.execute("RELEASE probe")
+            good = self._bindable(batch)
+            bad = len(batch) - len(good)
             self.dropped += bad
-            # the values are not logged: a row may hold a bot's own context
-            log.error("record_store_rows_refused", path=self.path, rows=bad)
+            if bad:  # the values are not logged: a row may hold a bot's own context
+                log.error("record_store_rows_refused", path=self.path, rows=bad)
             if good:
                 try:
                     self._commit(good)
                 except (sqlite3.Error, OverflowError, TypeError, ValueError) as exc:
                     self._failed(good, exc)
+
+    def _bindable(self, batch: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """The rows of ``batch`` SQLite can store, found in a scratch database in memory (no lock
+        on the store, so a busy or full store is never mistaken for a bad row)."""
+        scratch = sqlite3.connect(":memory:")
+        try:
+            scratch.execute(f"CREATE TABLE calls ({', '.join(_quote(c) for c in self.columns)})")
+            good = []
+            for row in batch:
+                try:
+                    scratch.execute(self._insert, row)
+                except (sqlite3.Error, OverflowError, TypeError, ValueError):
+                    continue
+                good.append(row)
+            return good
+        finally:
+            scratch.close()
 
     def _commit(self, batch: list[tuple[Any, ...]]) -> None:
         """One transaction: insert ``batch``, keep at most ``max_rows`` rows, apply the retention.
