@@ -53,10 +53,14 @@ def main_argv(argv: Sequence[str] | None = None) -> int:
     if not 0.0 < args.split < 1.0:
         print("hardened train: --split must be between 0 and 1", file=sys.stderr)
         return 2
-    from hardened.config import HardenedConfig
+    from hardened.config import ConfigError, HardenedConfig
 
-    config = HardenedConfig()
-    path = store_path(args.store)
+    try:  # a bad HARDENED_* variable or configuration file: its message, not a traceback
+        config = HardenedConfig()
+        path = store_path(args.store)
+    except ConfigError as exc:
+        print(f"hardened train: {exc}", file=sys.stderr)
+        return 2
     if not os.path.exists(path):  # opening it would create an empty store and train on nothing
         print(
             f"hardened train: no record store at {path} (clients record to their learning_store; "
@@ -89,10 +93,17 @@ def main_argv(argv: Sequence[str] | None = None) -> int:
             return 1
         # the command's stdout is its answer (--json): what the training logs goes to stderr
         with contextlib.redirect_stdout(sys.stderr):
-            results, info = evaluate_rows(rows, learner, args.split)
+            try:
+                results, info = evaluate_rows(rows, learner, args.split)
+            except ValueError as exc:  # too few calls, or all at one time: nothing to hold out
+                print(f"hardened train: cannot evaluate the calls in {path}: {exc}", file=sys.stderr)
+                return 1
             # a threshold for gate_threshold, chosen on the most recent quarter of the time
             choice = learner.tune_threshold(0.25, 0.01)
-            suggested = choice["threshold"] if choice is not None else None
+            # a threshold is suggested only when one met the budget: the highest candidate, which
+            # tune_threshold falls back on, was printed as "skipped at most 1 %" when it skipped more
+            suggested = choice["threshold"] if choice is not None and choice["within_budget"] else None
+            unmet = choice if choice is not None and not choice["within_budget"] else None
             saved: str | None = None
             if not args.no_save:
                 learner.model_path = model_path_for(path)
@@ -103,6 +114,7 @@ def main_argv(argv: Sequence[str] | None = None) -> int:
             "results": results,
             **info,
             "threshold_suggested": suggested,
+            "threshold_candidates": choice["candidates"] if choice is not None else None,
             "model_saved": saved,
         }
         if args.json:
@@ -115,6 +127,14 @@ def main_argv(argv: Sequence[str] | None = None) -> int:
                 print(
                     f"\nsuggested gate_threshold: {suggested} (the lowest that skipped at most 1 % of the "
                     "good calls of the most recent quarter of the time, by a model fitted before it)"
+                )
+            elif unmet is not None:
+                last = unmet["candidates"][-1]
+                share = (last["good_skipped_share"] or 0.0) * 100.0
+                print(
+                    "\nno gate_threshold suggested: every candidate skipped more than 1 % of the good calls "
+                    f"of the most recent quarter of the time ({share:.1f} % at {last['threshold']}); "
+                    "keep gate_enabled off until more is recorded"
                 )
             print(f"\nmodel saved: {saved}" if saved else "\nmodel not saved (--no-save)")
         return 0

@@ -916,3 +916,371 @@ with Simulator(exchange="binance", seed=3) as sim:
     with sqlite3.connect(store) as db:
         (tickers,) = db.execute("SELECT COUNT(*) FROM calls WHERE endpoint = 'ticker'").fetchone()
     assert tickers == 30
+
+
+# --- the store under bad rows, shutdown, several writers, bad paths -----------------------------
+
+
+def test_store_keeps_writing_after_a_row_it_cannot_store(tmp_path: Path) -> None:
+    """A row SQLite refuses (an int past 64 bits, a dict) once killed the writer thread, and with
+    it every later outcome; it also took the good rows of its batch with it."""
+    store = RecordStore(tmp_path / "s.db", ("ts", "v"), flush_interval=60.0)
+    try:
+        now = time.time()
+        for row in [(now, 1), (now, 10**30), (now, 2), (now, {"a": 1}), (now, 3)]:
+            store.append(row)
+        assert store.flush(timeout=5.0)
+        assert [r[1] for r in store.rows()] == [1, 2, 3]  # the good rows of the batch are kept
+        assert store.dropped == 2  # the refused ones are counted
+        store.append((now, 4))
+        assert store.flush(timeout=5.0)  # the writer is still alive
+        assert store.count() == 4
+    finally:
+        store.close()
+
+
+def test_store_counts_rows_appended_after_close(tmp_path: Path) -> None:
+    """A row appended once the writer has stopped is never written: it is counted as dropped."""
+    store = RecordStore(tmp_path / "s.db", ("ts", "v"))
+    store.append((time.time(), 1))
+    store.close()
+    store.append((time.time(), 2))
+    assert store.stats()["dropped"] == 1
+    assert store.stats()["queued"] == 0
+
+
+def test_store_row_bound_holds_with_two_writers_on_one_file(tmp_path: Path) -> None:
+    """Each writer counted only its own rows, so N processes on one file kept N x max_rows."""
+    a = RecordStore(tmp_path / "s.db", ("ts", "v"), max_rows=100, flush_interval=60.0)
+    b = RecordStore(tmp_path / "s.db", ("ts", "v"), max_rows=100, flush_interval=60.0)
+    try:
+        now = time.time()
+        for store in (a, b):
+            for j in range(90):
+                store.append((now, j))
+            assert store.flush()
+        assert a.count() == 100
+    finally:
+        a.close()
+        b.close()
+
+
+def test_store_path_that_is_a_directory_is_named(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="is a directory"):
+        RecordStore(tmp_path, ("ts", "a"))
+
+
+# --- numbers a context may hold ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "context",
+    [{"limit": float("inf")}, {"limit": float("nan")}, {"size": 10**400}, {"size": float("-inf")}],
+)
+def test_non_finite_or_huge_context_numbers_read_unknown(context: dict[str, Any]) -> None:
+    """They raised OverflowError/ValueError from inside the bucketing (int(inf), float(10**400))."""
+    learner = _learner()
+    try:
+        learner.record_operation_result("bot", context, had_error=False)
+        key, _ = learner.context_key("bot", context)
+        assert key[FEATURES.index("limit_n")] is None and key[FEATURES.index("x0")] is None
+        assert learner.store.count() == 1
+    finally:
+        learner.close()
+
+
+@pytest.mark.parametrize("breaker", [{"state": "open"}, 10**30, 7, float("nan"), [1]])
+def test_a_context_breaker_that_is_no_state_is_refused(breaker: Any) -> None:
+    """It went into the key as it was: a dict made it unhashable, an int past 64 bits stopped the
+    store's writer thread (and with it every later outcome)."""
+    learner = _learner()
+    try:
+        with pytest.raises(ValueError, match="'breaker'"):
+            learner.record_operation_result("bot", {"breaker": breaker}, had_error=False)
+        learner.record_operation_result("bot", {"breaker": "half_open"}, had_error=False)
+        learner.record_operation_result("bot", {"breaker": 2}, had_error=False)
+        breakers = [r[1 + FEATURES.index("breaker")] for r in learner.store.rows()]
+        assert breakers == [1, 2]
+    finally:
+        learner.close()
+
+
+# --- a model file that cannot be used -----------------------------------------------------------
+
+
+def _saved_model(tmp_path: Path) -> Path:
+    clock = Clock()
+    learner = _learner(clock=clock, model_path=tmp_path / "m.joblib")
+    try:
+        _feed_symbol_pattern(learner, clock)
+        learner.train()
+    finally:
+        learner.close()
+    return tmp_path / "m.joblib"
+
+
+def test_a_corrupt_model_file_is_refused_not_fatal(tmp_path: Path) -> None:
+    """A truncated model (valid schema file beside it) made the learner's construction, and so a
+    client's, fail with an UnpicklingError."""
+    path = _saved_model(tmp_path)
+    with path.open("r+b") as f:
+        f.truncate(100)
+    with pytest.raises(ModelVersionError, match="cannot be read"):
+        GateModel.load(path)
+    learner = ErrorLearner(None, model_path=path, background=False)
+    try:
+        assert learner.model is None  # the gate waits for data, as for a model of another version
+    finally:
+        learner.close()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes")
+def test_a_model_file_other_users_can_write_is_not_loaded(tmp_path: Path) -> None:
+    """Loading a joblib file runs the code it holds: one every user can write was loaded silently."""
+    path = _saved_model(tmp_path)
+    assert not path.stat().st_mode & 0o022  # saved writable by its owner only
+    path.chmod(0o666)
+    with pytest.raises(ModelVersionError, match="writable by every user"):
+        GateModel.load(path)
+    path.chmod(0o644)
+    tmp_path.chmod(0o777)  # a folder anyone can write to (no sticky bit): anyone could replace it
+    try:
+        with pytest.raises(ModelVersionError, match="folder every user can write to"):
+            GateModel.load(path)
+    finally:
+        tmp_path.chmod(0o755)
+    if os.geteuid() == 0:  # only root can hand the file to another user here
+        os.chown(path, 12345, -1)
+        with pytest.raises(ModelVersionError, match="owned by another user"):
+            GateModel.load(path)
+    learner = ErrorLearner(None, model_path=path, background=False)
+    try:
+        assert learner.model is None
+    finally:
+        learner.close()
+
+
+def test_train_on_calls_it_cannot_hold_out_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Calls all recorded at one time (or fewer than 20) ended 'hardened train' in a traceback."""
+    from hardened.cli import main
+
+    monkeypatch.setenv("HARDENED_GATE_MIN_SAMPLES", "10")
+    store = tmp_path / "one-instant.db"
+    learner = ErrorLearner(store, background=False, clock=Clock(time.time()))
+    for i in range(30):
+        learner.record_operation_result("bot", {"symbol": "BTC/USDT"}, had_error=i % 3 == 0)
+    learner.close()
+    assert main(["train", "--store", str(store), "--no-save"]) == 1
+    assert "too little time to hold some out" in capsys.readouterr().err
+
+
+def test_the_store_masks_secrets_in_the_named_context_texts(tmp_path: Path) -> None:
+    """exchange, endpoint, symbol and timeframe (and the component name) were stored as given: an
+    endpoint passed as a signed URL kept its key and signature in the store."""
+    learner = _learner(tmp_path)
+    context = {
+        "endpoint": "https://api.x.com/v1/order?apiKey=SECRETkey1&signature=SECRETsig2",
+        "symbol": "token=SECRETtok3",
+        "exchange": "binance",
+    }
+    learner.record_operation_result("token=SECRETtok4", context, had_error=True)
+    learner.close()
+    with sqlite3.connect(tmp_path / "store.db") as db:
+        dump = "\n".join(db.iterdump())
+        (exchange, endpoint), *_ = db.execute("SELECT exchange, endpoint FROM calls")
+    assert "SECRET" not in dump
+    assert exchange == "binance" and endpoint.startswith("https://api.x.com/v1/order?apiKey=***")
+
+
+def test_store_leaves_another_applications_database_untouched(tmp_path: Path) -> None:
+    """A store path naming another application's SQLite file had our tables added to it and was
+    switched to WAL, silently."""
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE users (name TEXT)")
+    with pytest.raises(StoreError, match="not a hardened record store"):
+        RecordStore(path, ("ts", "a"))
+    db = sqlite3.connect(path)
+    try:
+        assert [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")] == ["users"]
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    finally:
+        db.close()
+    # a store of a newer hardened is refused rather than misread
+    newer = tmp_path / "newer.db"
+    RecordStore(newer, ("ts", "a")).close()
+    with sqlite3.connect(newer) as db:
+        db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(StoreError, match="newer hardened"):
+        RecordStore(newer, ("ts", "a"))
+
+
+def test_train_with_a_bad_configuration_names_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bad HARDENED_* variable ended 'hardened train' in a ConfigError traceback."""
+    from hardened.cli import main
+
+    monkeypatch.setenv("HARDENED_GATE_THRESHOLD", "5")
+    assert main(["train", "--store", str(tmp_path / "s.db")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hardened train: invalid hardened configuration: gate_threshold")
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("argument", "value"),
+    [
+        ("tau", 0.0),
+        ("tau", -5.0),
+        ("tau", float("nan")),
+        ("retrain_every", 0),
+        ("train_rows", 0),
+        ("anomaly_every", 0.0),
+    ],
+)
+def test_learner_refuses_settings_it_would_fail_on_later(argument: str, value: Any) -> None:
+    """tau=0 constructed, then every record raised ZeroDivisionError; the others retrained or
+    scanned for anomalies on every outcome (a thread each), or never trained."""
+    with pytest.raises(ValueError, match=argument):
+        ErrorLearner(None, background=False, **{argument: value})
+
+
+@pytest.mark.parametrize(
+    ("argument", "value"),
+    [("flush_interval", 0.0), ("max_rows", 0), ("max_queue", 0), ("retention", -1.0), ("batch_max", 0)],
+)
+def test_store_refuses_bounds_that_keep_nothing_or_spin(argument: str, value: Any) -> None:
+    """flush_interval=0 made the writer spin a core; max_rows=0, max_queue=0 or a negative
+    retention kept no row at all, without a word."""
+    with pytest.raises(StoreError, match=argument):
+        RecordStore(None, ("ts", "v"), **{argument: value})
+
+
+def test_two_openers_upgrading_one_old_store_both_start(tmp_path: Path) -> None:
+    """Both read the old columns, both added the new ones, and the second failed to start
+    ('duplicate column name'); before the fix about one attempt in five failed."""
+    import threading
+
+    for attempt in range(30):
+        path = tmp_path / f"old-{attempt}.db"
+        RecordStore(path, ("ts", "component")).close()  # a store of an earlier schema
+        barrier = threading.Barrier(2)
+        errors: list[Exception] = []
+
+        def open_it(
+            store_path: Path = path, start: threading.Barrier = barrier, seen: list[Exception] = errors
+        ) -> None:
+            start.wait()
+            try:
+                RecordStore(store_path, ROW_COLUMNS).close()
+            except Exception as exc:  # collected for the assertion below
+                seen.append(exc)
+
+        threads = [threading.Thread(target=open_it) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not errors, f"attempt {attempt}: {errors[0]}"
+
+
+def test_two_learners_saving_one_model_at_once_leave_a_usable_model(tmp_path: Path) -> None:
+    """Two learners on one store (two processes) saved through one shared '.tmp' name: one save
+    failed (FileNotFoundError) and the file left was corrupt or did not match its schema file."""
+    import threading
+
+    first = GateModel.load(_saved_model(tmp_path))
+    second = GateModel.load(tmp_path / "m.joblib")
+    second.schema = {**second.schema, "samples": second.schema["samples"] + 1}  # a later training
+    target = tmp_path / "shared.joblib"
+    for _ in range(10):
+        barrier = threading.Barrier(2)
+        errors: list[Exception] = []
+
+        def save(
+            model: GateModel, start: threading.Barrier = barrier, seen: list[Exception] = errors
+        ) -> None:
+            start.wait()
+            try:
+                model.save(target)
+            except Exception as exc:  # collected for the assertion below
+                seen.append(exc)
+
+        threads = [threading.Thread(target=save, args=(m,)) for m in (first, second)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not errors
+        assert GateModel.load(target).schema["samples"] in (first.schema["samples"], second.schema["samples"])
+    assert sorted(p.name for p in tmp_path.iterdir() if "shared" in p.name) == [
+        "shared.joblib",
+        "shared.joblib.json",
+    ]  # no temporary file left behind
+
+
+def test_a_context_with_keys_of_mixed_types_is_recorded() -> None:
+    """An int key among string keys raised "'<' not supported between 'int' and 'str'"."""
+    variant, numbers = generic_parts({"symbol": "BTC/USDT", 1: 0.5, "size": 2, "mode": "live"})
+    assert variant == "mode=live" and numbers == (0.5, 2.0, None, None)  # "1" sorts before "size"
+
+
+def test_store_on_a_full_disk_counts_rows_and_says_so_once(tmp_path: Path) -> None:
+    """A full disk ('database or disk is full', forced with max_page_count): the rows are counted
+    as dropped, the writer survives and resumes once there is room, and the error is said once a
+    minute rather than for every batch (four a second)."""
+    from structlog.testing import capture_logs
+
+    store = RecordStore(tmp_path / "s.db", ("ts", "v"), flush_interval=60.0)
+    try:
+        store.append((time.time(), "x"))
+        assert store.flush()
+        with store._db_lock:
+            pages = store._conn.execute("PRAGMA page_count").fetchone()[0]
+            store._conn.execute(f"PRAGMA max_page_count = {pages}")
+        with capture_logs() as logs:
+            for _ in range(20):
+                store.append((time.time(), "y" * 5_000))
+                assert store.flush()
+        assert store.dropped == 20
+        assert [entry["event"] for entry in logs if entry["log_level"] == "error"] == [
+            "record_store_write_failed"
+        ]
+        with store._db_lock:
+            store._conn.execute("PRAGMA max_page_count = 1000000")
+        store.append((time.time(), "z"))
+        assert store.flush()
+        assert [r[1] for r in store.rows()] == ["x", "z"]
+    finally:
+        store.close()
+
+
+def test_train_suggests_no_threshold_when_none_kept_good_calls_within_budget(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """BTC/USDT failed throughout the older time and succeeds in the most recent quarter, with
+    nothing in its features to tell them apart: every candidate skips a third of the good calls
+    there, and 'hardened train' suggested 0.95 as 'the lowest that skipped at most 1 %'."""
+    from hardened.cli import main
+
+    store = tmp_path / "recovered.db"
+    t0 = time.time() - 3_600.0
+    learner = ErrorLearner(store, background=False)
+    n = 900
+    for i in range(n):
+        symbol = ("BTC/USDT", "ETH/USDT", "SOL/USDT")[i % 3]
+        key, _ = learner.call_key("exchange", "binance", "ticker", symbol, now=t0)
+        failed = symbol == "BTC/USDT" and i < int(n * 0.72)
+        learner.store.append((t0 + i * 0.5, *key, int(failed), None, None, 1, 0.02, False, None))
+    learner.close()
+    assert main(["train", "--store", str(store), "--no-save", "--json"]) == 0
+    printed = capsys.readouterr().out
+    out = json.loads(printed[printed.index("{\n") :])
+    assert out["threshold_suggested"] is None
+    assert out["threshold_candidates"][-1]["good_skipped_share"] > 0.01
+    assert main(["train", "--store", str(store), "--no-save"]) == 0
+    text = capsys.readouterr().out
+    assert "suggested gate_threshold" not in text and "no gate_threshold suggested" in text

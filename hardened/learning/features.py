@@ -117,6 +117,8 @@ def bucket_limit(limit: Any) -> float | None:
     """The bit length of an integer ``limit`` (its order of size), None when absent or not a number."""
     if isinstance(limit, bool) or not isinstance(limit, int | float) or limit <= 0:
         return None
+    if isinstance(limit, float) and not math.isfinite(limit):  # int(inf) raised OverflowError
+        return None
     return float(int(limit).bit_length())
 
 
@@ -171,19 +173,30 @@ def generic_parts(context: Mapping[str, Any]) -> tuple[str | None, tuple[float |
     text is masked: the variant is stored and shown in reports."""
     words: list[str] = []
     numbers: list[float | None] = []
-    for key in sorted(context):
+    # sorted by the key's text: keys of mixed types (an int among strings) raised TypeError here
+    for key in sorted(context, key=str):
         if key in KNOWN_KEYS or is_secret_key(str(key)):
             continue
         value = context[key]
         if isinstance(value, bool):
             numbers.append(1.0 if value else 0.0)
         elif isinstance(value, int | float):
-            numbers.append(round(float(value), 2) if math.isfinite(value) else None)
+            numbers.append(_finite(value))
         elif isinstance(value, str):
             words.append(f"{key}={redact_text(value)[:40]}")
     numbers = [*numbers, None, None, None, None][:4]
     variant = "|".join(words)[:200] if words else None
     return variant, tuple(numbers)
+
+
+def _finite(value: int | float) -> float | None:
+    """A context number rounded for a feature; None when it has no finite float value (an int
+    past 1e308 raised OverflowError from ``float``)."""
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return round(number, 2) if math.isfinite(number) else None
 
 
 _ABSENT_CODE = 250  # the code of an absent category (no symbol, no timeframe): beside the 250 kept

@@ -137,6 +137,15 @@ class ErrorLearner:
             raise ValueError(f"probe_share must be in [0, 1], got {probe_share}")
         if min_samples < 1:
             raise ValueError(f"min_samples must be at least 1, got {min_samples}")
+        # refused here rather than met later: tau 0 divided by zero at every record, a negative
+        # one overflowed the decay; 0 for the others retrained (or looked for anomalies) on every
+        # outcome, in a thread each, or never trained at all
+        for name, value in (("retrain_every", retrain_every), ("train_rows", train_rows)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
+        for name, value in (("tau", tau), ("anomaly_every", anomaly_every)):
+            if isinstance(value, bool) or not (isinstance(value, int | float) and value > 0):
+                raise ValueError(f"{name} must be a number of seconds above 0, got {value!r}")
         if isinstance(store, RecordStore):
             self.store = store
         else:
@@ -303,7 +312,7 @@ class ErrorLearner:
             raise TypeError(f"operation context must be a mapping, got {type(context).__name__}")
         variant, numbers = generic_parts(context)
         return self.call_key(
-            str(component),
+            redact_text(component),
             _text(context.get("exchange")),
             _text(context.get("endpoint")),
             _text(context.get("symbol")),
@@ -311,7 +320,7 @@ class ErrorLearner:
             variant,
             context.get("limit"),
             _number(context.get("headroom")),
-            context.get("breaker"),
+            _breaker(context.get("breaker")),
             numbers,
             now,
             _number(context.get("room")),
@@ -650,8 +659,11 @@ class ErrorLearner:
         probs = [float(p) for p in model.predict(val_keys)]
         threshold, figures = choose_threshold(probs, labels[n_fit:], max_good_skipped)
         self.threshold = threshold
+        chosen = next(row for row in figures if row["threshold"] == threshold)
         found = {
             "threshold": threshold,
+            # False when no candidate met the budget (the highest is returned, and skips more)
+            "within_budget": (chosen["good_skipped_share"] or 0.0) <= max_good_skipped,
             "max_good_skipped": max_good_skipped,
             "fitted_on": n_fit,
             "validated_on": len(val_keys),
@@ -756,13 +768,30 @@ def _spent(key: tuple[Any, ...]) -> bool:
 
 
 def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
+    """A context's text as stored and shown in reports: secret-looking parts masked (an
+    ``endpoint`` given as a signed URL kept its ``apiKey=`` and ``signature=`` in the store)."""
+    return None if value is None else redact_text(str(value))
 
 
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value) if math.isfinite(value) else None
+
+
+def _breaker(value: Any) -> int | float | None:
+    """A context's ``breaker``: a state name ("closed", "half_open", "open") or its code 0-2.
+    Anything else is refused here: it went into the key as it was, where a dict made the key
+    unhashable and an int past 64 bits stopped the store's writer."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return BREAKER_CODES.get(value)
+    if not isinstance(value, bool) and isinstance(value, Real) and value in (0, 1, 2):
+        return int(value)
+    raise ValueError(
+        f"context 'breaker' must be 'closed', 'half_open', 'open' or 0-2, got {type(value).__name__}"
+    )
 
 
 def _floats(key: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -15,6 +15,9 @@ from another schema or another hardened version is refused with ``ModelVersionEr
 from __future__ import annotations
 
 import json
+import os
+import stat
+import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -42,7 +45,8 @@ _threads = ThreadpoolController()
 
 
 class ModelVersionError(ValueError):
-    """A saved model was written for another feature schema or another hardened version."""
+    """A saved model cannot be used: written for another feature schema or hardened version,
+    unreadable (truncated, not a model), or in a file other users can write."""
 
 
 def _hardened_version() -> str:
@@ -159,11 +163,22 @@ class GateModel:
         """Write the model (joblib) and its schema beside it (``.json``); returns the model path."""
         path = Path(path).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        joblib.dump({"models": self.models, "schema": self.schema}, tmp)
-        tmp.replace(path)  # atomic: a reader never sees half a model
+        # Temporary names of this process and thread: two learners on one store (two processes)
+        # saving at once shared one ".tmp", and the model left was corrupt or one save failed.
+        # Each file is replaced whole, so a reader never sees half of one.
+        own = f".{os.getpid()}.{threading.get_ident()}.tmp"
         sidecar = path.with_name(path.name + ".json")
-        sidecar.write_text(json.dumps(self.schema, indent=1, sort_keys=True))
+        tmp_sidecar = sidecar.with_name(sidecar.name + own)
+        tmp_sidecar.write_text(json.dumps(self.schema, indent=1, sort_keys=True))
+        tmp_sidecar.replace(sidecar)
+        tmp = path.with_name(path.name + own)
+        try:
+            joblib.dump({"models": self.models, "schema": self.schema}, tmp)
+            # never writable by others, whatever the umask: loading it unpickles (runs) what it holds
+            os.chmod(tmp, stat.S_IMODE(os.stat(tmp).st_mode) & ~0o022)
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
         return path
 
     @classmethod
@@ -180,13 +195,49 @@ class GateModel:
         except ValueError as exc:
             raise ModelVersionError(f"model {path}: schema file {sidecar.name} is not JSON: {exc}") from exc
         check_schema(schema, str(path))
-        payload = joblib.load(path)  # only after the schema said it is ours and of this version
-        if payload.get("schema") != schema:
-            raise ModelVersionError(f"model {path} does not match its schema file {sidecar.name}")
+        check_trusted(path)
+        try:
+            payload = joblib.load(path)  # only after the schema said it is ours and of this version
+        except Exception as exc:  # truncated, or not a model at all: refused like any other misfit
+            raise ModelVersionError(
+                f"model {path} cannot be read ({type(exc).__name__}: {exc}): retrain it with 'hardened train'"
+            ) from exc
+        if not isinstance(payload, dict) or not isinstance(payload.get("schema"), dict):
+            raise ModelVersionError(f"model {path} holds no hardened model: retrain it with 'hardened train'")
+        # The model's own schema decides: the schema file (read first, so that a model of another
+        # version is never unpickled) may be a concurrent save's, of the same version.
+        schema = payload["schema"]
+        check_schema(schema, str(path))
         model = cls(schema["vocab"], bool(schema.get("per_endpoint")))
         model.models = payload["models"]
         model.schema = schema
         return model
+
+
+def check_trusted(path: Path) -> None:
+    """Raise ``ModelVersionError`` for a model file another user could have written: loading a
+    joblib file unpickles it, which runs any code it holds. Refused when the file is owned by
+    another user (root excepted) or writable by everyone, or when its folder is writable by
+    everyone without the sticky bit (anyone could replace it)."""
+    if os.name != "posix":
+        return
+    try:
+        info = os.stat(path)
+        folder = os.stat(path.parent)
+    except OSError as exc:
+        raise ModelVersionError(f"model {path} cannot be read: {exc}") from exc
+    if info.st_uid not in (os.geteuid(), 0):
+        reason = f"is owned by another user (uid {info.st_uid})"
+    elif info.st_mode & stat.S_IWOTH:
+        reason = "is writable by every user"
+    elif folder.st_mode & stat.S_IWOTH and not folder.st_mode & stat.S_ISVTX:
+        reason = f"is in {path.parent}, a folder every user can write to"
+    else:
+        return
+    raise ModelVersionError(
+        f"model {path} {reason}: not loaded, since loading a model runs the code it holds; "
+        "check the file, or retrain it with 'hardened train'"
+    )
 
 
 def check_schema(schema: dict[str, Any], source: str) -> None:
