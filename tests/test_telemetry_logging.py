@@ -95,3 +95,27 @@ def test_a_logging_set_up_of_the_users_own_is_left_alone() -> None:
     structlog.configure(processors=mine)
     assert redact_by_default() is False
     assert structlog.get_config()["processors"] == mine
+
+
+def test_importing_hardened_leaves_structlog_unconfigured_for_the_users_configure_once() -> None:
+    """The default redaction must not mark structlog configured: a bot's own ``configure_once()``
+    made after ``import hardened`` would be ignored (structlog only warns)."""
+    text = _run(
+        "import sys, warnings, structlog, hardened\n"
+        "warnings.simplefilter('error')\n"
+        "assert not structlog.is_configured()\n"
+        "structlog.configure_once(processors=[structlog.processors.KeyValueRenderer()],\n"
+        "    logger_factory=structlog.PrintLoggerFactory(file=sys.stdout))\n"
+        "structlog.get_logger().warning('mine', exchange='binance')\n"
+    )
+    assert text.strip() == "exchange='binance' event='mine'"
+
+
+def test_default_redaction_is_added_once_and_keeps_the_renderer_last() -> None:
+    from hardened.telemetry.logging import redact_by_default
+
+    structlog.reset_defaults()
+    assert redact_by_default() is True and redact_by_default() is True
+    processors = structlog.get_config()["processors"]
+    assert processors.count(redact_event) == 1 and processors[-2] is redact_event
+    assert not structlog.is_configured()
