@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
@@ -286,9 +287,12 @@ def _console() -> Console:
 
 def run(args: argparse.Namespace) -> int:
     """Run the monitor with parsed ``args``; returns the exit status (0 ok, 2 cannot connect)."""
-    if args.interval <= 0:
-        print("hardened monitor: --interval must be positive", file=sys.stderr)
-        return 2
+    for flag, value in (("--interval", args.interval), ("--timeout", args.timeout)):
+        if not (math.isfinite(value) and value > 0):  # nan and inf too: nan never redraws, or crashes
+            print(
+                f"hardened monitor: {flag} must be a positive number of seconds, got {value}", file=sys.stderr
+            )
+            return 2
     if args.once or args.export:
         return _run_once(args)
     return _run_live(args)

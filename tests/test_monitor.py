@@ -109,6 +109,26 @@ def test_bad_interval_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main_argv(["--interval", "0"]) == 2
 
 
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--timeout", "nan"],
+        ["--timeout", "-1"],
+        ["--timeout", "0"],
+        ["--interval", "nan"],
+        ["--interval", "inf"],
+    ],
+)
+def test_a_timeout_or_interval_that_is_not_a_positive_number_exits_2_naming_it(
+    flags: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refused before connecting: ``--timeout nan`` crashed in the socket layer, ``-1`` read as
+    "timed out", and a nan interval never redraws."""
+    assert main_argv(["--url", "ws://127.0.0.1:9", "--once", *flags]) == 2
+    err = capsys.readouterr().err
+    assert f"{flags[0]} must be a positive number" in err and "cannot read" not in err
+
+
 def test_live_mode_follows_the_stream_until_interrupted(
     server: StatusServerHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
