@@ -36,7 +36,7 @@ from rich.text import Text
 from hardened import alerts as alerting
 from hardened.cli import non_negative_float, port_number, positive_float, positive_int
 from hardened.client import HardenedClient
-from hardened.sim import Simulator
+from hardened.sim import ProfileError, Simulator, load_profile
 
 __all__ = ["build_parser", "main_argv", "run_demo"]
 
@@ -236,12 +236,16 @@ def _start_status(args: argparse.Namespace) -> tuple[Any, str]:
 def run_demo(args: argparse.Namespace, console: Console | None = None) -> int:
     """Run the demo until ``args.duration`` elapses or Ctrl-C; returns the exit code."""
     console = console or Console(width=None if Console().is_terminal else 150)
-    exchanges = [e.strip() for e in args.exchanges.split(",") if e.strip()]
+    exchanges = list(dict.fromkeys(e.strip() for e in args.exchanges.split(",") if e.strip()))  # once each
     unknown = [e for e in exchanges if e not in EXCHANGES]
-    if unknown:
-        console.print(
-            f"[red]unknown exchange(s) {', '.join(unknown)}; the simulator speaks {', '.join(EXCHANGES)}"
-        )
+    if unknown or not exchanges:
+        what = f"unknown exchange(s) {', '.join(unknown)}" if unknown else "--exchanges names no exchange"
+        console.print(f"[red]{what}; the simulator speaks {', '.join(EXCHANGES)}")
+        return 2
+    try:  # before anything starts: a misspelt profile is one line, not a traceback
+        profile = load_profile(args.profile)
+    except ProfileError as exc:
+        print(f"hardened demo: {exc}", file=sys.stderr)
         return 2
     try:
         status, status_line = _start_status(args)  # first: a busy port fails before anything starts
@@ -258,7 +262,7 @@ def run_demo(args: argparse.Namespace, console: Console | None = None) -> int:
     previous = signal.getsignal(signal.SIGINT)
     in_main = threading.current_thread() is threading.main_thread()
     try:
-        sim = Simulator(exchanges=exchanges, profile=args.profile, seed=args.seed).start()
+        sim = Simulator(exchanges=exchanges, profile=profile, seed=args.seed).start()
         for eid in exchanges:
             raw = getattr(ccxt, eid)({"enableRateLimit": False, "timeout": 3000})
             sim.attach(raw)

@@ -37,6 +37,26 @@ def test_demo_refuses_an_exchange_the_simulator_does_not_speak() -> None:
     assert "nosuchex" in out.getvalue()
 
 
+@pytest.mark.parametrize("exchanges", ["", " , ,"])
+def test_demo_refuses_an_empty_exchange_list(exchanges: str) -> None:
+    """Not a demo of nothing that exits 0."""
+    out = io.StringIO()
+    args = build_parser().parse_args(
+        ["--exchanges", exchanges, "--no-status", "--no-alerts", "--duration", "1"]
+    )
+    assert run_demo(args, Console(file=out, width=120)) == 2
+    assert "names no exchange" in out.getvalue()
+
+
+def test_demo_names_an_unknown_profile_in_one_line_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    args = build_parser().parse_args(
+        ["--profile", "no-such-profile", "--no-status", "--no-alerts", "--duration", "1"]
+    )
+    assert run_demo(args, Console(file=io.StringIO(), width=120)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hardened demo: unknown fault profile 'no-such-profile'") and "lively" in err
+
+
 def test_cli_routes_and_explains() -> None:
     assert main(["--help"]) == 0
     assert main(["no-such-command"]) == 2
