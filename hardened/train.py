@@ -53,6 +53,9 @@ def main_argv(argv: Sequence[str] | None = None) -> int:
     if not 0.0 < args.split < 1.0:
         print("hardened train: --split must be between 0 and 1", file=sys.stderr)
         return 2
+    if args.threshold is not None and not 0.0 < args.threshold <= 1.0:  # a usage error, as --split's
+        print(f"hardened train: --threshold must be in (0, 1], got {args.threshold}", file=sys.stderr)
+        return 2
     from hardened.config import HardenedConfig
 
     config = HardenedConfig()

@@ -899,6 +899,19 @@ def test_train_refuses_a_store_that_does_not_exist(
     assert not missing.exists()
 
 
+@pytest.mark.parametrize("threshold", ["5", "0", "-0.5", "nan"])
+def test_train_refuses_a_threshold_out_of_range_as_a_usage_error(
+    threshold: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 2 with the flag named, as --split: it was exit 1 once a store existed, 2 without one."""
+    from hardened.train import main_argv
+
+    _learner(tmp_path).close()  # an (empty) store that exists
+    store = tmp_path / "store.db"
+    assert main_argv(["--store", str(store), "--threshold", threshold]) == 2
+    assert "--threshold must be in (0, 1]" in capsys.readouterr().err
+
+
 def test_outcomes_handed_to_the_learner_are_stored_at_a_normal_exit(tmp_path: Path) -> None:
     """The learner's thread turns outcomes into rows every few ms; a bot that exited right after
     its calls lost the ones still waiting."""
