@@ -36,15 +36,19 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 
 def store_path(given: str | None) -> str:
-    """The store to read: ``given``, else the configuration's (environment and file apply)."""
+    """The store to read: ``given``, else the configuration's (environment and file apply).
+
+    A leading ``~`` is expanded, as the record store does when clients write to it: a path from a
+    configuration file or a service's environment reaches us unexpanded by any shell.
+    """
     if given:
-        return given
+        return os.path.expanduser(given)
     from hardened.config import HardenedConfig
 
     configured = HardenedConfig().learning_store
     if configured is None or configured == ":memory:":
         raise SystemExit("hardened: the configured learning_store is in memory; pass --store FILE")
-    return configured
+    return os.path.expanduser(configured)
 
 
 def main_argv(argv: Sequence[str] | None = None) -> int:

@@ -912,6 +912,22 @@ def test_train_refuses_a_threshold_out_of_range_as_a_usage_error(
     assert "--threshold must be in (0, 1]" in capsys.readouterr().err
 
 
+def test_train_finds_a_configured_store_written_with_a_tilde(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Clients expand ``~`` in ``learning_store``; train looked for the literal ``~/...`` path and
+    said there was no store (a config file or a service's environment has no shell to expand it)."""
+    from hardened.train import main_argv
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("HARDENED_LEARNING_STORE", "~/store.db")
+    _learner(tmp_path).close()  # what a client recording to ~/store.db leaves there
+    assert main_argv([]) == 1  # found, with too few calls to learn from
+    err = capsys.readouterr().err
+    assert f"0 calls recorded in {tmp_path / 'store.db'}" in err
+    assert main_argv(["--store", "~/store.db"]) == 1
+
+
 def test_outcomes_handed_to_the_learner_are_stored_at_a_normal_exit(tmp_path: Path) -> None:
     """The learner's thread turns outcomes into rows every few ms; a bot that exited right after
     its calls lost the ones still waiting."""
