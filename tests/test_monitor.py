@@ -100,6 +100,16 @@ def test_token_is_sent_and_a_refusal_exits_2(
         assert "binance_order_book" in capsys.readouterr().out
 
 
+def test_export_to_a_place_that_cannot_be_written_is_one_line_and_exit_1(
+    server: StatusServerHandle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A directory (or a missing parent under a read-only tree) ended in a traceback."""
+    assert main_argv(["--url", server.url, "--export", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"hardened monitor: cannot write {tmp_path}:") and len(err.splitlines()) == 1
+    assert not list(tmp_path.iterdir())  # no temporary file left behind
+
+
 def test_unreachable_server_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main_argv(["--url", "ws://127.0.0.1:9", "--once", "--timeout", "2"]) == 2
     assert "cannot read ws://127.0.0.1:9" in capsys.readouterr().err
