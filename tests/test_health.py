@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import gc
+import os
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import ccxt
+import psutil
 import pytest
 
 from hardened import HardenedClient
@@ -268,6 +270,14 @@ def test_memory_against_its_limit() -> None:
     assert 0 < h["components"]["memory"] < 15
     configure_health(memory_limit_mb=rss * 10)
     assert client_health(stats(), store=LatencyBaselines())["components"]["memory"] == 0
+
+
+def test_memory_is_read_for_this_process_after_a_fork(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cached ``psutil.Process`` kept its pid across a fork: a worker forked after a first
+    reading reported its parent's memory. Here the cache holds another pid, as a child's would."""
+    monkeypatch.setattr(health_module, "_process", psutil.Process(os.getppid()))
+    health_module.process_memory_mb()
+    assert health_module._process is not None and health_module._process.pid == os.getpid()
 
 
 def test_configure_health_validates() -> None:

@@ -241,9 +241,13 @@ _process: psutil.Process | None = None
 
 
 def process_memory_mb() -> float:
-    """Resident set size of this process in MiB."""
+    """Resident set size of this process in MiB.
+
+    The ``psutil.Process`` is cached, but per pid: a worker forked after a first reading would
+    otherwise go on reporting its parent's memory in its health and ``/metrics``.
+    """
     global _process
-    if _process is None:
+    if _process is None or _process.pid != os.getpid():
         _process = psutil.Process()
     return _process.memory_info().rss / (1024 * 1024)
 
