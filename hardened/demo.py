@@ -293,10 +293,10 @@ def run_demo(args: argparse.Namespace, console: Console | None = None) -> int:
             with Live(
                 _summary(clients, started, status_line, dispatcher), console=console, auto_refresh=False
             ) as live:
-                while not stop.wait(args.interval) and time.monotonic() < deadline:
+                while _next_refresh(stop, args.interval, deadline):
                     live.update(_summary(clients, started, status_line, dispatcher), refresh=True)
         else:
-            while not stop.wait(args.interval) and time.monotonic() < deadline:
+            while _next_refresh(stop, args.interval, deadline):
                 console.print(_summary(clients, started, status_line, dispatcher))
         stop.set()
         # One grace period for all bots, not one per bot: a bot inside a retry back-off or an
@@ -323,6 +323,17 @@ def run_demo(args: argparse.Namespace, console: Console | None = None) -> int:
             client.close()
         if sim is not None:
             sim.stop()
+
+
+def _next_refresh(stop: threading.Event, interval: float, deadline: float) -> bool:
+    """Wait for the next summary refresh; False once Ctrl-C or the deadline has come.
+
+    Never waits past ``deadline``: ``--duration 1 --interval 15`` ran for 15 s, not 1.
+    """
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        return False
+    return not stop.wait(min(interval, remaining)) and time.monotonic() < deadline
 
 
 def _bot_errors(bots: list[_Bot]) -> dict[str, int]:
