@@ -639,7 +639,7 @@ class HardenedClient(_HardenedBase):
 
     def close(self) -> None:
         """Release the wrapped exchange's HTTP session and forget this client in the registry."""
-        registry.unregister(self._hd.name)
+        registry.unregister(self._hd.name, self)
         close = getattr(self.inner, "close", None)
         if callable(close):
             close()
@@ -702,7 +702,7 @@ class AsyncHardenedClient(_HardenedBase):
 
     async def close(self) -> None:
         """Close the wrapped exchange (its aiohttp session) and forget this client in the registry."""
-        registry.unregister(self._hd.name)
+        registry.unregister(self._hd.name, self)
         await self.inner.close()
 
     async def __aenter__(self) -> AsyncHardenedClient:

@@ -36,7 +36,7 @@ from rich.text import Text
 from hardened import alerts as alerting
 from hardened.cli import non_negative_float, port_number, positive_float, positive_int
 from hardened.client import HardenedClient
-from hardened.sim import Simulator
+from hardened.sim import ProfileError, Simulator, load_profile
 
 __all__ = ["build_parser", "main_argv", "run_demo"]
 
@@ -236,12 +236,16 @@ def _start_status(args: argparse.Namespace) -> tuple[Any, str]:
 def run_demo(args: argparse.Namespace, console: Console | None = None) -> int:
     """Run the demo until ``args.duration`` elapses or Ctrl-C; returns the exit code."""
     console = console or Console(width=None if Console().is_terminal else 150)
-    exchanges = [e.strip() for e in args.exchanges.split(",") if e.strip()]
+    exchanges = list(dict.fromkeys(e.strip() for e in args.exchanges.split(",") if e.strip()))  # once each
     unknown = [e for e in exchanges if e not in EXCHANGES]
-    if unknown:
-        console.print(
-            f"[red]unknown exchange(s) {', '.join(unknown)}; the simulator speaks {', '.join(EXCHANGES)}"
-        )
+    if unknown or not exchanges:
+        what = f"unknown exchange(s) {', '.join(unknown)}" if unknown else "--exchanges names no exchange"
+        console.print(f"[red]{what}; the simulator speaks {', '.join(EXCHANGES)}")
+        return 2
+    try:  # before anything starts: a misspelt profile is one line, not a traceback
+        profile = load_profile(args.profile)
+    except ProfileError as exc:
+        print(f"hardened demo: {exc}", file=sys.stderr)
         return 2
     try:
         status, status_line = _start_status(args)  # first: a busy port fails before anything starts
@@ -258,7 +262,7 @@ def run_demo(args: argparse.Namespace, console: Console | None = None) -> int:
     previous = signal.getsignal(signal.SIGINT)
     in_main = threading.current_thread() is threading.main_thread()
     try:
-        sim = Simulator(exchanges=exchanges, profile=args.profile, seed=args.seed).start()
+        sim = Simulator(exchanges=exchanges, profile=profile, seed=args.seed).start()
         for eid in exchanges:
             raw = getattr(ccxt, eid)({"enableRateLimit": False, "timeout": 3000})
             sim.attach(raw)
@@ -289,10 +293,10 @@ def run_demo(args: argparse.Namespace, console: Console | None = None) -> int:
             with Live(
                 _summary(clients, started, status_line, dispatcher), console=console, auto_refresh=False
             ) as live:
-                while not stop.wait(args.interval) and time.monotonic() < deadline:
+                while _next_refresh(stop, args.interval, deadline):
                     live.update(_summary(clients, started, status_line, dispatcher), refresh=True)
         else:
-            while not stop.wait(args.interval) and time.monotonic() < deadline:
+            while _next_refresh(stop, args.interval, deadline):
                 console.print(_summary(clients, started, status_line, dispatcher))
         stop.set()
         # One grace period for all bots, not one per bot: a bot inside a retry back-off or an
@@ -319,6 +323,17 @@ def run_demo(args: argparse.Namespace, console: Console | None = None) -> int:
             client.close()
         if sim is not None:
             sim.stop()
+
+
+def _next_refresh(stop: threading.Event, interval: float, deadline: float) -> bool:
+    """Wait for the next summary refresh; False once Ctrl-C or the deadline has come.
+
+    Never waits past ``deadline``: ``--duration 1 --interval 15`` ran for 15 s, not 1.
+    """
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        return False
+    return not stop.wait(min(interval, remaining)) and time.monotonic() < deadline
 
 
 def _bot_errors(bots: list[_Bot]) -> dict[str, int]:

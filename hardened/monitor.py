@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
@@ -285,10 +286,14 @@ def _console() -> Console:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the monitor with parsed ``args``; returns the exit status (0 ok, 2 cannot connect)."""
-    if args.interval <= 0:
-        print("hardened monitor: --interval must be positive", file=sys.stderr)
-        return 2
+    """Run the monitor with parsed ``args``; returns the exit status (0 ok, 1 the export cannot be
+    written, 2 a bad option or the server cannot be read)."""
+    for flag, value in (("--interval", args.interval), ("--timeout", args.timeout)):
+        if not (math.isfinite(value) and value > 0):  # nan and inf too: nan never redraws, or crashes
+            print(
+                f"hardened monitor: {flag} must be a positive number of seconds, got {value}", file=sys.stderr
+            )
+            return 2
     if args.once or args.export:
         return _run_once(args)
     return _run_live(args)
@@ -310,7 +315,11 @@ def _run_once(args: argparse.Namespace) -> int:
         print(f"hardened monitor: cannot read {args.url}: {_describe_failure(exc)}", file=sys.stderr)
         return 2
     if args.export:
-        _write_json(args.export, state.export())
+        try:
+            _write_json(args.export, state.export())
+        except OSError as exc:  # a directory, a missing or read-only place: one line, not a traceback
+            print(f"hardened monitor: cannot write {args.export}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
     if args.once:
         _console().print(render(state, args.url))
     if args.export:

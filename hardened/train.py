@@ -36,15 +36,19 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 
 def store_path(given: str | None) -> str:
-    """The store to read: ``given``, else the configuration's (environment and file apply)."""
+    """The store to read: ``given``, else the configuration's (environment and file apply).
+
+    A leading ``~`` is expanded, as the record store does when clients write to it: a path from a
+    configuration file or a service's environment reaches us unexpanded by any shell.
+    """
     if given:
-        return given
+        return os.path.expanduser(given)
     from hardened.config import HardenedConfig
 
     configured = HardenedConfig().learning_store
     if configured is None or configured == ":memory:":
         raise SystemExit("hardened: the configured learning_store is in memory; pass --store FILE")
-    return configured
+    return os.path.expanduser(configured)
 
 
 def main_argv(argv: Sequence[str] | None = None) -> int:
@@ -52,6 +56,9 @@ def main_argv(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not 0.0 < args.split < 1.0:
         print("hardened train: --split must be between 0 and 1", file=sys.stderr)
+        return 2
+    if args.threshold is not None and not 0.0 < args.threshold <= 1.0:  # a usage error, as --split's
+        print(f"hardened train: --threshold must be in (0, 1], got {args.threshold}", file=sys.stderr)
         return 2
     from hardened.config import ConfigError, HardenedConfig
 

@@ -37,6 +37,38 @@ def test_demo_refuses_an_exchange_the_simulator_does_not_speak() -> None:
     assert "nosuchex" in out.getvalue()
 
 
+@pytest.mark.parametrize("exchanges", ["", " , ,"])
+def test_demo_refuses_an_empty_exchange_list(exchanges: str) -> None:
+    """Not a demo of nothing that exits 0."""
+    out = io.StringIO()
+    args = build_parser().parse_args(
+        ["--exchanges", exchanges, "--no-status", "--no-alerts", "--duration", "1"]
+    )
+    assert run_demo(args, Console(file=out, width=120)) == 2
+    assert "names no exchange" in out.getvalue()
+
+
+def test_demo_names_an_unknown_profile_in_one_line_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    args = build_parser().parse_args(
+        ["--profile", "no-such-profile", "--no-status", "--no-alerts", "--duration", "1"]
+    )
+    assert run_demo(args, Console(file=io.StringIO(), width=120)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hardened demo: unknown fault profile 'no-such-profile'") and "lively" in err
+
+
+def test_demo_ends_at_its_duration_even_with_a_longer_refresh_interval() -> None:
+    """The loop waited a whole ``--interval`` before looking at the deadline: ``--duration 1
+    --interval 60`` ran for a minute."""
+    flags = ["--duration", "1", "--interval", "60", "--no-status", "--no-alerts"]
+    args = build_parser().parse_args([*flags, "--exchanges", "binance", "--bots", "1"])
+    out = io.StringIO()
+    started = time.monotonic()
+    assert run_demo(args, Console(file=out, width=160, force_terminal=False)) == 0
+    assert time.monotonic() - started < 30  # about 1 s of demo and the start-up, not 60 s
+    assert "ground truth" in out.getvalue()
+
+
 def test_cli_routes_and_explains() -> None:
     assert main(["--help"]) == 0
     assert main(["no-such-command"]) == 2

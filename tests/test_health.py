@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import gc
+import os
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import ccxt
+import psutil
 import pytest
 
 from hardened import HardenedClient
@@ -270,6 +272,14 @@ def test_memory_against_its_limit() -> None:
     assert client_health(stats(), store=LatencyBaselines())["components"]["memory"] == 0
 
 
+def test_memory_is_read_for_this_process_after_a_fork(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cached ``psutil.Process`` kept its pid across a fork: a worker forked after a first
+    reading reported its parent's memory. Here the cache holds another pid, as a child's would."""
+    monkeypatch.setattr(health_module, "_process", psutil.Process(os.getppid()))
+    health_module.process_memory_mb()
+    assert health_module._process is not None and health_module._process.pid == os.getpid()
+
+
 def test_configure_health_validates() -> None:
     with pytest.raises(ValueError, match="unknown health setting"):
         configure_health(memory_limit=10)
@@ -277,6 +287,29 @@ def test_configure_health_validates() -> None:
         configure_health(memory_limit_mb=-1)
     with pytest.raises(ValueError, match="healthy_above"):
         configure_health(healthy_above=40, unhealthy_below=50)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), True])
+def test_configure_health_refuses_nan_inf_and_bools(value: Any) -> None:
+    """nan slipped past ``value <= 0``: ``unhealthy_below=nan`` never turned /health 503."""
+    before = vars(health_module.policy).copy()
+    with pytest.raises(ValueError, match="positive number"):
+        configure_health(unhealthy_below=value)
+    assert vars(health_module.policy) == before
+
+
+@pytest.mark.parametrize("text", ["1GB", "0", "-5", "nan", "inf", ""])
+def test_a_bad_memory_limit_in_the_environment_warns_and_keeps_the_default(
+    text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read when hardened is imported: "1GB" broke the import, 0 made every /health and /metrics
+    reading divide by zero, a negative limit switched the memory check off."""
+    monkeypatch.setenv("HARDENED_MEMORY_LIMIT_MB", text)
+    with pytest.warns(RuntimeWarning, match="HARDENED_MEMORY_LIMIT_MB"):
+        policy = health_module.HealthPolicy()
+    assert policy.memory_limit_mb == 1024.0
+    monkeypatch.setenv("HARDENED_MEMORY_LIMIT_MB", "2048")
+    assert health_module.HealthPolicy().memory_limit_mb == 2048.0
 
 
 class FakeClock:

@@ -899,6 +899,35 @@ def test_train_refuses_a_store_that_does_not_exist(
     assert not missing.exists()
 
 
+@pytest.mark.parametrize("threshold", ["5", "0", "-0.5", "nan"])
+def test_train_refuses_a_threshold_out_of_range_as_a_usage_error(
+    threshold: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 2 with the flag named, as --split: it was exit 1 once a store existed, 2 without one."""
+    from hardened.train import main_argv
+
+    _learner(tmp_path).close()  # an (empty) store that exists
+    store = tmp_path / "store.db"
+    assert main_argv(["--store", str(store), "--threshold", threshold]) == 2
+    assert "--threshold must be in (0, 1]" in capsys.readouterr().err
+
+
+def test_train_finds_a_configured_store_written_with_a_tilde(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Clients expand ``~`` in ``learning_store``; train looked for the literal ``~/...`` path and
+    said there was no store (a config file or a service's environment has no shell to expand it)."""
+    from hardened.train import main_argv
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("HARDENED_LEARNING_STORE", "~/store.db")
+    _learner(tmp_path).close()  # what a client recording to ~/store.db leaves there
+    assert main_argv([]) == 1  # found, with too few calls to learn from
+    err = capsys.readouterr().err
+    assert f"0 calls recorded in {tmp_path / 'store.db'}" in err
+    assert main_argv(["--store", "~/store.db"]) == 1
+
+
 def test_outcomes_handed_to_the_learner_are_stored_at_a_normal_exit(tmp_path: Path) -> None:
     """The learner's thread turns outcomes into rows every few ms; a bot that exited right after
     its calls lost the ones still waiting."""

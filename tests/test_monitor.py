@@ -100,6 +100,16 @@ def test_token_is_sent_and_a_refusal_exits_2(
         assert "binance_order_book" in capsys.readouterr().out
 
 
+def test_export_to_a_place_that_cannot_be_written_is_one_line_and_exit_1(
+    server: StatusServerHandle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A directory (or a missing parent under a read-only tree) ended in a traceback."""
+    assert main_argv(["--url", server.url, "--export", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"hardened monitor: cannot write {tmp_path}:") and len(err.splitlines()) == 1
+    assert not list(tmp_path.iterdir())  # no temporary file left behind
+
+
 def test_unreachable_server_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main_argv(["--url", "ws://127.0.0.1:9", "--once", "--timeout", "2"]) == 2
     assert "cannot read ws://127.0.0.1:9" in capsys.readouterr().err
@@ -107,6 +117,26 @@ def test_unreachable_server_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_bad_interval_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main_argv(["--interval", "0"]) == 2
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--timeout", "nan"],
+        ["--timeout", "-1"],
+        ["--timeout", "0"],
+        ["--interval", "nan"],
+        ["--interval", "inf"],
+    ],
+)
+def test_a_timeout_or_interval_that_is_not_a_positive_number_exits_2_naming_it(
+    flags: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refused before connecting: ``--timeout nan`` crashed in the socket layer, ``-1`` read as
+    "timed out", and a nan interval never redraws."""
+    assert main_argv(["--url", "ws://127.0.0.1:9", "--once", *flags]) == 2
+    err = capsys.readouterr().err
+    assert f"{flags[0]} must be a positive number" in err and "cannot read" not in err
 
 
 def test_live_mode_follows_the_stream_until_interrupted(

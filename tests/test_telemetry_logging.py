@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
+import ccxt
 import pytest
 import structlog
 
@@ -95,3 +96,62 @@ def test_a_logging_set_up_of_the_users_own_is_left_alone() -> None:
     structlog.configure(processors=mine)
     assert redact_by_default() is False
     assert structlog.get_config()["processors"] == mine
+
+
+def test_importing_hardened_leaves_structlog_unconfigured_for_the_users_configure_once() -> None:
+    """The default redaction must not mark structlog configured: a bot's own ``configure_once()``
+    made after ``import hardened`` would be ignored (structlog only warns)."""
+    text = _run(
+        "import sys, warnings, structlog, hardened\n"
+        "warnings.simplefilter('error')\n"
+        "assert not structlog.is_configured()\n"
+        "structlog.configure_once(processors=[structlog.processors.KeyValueRenderer()],\n"
+        "    logger_factory=structlog.PrintLoggerFactory(file=sys.stdout))\n"
+        "structlog.get_logger().warning('mine', exchange='binance')\n"
+    )
+    assert text.strip() == "exchange='binance' event='mine'"
+
+
+def test_default_redaction_is_added_once_and_keeps_the_renderer_last() -> None:
+    from hardened.telemetry.logging import redact_by_default
+
+    structlog.reset_defaults()
+    assert redact_by_default() is True and redact_by_default() is True
+    processors = structlog.get_config()["processors"]
+    assert processors.count(redact_event) == 1 and processors[-2] is redact_event
+    assert not structlog.is_configured()
+
+
+SIGNED_URL_ERROR = (
+    "binance GET https://api.binance.com/api/v3/account?timestamp=1&signature=5ea1ed0badc0ffee 401"
+)
+
+
+@pytest.mark.parametrize("json_lines", [True, False])
+def test_a_logged_traceback_is_redacted_too(json_lines: bool) -> None:
+    """``log.exception`` (or ``exc_info=``) renders the traceback after every other processor: the
+    redaction must see it as text, or a ccxt error's signed URL reaches the log line."""
+    stream = io.StringIO()
+    configure_logging("INFO", json=json_lines, stream=stream)
+    log = structlog.get_logger("bot")
+    try:
+        raise ccxt.AuthenticationError(SIGNED_URL_ERROR)
+    except ccxt.BaseError as exc:
+        log.exception("order_failed")
+        log.error("order_failed_again", exc_info=exc)
+    text = stream.getvalue()
+    assert "5ea1ed0badc0ffee" not in text
+    assert text.count("Traceback") == 2 and text.count("signature=***") == 2
+
+
+def test_a_logged_traceback_is_redacted_with_structlogs_defaults() -> None:
+    text = _run(
+        "import sys, ccxt, structlog, hardened\n"
+        "structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.stdout))\n"
+        "try:\n"
+        f"    raise ccxt.AuthenticationError({SIGNED_URL_ERROR!r})\n"
+        "except ccxt.BaseError:\n"
+        "    structlog.get_logger().exception('order_failed')\n"
+    )
+    assert "order_failed" in text and "Traceback" in text and "signature=***" in text
+    assert "5ea1ed0badc0ffee" not in text

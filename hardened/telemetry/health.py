@@ -43,8 +43,9 @@ import math
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import psutil
@@ -76,6 +77,33 @@ def level_of(score: float) -> str:
     return "critical"
 
 
+DEFAULT_MEMORY_LIMIT_MB = 1024.0  # the seed's "keep under 1GB"
+
+
+def _env_memory_limit_mb() -> float:
+    """``HARDENED_MEMORY_LIMIT_MB`` when it is a positive number of MiB, else 1024 with a warning.
+
+    Read at import: a bad value must neither break ``import hardened`` nor reach the score (0 made
+    every /health and /metrics reading divide by zero, a negative one switched the check off).
+    """
+    text = os.environ.get("HARDENED_MEMORY_LIMIT_MB")
+    if text is None:
+        return DEFAULT_MEMORY_LIMIT_MB
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if math.isfinite(value) and value > 0:
+        return value
+    warnings.warn(
+        f"HARDENED_MEMORY_LIMIT_MB={text!r} is not a positive number of MiB; "
+        f"using {DEFAULT_MEMORY_LIMIT_MB:g}",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+    return DEFAULT_MEMORY_LIMIT_MB
+
+
 @dataclass
 class HealthPolicy:
     """The thresholds of the score; change them with ``configure_health(...)``.
@@ -83,7 +111,7 @@ class HealthPolicy:
     ``memory_limit_mb`` defaults to ``HARDENED_MEMORY_LIMIT_MB`` or 1024 (the seed's "keep under 1GB").
     """
 
-    memory_limit_mb: float = float(os.environ.get("HARDENED_MEMORY_LIMIT_MB", "1024"))
+    memory_limit_mb: float = field(default_factory=_env_memory_limit_mb)
     latency_floor_ms: float = 50.0  # latency differences below this never cost points
     latency_ratio: float = 2.0  # p50 at this multiple of its baseline starts to cost points
     tail_ratio: float = 10.0  # p95 at this multiple of p50 counts as erratic
@@ -104,7 +132,11 @@ def configure_health(**changes: Any) -> HealthPolicy:
     for name, value in changes.items():
         if name not in known:
             raise ValueError(f"unknown health setting {name!r}; known: {', '.join(sorted(known))}")
-        if not isinstance(value, int | float) or value <= 0:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not (math.isfinite(value) and value > 0)
+        ):
             raise ValueError(f"health setting {name} must be a positive number, got {value!r}")
     merged = {**vars(policy), **{k: float(v) for k, v in changes.items()}}
     if merged["healthy_above"] < merged["unhealthy_below"]:
@@ -209,9 +241,13 @@ _process: psutil.Process | None = None
 
 
 def process_memory_mb() -> float:
-    """Resident set size of this process in MiB."""
+    """Resident set size of this process in MiB.
+
+    The ``psutil.Process`` is cached, but per pid: a worker forked after a first reading would
+    otherwise go on reporting its parent's memory in its health and ``/metrics``.
+    """
     global _process
-    if _process is None:
+    if _process is None or _process.pid != os.getpid():
         _process = psutil.Process()
     return _process.memory_info().rss / (1024 * 1024)
 

@@ -66,13 +66,25 @@ def configure_logging(
 
 def redact_by_default() -> bool:
     """Put ``redact_event`` before the renderer of structlog's defaults, unless structlog has been
-    configured already (by the user: theirs stays untouched). Returns whether it did."""
+    configured already (by the user: theirs stays untouched). Returns whether it did.
+
+    The default processor list is changed in place rather than through ``structlog.configure``,
+    which would mark structlog as configured: a bot's own ``configure_once()`` (or a check of
+    ``is_configured()``) made after importing hardened would then be ignored, with only a warning.
+    """
     if structlog.is_configured():
         return False
-    processors = list(structlog.get_config()["processors"])
-    if redact_event not in processors:
+    processors = structlog.get_config()["processors"]  # structlog's live default list
+    if redact_event in processors:
+        return True
+    if isinstance(processors, list):
         processors.insert(max(len(processors) - 1, 0), redact_event)
-    structlog.configure(processors=processors)
+        if redact_event in structlog.get_config()["processors"]:
+            return True
+    # a structlog that hands out a copy: configure after all (redaction matters more)
+    chain = [p for p in processors if p is not redact_event]
+    chain.insert(max(len(chain) - 1, 0), redact_event)
+    structlog.configure(processors=chain)
     return True
 
 

@@ -12,6 +12,8 @@ context dict, a log event's field) is secret when ``is_secret_key`` says so.
 from __future__ import annotations
 
 import re
+import sys
+import traceback
 from collections.abc import Iterable, Mapping, MutableMapping
 from functools import lru_cache
 from typing import Any
@@ -111,9 +113,33 @@ def redact_value(value: Any, secrets: Iterable[str | None] = (), depth: int = 0)
     return value
 
 
+def _exception_text(value: Any) -> str | None:
+    """The traceback ``exc_info`` stands for (an exception, an ``exc_info`` tuple, or True for the
+    one being handled), as structlog's ``format_exc_info`` writes it; None when there is none."""
+    if isinstance(value, BaseException):
+        info: tuple[Any, Any, Any] = (type(value), value, value.__traceback__)
+    elif isinstance(value, tuple) and len(value) == 3 and isinstance(value[1], BaseException):
+        info = value
+    elif value:
+        info = sys.exc_info()
+        if info[1] is None:
+            return None
+    else:
+        return None
+    return "".join(traceback.format_exception(*info)).rstrip("\n")
+
+
 def redact_event(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """A structlog processor: mask secret-named keys and secret-looking text in values (a dict or a
-    list value too)."""
+    list value too).
+
+    An ``exc_info`` (``log.exception(...)``) is turned into its ``exception`` text here, so that the
+    traceback is masked too: a renderer formatting it later would print a ccxt error's signed URL.
+    """
+    if "exc_info" in event:
+        text = _exception_text(event.pop("exc_info"))
+        if text is not None:
+            event["exception"] = text
     for key, value in list(event.items()):
         if is_secret_key(key):
             event[key] = MASK

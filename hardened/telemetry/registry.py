@@ -77,10 +77,17 @@ def register(client: Any, exchange_id: str) -> str:
     return name
 
 
-def unregister(name: str) -> None:
-    """Forget the client registered as ``name``."""
+def unregister(name: str, client: Any = None) -> None:
+    """Forget the client registered as ``name``.
+
+    With ``client`` given, only if ``name`` is still that client's: a client closed twice must not
+    unregister (and wipe the state of) a newer client that has since been given the same name.
+    """
     _reap()
     with _lock:
+        current = _clients.get(name)
+        if client is not None and current is not client:
+            return
         _clients.pop(name, None)
     _forget(name)
 
