@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -118,8 +119,8 @@ def _print(report: dict[str, Any], store: str) -> None:
 def main_argv(argv: Sequence[str] | None = None) -> int:
     """Run ``hardened report``; returns the exit code."""
     args = build_parser().parse_args(argv)
-    if not args.hours > 0:
-        print("hardened report: --hours must be positive", file=sys.stderr)
+    if not 0.0 < args.hours < math.inf:  # inf would print Infinity: not JSON
+        print(f"hardened report: --hours must be a positive finite number, got {args.hours}", file=sys.stderr)
         return 2
     path = store_path(args.store)
     if not Path(path).expanduser().exists():

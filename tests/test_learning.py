@@ -1313,3 +1313,16 @@ def test_train_suggests_no_threshold_when_none_kept_good_calls_within_budget(
     assert main(["train", "--store", str(store), "--no-save"]) == 0
     text = capsys.readouterr().out
     assert "suggested gate_threshold" not in text and "no gate_threshold suggested" in text
+
+
+@pytest.mark.parametrize("hours", ["0", "-1", "nan", "inf"])
+def test_report_refuses_hours_that_are_not_a_positive_finite_number(
+    hours: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """``--hours inf`` printed ``Infinity`` in the JSON report (not JSON); nan compared as allowed."""
+    from hardened.cli import main
+
+    store = tmp_path / "r.db"
+    ErrorLearner(store, background=False).close()
+    assert main(["report", "--store", str(store), "--hours", hours, "--json"]) == 2
+    assert "--hours must be a positive finite number" in capsys.readouterr().err
