@@ -242,6 +242,13 @@ def run_demo(args: argparse.Namespace, console: Console | None = None) -> int:
         what = f"unknown exchange(s) {', '.join(unknown)}" if unknown else "--exchanges names no exchange"
         console.print(f"[red]{what}; the simulator speaks {', '.join(EXCHANGES)}")
         return 2
+    if not args.no_status and args.status_port and args.status_port == args.http_port:
+        print(
+            f"hardened demo: --status-port and --http-port are both {args.status_port}: the status "
+            "websocket and the status page need a port each",
+            file=sys.stderr,
+        )
+        return 2
     try:  # before anything starts: a misspelt profile is one line, not a traceback
         profile = load_profile(args.profile)
     except ProfileError as exc:

@@ -57,6 +57,14 @@ def test_demo_names_an_unknown_profile_in_one_line_and_exits_2(capsys: pytest.Ca
     assert err.startswith("hardened demo: unknown fault profile 'no-such-profile'") and "lively" in err
 
 
+def test_one_port_for_the_websocket_and_the_page_is_named_as_such(capsys: pytest.CaptureFixture[str]) -> None:
+    """Not "port in use, perhaps by another demo": the demo itself asked for the port twice."""
+    args = build_parser().parse_args(["--status-port", "18791", "--http-port", "18791", "--no-alerts"])
+    assert run_demo(args, Console(file=io.StringIO(), width=120)) == 2
+    err = capsys.readouterr().err
+    assert "--status-port and --http-port are both 18791" in err and "perhaps by another demo" not in err
+
+
 def test_demo_ends_at_its_duration_even_with_a_longer_refresh_interval() -> None:
     """The loop waited a whole ``--interval`` before looking at the deadline: ``--duration 1
     --interval 60`` ran for a minute."""
