@@ -194,7 +194,9 @@ class OrderRequest:
         amount: ``create_market_buy_order_with_cost`` passes the cost as the amount) has no amount
         to compare: the order found holds the base amount the cost bought.
         """
-        market = (getattr(exchange, "markets", None) or {}).get(symbol) if isinstance(symbol, str) else None
+        market = _market_of(exchange, symbol)
+        if isinstance(market, Mapping) and isinstance(market.get("symbol"), str):
+            symbol = market["symbol"]  # a market id ("BTCUSDT") names the order found by its symbol
         precision = market.get("precision") if isinstance(market, Mapping) else None
         mode = getattr(exchange, "precisionMode", ccxt.TICK_SIZE)
         by_cost = isinstance(params, Mapping) and any(params.get(key) is not None for key in _COST_PARAMS)
@@ -207,6 +209,25 @@ class OrderRequest:
             _step(precision, "amount", mode),
             _step(precision, "price", mode),
         )
+
+
+def _market_of(exchange: Any, symbol: Any) -> Any:
+    """The loaded market ``symbol`` names, as ccxt's ``create_order`` resolves it (a unified symbol
+    or an exchange market id such as ``BTCUSDT``); None when the markets are not loaded or it is
+    unknown. Without it an order placed by market id is found under its unified symbol and taken
+    for another request's order."""
+    if not isinstance(symbol, str):
+        return None
+    markets = getattr(exchange, "markets", None)
+    if not isinstance(markets, Mapping) or not markets:
+        return None
+    market = markets.get(symbol)
+    if market is None and callable(getattr(exchange, "market", None)):
+        try:
+            market = exchange.market(symbol)  # ccxt's own resolution: ids, and its defaultType
+        except Exception:  # an unknown symbol: ccxt refuses it when it sends
+            return None
+    return market
 
 
 def _number(value: Any) -> float | None:

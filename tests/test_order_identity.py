@@ -18,6 +18,7 @@ from hardened.adapters import load_profile
 from hardened.orders import OrderRecovery
 from hardened.placement import cancel_plan, create_plan, run_plan_async, run_plan_sync
 from hardened.sim import Simulator
+from hardened.testing import heal_after_first_fault
 
 FAST = {
     "initial_delay": 0.01,
@@ -546,3 +547,30 @@ def test_a_surplus_argument_places_no_order_through_the_client(sim: Simulator) -
         ex.cancel_order("1", "BTC/USDT", {}, "surplus")
     assert len(sim.orders("binance")) == before
     ex.close()
+
+
+MARKET_ID = {"binance": "BTCUSDT", "kucoin": "BTC-USDT", "bitvavo": "BTC-EUR"}
+DROP_CREATE = {"name": "drop", "faults": [{"kind": "accept_then_drop", "endpoints": ["create_order"]}]}
+
+
+@pytest.mark.usefixtures("calm")
+@pytest.mark.parametrize("exchange_id", ("binance", "kucoin", "bitvavo"))
+def test_an_order_placed_by_market_id_is_recovered_as_ours(sim: Simulator, exchange_id: str) -> None:
+    """ccxt takes a market id ("BTCUSDT") where a symbol goes; the order found after a lost answer
+    carries the unified symbol and is still this call's order, not a conflict."""
+    ex = HardenedClient(
+        sim.attach(getattr(ccxt, exchange_id)({"enableRateLimit": False, "timeout": 3000})), **FAST
+    )
+    ex.load_markets()
+    sim.set_profile(DROP_CREATE)
+    heal = heal_after_first_fault(sim, exchange_id, "create_order")
+    try:
+        placed = ex.create_order(MARKET_ID[exchange_id], "limit", "buy", 0.01, 10_000)
+    finally:
+        heal.join()
+        sim.set_profile("calm")
+    assert placed["symbol"] == SYMBOL[exchange_id]
+    assert [o.id for o in sim.orders(exchange_id) if o.client_order_id == placed["clientOrderId"]] == [
+        placed["id"]
+    ]
+    ex.cancel_order(placed["id"], SYMBOL[exchange_id])
