@@ -574,3 +574,21 @@ def test_an_order_placed_by_market_id_is_recovered_as_ours(sim: Simulator, excha
         placed["id"]
     ]
     ex.cancel_order(placed["id"], SYMBOL[exchange_id])
+
+
+@pytest.mark.usefixtures("calm")
+def test_a_binance_id_given_as_client_algo_id_is_the_one_looked_up(sim: Simulator) -> None:
+    """ccxt's Binance reads a caller's id from clientAlgoId before newClientOrderId: that id is the
+    one sent, so it is the one looked up after a lost answer. Looking up an id of our own found
+    nothing and resent a filled market order: two orders."""
+    ex = HardenedClient(sim.attach(ccxt.binance({"enableRateLimit": False, "timeout": 3000})), **FAST)
+    ex.load_markets()
+    sim.set_profile(DROP_CREATE)
+    heal = heal_after_first_fault(sim, "binance", "create_order")
+    try:
+        placed = ex.create_order("BTC/USDT", "market", "buy", 0.001, None, {"clientAlgoId": "algo-bot-1"})
+    finally:
+        heal.join()
+        sim.set_profile("calm")
+    assert placed["clientOrderId"] == "algo-bot-1"
+    assert [o.id for o in sim.orders("binance") if o.client_order_id == "algo-bot-1"] == [placed["id"]]

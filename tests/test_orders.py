@@ -77,6 +77,7 @@ def test_an_id_is_added_when_the_caller_gave_none() -> None:
     [
         ("binance", {"newClientOrderId": "my.bot:1/a_b-c"}, "newClientOrderId"),
         ("binance", {"clientOrderId": "my.bot:1/a_b-c"}, "newClientOrderId"),
+        ("binance", {"clientAlgoId": "my.bot:1/a_b-c"}, "newClientOrderId"),
         ("kucoin", {"clientOrderId": "bot_1-A"}, "clientOid"),
         ("kucoin", {"clientOid": "bot_1-A"}, "clientOid"),
         ("bitvavo", {"clientOrderId": "2be7d0df-d8dc-7b93-a550-8876f3b393e9"}, "clientOrderId"),
