@@ -42,6 +42,7 @@ __all__ = [
     "client_order_id_param",
     "is_ambiguous_failure",
     "is_order_not_found",
+    "market_of",
     "new_client_order_id",
     "order_mismatch",
     "with_client_order_id",
@@ -194,7 +195,7 @@ class OrderRequest:
         amount: ``create_market_buy_order_with_cost`` passes the cost as the amount) has no amount
         to compare: the order found holds the base amount the cost bought.
         """
-        market = _market_of(exchange, symbol)
+        market = market_of(exchange, symbol)
         if isinstance(market, Mapping) and isinstance(market.get("symbol"), str):
             symbol = market["symbol"]  # a market id ("BTCUSDT") names the order found by its symbol
         precision = market.get("precision") if isinstance(market, Mapping) else None
@@ -211,7 +212,7 @@ class OrderRequest:
         )
 
 
-def _market_of(exchange: Any, symbol: Any) -> Any:
+def market_of(exchange: Any, symbol: Any) -> Any:
     """The loaded market ``symbol`` names, as ccxt's ``create_order`` resolves it (a unified symbol
     or an exchange market id such as ``BTCUSDT``); None when the markets are not loaded or it is
     unknown. Without it an order placed by market id is found under its unified symbol and taken
@@ -326,9 +327,11 @@ class RecoveryState:
         "client_order_id",
         "failures",
         "lookups",
+        "market_type",
         "not_before_ms",
         "operation",
         "order_id",
+        "placed_with",
         "request",
         "resends",
         "sent_at",
@@ -353,6 +356,9 @@ class RecoveryState:
         self.request = request  # create: what was asked, to check the order found is ours
         # create: an order found with an exchange timestamp before this (ms) predates this call
         self.not_before_ms: float | None = None
+        # create: the params it was sent with and its market's type, to look it up where it lives
+        self.placed_with: Mapping[str, Any] | None = None
+        self.market_type: str | None = None
         self.lookups = 0
         self.failures = 0
         self.resends = 0
@@ -487,6 +493,8 @@ class OrderRecovery:
         *,
         exchange_offset_ms: float = 0.0,
         clock_skew_ms: float = 0.0,
+        placed_with: Mapping[str, Any] | None = None,
+        market_type: str | None = None,
     ) -> RecoveryState:
         """Begin recovering a create_order first sent at ``sent_at`` (epoch s, our clock) whose answer
         was lost; with ``request``, an order found by the id must match it to be returned.
@@ -494,9 +502,12 @@ class OrderRecovery:
         An order found must also not be stamped (``timestamp``, the exchange's clock) before the
         send: ``exchange_offset_ms`` is the exchange's clock minus ours (ccxt's ``-timeDifference``),
         and the larger of ``clock_skew_ms`` and this recovery's own allowance absorbs what that
-        estimate misses.
+        estimate misses. ``placed_with`` (the params sent) and ``market_type`` choose the endpoint
+        the order is looked up on (KuCoin keeps hf and stop orders apart from classic ones).
         """
         state = RecoveryState("create", client_order_id, symbol, sent_at, request)
+        state.placed_with = placed_with
+        state.market_type = market_type
         state.not_before_ms = sent_at * 1000.0 + exchange_offset_ms - max(self.clock_skew_ms, clock_skew_ms)
         return state
 
@@ -515,7 +526,9 @@ class OrderRecovery:
 
     def lookup_call(self, state: RecoveryState) -> LookupCall:
         """The ccxt call that fetches the order by its client order id."""
-        return self.profile.client_order_id.lookup_call(state.client_order_id, state.symbol)
+        return self.profile.client_order_id.lookup_call(
+            state.client_order_id, state.symbol, state.placed_with, state.market_type
+        )
 
     def cancel_call(self, state: RecoveryState) -> LookupCall:
         """The ccxt call that cancels the order by its client order id."""

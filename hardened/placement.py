@@ -43,6 +43,7 @@ from hardened.orders import (
     is_ambiguous_failure,
     is_clock_skew,
     is_order_not_found,
+    market_of,
     with_client_order_id,
 )
 from hardened.pipeline import current_call
@@ -248,8 +249,16 @@ def _place(
         error=type(first).__name__,
     )
     offset_ms, skew_ms = _exchange_clock(exchange, profile)
+    market = market_of(exchange, symbol)
     state = recovery.start_create(
-        client_order_id, symbol, sent_at, request, exchange_offset_ms=offset_ms, clock_skew_ms=skew_ms
+        client_order_id,
+        symbol,
+        sent_at,
+        request,
+        exchange_offset_ms=offset_ms,
+        clock_skew_ms=skew_ms,
+        placed_with=send[5],  # hf, margin, trigger: the lookup must ask where such an order lives
+        market_type=market.get("type") if isinstance(market, Mapping) else None,
     )
     step = recovery.first_step(state, time.time())
     while True:
