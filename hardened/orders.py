@@ -352,6 +352,8 @@ class RecoveryState:
         self.client_order_id = client_order_id  # create: the id the order was sent under
         self.order_id = order_id  # cancel: the exchange's id the caller cancels by
         self.symbol = symbol
+        # the visibility lag runs from here: when the last send ended without an answer (the
+        # exchange may take an order as late as that), not when it started
         self.sent_at = sent_at
         self.request = request  # create: what was asked, to check the order found is ours
         # create: an order found with an exchange timestamp before this (ms) predates this call
@@ -495,6 +497,7 @@ class OrderRecovery:
         clock_skew_ms: float = 0.0,
         placed_with: Mapping[str, Any] | None = None,
         market_type: str | None = None,
+        answer_lost_at: float | None = None,
     ) -> RecoveryState:
         """Begin recovering a create_order first sent at ``sent_at`` (epoch s, our clock) whose answer
         was lost; with ``request``, an order found by the id must match it to be returned.
@@ -504,19 +507,31 @@ class OrderRecovery:
         and the larger of ``clock_skew_ms`` and this recovery's own allowance absorbs what that
         estimate misses. ``placed_with`` (the params sent) and ``market_type`` choose the endpoint
         the order is looked up on (KuCoin keeps hf and stop orders apart from classic ones).
+        ``answer_lost_at``: when the send ended without an answer (default ``sent_at``); the
+        exchange's visibility lag runs from then, as a send that hung for ccxt's whole timeout may
+        have been taken at its very end.
         """
-        state = RecoveryState("create", client_order_id, symbol, sent_at, request)
+        lag_from = sent_at if answer_lost_at is None else max(sent_at, answer_lost_at)
+        state = RecoveryState("create", client_order_id, symbol, lag_from, request)
         state.placed_with = placed_with
         state.market_type = market_type
         state.not_before_ms = sent_at * 1000.0 + exchange_offset_ms - max(self.clock_skew_ms, clock_skew_ms)
         return state
 
     def start_cancel(
-        self, order_id: str, symbol: str | None, sent_at: float, client_order_id: str | None = None
+        self,
+        order_id: str,
+        symbol: str | None,
+        sent_at: float,
+        client_order_id: str | None = None,
+        *,
+        answer_lost_at: float | None = None,
     ) -> RecoveryState:
         """Begin recovering a cancel_order of the exchange's order ``order_id`` that timed out, or
-        answered "order not found" after a timeout; its client order id only if known."""
-        return RecoveryState("cancel", client_order_id, symbol, sent_at, order_id=order_id)
+        answered "order not found" after a timeout; its client order id only if known. The lag
+        runs from ``answer_lost_at`` (when the send ended; default ``sent_at``)."""
+        lag_from = sent_at if answer_lost_at is None else max(sent_at, answer_lost_at)
+        return RecoveryState("cancel", client_order_id, symbol, lag_from, order_id=order_id)
 
     def first_step(self, state: RecoveryState, now: float) -> RecoveryStep:
         """The first move: look the order up at once."""

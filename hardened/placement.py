@@ -241,6 +241,7 @@ def _place(
             return _with_id(order, client_order_id)
     if not (is_ambiguous_failure(profile, first) or _no_verdict(profile, first)):
         raise first
+    lost_at = time.time()  # the exchange may have taken the order as late as this
     log.warning(
         "order_answer_lost",
         exchange=exchange.id,
@@ -259,6 +260,7 @@ def _place(
         clock_skew_ms=skew_ms,
         placed_with=send[5],  # hf, margin, trigger: the lookup must ask where such an order lives
         market_type=market.get("type") if isinstance(market, Mapping) else None,
+        answer_lost_at=lost_at,
     )
     step = recovery.first_step(state, time.time())
     while True:
@@ -285,9 +287,9 @@ def _place(
             step = _after_lookup(recovery, state, found, error)
         else:  # RESEND, with the same client order id: the exchange refuses a duplicate
             log.warning("order_resent", exchange=exchange.id, client_order_id=client_order_id)
-            state.sent_at = time.time()
             order, error = yield Call(exchange.create_order, *send)
             now = time.time()
+            state.sent_at = now  # the lag after a resend runs from its end, as after the first send
             if error is None:
                 error = _not_an_order("create_order", order, require_status=False)
                 if error is None:
@@ -370,7 +372,9 @@ def cancel_plan(
         return (yield from _confirm_cancelled(exchange, order_id, symbol, params, first, deadline))
     if not is_ambiguous_failure(profile, first):
         raise first
-    state = recovery.start_cancel(str(order_id), symbol, sent_at, _client_order_id_in(profile, params))
+    state = recovery.start_cancel(
+        str(order_id), symbol, sent_at, _client_order_id_in(profile, params), answer_lost_at=time.time()
+    )
     step = recovery.first_step(state, time.time())
     while True:
         if step.action is RecoveryAction.DONE:

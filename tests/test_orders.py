@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import types
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -11,7 +13,7 @@ from urllib.parse import parse_qs
 import ccxt
 import pytest
 
-from hardened import HardenedClient
+from hardened import HardenedClient, placement
 from hardened.adapters import load_profile
 from hardened.errors import OrderStateUnknown
 from hardened.orders import (
@@ -22,6 +24,7 @@ from hardened.orders import (
     new_client_order_id,
     with_client_order_id,
 )
+from hardened.placement import Deadline, create_plan, run_plan_sync
 
 EXCHANGES = ("binance", "kucoin", "bitvavo")
 T0 = 1_700_000_000.0
@@ -526,3 +529,62 @@ def test_a_kucoin_hf_or_stop_order_whose_answer_was_lost_is_found_not_placed_twi
     order = ex.create_order("BTC/USDT", "limit", "buy", 0.01, 10_000, params)
     assert placed == [(book, "o1")]
     assert order["id"] == "o1"
+
+
+# -- the visibility lag runs from the end of the send ----------------------------------------------------
+
+
+class _SlowTaker:
+    """Binance, whose first create_order hangs for ccxt's whole timeout and is taken at its very end
+    (visible 0.5 s later); a filled order's id is free again (unique among open orders only)."""
+
+    id = "binance"
+    precisionMode = ccxt.TICK_SIZE
+    markets: dict[str, Any] = {}
+
+    def __init__(self, clock: list[float]) -> None:
+        self.clock = clock
+        self.book: list[tuple[float, dict[str, Any]]] = []  # (visible from, order)
+
+    def create_order(self, symbol: str, type: str, side: str, amount: float, price: Any, params: Any) -> Any:
+        order = {
+            "id": str(len(self.book) + 1),
+            "symbol": symbol,
+            "type": type,
+            "side": side,
+            "amount": amount,
+            "status": "closed",
+            "clientOrderId": params["newClientOrderId"],
+            "info": {},
+        }
+        if not self.book:
+            self.clock[0] += 10.0
+            self.book.append((self.clock[0] + 0.5, order))
+            raise ccxt.RequestTimeout("binance POST https://api.binance.com/api/v3/order")
+        self.book.append((self.clock[0], order))
+        return order
+
+    def fetch_order(self, id: Any, symbol: Any = None, params: Any = None) -> Any:
+        for visible, order in self.book:
+            if order["clientOrderId"] == params["origClientOrderId"] and self.clock[0] >= visible:
+                return order
+        raise ccxt.OrderNotFound('binance {"code":-2013,"msg":"Order does not exist."}')
+
+
+def test_the_lag_runs_from_the_lost_answer_not_the_send(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A send taken by the exchange at the end of ccxt's 10 s timeout is not visible at once: the
+    1 s lag counted from the send's start had long passed, so the filled market order was resent."""
+    clock = [T0]
+    monkeypatch.setattr(placement, "time", types.SimpleNamespace(time=lambda: clock[0]))
+    ex, profile = _SlowTaker(clock), load_profile("binance")
+    plan = create_plan(
+        ex,
+        profile,
+        OrderRecovery(profile),
+        ("BTC/USDT", "market", "buy", 0.001),
+        {},
+        Deadline(math.inf, math.inf),
+    )
+    order = run_plan_sync(plan, sleep=lambda seconds: clock.__setitem__(0, clock[0] + seconds))
+    assert order["id"] == "1"
+    assert len(ex.book) == 1
