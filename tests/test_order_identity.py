@@ -592,3 +592,38 @@ def test_a_binance_id_given_as_client_algo_id_is_the_one_looked_up(sim: Simulato
         sim.set_profile("calm")
     assert placed["clientOrderId"] == "algo-bot-1"
     assert [o.id for o in sim.orders("binance") if o.client_order_id == "algo-bot-1"] == [placed["id"]]
+
+
+@pytest.mark.usefixtures("calm")
+def test_a_kucoin_resend_refused_as_a_duplicate_finds_the_order_instead_of_raising(sim: Simulator) -> None:
+    """KuCoin's classic endpoint refuses a clientOid an active order holds with 400100
+    "clientOidDuplicated". An order still unseen by the first lookup (KuCoin processes classic
+    orders asynchronously) is resent and refused so: that is a duplicate, so the order is looked up
+    and returned; it was raised as a BadRequest, as if nothing had been placed."""
+    inner = sim.attach(ccxt.kucoin({"enableRateLimit": False, "timeout": 3000}))
+    lookup = inner.fetch_order
+    unseen = [1]
+
+    def lagging_lookup(id: Any, symbol: Any = None, params: Any = None) -> Any:
+        if unseen[0]:  # the exchange's "no such order yet", as ccxt parses it
+            unseen[0] -= 1
+            return lookup(id, symbol, {**(params or {}), "clientOid": "not-processed-yet"})
+        return lookup(id, symbol, params or {})
+
+    inner.fetch_order = lagging_lookup
+    ex = HardenedClient(inner, **FAST)
+    ex.load_markets()
+    sim.clear_ground_truth()
+    sim.set_profile(DROP_CREATE)
+    heal = heal_after_first_fault(sim, "kucoin", "create_order")
+    try:
+        placed = ex.create_order("BTC/USDT", "limit", "buy", 0.01, 10_000)
+    finally:
+        heal.join()
+        sim.set_profile("calm")
+    creates = [r for r in sim.ground_truth() if r["exchange"] == "kucoin" and r["endpoint"] == "create_order"]
+    assert len(creates) == 2  # the first (answer dropped) and the resend refused as a duplicate
+    assert [o.id for o in sim.orders("kucoin") if o.client_order_id == placed["clientOrderId"]] == [
+        placed["id"]
+    ]
+    ex.cancel_order(placed["id"], "BTC/USDT")
