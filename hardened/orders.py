@@ -520,7 +520,7 @@ class OrderRecovery:
 
     def start_cancel(
         self,
-        order_id: str,
+        order_id: str | None,
         symbol: str | None,
         sent_at: float,
         client_order_id: str | None = None,
@@ -528,7 +528,8 @@ class OrderRecovery:
         answer_lost_at: float | None = None,
     ) -> RecoveryState:
         """Begin recovering a cancel_order of the exchange's order ``order_id`` that timed out, or
-        answered "order not found" after a timeout; its client order id only if known. The lag
+        answered "order not found" after a timeout (None when it names the order by client order
+        id in its params); its client order id only if known. The lag
         runs from ``answer_lost_at`` (when the send ended; default ``sent_at``)."""
         lag_from = sent_at if answer_lost_at is None else max(sent_at, answer_lost_at)
         return RecoveryState("cancel", client_order_id, symbol, lag_from, order_id=order_id)

@@ -373,7 +373,11 @@ def cancel_plan(
     if not is_ambiguous_failure(profile, first):
         raise first
     state = recovery.start_cancel(
-        str(order_id), symbol, sent_at, _client_order_id_in(profile, params), answer_lost_at=time.time()
+        None if order_id is None else str(order_id),  # None: cancelled by client order id (params)
+        symbol,
+        sent_at,
+        _client_order_id_in(profile, params),
+        answer_lost_at=time.time(),
     )
     step = recovery.first_step(state, time.time())
     while True:

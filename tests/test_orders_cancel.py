@@ -10,7 +10,7 @@ import ccxt
 import ccxt.async_support as accxt
 import pytest
 
-from hardened import AsyncHardenedClient, HardenedClient
+from hardened import AsyncHardenedClient, HardenedClient, OrderStateUnknown
 from hardened.adapters import load_profile
 from hardened.orders import OrderRecovery
 from hardened.placement import Deadline, cancel_plan, run_plan_sync
@@ -93,6 +93,21 @@ def test_other_refusals_are_raised_without_a_lookup() -> None:
     with pytest.raises(ccxt.InvalidOrder):
         cancel(ex)
     assert [name for name, _ in ex.calls] == ["cancel_order"]
+
+
+def test_a_cancel_by_client_order_id_left_unknown_names_no_exchange_id() -> None:
+    """ccxt cancels by client order id with ``cancel_order(None, symbol, {"origClientOrderId": ...})``:
+    given up, the error carries that id and no exchange id (it carried the text "None")."""
+    lost = ccxt.RequestTimeout("binance DELETE https://api.binance.com/api/v3/order")
+    ex = Scripted(cancel=[lost], fetch=[ccxt.RequestTimeout("lookup lost")] * 2)
+    profile = load_profile("binance")
+    args = (None, "BTC/USDT", {"origClientOrderId": "bot-7"})
+    plan = cancel_plan(ex, profile, OrderRecovery(profile, max_lookups=2, lag_ms=0), args, {})
+    with pytest.raises(OrderStateUnknown) as info:
+        run_plan_sync(plan, sleep=lambda seconds: None)
+    assert info.value.order_id is None
+    assert info.value.client_order_id == "bot-7"
+    assert "None" not in str(info.value)
 
 
 # --- against the simulator --------------------------------------------------------------------
