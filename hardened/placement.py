@@ -383,11 +383,9 @@ def cancel_plan(
     while True:
         if step.action is RecoveryAction.DONE:
             log.info("cancel_confirmed", exchange=exchange.id, order_id=order_id, reason=step.reason)
-            return (
-                step.order
-                if step.order is not None
-                else {"id": order_id, "symbol": symbol, "status": "canceled"}
-            )
+            if step.order is not None:
+                return step.order
+            return _absent_order(exchange, order_id, symbol, state.client_order_id)
         if step.action is RecoveryAction.GIVE_UP:
             _publish_unknown(exchange.id, "cancel_order", step.error)
             raise step.error from first  # type: ignore[misc]
@@ -408,6 +406,26 @@ def cancel_plan(
                 step = recovery.on_resend_failed(state, now)
             else:
                 step = recovery.on_lookup_failed(state, error, now)  # "not found" now means done
+
+
+def _absent_order(exchange: Any, order_id: Any, symbol: Any, client_order_id: str | None) -> Any:
+    """What a cancel returns for an order no lookup finds after the lag: ccxt's order structure
+    (``safe_order``: every key a cancel_order answer has, unknown ones None), status canceled, so
+    a caller reading ``filled`` or ``info`` gets None rather than a KeyError."""
+    bare = {
+        "id": order_id,
+        "clientOrderId": client_order_id,
+        "symbol": symbol,
+        "status": "canceled",
+        "info": {},
+    }
+    shape = getattr(exchange, "safe_order", None)
+    if not callable(shape):
+        return bare
+    try:
+        return shape(bare)
+    except Exception:  # a stand-in exchange without ccxt's helpers: the bare fields
+        return bare
 
 
 def _confirm_cancelled(
