@@ -397,6 +397,9 @@ class ClientOrderIdSpec(_Model):
     visibility_lag_ms: Integer = Field(ge=0, le=60_000)
     lookup: LookupSpec
     cancel: LookupSpec
+    # the create_order param (true) that makes ccxt send a test order: validated, never placed,
+    # answered without an order id (Binance spot's POST /api/v3/order/test answers {})
+    test_param: str | None = None
     source: str = Field(min_length=1)
 
     @model_validator(mode="after")

@@ -236,6 +236,8 @@ def _place(
         sent_at = time.time()  # refused for its timestamp, nothing placed: once more, the same id
         order, first = yield Call(exchange.create_order, *send)
     if first is None:
+        if _test_answer(profile, send[5], order):
+            return order  # a test order: validated, nothing placed, nothing to look up
         first = _not_an_order("create_order", order, require_status=False)
         if first is None:
             return _with_id(order, client_order_id)
@@ -301,6 +303,20 @@ def _place(
                 step = recovery.on_resend_failed(state, now)
             else:
                 raise error
+
+
+def _test_answer(profile: ExchangeProfile, params: Mapping[str, Any], order: Any) -> bool:
+    """Whether ``order`` is the answer to a test order (ccxt's ``test`` param: the exchange validates
+    it and places nothing) that carries no order id: ccxt's answer as it is, not a lost one to look
+    up and resend (which ended in ``OrderStateUnknown``). An answer with an id (a market type on
+    which ccxt ignores the flag and places the order) is an order like any other."""
+    name = profile.client_order_id.test_param
+    return (
+        name is not None
+        and params.get(name) is True
+        and isinstance(order, Mapping)
+        and order.get("id") is None
+    )
 
 
 def _exchange_clock(exchange: Any, profile: ExchangeProfile) -> tuple[float, float]:

@@ -627,3 +627,26 @@ def test_a_kucoin_resend_refused_as_a_duplicate_finds_the_order_instead_of_raisi
         placed["id"]
     ]
     ex.cancel_order(placed["id"], "BTC/USDT")
+
+
+@pytest.mark.usefixtures("calm")
+def test_a_binance_test_order_returns_ccxts_answer_without_lookups(sim: Simulator) -> None:
+    """ccxt's params test=True sends a spot order to POST /api/v3/order/test: validated, never placed,
+    answered {}. That answer is ccxt's, as it is; taken for a lost answer, it was looked up, resent
+    three times and ended in OrderStateUnknown (and a critical alert) for an order never meant to be."""
+    ex = HardenedClient(sim.attach(ccxt.binance({"enableRateLimit": False, "timeout": 3000})), **FAST)
+    ex.load_markets()
+    sim.clear_ground_truth()
+    answer = ex.create_order("BTC/USDT", "limit", "buy", 0.01, 10_000, {"test": True})
+    assert answer["id"] is None and answer["info"] == {}
+    assert [r["path"].split("?")[0] for r in sim.ground_truth()] == ["/binance/api/v3/order/test"]
+
+
+def test_an_answer_with_an_id_to_a_test_flag_is_an_order_like_any_other() -> None:
+    """Where ccxt ignores the flag (Binance contracts) the order is placed: its answer is checked as
+    any other, and a lost one still looked up."""
+    ex = Scripted(create_order=[ccxt.RequestTimeout("lost")], fetch_order=[order()])
+    profile = load_profile("binance")
+    args = (*LIMIT_BUY, {"newClientOrderId": "mine-1", "test": True})
+    assert run_plan_sync(create_plan(ex, profile, OrderRecovery(profile, lag_ms=0), args, {}))["id"] == "42"
+    assert [name for name, *_ in ex.calls] == ["create_order", "fetch_order"]
