@@ -13,7 +13,7 @@ import functools
 import importlib.resources
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple
 
@@ -346,10 +346,33 @@ class RateLimitSpec(_Model):
 
 
 class LookupSpec(_Model):
-    """How to reach an order by its client order id through a unified ccxt method."""
+    """How to reach an order by its client order id through a unified ccxt method.
+
+    ``keep``: create_order params that choose the order's endpoint (KuCoin ``hf``, a margin mode):
+    carried to the lookup, or it asks an endpoint that never held the order. ``trigger``: the lookup
+    param set true for an order that ``trigger_params`` made a trigger order (KuCoin keeps those in
+    a book of their own), on markets of ``trigger_markets`` types only (empty: all).
+    """
 
     method: Literal["fetch_order", "cancel_order"]
     param: str = Field(min_length=1)
+    keep: tuple[str, ...] = ()
+    trigger: str | None = None
+    trigger_params: tuple[str, ...] = ()
+    trigger_markets: tuple[str, ...] = ()
+
+    def routing(self, placed_with: Mapping[str, Any] | None, market_type: str | None) -> dict[str, Any]:
+        """The params, beside the id, that reach the order ``placed_with`` (its create params) made."""
+        if not isinstance(placed_with, Mapping):
+            return {}
+        routed = {name: placed_with[name] for name in self.keep if placed_with.get(name) is not None}
+        if (
+            self.trigger is not None
+            and any(placed_with.get(name) is not None for name in self.trigger_params)
+            and (not self.trigger_markets or market_type in self.trigger_markets)
+        ):
+            routed[self.trigger] = True
+        return routed
 
 
 class LookupCall(NamedTuple):
@@ -374,6 +397,9 @@ class ClientOrderIdSpec(_Model):
     visibility_lag_ms: Integer = Field(ge=0, le=60_000)
     lookup: LookupSpec
     cancel: LookupSpec
+    # the create_order param (true) that makes ccxt send a test order: validated, never placed,
+    # answered without an order id (Binance spot's POST /api/v3/order/test answers {})
+    test_param: str | None = None
     source: str = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -394,9 +420,17 @@ class ClientOrderIdSpec(_Model):
         """Whether ``client_order_id`` satisfies the exchange's rule."""
         return len(client_order_id) <= self.max_length and self.pattern.fullmatch(client_order_id) is not None
 
-    def lookup_call(self, client_order_id: str, symbol: str | None) -> LookupCall:
-        """The ccxt call that fetches the order placed with ``client_order_id``."""
-        return LookupCall(self.lookup.method, (None, symbol), {self.lookup.param: client_order_id})
+    def lookup_call(
+        self,
+        client_order_id: str,
+        symbol: str | None,
+        placed_with: Mapping[str, Any] | None = None,
+        market_type: str | None = None,
+    ) -> LookupCall:
+        """The ccxt call that fetches the order placed with ``client_order_id``; with its create
+        params (``placed_with``) and market type, on the endpoint that holds such an order."""
+        params = {**self.lookup.routing(placed_with, market_type), self.lookup.param: client_order_id}
+        return LookupCall(self.lookup.method, (None, symbol), params)
 
     def cancel_call(self, client_order_id: str, symbol: str | None) -> LookupCall:
         """The ccxt call that cancels the order placed with ``client_order_id``."""

@@ -42,6 +42,7 @@ __all__ = [
     "client_order_id_param",
     "is_ambiguous_failure",
     "is_order_not_found",
+    "market_of",
     "new_client_order_id",
     "order_mismatch",
     "with_client_order_id",
@@ -194,7 +195,9 @@ class OrderRequest:
         amount: ``create_market_buy_order_with_cost`` passes the cost as the amount) has no amount
         to compare: the order found holds the base amount the cost bought.
         """
-        market = (getattr(exchange, "markets", None) or {}).get(symbol) if isinstance(symbol, str) else None
+        market = market_of(exchange, symbol)
+        if isinstance(market, Mapping) and isinstance(market.get("symbol"), str):
+            symbol = market["symbol"]  # a market id ("BTCUSDT") names the order found by its symbol
         precision = market.get("precision") if isinstance(market, Mapping) else None
         mode = getattr(exchange, "precisionMode", ccxt.TICK_SIZE)
         by_cost = isinstance(params, Mapping) and any(params.get(key) is not None for key in _COST_PARAMS)
@@ -207,6 +210,25 @@ class OrderRequest:
             _step(precision, "amount", mode),
             _step(precision, "price", mode),
         )
+
+
+def market_of(exchange: Any, symbol: Any) -> Any:
+    """The loaded market ``symbol`` names, as ccxt's ``create_order`` resolves it (a unified symbol
+    or an exchange market id such as ``BTCUSDT``); None when the markets are not loaded or it is
+    unknown. Without it an order placed by market id is found under its unified symbol and taken
+    for another request's order."""
+    if not isinstance(symbol, str):
+        return None
+    markets = getattr(exchange, "markets", None)
+    if not isinstance(markets, Mapping) or not markets:
+        return None
+    market = markets.get(symbol)
+    if market is None and callable(getattr(exchange, "market", None)):
+        try:
+            market = exchange.market(symbol)  # ccxt's own resolution: ids, and its defaultType
+        except Exception:  # an unknown symbol: ccxt refuses it when it sends
+            return None
+    return market
 
 
 def _number(value: Any) -> float | None:
@@ -305,9 +327,11 @@ class RecoveryState:
         "client_order_id",
         "failures",
         "lookups",
+        "market_type",
         "not_before_ms",
         "operation",
         "order_id",
+        "placed_with",
         "request",
         "resends",
         "sent_at",
@@ -328,10 +352,15 @@ class RecoveryState:
         self.client_order_id = client_order_id  # create: the id the order was sent under
         self.order_id = order_id  # cancel: the exchange's id the caller cancels by
         self.symbol = symbol
+        # the visibility lag runs from here: when the last send ended without an answer (the
+        # exchange may take an order as late as that), not when it started
         self.sent_at = sent_at
         self.request = request  # create: what was asked, to check the order found is ours
         # create: an order found with an exchange timestamp before this (ms) predates this call
         self.not_before_ms: float | None = None
+        # create: the params it was sent with and its market's type, to look it up where it lives
+        self.placed_with: Mapping[str, Any] | None = None
+        self.market_type: str | None = None
         self.lookups = 0
         self.failures = 0
         self.resends = 0
@@ -466,6 +495,9 @@ class OrderRecovery:
         *,
         exchange_offset_ms: float = 0.0,
         clock_skew_ms: float = 0.0,
+        placed_with: Mapping[str, Any] | None = None,
+        market_type: str | None = None,
+        answer_lost_at: float | None = None,
     ) -> RecoveryState:
         """Begin recovering a create_order first sent at ``sent_at`` (epoch s, our clock) whose answer
         was lost; with ``request``, an order found by the id must match it to be returned.
@@ -473,18 +505,34 @@ class OrderRecovery:
         An order found must also not be stamped (``timestamp``, the exchange's clock) before the
         send: ``exchange_offset_ms`` is the exchange's clock minus ours (ccxt's ``-timeDifference``),
         and the larger of ``clock_skew_ms`` and this recovery's own allowance absorbs what that
-        estimate misses.
+        estimate misses. ``placed_with`` (the params sent) and ``market_type`` choose the endpoint
+        the order is looked up on (KuCoin keeps hf and stop orders apart from classic ones).
+        ``answer_lost_at``: when the send ended without an answer (default ``sent_at``); the
+        exchange's visibility lag runs from then, as a send that hung for ccxt's whole timeout may
+        have been taken at its very end.
         """
-        state = RecoveryState("create", client_order_id, symbol, sent_at, request)
+        lag_from = sent_at if answer_lost_at is None else max(sent_at, answer_lost_at)
+        state = RecoveryState("create", client_order_id, symbol, lag_from, request)
+        state.placed_with = placed_with
+        state.market_type = market_type
         state.not_before_ms = sent_at * 1000.0 + exchange_offset_ms - max(self.clock_skew_ms, clock_skew_ms)
         return state
 
     def start_cancel(
-        self, order_id: str, symbol: str | None, sent_at: float, client_order_id: str | None = None
+        self,
+        order_id: str | None,
+        symbol: str | None,
+        sent_at: float,
+        client_order_id: str | None = None,
+        *,
+        answer_lost_at: float | None = None,
     ) -> RecoveryState:
         """Begin recovering a cancel_order of the exchange's order ``order_id`` that timed out, or
-        answered "order not found" after a timeout; its client order id only if known."""
-        return RecoveryState("cancel", client_order_id, symbol, sent_at, order_id=order_id)
+        answered "order not found" after a timeout (None when it names the order by client order
+        id in its params); its client order id only if known. The lag
+        runs from ``answer_lost_at`` (when the send ended; default ``sent_at``)."""
+        lag_from = sent_at if answer_lost_at is None else max(sent_at, answer_lost_at)
+        return RecoveryState("cancel", client_order_id, symbol, lag_from, order_id=order_id)
 
     def first_step(self, state: RecoveryState, now: float) -> RecoveryStep:
         """The first move: look the order up at once."""
@@ -494,7 +542,9 @@ class OrderRecovery:
 
     def lookup_call(self, state: RecoveryState) -> LookupCall:
         """The ccxt call that fetches the order by its client order id."""
-        return self.profile.client_order_id.lookup_call(state.client_order_id, state.symbol)
+        return self.profile.client_order_id.lookup_call(
+            state.client_order_id, state.symbol, state.placed_with, state.market_type
+        )
 
     def cancel_call(self, state: RecoveryState) -> LookupCall:
         """The ccxt call that cancels the order by its client order id."""

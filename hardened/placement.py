@@ -43,6 +43,7 @@ from hardened.orders import (
     is_ambiguous_failure,
     is_clock_skew,
     is_order_not_found,
+    market_of,
     with_client_order_id,
 )
 from hardened.pipeline import current_call
@@ -235,11 +236,14 @@ def _place(
         sent_at = time.time()  # refused for its timestamp, nothing placed: once more, the same id
         order, first = yield Call(exchange.create_order, *send)
     if first is None:
+        if _test_answer(profile, send[5], order):
+            return order  # a test order: validated, nothing placed, nothing to look up
         first = _not_an_order("create_order", order, require_status=False)
         if first is None:
             return _with_id(order, client_order_id)
     if not (is_ambiguous_failure(profile, first) or _no_verdict(profile, first)):
         raise first
+    lost_at = time.time()  # the exchange may have taken the order as late as this
     log.warning(
         "order_answer_lost",
         exchange=exchange.id,
@@ -248,8 +252,17 @@ def _place(
         error=type(first).__name__,
     )
     offset_ms, skew_ms = _exchange_clock(exchange, profile)
+    market = market_of(exchange, symbol)
     state = recovery.start_create(
-        client_order_id, symbol, sent_at, request, exchange_offset_ms=offset_ms, clock_skew_ms=skew_ms
+        client_order_id,
+        symbol,
+        sent_at,
+        request,
+        exchange_offset_ms=offset_ms,
+        clock_skew_ms=skew_ms,
+        placed_with=send[5],  # hf, margin, trigger: the lookup must ask where such an order lives
+        market_type=market.get("type") if isinstance(market, Mapping) else None,
+        answer_lost_at=lost_at,
     )
     step = recovery.first_step(state, time.time())
     while True:
@@ -276,9 +289,9 @@ def _place(
             step = _after_lookup(recovery, state, found, error)
         else:  # RESEND, with the same client order id: the exchange refuses a duplicate
             log.warning("order_resent", exchange=exchange.id, client_order_id=client_order_id)
-            state.sent_at = time.time()
             order, error = yield Call(exchange.create_order, *send)
             now = time.time()
+            state.sent_at = now  # the lag after a resend runs from its end, as after the first send
             if error is None:
                 error = _not_an_order("create_order", order, require_status=False)
                 if error is None:
@@ -290,6 +303,20 @@ def _place(
                 step = recovery.on_resend_failed(state, now)
             else:
                 raise error
+
+
+def _test_answer(profile: ExchangeProfile, params: Mapping[str, Any], order: Any) -> bool:
+    """Whether ``order`` is the answer to a test order (ccxt's ``test`` param: the exchange validates
+    it and places nothing) that carries no order id: ccxt's answer as it is, not a lost one to look
+    up and resend (which ended in ``OrderStateUnknown``). An answer with an id (a market type on
+    which ccxt ignores the flag and places the order) is an order like any other."""
+    name = profile.client_order_id.test_param
+    return (
+        name is not None
+        and params.get(name) is True
+        and isinstance(order, Mapping)
+        and order.get("id") is None
+    )
 
 
 def _exchange_clock(exchange: Any, profile: ExchangeProfile) -> tuple[float, float]:
@@ -361,16 +388,20 @@ def cancel_plan(
         return (yield from _confirm_cancelled(exchange, order_id, symbol, params, first, deadline))
     if not is_ambiguous_failure(profile, first):
         raise first
-    state = recovery.start_cancel(str(order_id), symbol, sent_at, _client_order_id_in(profile, params))
+    state = recovery.start_cancel(
+        None if order_id is None else str(order_id),  # None: cancelled by client order id (params)
+        symbol,
+        sent_at,
+        _client_order_id_in(profile, params),
+        answer_lost_at=time.time(),
+    )
     step = recovery.first_step(state, time.time())
     while True:
         if step.action is RecoveryAction.DONE:
             log.info("cancel_confirmed", exchange=exchange.id, order_id=order_id, reason=step.reason)
-            return (
-                step.order
-                if step.order is not None
-                else {"id": order_id, "symbol": symbol, "status": "canceled"}
-            )
+            if step.order is not None:
+                return step.order
+            return _absent_order(exchange, order_id, symbol, state.client_order_id)
         if step.action is RecoveryAction.GIVE_UP:
             _publish_unknown(exchange.id, "cancel_order", step.error)
             raise step.error from first  # type: ignore[misc]
@@ -391,6 +422,26 @@ def cancel_plan(
                 step = recovery.on_resend_failed(state, now)
             else:
                 step = recovery.on_lookup_failed(state, error, now)  # "not found" now means done
+
+
+def _absent_order(exchange: Any, order_id: Any, symbol: Any, client_order_id: str | None) -> Any:
+    """What a cancel returns for an order no lookup finds after the lag: ccxt's order structure
+    (``safe_order``: every key a cancel_order answer has, unknown ones None), status canceled, so
+    a caller reading ``filled`` or ``info`` gets None rather than a KeyError."""
+    bare = {
+        "id": order_id,
+        "clientOrderId": client_order_id,
+        "symbol": symbol,
+        "status": "canceled",
+        "info": {},
+    }
+    shape = getattr(exchange, "safe_order", None)
+    if not callable(shape):
+        return bare
+    try:
+        return shape(bare)
+    except Exception:  # a stand-in exchange without ccxt's helpers: the bare fields
+        return bare
 
 
 def _confirm_cancelled(

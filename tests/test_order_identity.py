@@ -18,6 +18,7 @@ from hardened.adapters import load_profile
 from hardened.orders import OrderRecovery
 from hardened.placement import cancel_plan, create_plan, run_plan_async, run_plan_sync
 from hardened.sim import Simulator
+from hardened.testing import heal_after_first_fault
 
 FAST = {
     "initial_delay": 0.01,
@@ -546,3 +547,106 @@ def test_a_surplus_argument_places_no_order_through_the_client(sim: Simulator) -
         ex.cancel_order("1", "BTC/USDT", {}, "surplus")
     assert len(sim.orders("binance")) == before
     ex.close()
+
+
+MARKET_ID = {"binance": "BTCUSDT", "kucoin": "BTC-USDT", "bitvavo": "BTC-EUR"}
+DROP_CREATE = {"name": "drop", "faults": [{"kind": "accept_then_drop", "endpoints": ["create_order"]}]}
+
+
+@pytest.mark.usefixtures("calm")
+@pytest.mark.parametrize("exchange_id", ("binance", "kucoin", "bitvavo"))
+def test_an_order_placed_by_market_id_is_recovered_as_ours(sim: Simulator, exchange_id: str) -> None:
+    """ccxt takes a market id ("BTCUSDT") where a symbol goes; the order found after a lost answer
+    carries the unified symbol and is still this call's order, not a conflict."""
+    ex = HardenedClient(
+        sim.attach(getattr(ccxt, exchange_id)({"enableRateLimit": False, "timeout": 3000})), **FAST
+    )
+    ex.load_markets()
+    sim.set_profile(DROP_CREATE)
+    heal = heal_after_first_fault(sim, exchange_id, "create_order")
+    try:
+        placed = ex.create_order(MARKET_ID[exchange_id], "limit", "buy", 0.01, 10_000)
+    finally:
+        heal.join()
+        sim.set_profile("calm")
+    assert placed["symbol"] == SYMBOL[exchange_id]
+    assert [o.id for o in sim.orders(exchange_id) if o.client_order_id == placed["clientOrderId"]] == [
+        placed["id"]
+    ]
+    ex.cancel_order(placed["id"], SYMBOL[exchange_id])
+
+
+@pytest.mark.usefixtures("calm")
+def test_a_binance_id_given_as_client_algo_id_is_the_one_looked_up(sim: Simulator) -> None:
+    """ccxt's Binance reads a caller's id from clientAlgoId before newClientOrderId: that id is the
+    one sent, so it is the one looked up after a lost answer. Looking up an id of our own found
+    nothing and resent a filled market order: two orders."""
+    ex = HardenedClient(sim.attach(ccxt.binance({"enableRateLimit": False, "timeout": 3000})), **FAST)
+    ex.load_markets()
+    sim.set_profile(DROP_CREATE)
+    heal = heal_after_first_fault(sim, "binance", "create_order")
+    try:
+        placed = ex.create_order("BTC/USDT", "market", "buy", 0.001, None, {"clientAlgoId": "algo-bot-1"})
+    finally:
+        heal.join()
+        sim.set_profile("calm")
+    assert placed["clientOrderId"] == "algo-bot-1"
+    assert [o.id for o in sim.orders("binance") if o.client_order_id == "algo-bot-1"] == [placed["id"]]
+
+
+@pytest.mark.usefixtures("calm")
+def test_a_kucoin_resend_refused_as_a_duplicate_finds_the_order_instead_of_raising(sim: Simulator) -> None:
+    """KuCoin's classic endpoint refuses a clientOid an active order holds with 400100
+    "clientOidDuplicated". An order still unseen by the first lookup (KuCoin processes classic
+    orders asynchronously) is resent and refused so: that is a duplicate, so the order is looked up
+    and returned; it was raised as a BadRequest, as if nothing had been placed."""
+    inner = sim.attach(ccxt.kucoin({"enableRateLimit": False, "timeout": 3000}))
+    lookup = inner.fetch_order
+    unseen = [1]
+
+    def lagging_lookup(id: Any, symbol: Any = None, params: Any = None) -> Any:
+        if unseen[0]:  # the exchange's "no such order yet", as ccxt parses it
+            unseen[0] -= 1
+            return lookup(id, symbol, {**(params or {}), "clientOid": "not-processed-yet"})
+        return lookup(id, symbol, params or {})
+
+    inner.fetch_order = lagging_lookup
+    ex = HardenedClient(inner, **FAST)
+    ex.load_markets()
+    sim.clear_ground_truth()
+    sim.set_profile(DROP_CREATE)
+    heal = heal_after_first_fault(sim, "kucoin", "create_order")
+    try:
+        placed = ex.create_order("BTC/USDT", "limit", "buy", 0.01, 10_000)
+    finally:
+        heal.join()
+        sim.set_profile("calm")
+    creates = [r for r in sim.ground_truth() if r["exchange"] == "kucoin" and r["endpoint"] == "create_order"]
+    assert len(creates) == 2  # the first (answer dropped) and the resend refused as a duplicate
+    assert [o.id for o in sim.orders("kucoin") if o.client_order_id == placed["clientOrderId"]] == [
+        placed["id"]
+    ]
+    ex.cancel_order(placed["id"], "BTC/USDT")
+
+
+@pytest.mark.usefixtures("calm")
+def test_a_binance_test_order_returns_ccxts_answer_without_lookups(sim: Simulator) -> None:
+    """ccxt's params test=True sends a spot order to POST /api/v3/order/test: validated, never placed,
+    answered {}. That answer is ccxt's, as it is; taken for a lost answer, it was looked up, resent
+    three times and ended in OrderStateUnknown (and a critical alert) for an order never meant to be."""
+    ex = HardenedClient(sim.attach(ccxt.binance({"enableRateLimit": False, "timeout": 3000})), **FAST)
+    ex.load_markets()
+    sim.clear_ground_truth()
+    answer = ex.create_order("BTC/USDT", "limit", "buy", 0.01, 10_000, {"test": True})
+    assert answer["id"] is None and answer["info"] == {}
+    assert [r["path"].split("?")[0] for r in sim.ground_truth()] == ["/binance/api/v3/order/test"]
+
+
+def test_an_answer_with_an_id_to_a_test_flag_is_an_order_like_any_other() -> None:
+    """Where ccxt ignores the flag (Binance contracts) the order is placed: its answer is checked as
+    any other, and a lost one still looked up."""
+    ex = Scripted(create_order=[ccxt.RequestTimeout("lost")], fetch_order=[order()])
+    profile = load_profile("binance")
+    args = (*LIMIT_BUY, {"newClientOrderId": "mine-1", "test": True})
+    assert run_plan_sync(create_plan(ex, profile, OrderRecovery(profile, lag_ms=0), args, {}))["id"] == "42"
+    assert [name for name, *_ in ex.calls] == ["create_order", "fetch_order"]

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import math
+import types
 import uuid
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qs
 
 import ccxt
 import pytest
 
+from hardened import HardenedClient, placement
 from hardened.adapters import load_profile
 from hardened.errors import OrderStateUnknown
 from hardened.orders import (
@@ -19,6 +24,7 @@ from hardened.orders import (
     new_client_order_id,
     with_client_order_id,
 )
+from hardened.placement import Deadline, create_plan, run_plan_sync
 
 EXCHANGES = ("binance", "kucoin", "bitvavo")
 T0 = 1_700_000_000.0
@@ -77,6 +83,7 @@ def test_an_id_is_added_when_the_caller_gave_none() -> None:
     [
         ("binance", {"newClientOrderId": "my.bot:1/a_b-c"}, "newClientOrderId"),
         ("binance", {"clientOrderId": "my.bot:1/a_b-c"}, "newClientOrderId"),
+        ("binance", {"clientAlgoId": "my.bot:1/a_b-c"}, "newClientOrderId"),
         ("kucoin", {"clientOrderId": "bot_1-A"}, "clientOid"),
         ("kucoin", {"clientOid": "bot_1-A"}, "clientOid"),
         ("bitvavo", {"clientOrderId": "2be7d0df-d8dc-7b93-a550-8876f3b393e9"}, "clientOrderId"),
@@ -428,3 +435,156 @@ def test_the_lag_defaults_to_the_profile() -> None:
 def test_bad_recovery_settings_are_refused(make: Callable[[], OrderRecovery]) -> None:
     with pytest.raises(ValueError):
         make()
+
+
+# -- the lookup asks the endpoint that holds the order (ccxt 4.5.90, no network) ------------------------
+
+ROUTED = [  # (exchange, options, create params, path of the lookup, its query beside the signature)
+    ("kucoin", {"uta": False}, {"hf": True}, "/api/v1/hf/orders/client-order/{cid}", {"symbol": "BTC-USDT"}),
+    (
+        "kucoin",
+        {"uta": False},
+        {"triggerPrice": 9000},
+        "/api/v1/stop-order/queryOrderByClientOid",
+        {"clientOid": "{cid}"},
+    ),
+    (
+        "kucoin",
+        {"uta": False},
+        {"marginMode": "cross"},
+        "/hf/margin/orders/client-order/{cid}",
+        {"symbol": "BTC-USDT"},
+    ),
+    ("kucoin", {"uta": False}, {}, "/api/v1/order/client-order/{cid}", {}),
+    ("binance", {}, {"marginMode": "cross"}, "/sapi/v1/margin/order", {"origClientOrderId": "{cid}"}),
+    ("binance", {}, {"triggerPrice": 9000}, "/api/v3/order", {"origClientOrderId": "{cid}"}),
+    ("bitvavo", {"operatorId": 1}, {"triggerPrice": 9000}, "/order", {"clientOrderId": "{cid}"}),
+]
+
+
+@pytest.mark.parametrize(("exchange", "options", "placed_with", "path", "query"), ROUTED)
+def test_the_lookup_goes_where_the_create_params_sent_the_order(
+    exchange: str, options: dict[str, Any], placed_with: dict[str, Any], path: str, query: dict[str, str]
+) -> None:
+    """KuCoin keeps hf, margin and stop orders apart from classic ones (Binance margin orders too):
+    a lookup by client order id without the create's routing params asks a book that never held the
+    order, finds nothing and the order is resent."""
+    api, sent = _offline(exchange, options)
+    symbol = MARKETS[exchange][1]
+    cid = new_client_order_id(exchange)
+    call = load_profile(exchange).client_order_id.lookup_call(cid, symbol, placed_with, "spot")
+    with pytest.raises(Sent):
+        getattr(api, call.method)(*call.args, params=call.params)
+    method, url, _ = sent[-1]
+    assert method == "GET"
+    where, _, asked = url.partition("?")
+    assert where.endswith(path.format(cid=cid))
+    asked_for = {key: values[0] for key, values in parse_qs(asked).items()}
+    assert {key: value.format(cid=cid) for key, value in query.items()}.items() <= asked_for.items()
+    assert "trigger" not in asked_for  # no stray flag reaches the exchange
+
+
+def _fake_kucoin() -> tuple[ccxt.kucoin, list[tuple[str, str]]]:
+    """An offline ccxt.kucoin over a tiny KuCoin: classic, hf and stop orders in books of their own,
+    each found by clientOid on its own endpoint only; the first order's answer is lost."""
+    api, _ = _offline("kucoin", {"uta": False})
+    books: dict[str, dict[str, dict[str, Any]]] = {"classic": {}, "hf": {}, "stop": {}}
+    placed: list[tuple[str, str]] = []
+
+    def fetch(url: str, method: str = "GET", headers: Any = None, body: Any = None) -> Any:
+        path, _, query = url.partition("?")
+        if method == "POST":
+            req = json.loads(body)
+            book = "stop" if path.endswith("/stop-order") else "hf" if "/hf/" in path else "classic"
+            oid = f"o{len(placed) + 1}"
+            books[book][req["clientOid"]] = {
+                **{key: req.get(key) for key in ("clientOid", "symbol", "side", "type", "size", "price")},
+                "id": oid,
+                "isActive": True,
+                "dealSize": "0",
+                "createdAt": api.milliseconds(),
+            }
+            placed.append((book, oid))
+            if len(placed) == 1:
+                raise ccxt.RequestTimeout(f"kucoin POST {url}")
+            return {"code": "200000", "data": {"orderId": oid, "clientOid": req["clientOid"]}}
+        if "/stop-order/queryOrderByClientOid" in path:
+            found = books["stop"].get(parse_qs(query)["clientOid"][0])
+            return {"code": "200000", "data": [found] if found else []}
+        book = "hf" if "/hf/orders/client-order/" in path else "classic"
+        return {"code": "200000", "data": books[book].get(path.rsplit("/", 1)[-1])}
+
+    api.fetch = fetch
+    return api, placed
+
+
+@pytest.mark.parametrize(
+    ("params", "book"), [({"hf": True}, "hf"), ({"triggerPrice": 9000}, "stop"), ({}, "classic")]
+)
+def test_a_kucoin_hf_or_stop_order_whose_answer_was_lost_is_found_not_placed_twice(
+    params: dict[str, Any], book: str
+) -> None:
+    api, placed = _fake_kucoin()
+    ex = HardenedClient(api, order_lookup_lag_ms=0, learning_record=False, jitter=0.0)
+    order = ex.create_order("BTC/USDT", "limit", "buy", 0.01, 10_000, params)
+    assert placed == [(book, "o1")]
+    assert order["id"] == "o1"
+
+
+# -- the visibility lag runs from the end of the send ----------------------------------------------------
+
+
+class _SlowTaker:
+    """Binance, whose first create_order hangs for ccxt's whole timeout and is taken at its very end
+    (visible 0.5 s later); a filled order's id is free again (unique among open orders only)."""
+
+    id = "binance"
+    precisionMode = ccxt.TICK_SIZE
+    markets: dict[str, Any] = {}
+
+    def __init__(self, clock: list[float]) -> None:
+        self.clock = clock
+        self.book: list[tuple[float, dict[str, Any]]] = []  # (visible from, order)
+
+    def create_order(self, symbol: str, type: str, side: str, amount: float, price: Any, params: Any) -> Any:
+        order = {
+            "id": str(len(self.book) + 1),
+            "symbol": symbol,
+            "type": type,
+            "side": side,
+            "amount": amount,
+            "status": "closed",
+            "clientOrderId": params["newClientOrderId"],
+            "info": {},
+        }
+        if not self.book:
+            self.clock[0] += 10.0
+            self.book.append((self.clock[0] + 0.5, order))
+            raise ccxt.RequestTimeout("binance POST https://api.binance.com/api/v3/order")
+        self.book.append((self.clock[0], order))
+        return order
+
+    def fetch_order(self, id: Any, symbol: Any = None, params: Any = None) -> Any:
+        for visible, order in self.book:
+            if order["clientOrderId"] == params["origClientOrderId"] and self.clock[0] >= visible:
+                return order
+        raise ccxt.OrderNotFound('binance {"code":-2013,"msg":"Order does not exist."}')
+
+
+def test_the_lag_runs_from_the_lost_answer_not_the_send(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A send taken by the exchange at the end of ccxt's 10 s timeout is not visible at once: the
+    1 s lag counted from the send's start had long passed, so the filled market order was resent."""
+    clock = [T0]
+    monkeypatch.setattr(placement, "time", types.SimpleNamespace(time=lambda: clock[0]))
+    ex, profile = _SlowTaker(clock), load_profile("binance")
+    plan = create_plan(
+        ex,
+        profile,
+        OrderRecovery(profile),
+        ("BTC/USDT", "market", "buy", 0.001),
+        {},
+        Deadline(math.inf, math.inf),
+    )
+    order = run_plan_sync(plan, sleep=lambda seconds: clock.__setitem__(0, clock[0] + seconds))
+    assert order["id"] == "1"
+    assert len(ex.book) == 1

@@ -10,11 +10,12 @@ import ccxt
 import ccxt.async_support as accxt
 import pytest
 
-from hardened import AsyncHardenedClient, HardenedClient
+from hardened import AsyncHardenedClient, HardenedClient, OrderStateUnknown
 from hardened.adapters import load_profile
 from hardened.orders import OrderRecovery
 from hardened.placement import Deadline, cancel_plan, run_plan_sync
 from hardened.sim import Simulator
+from hardened.testing import heal_after_first_fault
 
 UNKNOWN_ORDER = 'binance {"code":-2011,"msg":"Unknown order sent."}'
 FAST = {
@@ -95,6 +96,21 @@ def test_other_refusals_are_raised_without_a_lookup() -> None:
     assert [name for name, _ in ex.calls] == ["cancel_order"]
 
 
+def test_a_cancel_by_client_order_id_left_unknown_names_no_exchange_id() -> None:
+    """ccxt cancels by client order id with ``cancel_order(None, symbol, {"origClientOrderId": ...})``:
+    given up, the error carries that id and no exchange id (it carried the text "None")."""
+    lost = ccxt.RequestTimeout("binance DELETE https://api.binance.com/api/v3/order")
+    ex = Scripted(cancel=[lost], fetch=[ccxt.RequestTimeout("lookup lost")] * 2)
+    profile = load_profile("binance")
+    args = (None, "BTC/USDT", {"origClientOrderId": "bot-7"})
+    plan = cancel_plan(ex, profile, OrderRecovery(profile, max_lookups=2, lag_ms=0), args, {})
+    with pytest.raises(OrderStateUnknown) as info:
+        run_plan_sync(plan, sleep=lambda seconds: None)
+    assert info.value.order_id is None
+    assert info.value.client_order_id == "bot-7"
+    assert "None" not in str(info.value)
+
+
 # --- against the simulator --------------------------------------------------------------------
 
 
@@ -110,6 +126,31 @@ def test_cancelling_a_cancelled_order_returns_it_and_a_filled_one_still_raises(s
     assert filled["status"] == "closed"
     with pytest.raises(ccxt.OrderNotFound):
         ex.cancel_order(filled["id"], "BTC/USDT")
+    ex.close()
+
+
+@pytest.mark.usefixtures("calm")
+def test_a_cancel_settled_by_absence_returns_ccxts_order_structure(sim: Simulator) -> None:
+    """A cancel whose answer was lost and whose order no lookup finds is done; what it returns has
+    every key of the order ccxt's cancel_order returns (it was a bare id/symbol/status dict)."""
+    ex = HardenedClient(
+        sim.attach(ccxt.binance({"enableRateLimit": False, "timeout": 3000})),
+        **FAST,
+        order_lookup_lag_ms=0,
+    )
+    ex.load_markets()
+    placed = ex.create_order("BTC/USDT", "limit", "buy", 0.01, 10_000)
+    answered = ex.cancel_order(placed["id"], "BTC/USDT")
+    sim.set_profile({"name": "drop", "faults": [{"kind": "accept_then_drop", "endpoints": ["cancel_order"]}]})
+    heal = heal_after_first_fault(sim, "binance", "cancel_order")
+    try:
+        settled = ex.cancel_order("987654321", "BTC/USDT")  # no such order: absent after the lag
+    finally:
+        heal.join()
+        sim.set_profile("calm")
+    assert set(answered) <= set(settled)
+    assert settled["id"] == "987654321" and settled["status"] == "canceled"
+    assert settled["filled"] is None and settled["info"] == {}
     ex.close()
 
 
