@@ -160,3 +160,54 @@ def test_paired_ratio_and_summary() -> None:
     assert summary["samples"] == 200
     assert summary["p50_us"] <= summary["p95_us"] <= summary["p99_us"]
     assert summarize([])["p50_us"] is None
+
+
+def test_fault_runner_raises_when_a_bot_thread_fails() -> None:
+    # an error in a bot's thread used to end that thread quietly and the run reported the
+    # figures of the calls made so far as if it had finished
+    def broken_progress(n: int) -> None:
+        raise RuntimeError("progress bar broke")
+
+    with pytest.raises(RuntimeError, match="raw bot stopped") as exc:
+        run_scenario("transient", calls=5, interval=0.0, contenders=["raw"], advance=broken_progress)
+    assert isinstance(exc.value.__cause__, RuntimeError)
+
+
+def test_fault_runner_runs_until_the_latest_window_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the long window starts first and ends last: the run and the recovery clock must use its
+    # end, not that of the window that starts last (the run used to stop mid-outage)
+    import hardened.benchmark.scenarios as scenarios
+
+    monkeypatch.setattr(scenarios, "TAIL_S", 0.4)
+    profile = {
+        "name": "nested",
+        "faults": [
+            {"kind": "http_5xx", "status": [503], "window": {"start": 0.1, "end": 1.0}},
+            {"kind": "http_5xx", "status": [502], "window": {"start": 0.2, "end": 0.3}},
+        ],
+    }
+    result = run_scenario(load_profile(profile), calls=0, interval=0.02, contenders=["raw"])
+    raw = result["contenders"]["raw"]
+    assert raw["failed"] > 0
+    assert raw["first_fresh_after_outage_s"] is not None  # the run went on past 1.0 s
+
+
+def test_fault_runner_counts_every_window_from_one_instant(monkeypatch: pytest.MonkeyPatch) -> None:
+    # each contender's simulator starts as the contender is built, one after another: their
+    # clocks are set to one instant as the bots start, so a window opens for all at once
+    import hardened.benchmark.scenarios as scenarios
+
+    monkeypatch.setattr(scenarios, "TAIL_S", 0.1)
+    sims: list[Simulator] = []
+
+    class Recorded(Simulator):
+        def stop(self) -> None:
+            sims.append(self)
+            super().stop()
+
+    monkeypatch.setattr(scenarios, "Simulator", Recorded)
+    profile = {"name": "blip", "faults": [{"kind": "http_5xx", "window": {"start": 0.0, "end": 0.05}}]}
+    run_scenario(load_profile(profile), calls=0, interval=0.02, contenders=["raw", "tenacity", "hardened"])
+    assert len(sims) == 3
+    assert len({sim.faults.started for sim in sims}) == 1
+    assert len({sim.faults.started_wall for sim in sims}) == 1
