@@ -211,3 +211,12 @@ def test_fault_runner_counts_every_window_from_one_instant(monkeypatch: pytest.M
     assert len(sims) == 3
     assert len({sim.faults.started for sim in sims}) == 1
     assert len({sim.faults.started_wall for sim in sims}) == 1
+
+
+def test_concurrency_runner_makes_every_call_asked_for() -> None:
+    # 10 calls in 4 rounds used to measure 4 x (10 // 4) = 8
+    with Simulator("binance") as sim:
+        result = run_concurrency("binance", sim.url, levels=(1,), calls=10, rounds=4)
+    for fig in result["levels"]["1"].values():
+        assert fig["samples"] == 10
+    assert result["levels"]["1"]["raw"]["requests_sent"] == 10
