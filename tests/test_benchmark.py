@@ -162,6 +162,42 @@ def test_paired_ratio_and_summary() -> None:
     assert summarize([])["p50_us"] is None
 
 
+def test_cli_refuses_non_finite_interval_and_unknown_profile_before_running(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # --interval nan printed NaN into --json (invalid JSON), inf crashed a bot thread; an unknown
+    # --profile failed with a traceback only after the other parts had run
+    for argv in (
+        ["--parts", "faults", "--interval", "nan"],
+        ["--parts", "faults", "--interval", "inf"],
+        ["--parts", "faults", "--profile", "no_such_profile"],
+        ["--profile", "transient,no_such_profile"],
+    ):
+        with pytest.raises(SystemExit) as exc:
+            main_argv(argv)
+        assert exc.value.code == 2
+    assert "no_such_profile" in capsys.readouterr().err
+
+
+def test_live_without_network_fails_clearly(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # no internet in tests: "the real API" is a closed local port, as with no network at all
+    import socket
+
+    import hardened.benchmark.success as success
+    from hardened.sim import attach_url
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    monkeypatch.setattr(success, "_attach", lambda base_url: lambda ex: attach_url(ex, closed))
+    assert main_argv(["--live", "--calls", "2", "--no-progress", "--json"]) == 1
+    out = capsys.readouterr()
+    assert out.out == ""  # nothing half-written to stdout
+    assert "--live could not reach" in out.err and "Traceback" not in out.err
+
+
 def test_fault_runner_raises_when_a_bot_thread_fails() -> None:
     # an error in a bot's thread used to end that thread quietly and the run reported the
     # figures of the calls made so far as if it had finished
