@@ -256,3 +256,29 @@ def test_concurrency_runner_makes_every_call_asked_for() -> None:
     for fig in result["levels"]["1"].values():
         assert fig["samples"] == 10
     assert result["levels"]["1"]["raw"]["requests_sent"] == 10
+
+
+def test_hardened_contender_runs_the_defaults_whatever_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a bot's HARDENED_* settings in the shell used to reach the "default configuration" measured
+    # (quality_policy=off let every corrupted answer through, as raw ccxt does)
+    from hardened.benchmark.contenders import build_sync
+    from hardened.config import HardenedConfig
+
+    monkeypatch.setenv("HARDENED_QUALITY_POLICY", "off")
+    monkeypatch.setenv("HARDENED_MAX_RETRIES", "0")
+    monkeypatch.setenv("HARDENED_ENDPOINTS__TICKER__MAX_RETRIES", "7")
+    monkeypatch.setenv("HARDENED_STATUS_PORT", "8799")
+    monkeypatch.delenv("HARDENED_LEARNING_STORE", raising=False)
+    contender = build_sync("hardened", "binance", lambda ex: ex, hardened_overrides={"cache_ttl": 0})
+    try:
+        config = contender.client._hd.config
+        defaults = HardenedConfig.model_fields
+        assert config.quality_policy == defaults["quality_policy"].default
+        assert config.max_retries == defaults["max_retries"].default
+        assert config.endpoints == {} and config.status_port is None
+        assert config.cache_ttl == 0  # the benchmark's own overrides still apply
+        assert config.learning_store == ":memory:"  # never the user's real store
+    finally:
+        contender.close()
