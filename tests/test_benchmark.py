@@ -282,3 +282,6 @@ def test_hardened_contender_runs_the_defaults_whatever_the_environment(
         assert config.learning_store == ":memory:"  # never the user's real store
     finally:
         contender.close()
+    # stages are the client's argument beside the settings (benchmarks/bench_floor.py passes them)
+    bare = build_sync("hardened", "binance", lambda ex: ex, hardened_overrides={"cache_ttl": 0, "stages": []})
+    bare.close()

@@ -179,7 +179,9 @@ def _make(
         return Contender(name, exchange, exchange, _tenacity_call(exchange))
     if name.startswith("hardened"):  # "hardened" and its variants (the overrides tell them apart)
         cls = AsyncHardenedClient if asynchronous else HardenedClient
-        client = cls(exchange, config=benchmark_config(**hardened_overrides))
+        settings = dict(hardened_overrides)
+        stages = settings.pop("stages", None)  # the client's own argument, not a setting
+        client = cls(exchange, config=benchmark_config(**settings), stages=stages)
         return Contender(name, client, exchange, _direct_call(client))
     raise ValueError(f"unknown contender {name!r}; one of {', '.join(CONTENDERS)}")
 
