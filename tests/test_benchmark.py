@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -285,3 +286,24 @@ def test_hardened_contender_runs_the_defaults_whatever_the_environment(
     # stages are the client's argument beside the settings (benchmarks/bench_floor.py passes them)
     bare = build_sync("hardened", "binance", lambda ex: ex, hardened_overrides={"cache_ttl": 0, "stages": []})
     bare.close()
+
+
+def test_plot_problems_never_lose_the_figures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # without matplotlib --plot is refused before the run, not with a traceback after it
+    with monkeypatch.context() as patched:
+        patched.setitem(sys.modules, "matplotlib", None)  # as if the [bench] extra were missing
+        with pytest.raises(SystemExit) as exc:
+            main_argv(["--parts", "success", "--calls", "3", "--plot", str(tmp_path / "x.png")])
+        assert exc.value.code == 2
+    assert "matplotlib" in capsys.readouterr().err
+    # a plot that cannot be written: the figures are still printed, and the exit code says so
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    argv = ["--parts", "success", "--calls", "3", "--no-progress", "--json", "--plot", str(blocker / "x.png")]
+    assert main_argv(argv) == 1
+    out = capsys.readouterr()
+    doc = json.loads(out.out)
+    assert doc["success"]["binance"]["fetch_ticker"]["contenders"]["raw"]["samples"] == 3
+    assert "plot" not in doc and "could not save the plot" in out.err

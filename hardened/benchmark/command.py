@@ -218,7 +218,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main_argv(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``hardened bench``: 0 when the run finished (targets missed are reported, not
-    turned into an exit code), 1 when ``--live`` cannot reach the exchange, 2 on bad options."""
+    turned into an exit code), 1 when ``--live`` cannot reach the exchange or the plot could not be
+    saved (the figures are printed all the same), 2 on bad options."""
     parser = build_parser()
     args = parser.parse_args(argv)
     # simulated calls never reach the learning store of the user's real ones (a model trained on
@@ -240,6 +241,11 @@ def main_argv(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--rtt-ms must be between 0 and 10000, got {args.rtt_ms}")
     if args.rtt_ms and (args.live or _parts(args) != ["success"]):
         parser.error("--rtt-ms measures the success path at a distance: use it with --parts success only")
+    if args.plot:
+        try:  # now, not after a run of minutes whose figures the failure would lose
+            import matplotlib  # noqa: F401
+        except ImportError:
+            parser.error("--plot needs matplotlib: pip install 'hardened[bench]'")
     saved = structlog.get_config()
     configure_logging("INFO" if args.verbose else "CRITICAL")  # fault runs log every retry otherwise
     started = time.monotonic()
@@ -259,11 +265,16 @@ def main_argv(argv: Sequence[str] | None = None) -> int:
     finally:
         structlog.configure(**saved)  # a caller in the same process (a test, a bot) keeps its logging
     results["seconds"] = round(time.monotonic() - started, 1)
+    code = 0
     if args.plot:
         from hardened.benchmark.plot import save_plot
 
         if "success" in results:
-            results["plot"] = str(save_plot(results, args.plot))
+            try:
+                results["plot"] = str(save_plot(results, args.plot))
+            except (OSError, RuntimeError, ValueError) as exc:  # the figures are still printed below
+                print(f"hardened bench: could not save the plot to {args.plot}: {exc}", file=sys.stderr)
+                code = 1
         else:
             print("hardened bench: no success-path samples to plot; --plot ignored", file=sys.stderr)
     if args.json:
@@ -272,4 +283,4 @@ def main_argv(argv: Sequence[str] | None = None) -> int:
         print_report(results)
         if "plot" in results:
             print(f"latency distributions saved to {results['plot']}")
-    return 0
+    return code
