@@ -307,3 +307,12 @@ def test_plot_problems_never_lose_the_figures(
     doc = json.loads(out.out)
     assert doc["success"]["binance"]["fetch_ticker"]["contenders"]["raw"]["samples"] == 3
     assert "plot" not in doc and "could not save the plot" in out.err
+
+
+def test_live_refuses_parts_it_cannot_run(capsys: pytest.CaptureFixture[str]) -> None:
+    # --live --parts faults used to run nothing at all and exit 0 (never touches the network)
+    for parts in ("faults", "success,micro"):
+        with pytest.raises(SystemExit) as exc:
+            main_argv(["--live", "--parts", parts, "--no-progress"])
+        assert exc.value.code == 2
+    assert "--live runs the success part only" in capsys.readouterr().err

@@ -111,6 +111,9 @@ def _parts(args: argparse.Namespace) -> list[str]:
         if args.all or (args.profile and args.profile != "calm"):
             parts.append("faults")
     if args.live:  # a live run sends only the paced success path; no faults, no load test
+        refused = sorted(set(parts) - {"success"}) if args.parts else []
+        if refused:  # asked for by name: say so rather than run nothing and exit 0
+            raise ValueError(f"--live runs the success part only, not {', '.join(refused)}")
         parts = [p for p in parts if p == "success"]
     return parts
 
