@@ -106,6 +106,7 @@ def test_fault_runner_counts_wrong_answers_on_bad_data() -> None:
         hardened_overrides={"initial_delay": 0.01, "jitter": 0.0},
     )
     raw, ours = result["contenders"]["raw"], result["contenders"]["hardened"]
+    assert result["seed"] == seed and result["profile"] == "baddata"  # the JSON says how to rerun it
     expected = _corrupted_tickers(profile, seed, calls)
     assert expected > 0
     assert raw["wrong"] == expected  # one request per call: every corrupted answer reached raw ccxt

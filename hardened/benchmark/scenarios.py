@@ -214,6 +214,7 @@ def run_scenario(
             "profile": loaded.name,
             "exchange": exchange,
             "endpoint": endpoint,
+            "seed": seed,  # with the profile, what makes the run's faults reproducible
             "interval_s": interval,
             "timeout_ms": TIMEOUT_MS,
             "windows_s": windows,
