@@ -317,3 +317,30 @@ def test_live_refuses_parts_it_cannot_run(capsys: pytest.CaptureFixture[str]) ->
             main_argv(["--live", "--parts", parts, "--no-progress"])
         assert exc.value.code == 2
     assert "--live runs the success part only" in capsys.readouterr().err
+
+
+def test_interrupted_fault_run_stops_its_bots(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Ctrl-C during a windowed run reached the caller, but the bots (non-daemon threads) went on
+    # polling closed simulators until the run's planned end, keeping the process alive
+    import threading
+
+    import hardened.benchmark.scenarios as scenarios
+
+    bots: list[threading.Thread] = []
+
+    class Interrupted(threading.Thread):
+        def join(self, timeout: float | None = None) -> None:
+            if not self.name.startswith("bench-"):  # the simulator's own thread
+                return super().join(timeout)
+            bots.append(self)
+            raise KeyboardInterrupt  # as Ctrl-C while the run waits for its bots
+
+    monkeypatch.setattr(scenarios.threading, "Thread", Interrupted)
+    profile = {"name": "long", "faults": [{"kind": "http_5xx", "window": {"start": 1.0, "end": 60.0}}]}
+    with pytest.raises(KeyboardInterrupt):
+        run_scenario(load_profile(profile), calls=0, interval=0.02, contenders=["raw"])
+    monkeypatch.undo()
+    assert bots and all(bot.daemon for bot in bots)  # never keeps the interpreter from exiting
+    for bot in bots:
+        threading.Thread.join(bot, timeout=30)  # the run planned 100 s; it stops at the next tick
+        assert not bot.is_alive()

@@ -174,6 +174,7 @@ def run_scenario(
             tracers[name] = _Tracer(built[name].exchange)
         records: dict[str, list[dict[str, Any]]] = {name: [] for name in contenders}
         failures: dict[str, BaseException] = {}
+        halt = threading.Event()  # a bot failed, or the caller was interrupted: every bot stops
 
         def same_clock() -> None:
             """The simulators started one by one as their contenders were built: restart their
@@ -185,7 +186,7 @@ def run_scenario(
         barrier = threading.Barrier(len(contenders), action=same_clock)
 
         def stop(n: int, elapsed: float) -> bool:
-            if failures:  # one bot failed: the run has no figures, the others need not go on
+            if halt.is_set():  # the run has no figures: the others need not go on
                 return True
             return elapsed >= duration if duration is not None else n >= calls
 
@@ -200,13 +201,22 @@ def run_scenario(
                 )
             except BaseException as error:  # re-raised below: figures of a cut-short run are wrong
                 failures[name] = error
+                halt.set()
                 barrier.abort()  # a bot still waiting to start must not wait for this one forever
 
-        threads = [threading.Thread(target=run, args=(n,), name=f"bench-{n}") for n in contenders]
+        # daemons: a bot inside a long call must not keep the process alive after Ctrl-C
+        threads = [
+            threading.Thread(target=run, args=(n,), name=f"bench-{n}", daemon=True) for n in contenders
+        ]
         for thread in threads:
             thread.start()
-        for thread in threads:
-            thread.join()
+        try:
+            for thread in threads:
+                thread.join()
+        except BaseException:  # Ctrl-C: the bots stop now, not at the run's planned end
+            halt.set()
+            barrier.abort()
+            raise
         for name, error in failures.items():
             if not isinstance(error, threading.BrokenBarrierError):  # the others' abort, not a cause
                 raise RuntimeError(f"the {name} bot stopped with an error; no figures") from error
