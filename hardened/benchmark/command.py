@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import ccxt
 import psutil
 import structlog
 from rich.console import Console
@@ -43,6 +44,8 @@ from hardened.benchmark.report import print_report, to_json
 from hardened.benchmark.scenarios import SCENARIOS, run_scenario
 from hardened.benchmark.simproc import simulator_process
 from hardened.benchmark.success import run_success
+from hardened.cli import non_negative_float, positive_int
+from hardened.sim import ProfileError, load_profile
 from hardened.telemetry.logging import configure_logging
 
 __all__ = ["build_parser", "main_argv", "run"]
@@ -57,7 +60,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     )
     parser.add_argument("--exchange", default="binance", choices=EXCHANGES)
     parser.add_argument("--endpoint", default="fetch_ticker", choices=sorted(ENDPOINTS))
-    parser.add_argument("--calls", type=int, default=2000, help="success-path calls per contender (2000)")
+    parser.add_argument(
+        "--calls", type=positive_int, default=2000, help="success-path calls per contender (2000)"
+    )
     parser.add_argument(
         "--profile",
         help="fault profile(s) for the faults part: built-in names or .toml/.json files, comma-separated "
@@ -68,15 +73,21 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     )
     parser.add_argument("--live", action="store_true", help="the real public API instead of the simulator")
     parser.add_argument("--parts", default=None, help=f"comma-separated, of {', '.join(PARTS)}")
-    parser.add_argument("--fault-calls", type=int, default=400, help="calls per contender, faults part (400)")
-    parser.add_argument("--interval", type=float, default=0.05, help="seconds between a bot's calls (0.05)")
     parser.add_argument(
-        "--concurrency-calls", type=int, default=1000, help="calls per contender and level (1000)"
+        "--fault-calls", type=positive_int, default=400, help="calls per contender, faults part (400)"
     )
-    parser.add_argument("--micro-calls", type=int, default=1000, help="calls for cache hit and fail-fast")
+    parser.add_argument(
+        "--interval", type=non_negative_float, default=0.05, help="seconds between a bot's calls (0.05)"
+    )
+    parser.add_argument(
+        "--concurrency-calls", type=positive_int, default=1000, help="calls per contender and level (1000)"
+    )
+    parser.add_argument(
+        "--micro-calls", type=positive_int, default=1000, help="calls for cache hit and fail-fast"
+    )
     parser.add_argument(
         "--rtt-ms",
-        type=float,
+        type=non_negative_float,
         default=0.0,
         help="success part only: the simulator answers this many ms later, a network round trip "
         "(0: loopback, where the 1.02x target applies)",
@@ -100,8 +111,18 @@ def _parts(args: argparse.Namespace) -> list[str]:
         if args.all or (args.profile and args.profile != "calm"):
             parts.append("faults")
     if args.live:  # a live run sends only the paced success path; no faults, no load test
+        refused = sorted(set(parts) - {"success"}) if args.parts else []
+        if refused:  # asked for by name: say so rather than run nothing and exit 0
+            raise ValueError(f"--live runs the success part only, not {', '.join(refused)}")
         parts = [p for p in parts if p == "success"]
     return parts
+
+
+def _scenario_names(args: argparse.Namespace) -> list[str]:
+    """The fault profiles the faults part runs: ``--profile``'s, else every scenario or transient."""
+    if args.profile:
+        return [p.strip() for p in args.profile.split(",") if p.strip()]
+    return list(SCENARIOS) if args.all else ["transient"]
 
 
 def _round_trip_profile(rtt_ms: float, stack: contextlib.ExitStack) -> str:
@@ -149,10 +170,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     parts = _parts(args)
     exchanges = list(EXCHANGES) if args.all else [args.exchange]
     endpoints = sorted(ENDPOINTS) if args.all else [args.endpoint]
-    if args.profile:
-        scenarios = [p.strip() for p in args.profile.split(",") if p.strip()]
-    else:
-        scenarios = list(SCENARIOS) if args.all else ["transient"]
+    scenarios = _scenario_names(args)
     results: dict[str, Any] = {
         "machine": machine(),
         "target": "live" if args.live else "simulator",
@@ -203,7 +221,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main_argv(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``hardened bench``: 0 when the run finished (targets missed are reported, not
-    turned into an exit code), 2 on bad options."""
+    turned into an exit code), 1 when ``--live`` cannot reach the exchange or the plot could not be
+    saved (the figures are printed all the same), 2 on bad options."""
     parser = build_parser()
     args = parser.parse_args(argv)
     # simulated calls never reach the learning store of the user's real ones (a model trained on
@@ -216,25 +235,49 @@ def main_argv(argv: Sequence[str] | None = None) -> int:
     for name in ("calls", "fault_calls", "concurrency_calls", "micro_calls"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    if args.interval < 0:
-        parser.error(f"--interval must not be negative, got {args.interval}")
+    for profile in _scenario_names(args) if "faults" in _parts(args) else []:
+        try:  # now, not after the other parts have run for minutes
+            load_profile(profile)
+        except ProfileError as exc:
+            parser.error(f"--profile: {exc}")
     if not 0 <= args.rtt_ms <= 10_000:
         parser.error(f"--rtt-ms must be between 0 and 10000, got {args.rtt_ms}")
     if args.rtt_ms and (args.live or _parts(args) != ["success"]):
         parser.error("--rtt-ms measures the success path at a distance: use it with --parts success only")
+    if args.plot:
+        try:  # now, not after a run of minutes whose figures the failure would lose
+            import matplotlib  # noqa: F401
+        except ImportError:
+            parser.error("--plot needs matplotlib: pip install 'hardened[bench]'")
     saved = structlog.get_config()
     configure_logging("INFO" if args.verbose else "CRITICAL")  # fault runs log every retry otherwise
     started = time.monotonic()
     try:
         results = run(args)
+    except ccxt.NetworkError as exc:
+        if not args.live:  # against the simulator this is a bug worth its traceback
+            raise
+        # no network (or the exchange is down): say so in one line, not a page of traceback
+        reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        print(
+            f"hardened bench: --live could not reach the exchange's public API "
+            f"({type(exc).__name__}: {reason}); check the network connection",
+            file=sys.stderr,
+        )
+        return 1
     finally:
         structlog.configure(**saved)  # a caller in the same process (a test, a bot) keeps its logging
     results["seconds"] = round(time.monotonic() - started, 1)
+    code = 0
     if args.plot:
         from hardened.benchmark.plot import save_plot
 
         if "success" in results:
-            results["plot"] = str(save_plot(results, args.plot))
+            try:
+                results["plot"] = str(save_plot(results, args.plot))
+            except (OSError, RuntimeError, ValueError) as exc:  # the figures are still printed below
+                print(f"hardened bench: could not save the plot to {args.plot}: {exc}", file=sys.stderr)
+                code = 1
         else:
             print("hardened bench: no success-path samples to plot; --plot ignored", file=sys.stderr)
     if args.json:
@@ -243,4 +286,4 @@ def main_argv(argv: Sequence[str] | None = None) -> int:
         print_report(results)
         if "plot" in results:
             print(f"latency distributions saved to {results['plot']}")
-    return 0
+    return code

@@ -6,7 +6,8 @@
 - ``tenacity``: a plain ccxt exchange whose methods are wrapped by ``@tenacity.retry``
   (stop after 4 attempts, exponential back-off with jitter, retry on ``ccxt.NetworkError``), the
   loop most bots write by hand.
-- ``hardened``: ``HardenedClient`` with its default configuration.
+- ``hardened``: ``HardenedClient`` with its default configuration: the defaults themselves, not
+  what ``HARDENED_*`` variables or a ``HARDENED_CONFIG_FILE`` of the shell (a bot's settings) say.
 
 ccxt's own rate limiter is off on every side (``enableRateLimit=False``): the benchmark measures
 the resilience layer, and the limiter would only add the same sleeps to everyone.
@@ -14,6 +15,7 @@ the resilience layer, and the limiter would only add the same sleeps to everyone
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,8 +23,10 @@ from typing import Any
 import ccxt
 import ccxt.async_support as accxt
 import tenacity
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from hardened.client import AsyncHardenedClient, HardenedClient
+from hardened.config import HardenedConfig
 
 __all__ = [
     "CONTENDERS",
@@ -30,6 +34,7 @@ __all__ = [
     "EXCHANGES",
     "Contender",
     "EndpointCall",
+    "benchmark_config",
     "build_async",
     "build_sync",
     "symbol_for",
@@ -79,6 +84,30 @@ class Contender:
     def close(self) -> Any:
         """Close the HTTP session (a coroutine for async contenders)."""
         return self.client.close()
+
+
+class _DefaultsOnly(HardenedConfig):
+    """``HardenedConfig`` from its defaults and the values given, never from the environment or
+    a config file: the benchmark measures the defaults, whatever the shell it runs in holds."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+def benchmark_config(**overrides: Any) -> HardenedConfig:
+    """The default configuration with ``overrides``; learning records go to memory (or the store
+    ``HARDENED_LEARNING_STORE`` names), never to the user's real store: simulated calls there
+    would teach the gate about a simulator."""
+    store = os.environ.get("HARDENED_LEARNING_STORE") or ":memory:"
+    return _DefaultsOnly(**{"learning_store": store, **overrides})
 
 
 def _ccxt_options(timeout_ms: int | None) -> dict[str, Any]:
@@ -150,7 +179,9 @@ def _make(
         return Contender(name, exchange, exchange, _tenacity_call(exchange))
     if name.startswith("hardened"):  # "hardened" and its variants (the overrides tell them apart)
         cls = AsyncHardenedClient if asynchronous else HardenedClient
-        client = cls(exchange, **hardened_overrides)
+        settings = dict(hardened_overrides)
+        stages = settings.pop("stages", None)  # the client's own argument, not a setting
+        client = cls(exchange, config=benchmark_config(**settings), stages=stages)
         return Contender(name, client, exchange, _direct_call(client))
     raise ValueError(f"unknown contender {name!r}; one of {', '.join(CONTENDERS)}")
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import ccxt
 
-from hardened.benchmark.contenders import ENDPOINTS, symbol_for, unbind_pacing
+from hardened.benchmark.contenders import ENDPOINTS, benchmark_config, symbol_for, unbind_pacing
 from hardened.benchmark.stats import summarize
 from hardened.client import HardenedClient
 from hardened.errors import CircuitOpenError
@@ -23,8 +23,12 @@ def run_micro(exchange: str, base_url: str, calls: int = 1000) -> dict[str, Any]
     spec = ENDPOINTS["fetch_ticker"]
     symbol = symbol_for(exchange)
     raw = attach_url(getattr(ccxt, exchange)({"enableRateLimit": False}), base_url)
-    cached = HardenedClient(attach_url(getattr(ccxt, exchange)({"enableRateLimit": False}), base_url))
-    refusing = HardenedClient(attach_url(getattr(ccxt, exchange)({"enableRateLimit": False}), base_url))
+    cached = HardenedClient(
+        attach_url(getattr(ccxt, exchange)({"enableRateLimit": False}), base_url), config=benchmark_config()
+    )
+    refusing = HardenedClient(
+        attach_url(getattr(ccxt, exchange)({"enableRateLimit": False}), base_url), config=benchmark_config()
+    )
     unbind_pacing(cached)  # the simulator's weight count is shared by every client on loopback
     unbind_pacing(refusing)
     perf = time.perf_counter

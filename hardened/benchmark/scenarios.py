@@ -53,6 +53,12 @@ def wrong_answer(record: dict[str, Any]) -> bool:
     return kind in _CORRUPTING
 
 
+def _last_end(windows: list[tuple[float, float]]) -> float:
+    """When the last window closes: the latest end, not the end of the window that starts last
+    (a long window can start before a short one and outlast it)."""
+    return max(end for _start, end in windows)
+
+
 def _windows(profile: Profile) -> list[tuple[float, float]]:
     """(start, end) in real seconds of every finite fault window of the profile."""
     factor = profile.schedule.time_compression if profile.schedule is not None else 1.0
@@ -151,7 +157,7 @@ def run_scenario(
     """
     loaded = load_profile(profile)
     windows = _windows(loaded)
-    duration = windows[-1][1] + TAIL_S if windows else None
+    duration = _last_end(windows) + TAIL_S if windows else None
     spec = ENDPOINTS[endpoint]
     symbol = symbol_for(exchange)
     overrides = dict(SCENARIO_OVERRIDES, **(hardened_overrides or {}))
@@ -167,27 +173,58 @@ def run_scenario(
             _load_markets(built[name].client)
             tracers[name] = _Tracer(built[name].exchange)
         records: dict[str, list[dict[str, Any]]] = {name: [] for name in contenders}
-        barrier = threading.Barrier(len(contenders))
+        failures: dict[str, BaseException] = {}
+        halt = threading.Event()  # a bot failed, or the caller was interrupted: every bot stops
+
+        def same_clock() -> None:
+            """The simulators started one by one as their contenders were built: restart their
+            clocks together as the bots are released, so a window opens for all at one moment."""
+            now, wall = time.monotonic(), time.time()
+            for sim in sims.values():
+                sim.faults.started, sim.faults.started_wall = now, wall
+
+        barrier = threading.Barrier(len(contenders), action=same_clock)
 
         def stop(n: int, elapsed: float) -> bool:
+            if halt.is_set():  # the run has no figures: the others need not go on
+                return True
             return elapsed >= duration if duration is not None else n >= calls
 
         def run(name: str) -> None:
-            barrier.wait()
-            sims[name].clear_ground_truth()
-            tracers[name].reset()
-            started = sims[name].faults.started  # windows count from the simulator's start
-            _loop(built[name], tracers[name], spec, symbol, started, interval, stop, records[name], advance)
+            try:
+                barrier.wait()
+                sims[name].clear_ground_truth()
+                tracers[name].reset()
+                started = sims[name].faults.started  # windows count from the simulator's start
+                _loop(
+                    built[name], tracers[name], spec, symbol, started, interval, stop, records[name], advance
+                )
+            except BaseException as error:  # re-raised below: figures of a cut-short run are wrong
+                failures[name] = error
+                halt.set()
+                barrier.abort()  # a bot still waiting to start must not wait for this one forever
 
-        threads = [threading.Thread(target=run, args=(n,), name=f"bench-{n}") for n in contenders]
+        # daemons: a bot inside a long call must not keep the process alive after Ctrl-C
+        threads = [
+            threading.Thread(target=run, args=(n,), name=f"bench-{n}", daemon=True) for n in contenders
+        ]
         for thread in threads:
             thread.start()
-        for thread in threads:
-            thread.join()
+        try:
+            for thread in threads:
+                thread.join()
+        except BaseException:  # Ctrl-C: the bots stop now, not at the run's planned end
+            halt.set()
+            barrier.abort()
+            raise
+        for name, error in failures.items():
+            if not isinstance(error, threading.BrokenBarrierError):  # the others' abort, not a cause
+                raise RuntimeError(f"the {name} bot stopped with an error; no figures") from error
         out: dict[str, Any] = {
             "profile": loaded.name,
             "exchange": exchange,
             "endpoint": endpoint,
+            "seed": seed,  # with the profile, what makes the run's faults reproducible
             "interval_s": interval,
             "timeout_ms": TIMEOUT_MS,
             "windows_s": windows,
@@ -226,7 +263,7 @@ def _figures(
     wrong_by_fault: Counter[str] = Counter()  # which corruption each wrong answer carried
     right = wrong = stale = untraced = 0
     first_fresh_after: float | None = None
-    outage_end = windows[-1][1] if windows else None
+    outage_end = _last_end(windows) if windows else None
     for entry in calls:
         if "error" in entry:
             errors[entry["error"]] += 1
