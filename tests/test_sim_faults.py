@@ -376,6 +376,16 @@ def test_builtin_profiles_load() -> None:
     assert any(r.kind == "accept_then_drop" and r.endpoints == ["create_order"] for r in chaos.faults)
 
 
+def test_a_folder_named_like_a_builtin_profile_does_not_hide_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run from a folder holding ``baddata/`` (a bot's data directory), ``load_profile("baddata")``
+    failed with "Is a directory" instead of loading the built-in profile."""
+    (tmp_path / "baddata").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert load_profile("baddata").name == "baddata"
+
+
 def test_bad_profile_names_the_file_the_field_and_the_problem(tmp_path: Path) -> None:
     path = tmp_path / "broken.toml"
     path.write_text(

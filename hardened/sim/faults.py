@@ -383,7 +383,7 @@ def load_profile(spec: Profile | Mapping[str, Any] | str | Path | None) -> Profi
             f"a fault profile is a built-in name, a file path, a dict or a Profile, not {type(spec).__name__}"
         )
     path = Path(spec)
-    if not path.suffix and not path.exists():
+    if not path.suffix and not path.is_file():  # a folder named "storm" does not hide the built-in
         for suffix in (".toml", ".json"):
             candidate = PROFILES_DIR / f"{spec}{suffix}"
             if candidate.exists():
