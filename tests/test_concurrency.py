@@ -1,0 +1,96 @@
+"""Concurrency of the clients: probe slots, rate-limit bookings, coalescing and cancellation under
+many threads and tasks. Interleavings are forced (events, injected clocks), never left to luck."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ccxt
+import pytest
+
+from hardened import HardenedClient
+from hardened.config import HardenedConfig
+from hardened.errors import CircuitOpenError
+from hardened.pipeline.breaker import EndpointBreaker
+from hardened.sim import Simulator
+
+
+def _core(client: Any) -> Any:
+    return object.__getattribute__(client, "_hd")
+
+
+def _open_time_over(breaker: EndpointBreaker) -> None:
+    """Age the circuit past its open time (instead of sleeping through it)."""
+    assert breaker._opened_mono is not None
+    breaker._opened_mono -= 10_000.0
+
+
+# --- the breaker's half-open probes ------------------------------------------------------------
+
+
+def _probes_admitted(breaker: EndpointBreaker) -> int:
+    admitted = 0
+    while True:
+        try:
+            breaker.admit()
+        except CircuitOpenError:
+            return admitted
+        admitted += 1
+
+
+@pytest.mark.parametrize("ending", ["ignored", "success"])
+def test_a_probe_of_an_earlier_half_open_spell_frees_no_slot_of_the_next(ending: str) -> None:
+    """A probe still in flight when its spell ended (another probe failed: open again) must not,
+    when it ends during the next spell, free one of that spell's slots or count as its success."""
+    policy = HardenedConfig(failure_threshold=1, half_open_max_calls=2, success_threshold=1)
+    breaker = EndpointBreaker("binance_ticker", policy.for_endpoint("ticker"))
+    breaker.record_failure(False)  # trips
+    _open_time_over(breaker)
+    first, late = breaker.admit(), breaker.admit()
+    assert first and late
+    breaker.record_failure(first)  # open again; ``late`` is still out
+    _open_time_over(breaker)
+    assert _probes_admitted(breaker) == 2  # the new spell's two probes
+    if ending == "ignored":
+        breaker.record_ignored(late)
+    else:
+        breaker.record_success(late)
+    assert breaker.state == "half_open"  # a stale success closes nothing
+    assert _probes_admitted(breaker) == 0  # still two in flight: no third
+
+
+def test_a_reset_while_a_probe_is_out_frees_no_slot_of_a_later_spell() -> None:
+    """An operator's reset (or a shared close) during a probe: that probe ending later must not
+    let a second probe into the next half-open spell (the default allows one)."""
+    policy = HardenedConfig(failure_threshold=1).for_endpoint("ticker")
+    breaker = EndpointBreaker("binance_ticker", policy)
+    breaker.record_failure(False)
+    _open_time_over(breaker)
+    probe = breaker.admit()
+    breaker.reset()
+    breaker.record_failure(False)  # a new outage
+    _open_time_over(breaker)
+    assert _probes_admitted(breaker) == 1
+    breaker.record_ignored(probe)
+    assert _probes_admitted(breaker) == 0
+
+
+# --- rate-limit bookings -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def binance_sim() -> Any:
+    with Simulator(exchange="binance", seed=5) as sim:
+        yield sim
+
+
+def test_a_deep_order_book_gives_back_the_weight_it_booked(binance_sim: Simulator) -> None:
+    """``fetch_order_book`` with a large ``limit`` books its argument weight (250 on Binance) before
+    the call; the answer must give back that weight, not the endpoint's default, or the rest stays
+    "in flight" for ever and is added to every usage header: the client paces itself to a halt."""
+    ex = HardenedClient(binance_sim.attach(ccxt.binance({"enableRateLimit": False})), cache_ttl=0)
+    ex.load_markets()
+    pools = _core(ex).rate_limits._pools
+    for _ in range(3):
+        ex.fetch_order_book("BTC/USDT", 5000)
+    assert {name: pool.inflight for name, pool in pools.items() if pool.inflight} == {}
