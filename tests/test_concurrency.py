@@ -3,12 +3,14 @@ many threads and tasks. Interleavings are forced (events, injected clocks), neve
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import ccxt
+import ccxt.async_support as accxt
 import pytest
 
-from hardened import HardenedClient
+from hardened import AsyncHardenedClient, HardenedClient
 from hardened.config import HardenedConfig
 from hardened.errors import CircuitOpenError
 from hardened.pipeline.breaker import EndpointBreaker
@@ -94,3 +96,65 @@ def test_a_deep_order_book_gives_back_the_weight_it_booked(binance_sim: Simulato
     for _ in range(3):
         ex.fetch_order_book("BTC/USDT", 5000)
     assert {name: pool.inflight for name, pool in pools.items() if pool.inflight} == {}
+
+
+# --- cancellation is the caller's, not the exchange's ------------------------------------------
+
+
+class _Hanging:
+    """Stands in for ccxt's ``fetch``: every request hangs until its task is cancelled."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.started.set()
+        await asyncio.Event().wait()
+
+
+def test_cancelled_calls_are_neither_failures_nor_learned(binance_sim: Simulator) -> None:
+    """A bot's own timeouts cancel calls in flight: counted apart (``cancelled``), not as failures
+    (health read 25 cancellations as "96 % of calls failed"), and not fed to the learning gate."""
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any], list[Any]]:
+        exchange = binance_sim.attach(accxt.binance({"enableRateLimit": False}))
+        async with AsyncHardenedClient(exchange, cache_ttl=0) as ex:
+            await ex.load_markets()
+            gate = next(s for s in ex.pipeline.stages if s.name == "gate")
+            learned: list[Any] = []
+            gate.learner = _Learner(learned)
+            hanging = _Hanging()
+            exchange.fetch = hanging
+            for _ in range(25):
+                hanging.started.clear()
+                task = asyncio.create_task(ex.fetch_ticker("BTC/USDT"))
+                await hanging.started.wait()
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            return ex.stats()["endpoints"]["ticker"], ex.health(), learned
+
+    ticker, health, learned = asyncio.run(scenario())
+    assert ticker["calls"] == 25 and ticker["cancelled"] == 25
+    assert ticker["failures"] == {} and ticker["recent"]["failures"] == 0
+    assert health["status"] == "excellent", health
+    assert learned == []
+
+
+class _Learner:
+    """Records what the gate hands the learner."""
+
+    def __init__(self, learned: list[Any]) -> None:
+        self.learned = learned
+
+    def clock(self) -> float:
+        return 0.0
+
+    def defer(self, fn: Any, item: Any) -> None:
+        self.learned.append(item)
+
+    def call_key(self, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+        return (), ()  # for what the real learner deferred before it was swapped out
+
+    def finish(self, *args: Any, **kwargs: Any) -> None:
+        return None
