@@ -4,6 +4,7 @@ many threads and tasks. Interleavings are forced (events, injected clocks), neve
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import ccxt
@@ -158,3 +159,29 @@ class _Learner:
 
     def finish(self, *args: Any, **kwargs: Any) -> None:
         return None
+
+
+def test_a_cancel_arriving_with_the_deadline_stays_a_cancel(binance_sim: Simulator) -> None:
+    """A task cancelled from outside (a shutdown) in the same loop turn as its attempt's deadline
+    fires: asyncio.timeout lets the CancelledError through, and the pipeline must too. It turned
+    it into DeadlineExceeded: the task was not cancelled and the breaker counted a failure."""
+
+    async def scenario() -> tuple[AsyncHardenedClient, asyncio.Task[Any]]:
+        exchange = binance_sim.attach(accxt.binance({"enableRateLimit": False}))
+        config = {"failure_threshold": 1, "endpoints": {"ticker": {"call_deadline": 0.05}}}
+        async with AsyncHardenedClient(exchange, cache_ttl=0, **config) as ex:
+            await ex.load_markets()
+            hanging = _Hanging()
+            exchange.fetch = hanging
+            task = asyncio.create_task(ex.fetch_ticker("BTC/USDT"))
+            await hanging.started.wait()
+            time.sleep(0.06)  # blocking: the attempt's deadline is due when the loop turns again
+            asyncio.get_running_loop().call_later(0, task.cancel)  # due right after the deadline's
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            return ex, task
+
+    ex, task = asyncio.run(scenario())
+    assert task.cancelled()
+    assert ex.breakers["binance_ticker"].state == "closed"
+    assert ex.stats()["endpoints"]["ticker"]["failures"] == {}

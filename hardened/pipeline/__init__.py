@@ -305,7 +305,9 @@ async def _attempt_async(
             answer = await call(*ctx.args, **ctx.kwargs)
         return _answered(pipe, ctx, answer)
     except BaseException as error:
-        if deadline is not None and deadline.expired():
+        # A CancelledError out of an expired timeout is a cancellation from outside (a shutdown)
+        # in the same loop turn: asyncio.timeout lets it through, and so must we, or it is lost.
+        if deadline is not None and deadline.expired() and not isinstance(error, asyncio.CancelledError):
             failed: BaseException = DeadlineExceeded(
                 ctx.endpoint.name, ctx.rt.policy.call_deadline, "no answer in time"
             )
