@@ -13,7 +13,8 @@ import pytest
 
 from hardened import AsyncHardenedClient, HardenedClient
 from hardened.config import HardenedConfig
-from hardened.errors import CircuitOpenError
+from hardened.errors import CircuitOpenError, ErrorKind
+from hardened.pipeline import CallContext, Stage, insert_stage
 from hardened.pipeline.breaker import EndpointBreaker
 from hardened.sim import Simulator
 
@@ -185,3 +186,68 @@ def test_a_cancel_arriving_with_the_deadline_stays_a_cancel(binance_sim: Simulat
     assert task.cancelled()
     assert ex.breakers["binance_ticker"].state == "closed"
     assert ex.stats()["endpoints"]["ticker"]["failures"] == {}
+
+
+# --- a stage that raises while the pipeline unwinds ----------------------------------------------
+
+
+class _InterruptOnce(Stage):
+    """Raises ``KeyboardInterrupt`` in its ``on_done`` for the first ticker call: where a Ctrl-C
+    lands when it arrives while the stages unwind."""
+
+    name = "interrupt_once"
+    fired = False
+
+    def on_done(self, ctx: CallContext, result: Any, error: BaseException | None) -> tuple[Any, Any]:
+        if not self.fired and ctx.endpoint.name == "ticker":
+            self.fired = True
+            raise KeyboardInterrupt
+        return result, error
+
+
+def test_an_interrupt_while_the_stages_unwind_leaves_no_flight_behind(binance_sim: Simulator) -> None:
+    """The cache's hook still runs after an inner stage was interrupted: its in-flight mark went
+    unlanded, and every later identical call waited its whole deadline for a leader long gone."""
+    exchange = binance_sim.attach(ccxt.binance({"enableRateLimit": False}))
+    ex = HardenedClient(
+        exchange, call_deadline=1.0, stages=lambda d: insert_stage(d, _InterruptOnce(), after="cache")
+    )
+    ex.load_markets()
+    with pytest.raises(KeyboardInterrupt):
+        ex.fetch_ticker("BTC/USDT")
+    assert _core(ex).cache._flights == {}
+    assert ex.fetch_ticker("BTC/USDT")["symbol"] == "BTC/USDT"
+
+
+class _FailingMetrics(Stage):
+    """A stage of the user's whose ``on_attempt_error`` fails (its metrics backend is down)."""
+
+    name = "failing_metrics"
+
+    def on_attempt_error(self, ctx: CallContext, error: BaseException, kind: ErrorKind) -> None:
+        raise RuntimeError("metrics backend down")
+
+
+def test_a_stage_failing_on_an_error_does_not_keep_the_probe_slot(binance_sim: Simulator) -> None:
+    """A failed half-open probe is fed to the breaker even when an inner stage's hook raises: it
+    was skipped, the probe's slot stayed taken, and the breaker refused every call for ever."""
+    exchange = binance_sim.attach(ccxt.binance({"enableRateLimit": False}))
+    ex = HardenedClient(
+        exchange,
+        max_retries=0,
+        cache_ttl=0,
+        stale_if_error=0,
+        stages=lambda d: insert_stage(d, _FailingMetrics()),
+    )
+    ex.load_markets()
+    breaker = _core(ex).runtime("ticker").breaker
+    breaker.force_open()
+    _open_time_over(breaker)
+
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise ccxt.ExchangeNotAvailable("binance 503 Service Unavailable")
+
+    exchange.fetch_ticker = down
+    with pytest.raises(RuntimeError):
+        ex.fetch_ticker("BTC/USDT")  # the probe fails
+    assert breaker.state == "open" and breaker._probes == 0

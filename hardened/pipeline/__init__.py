@@ -115,7 +115,9 @@ def _finish(pipe: Pipeline, ctx: CallContext, result: Any, error: BaseException 
     for hook in pipe.on_done:
         try:
             result, error = hook(ctx, result, error)
-        except Exception as failed:  # the outer stages still run: the cache lands, record counts
+        except BaseException as failed:  # the outer stages still run: the cache lands, record counts
+            # (a Ctrl-C landing in a stage too: skipping the cache's hook would leave its in-flight
+            # mark, and every later identical call would wait for a leader that is gone)
             result, error = None, failed
     if error is not None:
         raise error
@@ -143,8 +145,15 @@ def _attempt_failed(pipe: Pipeline, ctx: CallContext, error: BaseException) -> N
     ctx.error_kind = kind
     if kind is ErrorKind.CLOCK_SKEW:
         ctx.rt.clock.suspect = True  # whether or not this call is retried, the next attempt resyncs
+    raised: BaseException | None = None
     for hook in pipe.on_attempt_error:
-        hook(ctx, error, kind)
+        try:
+            hook(ctx, error, kind)
+        except BaseException as failure:  # every stage still hears of it: the breaker frees its
+            if raised is None:  # probe slot, the rate limit its booking; the first failure wins
+                raised = failure
+    if raised is not None:
+        raise raised
 
 
 def _clock_resync_due(ctx: CallContext) -> bool:
