@@ -251,3 +251,39 @@ def test_a_stage_failing_on_an_error_does_not_keep_the_probe_slot(binance_sim: S
     with pytest.raises(RuntimeError):
         ex.fetch_ticker("BTC/USDT")  # the probe fails
     assert breaker.state == "open" and breaker._probes == 0
+
+
+def test_a_call_is_not_handed_another_calls_cancellation(binance_sim: Simulator) -> None:
+    """Two first calls share ccxt's markets load (one task in ccxt). The first call's deadline
+    cancels that task; the second, never cancelled, got the CancelledError as if it had been
+    (a TaskGroup or gather reads that as its own cancel). It now retries the load and answers."""
+
+    async def scenario() -> tuple[BaseException | None, Any, int]:
+        exchange = binance_sim.attach(accxt.binance({"enableRateLimit": False}))
+        real = exchange.fetch_markets
+        gate, entered = asyncio.Event(), asyncio.Event()
+
+        async def slow_markets(*args: Any, **kwargs: Any) -> Any:
+            entered.set()
+            await gate.wait()
+            return await real(*args, **kwargs)
+
+        exchange.fetch_markets = slow_markets
+        config = {"initial_delay": 0.01, "endpoints": {"ticker": {"call_deadline": 0.05}}}
+        async with AsyncHardenedClient(exchange, **config) as ex:
+            first = asyncio.create_task(ex.fetch_ticker("BTC/USDT"))
+            await entered.wait()  # the first call is loading the markets
+            second = asyncio.create_task(ex.fetch_order_book("BTC/USDT"))
+            error = None
+            try:
+                await first  # its deadline passes while the markets load
+            except ccxt.BaseError as failed:
+                error = failed
+            gate.set()
+            book = await second
+            return error, book, ex.stats()["endpoints"]["order_book"]["retries"]
+
+    error, book, retries = asyncio.run(scenario())
+    assert type(error).__name__ == "DeadlineExceeded"
+    assert book["symbol"] == "BTC/USDT"
+    assert retries == 1

@@ -320,12 +320,30 @@ async def _attempt_async(
             failed: BaseException = DeadlineExceeded(
                 ctx.endpoint.name, ctx.rt.policy.call_deadline, "no answer in time"
             )
+        elif isinstance(error, asyncio.CancelledError) and not _cancelling():
+            failed = _cancelled_elsewhere(ctx)
         else:
             failed = _overdue(ctx, parser_failure(ctx, error))
         _attempt_failed(pipe, ctx, failed)
         if failed is error:
             raise
         raise failed from error
+
+
+def _cancelling() -> bool:
+    """Whether the current task is being cancelled (by its caller, or by a timeout around it)."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
+
+
+def _cancelled_elsewhere(ctx: CallContext) -> BaseException:
+    """A CancelledError this task was not asked for: ccxt shares one task among concurrent callers
+    (its markets load) and another caller's cancel or deadline cancelled it. Not this caller's
+    cancel: a network failure of the attempt, retried like one."""
+    return ccxt.NetworkError(
+        f"{ctx.endpoint.name}: a request this call shared with another call (ccxt's markets load) "
+        "was cancelled with that call"
+    )
 
 
 async def run_async(
