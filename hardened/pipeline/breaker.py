@@ -172,10 +172,11 @@ class EndpointBreaker:
     def record_success(self, probe: int | bool) -> None:
         """Feed a successful call: resets the consecutive count; enough probe successes close it."""
         with self._lock:
-            if probe and not self._probe_over(probe):
-                return  # a probe of a spell that is over: its success says nothing of this one
+            stale = bool(probe) and not self._probe_over(probe)
             state = self._storage.state
             if state == HALF_OPEN:
+                if stale:
+                    return  # a probe of a spell that is over: its success says nothing of this one
                 self._storage.increment_success_counter()
                 if self._storage.success_counter >= self._breaker.success_threshold:
                     self._breaker.close()
