@@ -130,7 +130,7 @@ def test_cancelled_calls_are_neither_failures_nor_learned(binance_sim: Simulator
             for _ in range(25):
                 hanging.started.clear()
                 task = asyncio.create_task(ex.fetch_ticker("BTC/USDT"))
-                await hanging.started.wait()
+                await asyncio.wait_for(hanging.started.wait(), 10)
                 task.cancel()
                 with pytest.raises(asyncio.CancelledError):
                     await task
@@ -169,14 +169,14 @@ def test_a_cancel_arriving_with_the_deadline_stays_a_cancel(binance_sim: Simulat
 
     async def scenario() -> tuple[AsyncHardenedClient, asyncio.Task[Any]]:
         exchange = binance_sim.attach(accxt.binance({"enableRateLimit": False}))
-        config = {"failure_threshold": 1, "endpoints": {"ticker": {"call_deadline": 0.05}}}
+        config = {"failure_threshold": 1, "endpoints": {"ticker": {"call_deadline": 0.3}}}
         async with AsyncHardenedClient(exchange, cache_ttl=0, **config) as ex:
             await ex.load_markets()
             hanging = _Hanging()
             exchange.fetch = hanging
             task = asyncio.create_task(ex.fetch_ticker("BTC/USDT"))
-            await hanging.started.wait()
-            time.sleep(0.06)  # blocking: the attempt's deadline is due when the loop turns again
+            await asyncio.wait_for(hanging.started.wait(), 10)
+            time.sleep(0.35)  # blocking: the attempt's deadline is due when the loop turns again
             asyncio.get_running_loop().call_later(0, task.cancel)  # due right after the deadline's
             with pytest.raises(asyncio.CancelledError):
                 await task
@@ -260,27 +260,27 @@ def test_a_call_is_not_handed_another_calls_cancellation(binance_sim: Simulator)
 
     async def scenario() -> tuple[BaseException | None, Any, int]:
         exchange = binance_sim.attach(accxt.binance({"enableRateLimit": False}))
-        real = exchange.fetch_markets
+        real = exchange.load_markets_helper  # what ccxt wraps in the one task its callers share
         gate, entered = asyncio.Event(), asyncio.Event()
 
-        async def slow_markets(*args: Any, **kwargs: Any) -> Any:
+        async def slow_load(*args: Any, **kwargs: Any) -> Any:
             entered.set()
             await gate.wait()
             return await real(*args, **kwargs)
 
-        exchange.fetch_markets = slow_markets
-        config = {"initial_delay": 0.01, "endpoints": {"ticker": {"call_deadline": 0.05}}}
+        exchange.load_markets_helper = slow_load
+        config = {"initial_delay": 0.01, "endpoints": {"ticker": {"call_deadline": 0.2}}}
         async with AsyncHardenedClient(exchange, **config) as ex:
             first = asyncio.create_task(ex.fetch_ticker("BTC/USDT"))
-            await entered.wait()  # the first call is loading the markets
+            await asyncio.wait_for(entered.wait(), 10)  # the first call is loading the markets
             second = asyncio.create_task(ex.fetch_order_book("BTC/USDT"))
             error = None
             try:
-                await first  # its deadline passes while the markets load
+                await asyncio.wait_for(first, 10)  # its deadline passes while the markets load
             except ccxt.BaseError as failed:
                 error = failed
             gate.set()
-            book = await second
+            book = await asyncio.wait_for(second, 10)
             return error, book, ex.stats()["endpoints"]["order_book"]["retries"]
 
     error, book, retries = asyncio.run(scenario())

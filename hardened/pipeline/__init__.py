@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
+from asyncio import CancelledError, current_task
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -316,11 +317,11 @@ async def _attempt_async(
     except BaseException as error:
         # A CancelledError out of an expired timeout is a cancellation from outside (a shutdown)
         # in the same loop turn: asyncio.timeout lets it through, and so must we, or it is lost.
-        if deadline is not None and deadline.expired() and not isinstance(error, asyncio.CancelledError):
+        if deadline is not None and deadline.expired() and not isinstance(error, CancelledError):
             failed: BaseException = DeadlineExceeded(
                 ctx.endpoint.name, ctx.rt.policy.call_deadline, "no answer in time"
             )
-        elif isinstance(error, asyncio.CancelledError) and not _cancelling():
+        elif isinstance(error, CancelledError) and not _cancelling():
             failed = _cancelled_elsewhere(ctx)
         else:
             failed = _overdue(ctx, parser_failure(ctx, error))
@@ -332,7 +333,7 @@ async def _attempt_async(
 
 def _cancelling() -> bool:
     """Whether the current task is being cancelled (by its caller, or by a timeout around it)."""
-    task = asyncio.current_task()
+    task = current_task()  # (imported by name: tests stand a fake in for this module's asyncio)
     return task is None or task.cancelling() > 0
 
 
