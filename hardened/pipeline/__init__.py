@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
+from asyncio import CancelledError, current_task
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -115,7 +116,9 @@ def _finish(pipe: Pipeline, ctx: CallContext, result: Any, error: BaseException 
     for hook in pipe.on_done:
         try:
             result, error = hook(ctx, result, error)
-        except Exception as failed:  # the outer stages still run: the cache lands, record counts
+        except BaseException as failed:  # the outer stages still run: the cache lands, record counts
+            # (a Ctrl-C landing in a stage too: skipping the cache's hook would leave its in-flight
+            # mark, and every later identical call would wait for a leader that is gone)
             result, error = None, failed
     if error is not None:
         raise error
@@ -143,8 +146,15 @@ def _attempt_failed(pipe: Pipeline, ctx: CallContext, error: BaseException) -> N
     ctx.error_kind = kind
     if kind is ErrorKind.CLOCK_SKEW:
         ctx.rt.clock.suspect = True  # whether or not this call is retried, the next attempt resyncs
+    raised: BaseException | None = None
     for hook in pipe.on_attempt_error:
-        hook(ctx, error, kind)
+        try:
+            hook(ctx, error, kind)
+        except BaseException as failure:  # every stage still hears of it: the breaker frees its
+            if raised is None:  # probe slot, the rate limit its booking; the first failure wins
+                raised = failure
+    if raised is not None:
+        raise raised
 
 
 def _clock_resync_due(ctx: CallContext) -> bool:
@@ -305,16 +315,36 @@ async def _attempt_async(
             answer = await call(*ctx.args, **ctx.kwargs)
         return _answered(pipe, ctx, answer)
     except BaseException as error:
-        if deadline is not None and deadline.expired():
+        # A CancelledError out of an expired timeout is a cancellation from outside (a shutdown)
+        # in the same loop turn: asyncio.timeout lets it through, and so must we, or it is lost.
+        if deadline is not None and deadline.expired() and not isinstance(error, CancelledError):
             failed: BaseException = DeadlineExceeded(
                 ctx.endpoint.name, ctx.rt.policy.call_deadline, "no answer in time"
             )
+        elif isinstance(error, CancelledError) and not _cancelling():
+            failed = _cancelled_elsewhere(ctx)
         else:
             failed = _overdue(ctx, parser_failure(ctx, error))
         _attempt_failed(pipe, ctx, failed)
         if failed is error:
             raise
         raise failed from error
+
+
+def _cancelling() -> bool:
+    """Whether the current task is being cancelled (by its caller, or by a timeout around it)."""
+    task = current_task()  # (imported by name: tests stand a fake in for this module's asyncio)
+    return task is None or task.cancelling() > 0
+
+
+def _cancelled_elsewhere(ctx: CallContext) -> BaseException:
+    """A CancelledError this task was not asked for: ccxt shares one task among concurrent callers
+    (its markets load) and another caller's cancel or deadline cancelled it. Not this caller's
+    cancel: a network failure of the attempt, retried like one."""
+    return ccxt.NetworkError(
+        f"{ctx.endpoint.name}: a request this call shared with another call (ccxt's markets load) "
+        "was cancelled with that call"
+    )
 
 
 async def run_async(

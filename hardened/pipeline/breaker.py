@@ -63,6 +63,7 @@ class EndpointBreaker:
         "_opened_mono",
         "_probes",
         "_shared",
+        "_spell",
         "_storage",
         "_window",
         "changed_at",
@@ -101,6 +102,9 @@ class EndpointBreaker:
         self._lock = threading.Lock()
         self._window = SlidingCounts(policy.window_seconds)
         self._probes = 0
+        # Which half-open spell the probes in ``_probes`` belong to: a probe that ends after its
+        # spell did (re-opened, reset, closed elsewhere) must not free a slot of the next one.
+        self._spell = 0
         # Monotonic time the circuit last opened, what its open time is measured on: the wall
         # clock's opened_at (pybreaker's, shared through Redis) jumps with an NTP step.
         self._opened_mono: float | None = None
@@ -120,8 +124,9 @@ class EndpointBreaker:
 
     # --- decisions -------------------------------------------------------------------------
 
-    def admit(self) -> bool:
-        """Let a call through or raise ``CircuitOpenError``; returns True when the call is a probe."""
+    def admit(self) -> int | bool:
+        """Let a call through or raise ``CircuitOpenError``; returns the half-open spell (a truthy
+        int, handed back to ``record_*``) when the call is a probe, else False."""
         if self._storage.state == CLOSED:
             return False
         shared = self._shared
@@ -141,23 +146,37 @@ class EndpointBreaker:
                     self.rejected += 1
                     raise CircuitOpenError(self.name, retry_in=remaining)
                 self._breaker.half_open()
-                self._probes = 0
+                self._new_spell()
                 state = HALF_OPEN
             if state == HALF_OPEN:
                 if self._probes >= self.half_open_max_calls:
                     self.rejected += 1
                     raise CircuitOpenError(self.name)
                 self._probes += 1
-                return True
+                return self._spell
             return False
 
-    def record_success(self, probe: bool) -> None:
+    def _new_spell(self) -> None:
+        """Forget the probes in flight (locked): those still out belong to a spell that is over."""
+        self._spell += 1
+        self._probes = 0
+
+    def _probe_over(self, probe: int | bool) -> bool:
+        """Give back a probe's slot (locked); False when the probe is of an earlier spell (stale)."""
+        if probe is not True and probe != self._spell:  # (True: a caller of the bool era)
+            return False
+        if self._probes > 0:
+            self._probes -= 1
+        return True
+
+    def record_success(self, probe: int | bool) -> None:
         """Feed a successful call: resets the consecutive count; enough probe successes close it."""
         with self._lock:
-            if probe:
-                self._probes = max(0, self._probes - 1)
+            stale = bool(probe) and not self._probe_over(probe)
             state = self._storage.state
             if state == HALF_OPEN:
+                if stale:
+                    return  # a probe of a spell that is over: its success says nothing of this one
                 self._storage.increment_success_counter()
                 if self._storage.success_counter >= self._breaker.success_threshold:
                     self._breaker.close()
@@ -167,11 +186,11 @@ class EndpointBreaker:
                     self._storage.reset_counter()
                 self._window.add(time.monotonic(), 1, 0)
 
-    def record_failure(self, probe: bool) -> None:
+    def record_failure(self, probe: int | bool) -> None:
         """Feed a failure that counts (transient: 5xx, timeout, reset): may trip the breaker."""
         with self._lock:
             if probe:
-                self._probes = max(0, self._probes - 1)
+                self._probe_over(probe)
             state = self._storage.state
             if state == HALF_OPEN:
                 self._trip()
@@ -188,11 +207,11 @@ class EndpointBreaker:
             if calls >= self.minimum_calls and failures >= self.failure_rate_threshold * calls:
                 self._trip()
 
-    def record_ignored(self, probe: bool) -> None:
+    def record_ignored(self, probe: int | bool) -> None:
         """A call ended in a way that says nothing about the exchange's health (permanent error)."""
         if probe:
             with self._lock:
-                self._probes = max(0, self._probes - 1)
+                self._probe_over(probe)
 
     def _trip(self) -> None:
         self.trips += 1
@@ -271,7 +290,7 @@ class EndpointBreaker:
                 if state == "open":
                     if current != OPEN:
                         self._window.clear()
-                        self._probes = 0
+                        self._new_spell()
                         self._opened_mono = time.monotonic()
                         self._breaker.open()
                     if opened_at is not None:
@@ -282,7 +301,7 @@ class EndpointBreaker:
                         self._opened_mono = time.monotonic() - (age if age > 0.0 else 0.0)
                 elif state == "closed":
                     if current != CLOSED:
-                        self._probes = 0
+                        self._new_spell()
                         self._breaker.close()
                     self._storage.reset_counter()
                 else:
@@ -303,7 +322,7 @@ class EndpointBreaker:
     def reset(self) -> None:
         """Close the circuit now and forget its counters (an operator's override)."""
         with self._lock:
-            self._probes = 0
+            self._new_spell()
             self._window.clear()
             if self._storage.state != CLOSED:
                 self._breaker.close()

@@ -33,7 +33,7 @@ class CallContext:
     asked: tuple[tuple[Any, ...], dict[str, Any]] | None = None
     attempt = 0
     retries = 0
-    breaker_probe = False
+    breaker_probe: int | bool = False  # the half-open spell that admitted this attempt as a probe
     cache_hit = False
     cache_key: Any = None  # set when this call leads a cacheable request
     cache_flight: Any = None  # the in-flight request this call leads or waits for

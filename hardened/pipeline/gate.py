@@ -215,6 +215,8 @@ class GateStage(Stage):
             seen = ctx.error
         if ctx.attempt == 0 or (ctx.attempt == 1 and isinstance(seen, _NOT_SENT)):
             return result, error  # answered locally: nothing learned about the exchange
+        if seen is not None and not isinstance(seen, Exception):
+            return result, error  # cancelled or interrupted by the caller: no outcome to learn
         data = ctx.learning
         if data is None:
             if self.enabled:

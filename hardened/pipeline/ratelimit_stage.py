@@ -122,15 +122,17 @@ class RateLimitStage(Stage):
 
     def on_result(self, ctx: CallContext, result: Any) -> Any:
         endpoint = _PROFILE_NAME.get(ctx.endpoint.name, ctx.endpoint.name)
-        self.budget.observe(endpoint, ctx.http_status or 0, ctx.http_headers, time.time())
+        # the weight booked before the call is the one given back (a deep book books more)
+        weight = _weight(self.budget, endpoint, ctx) if endpoint in _ARGUMENT_WEIGHTS else None
+        self.budget.observe(endpoint, ctx.http_status or 0, ctx.http_headers, time.time(), weight=weight)
         return result
 
     def on_attempt_error(self, ctx: CallContext, error: BaseException, kind: ErrorKind) -> None:
         if isinstance(error, (CircuitOpenError, RateLimitBackoff, RequestSkipped)):
             return  # refused before this stage booked anything (or it released it already)
         endpoint = _PROFILE_NAME.get(ctx.endpoint.name, ctx.endpoint.name)
+        weight = _weight(self.budget, endpoint, ctx) if endpoint in _ARGUMENT_WEIGHTS else None
         if not _sent(ctx, error, kind):  # e.g. ccxt's argument checks: nothing reached the exchange
-            weight = _weight(self.budget, endpoint, ctx) if endpoint in _ARGUMENT_WEIGHTS else None
             self.budget.release(endpoint, weight)
             return
         body = str(error) if kind is ErrorKind.RATE_LIMIT else None
@@ -138,7 +140,7 @@ class RateLimitStage(Stage):
             self.budget.clock_offset_s = self.clock_offset()
         banned_before = self.budget.banned_until
         now = time.time()
-        self.budget.observe(endpoint, ctx.http_status or 0, ctx.http_headers, now, body)
+        self.budget.observe(endpoint, ctx.http_status or 0, ctx.http_headers, now, body, weight)
         if self.budget.banned_until > max(banned_before, now):
             self._announce(ctx.endpoint.name, True, self.budget.banned_until, now, ctx.http_status)
 

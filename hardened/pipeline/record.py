@@ -59,6 +59,7 @@ class EndpointStats:
         "cache_hits",
         "cache_misses",
         "calls",
+        "cancelled",
         "coalesced",
         "failures",
         "last_error",
@@ -78,6 +79,7 @@ class EndpointStats:
         self._exchange_latencies = _Ring()  # calls that reached the exchange: what health compares
         self._recent = SlidingCounts(60)  # (calls, failures) over the last minute, for health
         self.calls = 0
+        self.cancelled = 0  # ended by the caller (task cancelled, Ctrl-C): neither success nor failure
         self.successes = 0
         self.failures: dict[str, int] = {}
         self.retries = 0
@@ -105,6 +107,12 @@ class EndpointStats:
                 self.stale_served += 1
             if ctx.quality is not None:
                 self.last_quality = ctx.quality
+            if error is not None and not isinstance(error, Exception):
+                # CancelledError, KeyboardInterrupt, SystemExit: the caller ended the call, the
+                # exchange did not fail it. Counted apart, or a bot's own timeouts read as an outage
+                # in health; its latency is the caller's patience, not the exchange's.
+                self.cancelled += 1
+                return
             self._recent.add(time.monotonic(), 1, 0 if error is None else 1)
             if error is None:
                 self.successes += 1
@@ -127,6 +135,7 @@ class EndpointStats:
             data: dict[str, Any] = {
                 "calls": self.calls,
                 "successes": self.successes,
+                "cancelled": self.cancelled,
                 "failures": failures,
                 "failed": sum(failures.values()),
                 "retries": self.retries,
