@@ -200,7 +200,7 @@ class GateStage(Stage):
                 ctx.cache_hit = True
                 ctx.stale = True
                 return Shortcut(value)
-        ctx.rt.stats.skips += 1
+        ctx.rt.stats.add_skip()
         learner.note_skip(self.exchange_id, endpoint, p)
         raise RequestSkipped(endpoint, p, "learning gate; the cache held no answer")
 

@@ -92,6 +92,12 @@ class EndpointStats:
         self.last_error: str | None = None
         self.last_error_at: float | None = None
 
+    def add_skip(self) -> None:
+        """Count one call the learning gate skipped (under the lock: ``+=`` alone can lose counts
+        between threads)."""
+        with self._lock:
+            self.skips += 1
+
     def add(self, ctx: CallContext, latency: float, error: BaseException | None) -> None:
         """Count one finished call."""
         with self._lock:
