@@ -88,11 +88,11 @@ class _Watched:
 
 
 class _HTTPHandler(_Watched, urllib.request.HTTPHandler):
-    pass
+    """urllib's plain HTTP handler under the send deadline."""
 
 
 class _HTTPSHandler(_Watched, urllib.request.HTTPSHandler):
-    pass
+    """urllib's HTTPS handler under the send deadline."""
 
 
 _OPENER = urllib.request.build_opener(_NoRedirect, _HTTPHandler, _HTTPSHandler)
