@@ -476,14 +476,7 @@ def test_generic_component_api() -> None:
 
 
 def test_model_saved_with_schema_and_other_version_refused(tmp_path: Path) -> None:
-    clock = Clock()
-    learner = _learner(clock=clock, model_path=tmp_path / "m.joblib")
-    try:
-        _feed_symbol_pattern(learner, clock)
-        learner.train()
-    finally:
-        learner.close()
-    loaded = GateModel.load(tmp_path / "m.joblib")
+    loaded = GateModel.load(_saved_model(tmp_path))
     assert loaded.schema["features"][:3] == ["component", "exchange", "endpoint"]
     sidecar = tmp_path / "m.joblib.json"
     schema = json.loads(sidecar.read_text())
